@@ -1,0 +1,190 @@
+//! End to end: the `vitrine` binary trains on the shipped sample, then evaluates, predicts and
+//! exports, and explains bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+fn vitrine(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vitrine"))
+        .args(args)
+        .current_dir(repo())
+        .output()
+        .expect("vitrine runs")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = vitrine(args);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "vitrine {args:?} failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    stdout
+}
+
+fn fails(args: &[&str]) -> String {
+    let out = vitrine(args);
+    assert!(!out.status.success(), "vitrine {args:?} should fail");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!stderr.contains("panicked"), "an error, not a panic:\n{stderr}");
+    stderr
+}
+
+/// One quick-start run, trained once through the CLI and shared by the tests.
+fn trained_run() -> &'static Path {
+    static RUN: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    &RUN.get_or_init(|| {
+        let tmp = tempfile::tempdir().unwrap();
+        let run = tmp.path().join("quick");
+        let out = ok(&[
+            "train",
+            "configs/quickstart.toml",
+            "--set",
+            "train.epochs=3",
+            "--set",
+            "data.limit=2400",
+            "--backend",
+            "flex",
+            "--out",
+            run.to_str().unwrap(),
+        ]);
+        assert!(out.contains("device: flex"), "{out}");
+        assert!(out.contains("epoch 3/3"), "plain per-epoch lines when not a terminal:\n{out}");
+        assert!(out.contains("test: accuracy"), "{out}");
+        (tmp, run)
+    })
+    .1
+}
+
+#[test]
+fn train_writes_a_complete_run() {
+    let run = trained_run();
+    for file in ["config.toml", "classes.json", "metrics.csv", "model.bpk", "loss.png", "report.md", "checkpoints/latest"] {
+        assert!(run.join(file).exists(), "{file}");
+    }
+    let config = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    assert!(config.contains("epochs = 3") && config.contains("limit = 2400"), "resolved config keeps overrides:\n{config}");
+    // A finished run resumes to nothing new rather than training again.
+    let out = ok(&["train", "--resume", run.to_str().unwrap(), "--backend", "flex"]);
+    assert!(out.contains("resuming") && !out.contains("epoch 4"), "{out}");
+}
+
+#[test]
+fn eval_reports_accuracy_f1_and_confusion() {
+    let run = trained_run().to_str().unwrap();
+    let images = "datasets/fashion-mnist-sample/t10k-images-idx3-ubyte.gz";
+    let labels = "datasets/fashion-mnist-sample/t10k-labels-idx1-ubyte.gz";
+    let text = ok(&["eval", run, "--data", images, labels]);
+    assert!(text.contains("accuracy") && text.contains("macro-F1") && text.contains("Ankle boot"), "{text}");
+    let json: serde_json::Value = serde_json::from_str(&ok(&["eval", run, "--data", images, labels, "--json"])).unwrap();
+    assert_eq!(json["examples"], 1000);
+    assert!(json["accuracy"].as_f64().unwrap() > 0.5, "{json}");
+    assert_eq!(json["confusion"]["counts"].as_array().unwrap().len(), 10);
+    assert!(trained_run().join("eval-confusion.png").is_file());
+}
+
+/// Writes sample test images as PNG files in class folders named like the run's classes.
+fn image_folder(root: &Path, classes: &[&str]) -> Vec<(PathBuf, usize)> {
+    let dir = repo().join("datasets/fashion-mnist-sample");
+    let set = vitrine_core::data::load_idx(
+        &dir.join("t10k-images-idx3-ubyte.gz"),
+        &dir.join("t10k-labels-idx1-ubyte.gz"),
+        vitrine_core::config::ImageShape::default(),
+        None,
+    )
+    .unwrap();
+    (0..60)
+        .map(|i| {
+            let label = set.labels[i] as usize;
+            let dir = root.join(classes[label].replace('/', "-"));
+            std::fs::create_dir_all(&dir).unwrap();
+            let path = dir.join(format!("{i}.png"));
+            image::GrayImage::from_raw(28, 28, set.image(i).to_vec()).unwrap().save(&path).unwrap();
+            (path, label)
+        })
+        .collect()
+}
+
+#[test]
+fn predict_names_classes_for_files_and_folders() {
+    let run = trained_run();
+    let tmp = tempfile::tempdir().unwrap();
+    let classes = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"];
+    let files = image_folder(tmp.path(), &classes);
+    std::fs::write(tmp.path().join("Bag/broken.png"), "not a png").unwrap();
+    let json: serde_json::Value = serde_json::from_str(&ok(&[
+        "predict",
+        run.to_str().unwrap(),
+        tmp.path().to_str().unwrap(),
+        "--top-k",
+        "3",
+        "--json",
+    ]))
+    .unwrap();
+    let predictions = json.as_array().unwrap();
+    assert_eq!(predictions.len(), files.len(), "the broken file is skipped, the rest predicted");
+    let mut correct = 0;
+    for p in predictions {
+        let top = p["top"].as_array().unwrap();
+        assert_eq!(top.len(), 3);
+        let path = PathBuf::from(p["path"].as_str().unwrap());
+        let truth = files.iter().find(|(f, _)| *f == path).unwrap().1;
+        correct += (top[0]["class"] == classes[truth]) as usize;
+    }
+    assert!(correct * 2 > files.len(), "most predictions right: {correct}/{}", files.len());
+    let text = ok(&["predict", run.to_str().unwrap(), files[0].0.to_str().unwrap()]);
+    assert!(text.contains("%"), "{text}");
+    let err = fails(&["predict", run.to_str().unwrap(), tmp.path().to_str().unwrap(), "--strict"]);
+    assert!(err.contains("broken.png"), "{err}");
+}
+
+#[test]
+fn export_writes_pytorch_named_safetensors() {
+    let run = trained_run();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("fashion.safetensors");
+    ok(&["export", run.to_str().unwrap(), "--format", "safetensors", "--out", out.to_str().unwrap()]);
+    let bytes = std::fs::read(&out).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let shape = |name: &str| st.tensor(name).unwrap_or_else(|_| panic!("{name} in {:?}", st.names())).shape().to_vec();
+    assert_eq!(shape("conv1.weight"), [32, 1, 3, 3]);
+    assert_eq!(shape("bn1.weight"), [32]);
+    assert_eq!(shape("bn1.bias"), [32]);
+    assert_eq!(shape("bn4.running_var"), [64]);
+    assert_eq!(shape("fc1.weight"), [256, 3136], "PyTorch's [out, in]");
+    assert_eq!(shape("fc2.bias"), [10]);
+    let bpk = tmp.path().join("fashion.bpk");
+    ok(&["export", run.to_str().unwrap(), "--format", "burnpack", "--out", bpk.to_str().unwrap()]);
+    assert!(bpk.is_file());
+}
+
+#[test]
+fn bad_input_is_explained_not_panicked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bad = tmp.path().join("bad.toml");
+    std::fs::write(&bad, std::fs::read_to_string(repo().join("configs/quickstart.toml")).unwrap().replace("epochs = 5", "epoch = 5")).unwrap();
+    let err = fails(&["train", bad.to_str().unwrap()]);
+    assert!(err.contains("did you mean `epochs`"), "{err}");
+    let err = fails(&["config", "show", "configs/quickstart.toml", "--set", "train.optimizer.kind=adamax"]);
+    assert!(err.contains("adamax"), "{err}");
+    let err = fails(&["eval", "no/such/run", "--data", "x"]);
+    assert!(err.contains("no/such/run"), "{err}");
+
+    // An image folder with a class the model does not know lists both sets.
+    let run = trained_run();
+    let folder = tmp.path().join("eval");
+    image_folder(&folder, &["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]);
+    std::fs::create_dir_all(folder.join("Smartwatch")).unwrap();
+    let err = fails(&["eval", run.to_str().unwrap(), "--data", folder.to_str().unwrap()]);
+    assert!(err.contains("Smartwatch") && err.contains("model classes"), "{err}");
+}
+
+#[test]
+fn config_show_prints_every_default() {
+    let out = ok(&["config", "show", "configs/quickstart.toml", "--set", "train.epochs=7"]);
+    for key in ["epochs = 7", "batch_size = 128", "seed = 42", "kind = \"adam\"", "lr = 0.001", "kind = \"constant\""] {
+        assert!(out.contains(key), "{key} in:\n{out}");
+    }
+}

@@ -1,0 +1,164 @@
+//! Training and evaluating any classifier (images today, text next) with cross-entropy.
+
+use std::marker::PhantomData;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use burn::module::Module;
+use burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};
+use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::prelude::*;
+use burn::tensor::activation::softmax;
+
+use crate::data::ImageBatch;
+use crate::metrics::ConfusionMatrix;
+use crate::train::{PassTotals, StepStats, TrainTask, sum_steps};
+
+/// A model that maps an input batch to class logits `[batch, classes]`.
+pub trait ClassifierModel: Module + Send + 'static {
+    type Input: Send + 'static;
+    fn logits(&self, input: Self::Input) -> Tensor<2>;
+}
+
+/// A batch with class labels.
+pub trait LabelledBatch: Send + 'static {
+    type Input;
+    fn into_parts(self) -> (Self::Input, Tensor<1, Int>);
+}
+
+impl LabelledBatch for ImageBatch {
+    type Input = Tensor<4>;
+    fn into_parts(self) -> (Tensor<4>, Tensor<1, Int>) {
+        (self.images, self.targets)
+    }
+}
+
+/// A classifier with its optimizer: the [`TrainTask`] of every classification family.
+pub struct ClassifierTask<M, B> {
+    model: M,
+    optimizer: Option<ModuleOptimizer>,
+    loss: CrossEntropyLoss,
+    _batch: PhantomData<fn(B)>,
+}
+
+impl<M, B> ClassifierTask<M, B>
+where
+    M: ClassifierModel,
+    B: LabelledBatch<Input = M::Input>,
+{
+    /// `model` must live on an autodiff device.
+    pub fn new(model: M, optimizer: ModuleOptimizer, device: &Device) -> Self {
+        Self { model, optimizer: Some(optimizer), loss: CrossEntropyLossConfig::new().init(device), _batch: PhantomData }
+    }
+
+    pub fn model(&self) -> &M {
+        &self.model
+    }
+}
+
+/// Correct predictions in a batch, as a one-element device tensor.
+fn count_correct(logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1, Int> {
+    let predicted = logits.argmax(1).squeeze_dim::<1>(1);
+    predicted.equal(targets).int().sum()
+}
+
+impl<M, B> TrainTask for ClassifierTask<M, B>
+where
+    M: ClassifierModel,
+    B: LabelledBatch<Input = M::Input>,
+{
+    type Batch = B;
+
+    fn train_step(&mut self, batch: B, lr: f64) -> StepStats {
+        let (input, targets) = batch.into_parts();
+        let count = targets.dims()[0];
+        let logits = self.model.logits(input);
+        let loss = self.loss.forward(logits.clone(), targets.clone());
+        let grads = GradientsParams::from_grads(loss.backward(), &self.model);
+        let optimizer = self.optimizer.as_mut().expect("optimizer present between steps");
+        self.model = optimizer.step(lr, self.model.clone(), grads);
+        StepStats {
+            loss_sum: loss.detach().mul_scalar(count as f32),
+            correct: Some(count_correct(logits.detach(), targets)),
+            count,
+        }
+    }
+
+    fn validate(&self, batches: &mut dyn Iterator<Item = B>) -> PassTotals {
+        let model = self.model.valid();
+        sum_steps(batches.map(|batch| {
+            let (input, targets) = batch.into_parts();
+            let count = targets.dims()[0];
+            let logits = model.logits(input);
+            let loss = self.loss.forward(logits.clone(), targets.clone());
+            StepStats { loss_sum: loss.mul_scalar(count as f32), correct: Some(count_correct(logits, targets)), count }
+        }))
+    }
+
+    fn save_checkpoint(&self, dir: &Path) -> Result<()> {
+        self.save_weights(&dir.join("model.bpk"))?;
+        let optimizer = self.optimizer.as_ref().expect("optimizer present between steps");
+        optimizer.save(dir.join("optimizer.bpk")).context("saving optimizer state")?;
+        Ok(())
+    }
+
+    fn load_checkpoint(&mut self, dir: &Path) -> Result<()> {
+        self.model = self
+            .model
+            .clone()
+            .try_load_file(dir.join("model.bpk"))
+            .with_context(|| format!("loading {}", dir.join("model.bpk").display()))?;
+        let optimizer = self.optimizer.take().expect("optimizer present between steps");
+        self.optimizer = Some(optimizer.load(dir.join("optimizer.bpk")).context("loading optimizer state")?);
+        Ok(())
+    }
+
+    fn save_weights(&self, path: &Path) -> Result<()> {
+        crate::run_dir::save_atomic(path, |tmp| {
+            self.model.clone().save_file(tmp).with_context(|| format!("saving weights to {}", path.display()))
+        })
+    }
+}
+
+/// Class probabilities for every example, in order, from an inference-mode model.
+pub fn predict_probabilities<M: ClassifierModel>(
+    model: &M,
+    inputs: impl Iterator<Item = M::Input>,
+) -> Vec<Vec<f32>> {
+    let mut out = Vec::new();
+    for input in inputs {
+        let probs = softmax(model.logits(input), 1);
+        let [n, k] = probs.dims();
+        let flat = probs.into_data().try_into_vec_as::<f32>().expect("f32 data");
+        out.extend((0..n).map(|i| flat[i * k..(i + 1) * k].to_vec()));
+    }
+    out
+}
+
+/// The index of the largest value.
+pub fn argmax(values: &[f32]) -> usize {
+    values
+        .iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .map(|(i, _)| i)
+        .unwrap_or(0)
+}
+
+/// Confusion matrix of a model over labelled batches.
+pub fn confusion<M, B>(model: &M, batches: impl Iterator<Item = B>, classes: usize) -> ConfusionMatrix
+where
+    M: ClassifierModel,
+    B: LabelledBatch<Input = M::Input>,
+{
+    let mut matrix = ConfusionMatrix::new(classes);
+    for batch in batches {
+        let (input, targets) = batch.into_parts();
+        let truth = targets.into_data().try_into_vec_as::<i64>().expect("int data");
+        let probs = predict_probabilities(model, std::iter::once(input));
+        for (t, p) in truth.into_iter().zip(probs) {
+            matrix.add(t as usize, argmax(&p));
+        }
+    }
+    matrix
+}

@@ -1,0 +1,448 @@
+//! Experiment configuration: TOML files parsed with serde, `--set key=value` overrides,
+//! unknown keys rejected with the nearest valid key.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use crate::backend::BackendChoice;
+
+/// A whole experiment: what to run, on which data, with which model and training settings.
+///
+/// `M` is the model section of one family (image classifier, text classifier, generator).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExperimentConfig<M> {
+    /// Which model family trains this config, e.g. `image-classification`.
+    pub task: String,
+    #[serde(default)]
+    pub run: RunSection,
+    pub data: DataSection,
+    pub model: M,
+    #[serde(default)]
+    pub train: TrainSection,
+}
+
+/// Run-wide settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunSection {
+    /// Seed for weights, shuffling, splits and augmentation.
+    pub seed: u64,
+    /// Where the model runs: `auto`, `flex`, `ndarray` or `wgpu`.
+    pub backend: BackendChoice,
+    /// Fail on the first unreadable input file instead of skipping it.
+    pub strict: bool,
+}
+
+impl Default for RunSection {
+    fn default() -> Self {
+        Self { seed: 42, backend: BackendChoice::Auto, strict: false }
+    }
+}
+
+/// Where the data comes from and how images are shaped.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSection {
+    pub train: DataSource,
+    /// Validation data; when absent, `valid_fraction` of `train` is held out with the run's seed.
+    #[serde(default)]
+    pub valid: Option<DataSource>,
+    /// Held-out test data, evaluated once at the end of training.
+    #[serde(default)]
+    pub test: Option<DataSource>,
+    #[serde(default = "default_valid_fraction")]
+    pub valid_fraction: f64,
+    /// Class names in label order (IDX files carry none; image folders name their own).
+    #[serde(default)]
+    pub classes: Option<Vec<String>>,
+    /// Use only the first N training examples (quick experiments).
+    #[serde(default)]
+    pub limit: Option<usize>,
+    #[serde(default)]
+    pub image: ImageShape,
+    #[serde(default)]
+    pub augment: Augment,
+}
+
+fn default_valid_fraction() -> f64 {
+    0.1
+}
+
+/// One data set on disk: IDX image + label files, or a folder with one sub-folder per class.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DataSource {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub images: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub folder: Option<PathBuf>,
+}
+
+/// A data source with its layout decided.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SourceLayout {
+    Idx { images: PathBuf, labels: PathBuf },
+    Folder(PathBuf),
+}
+
+impl DataSource {
+    /// Decides the layout, or says exactly what is missing.
+    pub fn layout(&self) -> Result<SourceLayout> {
+        match (&self.images, &self.labels, &self.folder) {
+            (Some(images), Some(labels), None) => {
+                Ok(SourceLayout::Idx { images: images.clone(), labels: labels.clone() })
+            }
+            (None, None, Some(folder)) => Ok(SourceLayout::Folder(folder.clone())),
+            (Some(_), None, None) => bail!("`images` is set but `labels` is missing"),
+            (None, Some(_), None) => bail!("`labels` is set but `images` is missing"),
+            (None, None, None) => {
+                bail!("give either `folder = \"...\"` or both `images` and `labels` (IDX files)")
+            }
+            _ => bail!("give either `folder` or `images` + `labels`, not both"),
+        }
+    }
+}
+
+/// The image shape the model takes; every input is converted to it.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImageShape {
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+}
+
+impl Default for ImageShape {
+    fn default() -> Self {
+        Self { channels: 1, height: 28, width: 28 }
+    }
+}
+
+impl ImageShape {
+    pub fn pixels(&self) -> usize {
+        self.channels * self.height * self.width
+    }
+}
+
+/// Training-time augmentation (off by default, as in the reference recipe).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Augment {
+    /// Mirror images left-right with probability 0.5.
+    pub flip: bool,
+    /// Shift images by up to this many pixels in each direction (zero padding), like a random crop.
+    pub shift: usize,
+}
+
+/// Optimisation settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainSection {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub optimizer: OptimizerConfig,
+    pub schedule: ScheduleConfig,
+    /// Clip the gradient of each parameter to this L2 norm.
+    pub grad_clip_norm: Option<f32>,
+    pub early_stopping: Option<EarlyStopping>,
+    /// How many epoch checkpoints to keep on disk (the newest ones).
+    pub keep_checkpoints: usize,
+}
+
+impl Default for TrainSection {
+    fn default() -> Self {
+        Self {
+            epochs: 10,
+            batch_size: 128,
+            optimizer: OptimizerConfig::default(),
+            schedule: ScheduleConfig::default(),
+            grad_clip_norm: None,
+            early_stopping: None,
+            keep_checkpoints: 2,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    Adam,
+    Adamw,
+    Sgd,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OptimizerConfig {
+    pub kind: OptimizerKind,
+    pub lr: f64,
+    pub weight_decay: f64,
+    /// SGD momentum (0 turns it off).
+    pub momentum: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub epsilon: f64,
+}
+
+impl Default for OptimizerConfig {
+    fn default() -> Self {
+        // PyTorch's defaults, so results compare.
+        Self {
+            kind: OptimizerKind::Adam,
+            lr: 1e-3,
+            weight_decay: 0.0,
+            momentum: 0.9,
+            beta1: 0.9,
+            beta2: 0.999,
+            epsilon: 1e-8,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ScheduleKind {
+    Constant,
+    Step,
+    Cosine,
+}
+
+/// Learning rate per epoch.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScheduleConfig {
+    pub kind: ScheduleKind,
+    /// `step`: multiply by `gamma` every `step_size` epochs.
+    pub step_size: usize,
+    pub gamma: f64,
+    /// `cosine`: the learning rate reached at the last epoch.
+    pub min_lr: f64,
+}
+
+impl Default for ScheduleConfig {
+    fn default() -> Self {
+        Self { kind: ScheduleKind::Constant, step_size: 5, gamma: 0.1, min_lr: 0.0 }
+    }
+}
+
+impl ScheduleConfig {
+    /// The learning rate of `epoch` (1-based) out of `epochs`. A pure function of the epoch,
+    /// so a resumed run needs no scheduler state.
+    pub fn lr_at(&self, base_lr: f64, epoch: usize, epochs: usize) -> f64 {
+        let done = epoch.saturating_sub(1);
+        match self.kind {
+            ScheduleKind::Constant => base_lr,
+            ScheduleKind::Step => base_lr * self.gamma.powi((done / self.step_size.max(1)) as i32),
+            ScheduleKind::Cosine => {
+                let span = epochs.saturating_sub(1).max(1) as f64;
+                let t = (done as f64 / span).min(1.0);
+                self.min_lr + 0.5 * (base_lr - self.min_lr) * (1.0 + (std::f64::consts::PI * t).cos())
+            }
+        }
+    }
+}
+
+/// Stop when the validation loss has not improved by `min_delta` for `patience` epochs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EarlyStopping {
+    pub patience: usize,
+    #[serde(default)]
+    pub min_delta: f64,
+}
+
+impl<M: Serialize + DeserializeOwned> ExperimentConfig<M> {
+    /// Reads a config file, applies `--set key=value` overrides, and checks it.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config {}", path.display()))?;
+        Self::parse(&text, overrides).with_context(|| format!("in config {}", path.display()))
+    }
+
+    /// Parses config text; see [`ExperimentConfig::load`].
+    pub fn parse(text: &str, overrides: &[String]) -> Result<Self> {
+        let config: Self = if overrides.is_empty() {
+            // Straight from the text, so errors point at its lines.
+            toml::from_str(text).map_err(explain_toml_error)?
+        } else {
+            let mut table: toml::Table = toml::from_str(text).map_err(explain_toml_error)?;
+            for item in overrides {
+                apply_override(&mut table, item)?;
+            }
+            let value = toml::Value::Table(table);
+            value.try_into().map_err(explain_toml_error)?
+        };
+        config.check()?;
+        Ok(config)
+    }
+
+    /// The resolved config, defaults included, as TOML.
+    pub fn to_toml(&self) -> Result<String> {
+        Ok(toml::to_string_pretty(self)?)
+    }
+
+    fn check(&self) -> Result<()> {
+        let t = &self.train;
+        if t.epochs == 0 {
+            bail!("train.epochs must be at least 1");
+        }
+        if t.batch_size == 0 {
+            bail!("train.batch_size must be at least 1");
+        }
+        if !(t.optimizer.lr > 0.0 && t.optimizer.lr.is_finite()) {
+            bail!("train.optimizer.lr must be a positive number, got {}", t.optimizer.lr);
+        }
+        let f = self.data.valid_fraction;
+        if self.data.valid.is_none() && !(0.0 < f && f < 1.0) {
+            bail!("data.valid_fraction must be between 0 and 1 (exclusive), got {f}");
+        }
+        let shape = self.data.image;
+        if ![1, 3].contains(&shape.channels) || shape.height == 0 || shape.width == 0 {
+            bail!("data.image must have 1 or 3 channels and a non-zero size, got {shape:?}");
+        }
+        for (name, source) in [("train", Some(&self.data.train)), ("valid", self.data.valid.as_ref()), ("test", self.data.test.as_ref())] {
+            if let Some(source) = source {
+                source.layout().with_context(|| format!("data.{name}"))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads only the `task` key, to pick the model family before the full parse.
+pub fn peek_task(path: &Path) -> Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading config {}", path.display()))?;
+    let table: toml::Table = toml::from_str(&text)
+        .map_err(explain_toml_error)
+        .with_context(|| format!("in config {}", path.display()))?;
+    match table.get("task") {
+        Some(toml::Value::String(task)) => Ok(task.clone()),
+        Some(other) => bail!("{}: `task` must be a string, got {other}", path.display()),
+        None => bail!("{}: missing `task` (e.g. task = \"image-classification\")", path.display()),
+    }
+}
+
+/// Applies one `a.b.c=value` override. The value is read as TOML (`3`, `1e-4`, `true`,
+/// `[1, 2]`), and as a plain string when it is not valid TOML.
+fn apply_override(table: &mut toml::Table, item: &str) -> Result<()> {
+    let (key, raw) = item
+        .split_once('=')
+        .with_context(|| format!("--set {item}: expected key=value"))?;
+    let key = key.trim();
+    let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.trim().to_string()));
+    let parts: Vec<&str> = key.split('.').collect();
+    if parts.iter().any(|p| p.is_empty()) {
+        bail!("--set {item}: `{key}` is not a valid key");
+    }
+    let mut node = table;
+    for part in &parts[..parts.len() - 1] {
+        let entry = node
+            .entry(part.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        node = entry
+            .as_table_mut()
+            .with_context(|| format!("--set {item}: `{part}` is a value, not a section"))?;
+    }
+    node.insert(parts[parts.len() - 1].to_string(), value);
+    Ok(())
+}
+
+/// Adds "did you mean" to serde's unknown-field errors.
+fn explain_toml_error(err: toml::de::Error) -> anyhow::Error {
+    let text = err.to_string();
+    match nearest_key_hint(&text) {
+        Some(hint) => anyhow::anyhow!("{}\n{hint}", text.trim_end()),
+        None => anyhow::anyhow!("{}", text.trim_end()),
+    }
+}
+
+/// From "unknown field `x`, expected one of `a`, `b`", the valid key closest to `x`.
+fn nearest_key_hint(message: &str) -> Option<String> {
+    let rest = message.split("unknown field `").nth(1)?;
+    let (unknown, rest) = rest.split_once('`')?;
+    let candidates: Vec<&str> = rest.split('`').skip(1).step_by(2).collect();
+    let best = candidates
+        .iter()
+        .map(|c| (strsim::levenshtein(unknown, c), *c))
+        .min()?;
+    Some(format!("unknown key `{unknown}`: did you mean `{}`?", best.1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Model {
+        name: String,
+    }
+
+    const MINIMAL: &str = r#"
+task = "image-classification"
+[data.train]
+folder = "x"
+[model]
+name = "m"
+"#;
+
+    #[test]
+    fn defaults_fill_the_rest() {
+        let c = ExperimentConfig::<Model>::parse(MINIMAL, &[]).unwrap();
+        assert_eq!(c.train.epochs, 10);
+        assert_eq!(c.train.batch_size, 128);
+        assert_eq!(c.run.seed, 42);
+        assert_eq!(c.data.train.layout().unwrap(), SourceLayout::Folder("x".into()));
+        // The resolved config round-trips.
+        let again = ExperimentConfig::<Model>::parse(&c.to_toml().unwrap(), &[]).unwrap();
+        assert_eq!(again.train.epochs, 10);
+    }
+
+    #[test]
+    fn unknown_key_names_the_nearest_valid_one() {
+        let text = format!("{MINIMAL}\n[train]\nepoch = 3\n");
+        let err = format!("{:#}", ExperimentConfig::<Model>::parse(&text, &[]).unwrap_err());
+        assert!(err.contains("unknown key `epoch`: did you mean `epochs`?"), "{err}");
+        assert!(err.contains("line"), "error should point at the line: {err}");
+    }
+
+    #[test]
+    fn overrides_are_typed_and_checked() {
+        let sets = ["train.epochs=3".to_string(), "train.optimizer.lr=1e-4".to_string()];
+        let c = ExperimentConfig::<Model>::parse(MINIMAL, &sets).unwrap();
+        assert_eq!(c.train.epochs, 3);
+        assert_eq!(c.train.optimizer.lr, 1e-4);
+        let err = ExperimentConfig::<Model>::parse(MINIMAL, &["train.epohcs=3".into()]).unwrap_err();
+        assert!(format!("{err:#}").contains("did you mean `epochs`"), "{err:#}");
+        let err = ExperimentConfig::<Model>::parse(MINIMAL, &["train.epochs=0".into()]).unwrap_err();
+        assert!(format!("{err:#}").contains("epochs must be at least 1"));
+    }
+
+    #[test]
+    fn half_specified_sources_are_rejected() {
+        let text = MINIMAL.replace("folder = \"x\"", "images = \"a.gz\"");
+        let err = format!("{:#}", ExperimentConfig::<Model>::parse(&text, &[]).unwrap_err());
+        assert!(err.contains("data.train") && err.contains("`labels` is missing"), "{err}");
+    }
+
+    #[test]
+    fn schedules() {
+        let step = ScheduleConfig { kind: ScheduleKind::Step, step_size: 2, gamma: 0.5, min_lr: 0.0 };
+        assert_eq!(step.lr_at(1.0, 1, 10), 1.0);
+        assert_eq!(step.lr_at(1.0, 3, 10), 0.5);
+        assert_eq!(step.lr_at(1.0, 5, 10), 0.25);
+        let cos = ScheduleConfig { kind: ScheduleKind::Cosine, min_lr: 0.1, ..Default::default() };
+        assert!((cos.lr_at(1.0, 1, 5) - 1.0).abs() < 1e-12);
+        assert!((cos.lr_at(1.0, 5, 5) - 0.1).abs() < 1e-12);
+        assert!((cos.lr_at(1.0, 3, 5) - 0.55).abs() < 1e-12);
+    }
+}

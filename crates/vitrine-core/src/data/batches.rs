@@ -1,0 +1,210 @@
+//! Batches as device tensors, built on a background thread so loading never stalls compute.
+
+use std::sync::{Arc, mpsc};
+
+use burn::prelude::*;
+use rand::{Rng, SeedableRng, rngs::StdRng, seq::SliceRandom};
+
+use super::images::ImageSet;
+use crate::config::Augment;
+
+/// How many ready batches the loader keeps ahead of the model.
+const PREFETCH: usize = 3;
+
+/// A source of batches, one pass per epoch.
+pub trait BatchSource: Send + Sync {
+    type Batch: Send + 'static;
+    /// Number of examples in one pass.
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    fn num_batches(&self) -> usize;
+    /// The batches of one epoch; shuffling and augmentation depend only on the seed and `epoch`,
+    /// so a resumed run sees the same data order as an uninterrupted one.
+    fn batches(&self, epoch: usize) -> Box<dyn Iterator<Item = Self::Batch> + '_>;
+}
+
+/// Pixel scaling of the model input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PixelRange {
+    /// [0, 1]: classifiers and autoencoders.
+    Unit,
+    /// [-1, 1]: GANs (tanh output).
+    Symmetric,
+}
+
+impl PixelRange {
+    fn scale(self, v: u8) -> f32 {
+        match self {
+            Self::Unit => v as f32 / 255.0,
+            Self::Symmetric => v as f32 / 127.5 - 1.0,
+        }
+    }
+}
+
+/// Images `[batch, C, H, W]` and their labels `[batch]`.
+#[derive(Debug, Clone)]
+pub struct ImageBatch {
+    pub images: Tensor<4>,
+    pub targets: Tensor<1, Int>,
+}
+
+/// Batches of an [`ImageSet`]: shuffled and augmented for training, in order for evaluation.
+#[derive(Clone)]
+pub struct ImageBatches {
+    set: Arc<ImageSet>,
+    batch_size: usize,
+    shuffle_seed: Option<u64>,
+    augment: Augment,
+    range: PixelRange,
+    device: Device,
+}
+
+impl ImageBatches {
+    /// In-order batches without augmentation (validation, test, prediction).
+    pub fn ordered(set: Arc<ImageSet>, batch_size: usize, range: PixelRange, device: Device) -> Self {
+        Self { set, batch_size, shuffle_seed: None, augment: Augment::default(), range, device }
+    }
+
+    /// Shuffled batches, augmented as configured (training).
+    pub fn shuffled(
+        set: Arc<ImageSet>,
+        batch_size: usize,
+        seed: u64,
+        augment: Augment,
+        range: PixelRange,
+        device: Device,
+    ) -> Self {
+        Self { set, batch_size, shuffle_seed: Some(seed), augment, range, device }
+    }
+
+    pub fn set(&self) -> &ImageSet {
+        &self.set
+    }
+}
+
+impl BatchSource for ImageBatches {
+    type Batch = ImageBatch;
+
+    fn len(&self) -> usize {
+        self.set.len()
+    }
+
+    fn num_batches(&self) -> usize {
+        self.set.len().div_ceil(self.batch_size)
+    }
+
+    fn batches(&self, epoch: usize) -> Box<dyn Iterator<Item = ImageBatch> + '_> {
+        let (sender, receiver) = mpsc::sync_channel(PREFETCH);
+        let this = self.clone();
+        std::thread::spawn(move || {
+            let mut order: Vec<usize> = (0..this.set.len()).collect();
+            let mut rng = StdRng::seed_from_u64(this.shuffle_seed.unwrap_or(0) ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            if this.shuffle_seed.is_some() {
+                order.shuffle(&mut rng);
+            }
+            for chunk in order.chunks(this.batch_size) {
+                let batch = this.build(chunk, &mut rng);
+                if sender.send(batch).is_err() {
+                    return; // The consumer stopped early.
+                }
+            }
+        });
+        Box::new(receiver.into_iter())
+    }
+}
+
+impl ImageBatches {
+    fn build(&self, indices: &[usize], rng: &mut StdRng) -> ImageBatch {
+        let shape = self.set.shape;
+        let (c, h, w) = (shape.channels, shape.height, shape.width);
+        let mut pixels = Vec::with_capacity(indices.len() * shape.pixels());
+        for &i in indices {
+            let image = self.set.image(i);
+            let flip = self.augment.flip && rng.random_bool(0.5);
+            let s = self.augment.shift as i32;
+            let (dy, dx) = if s > 0 { (rng.random_range(-s..=s) as isize, rng.random_range(-s..=s) as isize) } else { (0, 0) };
+            for ch in 0..c {
+                let plane = &image[ch * h * w..(ch + 1) * h * w];
+                for y in 0..h as isize {
+                    for x in 0..w as isize {
+                        // Output (y, x) reads input (y - dy, x - dx), mirrored when flipping.
+                        let sy = y - dy;
+                        let sx = if flip { w as isize - 1 - (x - dx) } else { x - dx };
+                        let v = if (0..h as isize).contains(&sy) && (0..w as isize).contains(&sx) {
+                            plane[sy as usize * w + sx as usize]
+                        } else {
+                            0
+                        };
+                        pixels.push(self.range.scale(v));
+                    }
+                }
+            }
+        }
+        let targets: Vec<i64> = indices.iter().map(|&i| self.set.labels[i] as i64).collect();
+        let n = indices.len();
+        ImageBatch {
+            images: Tensor::from_data(TensorData::new(pixels, [n, c, h, w]), &self.device),
+            targets: Tensor::from_data(TensorData::new(targets, [n]), &self.device),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ImageShape;
+
+    fn tiny_set() -> Arc<ImageSet> {
+        // Five 1×2×3 images whose pixels encode their index.
+        let shape = ImageShape { channels: 1, height: 2, width: 3 };
+        let pixels = (0..5u8).flat_map(|i| [i, 0, 0, 0, 0, 255]).collect();
+        Arc::new(ImageSet { shape, pixels, labels: vec![0, 1, 2, 0, 1], classes: vec!["a".into(), "b".into(), "c".into()] })
+    }
+
+    #[test]
+    fn ordered_batches_cover_the_set_once() {
+        let batches = ImageBatches::ordered(tiny_set(), 2, PixelRange::Unit, Device::flex());
+        assert_eq!(batches.num_batches(), 3);
+        let all: Vec<ImageBatch> = batches.batches(1).collect();
+        let sizes: Vec<usize> = all.iter().map(|b| b.images.dims()[0]).collect();
+        assert_eq!(sizes, [2, 2, 1]);
+        let targets: Vec<i64> = all.iter().flat_map(|b| b.targets.to_data().try_into_vec_as::<i64>().unwrap()).collect();
+        assert_eq!(targets, [0, 1, 2, 0, 1]);
+        let first = all[0].images.to_data().try_into_vec_as::<f32>().unwrap();
+        assert_eq!(first[5], 1.0, "255 scales to 1");
+    }
+
+    #[test]
+    fn shuffling_depends_on_seed_and_epoch_only() {
+        let set = tiny_set();
+        let order = |seed, epoch| -> Vec<i64> {
+            let b = ImageBatches::shuffled(set.clone(), 5, seed, Augment::default(), PixelRange::Symmetric, Device::flex());
+            let batch = b.batches(epoch).next().unwrap();
+            // First pixel of each image is its index scaled to [-1, 1].
+            let px = batch.images.to_data().try_into_vec_as::<f32>().unwrap();
+            px.chunks(6).map(|img| ((img[0] + 1.0) * 127.5).round() as i64).collect()
+        };
+        assert_eq!(order(7, 1), order(7, 1));
+        assert_ne!(order(7, 1), order(7, 2));
+        let mut sorted = order(7, 1);
+        sorted.sort();
+        assert_eq!(sorted, [0, 1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn flip_mirrors_rows() {
+        let shape = ImageShape { channels: 1, height: 1, width: 3 };
+        let set = Arc::new(ImageSet { shape, pixels: vec![0, 128, 255], labels: vec![0], classes: vec!["a".into()] });
+        let augment = Augment { flip: true, shift: 0 };
+        let seen: Vec<Vec<f32>> = (0..20)
+            .map(|epoch| {
+                let b = ImageBatches::shuffled(set.clone(), 1, 3, augment, PixelRange::Unit, Device::flex());
+                b.batches(epoch).next().unwrap().images.to_data().try_into_vec_as::<f32>().unwrap()
+            })
+            .collect();
+        assert!(seen.iter().any(|p| p[0] == 1.0 && p[2] == 0.0), "some epoch flips");
+        assert!(seen.iter().any(|p| p[0] == 0.0 && p[2] == 1.0), "some epoch does not");
+    }
+}

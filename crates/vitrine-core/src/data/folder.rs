@@ -1,0 +1,187 @@
+//! Image folders: one sub-folder per class, e.g. `shoes/sneaker/001.jpg`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail, ensure};
+use rayon::prelude::*;
+
+use super::images::{ImageSet, LoadReport, to_shape};
+use crate::config::ImageShape;
+
+const IMAGE_EXTENSIONS: [&str; 5] = ["png", "jpg", "jpeg", "bmp", "webp"];
+
+/// Loads every image under `root/<class>/`, decoding in parallel.
+///
+/// With `known_classes`, folder names are matched to those classes by name (a folder class the
+/// model does not know is an error listing both sets); otherwise the sorted folder names are
+/// the classes. Hidden files and non-images are counted and skipped; an image that does not
+/// decode is reported with its path and skipped, or fails the load when `strict`.
+pub fn load_folder(
+    root: &Path,
+    shape: ImageShape,
+    known_classes: Option<&[String]>,
+    strict: bool,
+) -> Result<(ImageSet, LoadReport)> {
+    ensure!(root.is_dir(), "{} is not a folder", root.display());
+    let mut report = LoadReport::default();
+    let mut class_dirs: Vec<(String, PathBuf)> = Vec::new();
+    for entry in read_sorted(root)? {
+        let name = file_name(&entry);
+        if name.starts_with('.') {
+            report.hidden += 1;
+        } else if entry.is_dir() {
+            class_dirs.push((name, entry));
+        } else {
+            report.not_images += 1;
+        }
+    }
+    ensure!(
+        !class_dirs.is_empty(),
+        "{} has no class sub-folders (expected e.g. {0}/sneaker/001.png)",
+        root.display()
+    );
+
+    let classes: Vec<String> = match known_classes {
+        Some(known) => {
+            let unknown: Vec<&str> = class_dirs
+                .iter()
+                .map(|(name, _)| name.as_str())
+                .filter(|name| !known.iter().any(|k| k == name))
+                .collect();
+            if !unknown.is_empty() {
+                bail!(
+                    "{}: folder class(es) {:?} are unknown to the model.\n  model classes:  {:?}\n  folder classes: {:?}",
+                    root.display(),
+                    unknown,
+                    known,
+                    class_dirs.iter().map(|(n, _)| n).collect::<Vec<_>>()
+                );
+            }
+            known.to_vec()
+        }
+        None => class_dirs.iter().map(|(name, _)| name.clone()).collect(),
+    };
+
+    let mut files: Vec<(PathBuf, u32)> = Vec::new();
+    for (name, dir) in &class_dirs {
+        let label = classes.iter().position(|c| c == name).expect("matched above") as u32;
+        for file in read_sorted(dir)? {
+            let file_name = file_name(&file);
+            if file_name.starts_with('.') {
+                report.hidden += 1;
+            } else if file.is_file() && has_image_extension(&file) {
+                files.push((file, label));
+            } else {
+                report.not_images += 1;
+            }
+        }
+    }
+
+    let decoded: Vec<Result<Vec<u8>, String>> = files
+        .par_iter()
+        .map(|(path, _)| decode(path).map(|img| to_shape(img, shape)))
+        .collect();
+
+    let mut pixels = Vec::with_capacity(files.len() * shape.pixels());
+    let mut labels = Vec::with_capacity(files.len());
+    for ((path, label), result) in files.into_iter().zip(decoded) {
+        match result {
+            Ok(bytes) => {
+                pixels.extend(bytes);
+                labels.push(label);
+            }
+            Err(reason) if strict => bail!("{}: {reason} (strict mode)", path.display()),
+            Err(reason) => {
+                eprintln!("warning: skipping {}: {reason}", path.display());
+                report.corrupt.push((path, reason));
+            }
+        }
+    }
+    ensure!(!labels.is_empty(), "{} holds no readable images", root.display());
+    Ok((ImageSet { shape, pixels, labels, classes }, report))
+}
+
+fn decode(path: &Path) -> Result<image::DynamicImage, String> {
+    image::ImageReader::open(path)
+        .map_err(|e| e.to_string())?
+        .with_guessed_format()
+        .map_err(|e| e.to_string())?
+        .decode()
+        .map_err(|e| format!("not a readable image: {e}"))
+}
+
+/// Whether the file name ends in an image extension we decode (any letter case).
+pub fn has_image_extension(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+fn read_sorted(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut entries = std::fs::read_dir(dir)
+        .with_context(|| format!("reading folder {}", dir.display()))?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<std::io::Result<Vec<_>>>()
+        .with_context(|| format!("reading folder {}", dir.display()))?;
+    entries.sort();
+    Ok(entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A folder of two classes with one good PNG and JPEG each, plus junk.
+    fn fixture(root: &Path) {
+        for class in ["bag", "sneaker"] {
+            std::fs::create_dir_all(root.join(class)).unwrap();
+        }
+        let rgb = image::RgbImage::from_fn(40, 30, |x, _| image::Rgb([x as u8 * 6, 10, 200]));
+        rgb.save(root.join("bag/a.PNG")).unwrap();
+        rgb.save(root.join("sneaker/b.jpeg")).unwrap();
+        std::fs::write(root.join("sneaker/.DS_Store"), "x").unwrap();
+        std::fs::write(root.join("sneaker/notes.txt"), "not an image").unwrap();
+        std::fs::write(root.join("README.md"), "top-level file").unwrap();
+        std::fs::write(root.join("bag/broken.png"), b"\x89PNG\r\n\x1a\nthis is not really a png").unwrap();
+    }
+
+    #[test]
+    fn loads_any_case_and_size_and_counts_what_it_skips() {
+        let tmp = tempfile::tempdir().unwrap();
+        fixture(tmp.path());
+        let shape = ImageShape { channels: 1, height: 28, width: 28 };
+        let (set, report) = load_folder(tmp.path(), shape, None, false).unwrap();
+        assert_eq!(set.classes, ["bag", "sneaker"]);
+        assert_eq!(set.labels, [0, 1]);
+        assert_eq!(set.pixels.len(), 2 * 28 * 28);
+        assert_eq!((report.hidden, report.not_images), (1, 2));
+        assert_eq!(report.corrupt.len(), 1);
+        assert!(report.corrupt[0].0.ends_with("bag/broken.png"));
+        let rgb = ImageShape { channels: 3, height: 8, width: 8 };
+        assert_eq!(load_folder(tmp.path(), rgb, None, false).unwrap().0.pixels.len(), 2 * 3 * 64);
+    }
+
+    #[test]
+    fn strict_mode_fails_on_a_corrupt_image_with_its_path() {
+        let tmp = tempfile::tempdir().unwrap();
+        fixture(tmp.path());
+        let err = load_folder(tmp.path(), ImageShape::default(), None, true).unwrap_err();
+        assert!(format!("{err:#}").contains("broken.png"), "{err:#}");
+    }
+
+    #[test]
+    fn classes_are_matched_to_a_model_by_name() {
+        let tmp = tempfile::tempdir().unwrap();
+        fixture(tmp.path());
+        let known: Vec<String> = ["sneaker", "coat", "bag"].map(String::from).to_vec();
+        let (set, _) = load_folder(tmp.path(), ImageShape::default(), Some(&known), false).unwrap();
+        assert_eq!(set.labels, [2, 0], "bag is class 2 and sneaker class 0 of the model");
+        let err = load_folder(tmp.path(), ImageShape::default(), Some(&known[..2]), false).unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains("\"bag\"") && msg.contains("model classes") && msg.contains("folder classes"), "{msg}");
+    }
+}

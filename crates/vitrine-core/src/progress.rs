@@ -1,0 +1,58 @@
+//! Progress on long work: a live bar on a terminal, one plain line per epoch elsewhere.
+
+use std::io::IsTerminal;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// Shows how an epoch is going.
+pub struct Progress {
+    live: bool,
+    bar: Option<ProgressBar>,
+}
+
+impl Progress {
+    /// A live bar when stderr is a terminal; plain lines in CI and pipes.
+    pub fn new() -> Self {
+        Self { live: std::io::stderr().is_terminal(), bar: None }
+    }
+
+    /// Plain lines only, whatever stderr is.
+    pub fn plain() -> Self {
+        Self { live: false, bar: None }
+    }
+
+    pub fn start(&mut self, title: &str, steps: usize) {
+        if self.live {
+            let bar = ProgressBar::new(steps as u64);
+            bar.set_style(
+                ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} {msg} ({elapsed} < {eta})")
+                    .expect("valid template")
+                    .progress_chars("=> "),
+            );
+            bar.set_prefix(title.to_string());
+            self.bar = Some(bar);
+        }
+    }
+
+    /// Moves the bar to `step` with a status such as `loss 0.41 acc 86.2% 310/s`.
+    pub fn update(&self, step: usize, message: String) {
+        if let Some(bar) = &self.bar {
+            bar.set_position(step as u64);
+            bar.set_message(message);
+        }
+    }
+
+    /// Ends the bar and prints the epoch's summary line (to stdout, so logs keep it).
+    pub fn finish(&mut self, summary: &str) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+        println!("{summary}");
+    }
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Self::new()
+    }
+}

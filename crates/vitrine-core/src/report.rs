@@ -1,0 +1,124 @@
+//! The run report (Markdown for people, JSON for machines) and evaluation summaries.
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::metrics::{ClassScores, ConfusionMatrix};
+use crate::run_dir::RunDir;
+use crate::train::EpochRecord;
+
+/// Scores of a classifier on labelled data.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClassificationScores {
+    pub examples: u64,
+    pub accuracy: f64,
+    pub macro_f1: f64,
+    pub per_class: Vec<ClassScores>,
+    pub confusion: ConfusionMatrix,
+}
+
+impl ClassificationScores {
+    pub fn new(confusion: ConfusionMatrix, classes: &[String]) -> Self {
+        Self {
+            examples: confusion.total(),
+            accuracy: confusion.accuracy(),
+            macro_f1: confusion.macro_f1(classes),
+            per_class: confusion.per_class(classes),
+            confusion,
+        }
+    }
+
+    /// A human-readable summary: headline figures, per-class table, confusion matrix.
+    pub fn to_text(&self, classes: &[String]) -> String {
+        let mut out = format!(
+            "examples {}  accuracy {:.2}%  macro-F1 {:.4}\n\n{:>16}  precision  recall     f1  support\n",
+            self.examples,
+            100.0 * self.accuracy,
+            self.macro_f1,
+            "class"
+        );
+        for s in &self.per_class {
+            out += &format!("{:>16}  {:>9.4}  {:>6.4}  {:>5.4}  {:>7}\n", s.class, s.precision, s.recall, s.f1, s.support);
+        }
+        out += "\nconfusion matrix (rows: truth, columns: prediction)\n";
+        out += &self.confusion.to_table(classes);
+        out
+    }
+}
+
+/// Sizes of the data a run used.
+#[derive(Debug, Clone, Serialize)]
+pub struct DataSummary {
+    pub train: usize,
+    pub valid: usize,
+    pub test: Option<usize>,
+    pub classes: Vec<String>,
+    /// What loaders skipped, one line per source.
+    pub skipped: Vec<String>,
+}
+
+/// Everything a finished (or stopped) run reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub task: String,
+    pub model: String,
+    pub parameters: usize,
+    pub device: String,
+    pub data: DataSummary,
+    pub epochs: Vec<EpochRecord>,
+    pub stopped_early: bool,
+    pub train_seconds: f64,
+    pub test: Option<ClassificationScores>,
+}
+
+impl RunReport {
+    /// Writes `report.json` and `report.md` into the run.
+    pub fn write(&self, run: &RunDir) -> Result<()> {
+        run.write("report.json", serde_json::to_string_pretty(self)?)?;
+        run.write("report.md", self.to_markdown())?;
+        Ok(())
+    }
+
+    fn to_markdown(&self) -> String {
+        let mut md = format!(
+            "# Run report: {} ({})\n\n- model: `{}`, {} parameters\n- device: {}\n- data: {} train / {} valid{} examples, {} classes\n",
+            self.model,
+            self.task,
+            self.model,
+            self.parameters,
+            self.device,
+            self.data.train,
+            self.data.valid,
+            self.data.test.map(|t| format!(" / {t} test")).unwrap_or_default(),
+            self.data.classes.len()
+        );
+        for line in &self.data.skipped {
+            md += &format!("- {line}\n");
+        }
+        md += &format!(
+            "- training: {} epoch(s){}, {:.1} s\n\n## Epochs\n\n| epoch | train loss | train acc | valid loss | valid acc | lr | seconds | samples/s |\n|---|---|---|---|---|---|---|---|\n",
+            self.epochs.len(),
+            if self.stopped_early { " (stopped early)" } else { "" },
+            self.train_seconds
+        );
+        let pct = |v: Option<f64>| v.map(|v| format!("{:.2}%", 100.0 * v)).unwrap_or_else(|| "-".into());
+        for r in &self.epochs {
+            md += &format!(
+                "| {} | {:.4} | {} | {:.4} | {} | {:.2e} | {:.1} | {:.0} |\n",
+                r.epoch,
+                r.train_loss,
+                pct(r.train_accuracy),
+                r.valid_loss,
+                pct(r.valid_accuracy),
+                r.lr,
+                r.seconds,
+                r.samples_per_sec
+            );
+        }
+        md += "\n![loss](loss.png) ![accuracy](accuracy.png)\n";
+        if let Some(test) = &self.test {
+            md += &format!("\n## Test set\n\n```\n{}```\n\n![confusion matrix](confusion.png)\n", test.to_text(&self.data.classes));
+        }
+        md
+    }
+}

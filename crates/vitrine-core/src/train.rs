@@ -1,0 +1,354 @@
+//! The training driver: epochs, progress, metrics, checkpoints, resume and early stopping,
+//! for any [`TrainTask`] (a classifier, a GAN, ...).
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use burn::prelude::*;
+use burn::optim::{AdamConfig, AdamWConfig, ModuleOptimizer, SgdConfig, decay::WeightDecayConfig, momentum::MomentumConfig};
+use burn::grad_clipping::GradientClippingConfig;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{EarlyStopping, OptimizerConfig, OptimizerKind, ScheduleConfig, TrainSection};
+use crate::data::BatchSource;
+use crate::plot::{Series, line_chart};
+use crate::progress::Progress;
+use crate::run_dir::{RunDir, write_atomic};
+
+/// What one training step produced, kept on the device until the driver reads it.
+pub struct StepStats {
+    /// Loss summed over the batch (detached).
+    pub loss_sum: Tensor<1>,
+    /// Correct predictions in the batch, for tasks that have them.
+    pub correct: Option<Tensor<1, Int>>,
+    pub count: usize,
+}
+
+/// Totals of a pass over data, read back to the host.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct PassTotals {
+    pub loss_sum: f64,
+    pub correct: Option<u64>,
+    pub count: usize,
+}
+
+impl PassTotals {
+    pub fn loss(&self) -> f64 {
+        self.loss_sum / self.count.max(1) as f64
+    }
+
+    pub fn accuracy(&self) -> Option<f64> {
+        self.correct.map(|c| c as f64 / self.count.max(1) as f64)
+    }
+}
+
+/// A model (or models) the driver can train: one step at a time, validation, checkpoints.
+pub trait TrainTask {
+    type Batch: Send + 'static;
+    /// One optimisation step at learning rate `lr`.
+    fn train_step(&mut self, batch: Self::Batch, lr: f64) -> StepStats;
+    /// A pass over validation data in inference mode.
+    fn validate(&self, batches: &mut dyn Iterator<Item = Self::Batch>) -> PassTotals;
+    /// Writes everything needed to continue (weights and optimizer state) into `dir`.
+    fn save_checkpoint(&self, dir: &Path) -> Result<()>;
+    /// Restores what [`TrainTask::save_checkpoint`] wrote.
+    fn load_checkpoint(&mut self, dir: &Path) -> Result<()>;
+    /// Writes the weights used for inference.
+    fn save_weights(&self, path: &Path) -> Result<()>;
+}
+
+/// Sums step stats on the device and reads them back only when asked.
+#[derive(Default)]
+struct Running {
+    loss: Option<Tensor<1>>,
+    correct: Option<Tensor<1, Int>>,
+    count: usize,
+}
+
+impl Running {
+    fn add(&mut self, s: StepStats) {
+        self.loss = Some(match self.loss.take() {
+            Some(l) => l + s.loss_sum,
+            None => s.loss_sum,
+        });
+        if let Some(c) = s.correct {
+            self.correct = Some(match self.correct.take() {
+                Some(acc) => acc + c,
+                None => c,
+            });
+        }
+        self.count += s.count;
+    }
+
+    fn read(&self) -> PassTotals {
+        PassTotals {
+            loss_sum: self.loss.clone().map_or(0.0, |l| l.into_scalar::<f32>() as f64),
+            correct: self.correct.clone().map(|c| c.into_scalar::<i64>() as u64),
+            count: self.count,
+        }
+    }
+}
+
+/// Sums a validation pass of a task's steps; for [`TrainTask::validate`] implementations.
+pub fn sum_steps(steps: impl Iterator<Item = StepStats>) -> PassTotals {
+    let mut running = Running::default();
+    for s in steps {
+        running.add(s);
+    }
+    running.read()
+}
+
+/// One row of `metrics.csv`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EpochRecord {
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub train_accuracy: Option<f64>,
+    pub valid_loss: f64,
+    pub valid_accuracy: Option<f64>,
+    pub lr: f64,
+    pub seconds: f64,
+    pub samples_per_sec: f64,
+}
+
+/// What the driver needs from the config.
+#[derive(Debug, Clone)]
+pub struct FitPlan {
+    pub epochs: usize,
+    pub base_lr: f64,
+    pub schedule: ScheduleConfig,
+    pub early_stopping: Option<EarlyStopping>,
+    pub keep_checkpoints: usize,
+}
+
+impl From<&TrainSection> for FitPlan {
+    fn from(t: &TrainSection) -> Self {
+        Self {
+            epochs: t.epochs,
+            base_lr: t.optimizer.lr,
+            schedule: t.schedule.clone(),
+            early_stopping: t.early_stopping.clone(),
+            keep_checkpoints: t.keep_checkpoints,
+        }
+    }
+}
+
+/// How training ended.
+#[derive(Debug, Clone)]
+pub struct FitOutcome {
+    pub history: Vec<EpochRecord>,
+    pub stopped_early: bool,
+}
+
+const STATE_FILE: &str = "state.json";
+/// Steps between reads of the running loss (each read waits for the device).
+const REFRESH_STEPS: usize = 10;
+
+/// Trains from epoch `history.len() + 1` to `plan.epochs`, writing metrics, curves and a
+/// checkpoint every epoch.
+pub fn fit<T: TrainTask>(
+    task: &mut T,
+    train: &dyn BatchSource<Batch = T::Batch>,
+    valid: &dyn BatchSource<Batch = T::Batch>,
+    plan: &FitPlan,
+    run: &RunDir,
+    mut history: Vec<EpochRecord>,
+    progress: &mut Progress,
+) -> Result<FitOutcome> {
+    let mut stopped_early = false;
+    for epoch in history.len() + 1..=plan.epochs {
+        if should_stop(&history, plan.early_stopping.as_ref()) {
+            stopped_early = true;
+            break;
+        }
+        let lr = plan.schedule.lr_at(plan.base_lr, epoch, plan.epochs);
+        let steps = train.num_batches();
+        progress.start(&format!("epoch {epoch}/{}", plan.epochs), steps);
+        let started = Instant::now();
+        let mut running = Running::default();
+        for (step, batch) in train.batches(epoch).enumerate() {
+            running.add(task.train_step(batch, lr));
+            if (step + 1) % REFRESH_STEPS == 0 || step + 1 == steps {
+                let so_far = running.read();
+                if !so_far.loss().is_finite() {
+                    bail!(
+                        "training diverged at epoch {epoch}, step {}: loss is {} (try a lower train.optimizer.lr \
+                         or train.grad_clip_norm); the last good checkpoint is kept in {}",
+                        step + 1,
+                        so_far.loss(),
+                        run.root().join("checkpoints").display()
+                    );
+                }
+                let rate = so_far.count as f64 / started.elapsed().as_secs_f64();
+                progress.update(step + 1, format!("loss {:.4}{} {rate:.0}/s", so_far.loss(), percent(so_far.accuracy())));
+            }
+        }
+        let train_totals = running.read();
+        let train_seconds = started.elapsed().as_secs_f64();
+        let valid_totals = task.validate(&mut valid.batches(epoch));
+        let record = EpochRecord {
+            epoch,
+            train_loss: train_totals.loss(),
+            train_accuracy: train_totals.accuracy(),
+            valid_loss: valid_totals.loss(),
+            valid_accuracy: valid_totals.accuracy(),
+            lr,
+            seconds: started.elapsed().as_secs_f64(),
+            samples_per_sec: train_totals.count as f64 / train_seconds,
+        };
+        progress.finish(&format!(
+            "epoch {epoch}/{}: train loss {:.4}{} | valid loss {:.4}{} | lr {:.2e} | {:.1}s, {:.0} samples/s",
+            plan.epochs,
+            record.train_loss,
+            percent(record.train_accuracy),
+            record.valid_loss,
+            percent(record.valid_accuracy),
+            lr,
+            record.seconds,
+            record.samples_per_sec
+        ));
+        history.push(record);
+
+        let dir = run.begin_checkpoint(epoch)?;
+        task.save_checkpoint(&dir)?;
+        write_atomic(&dir.join(STATE_FILE), serde_json::to_string_pretty(&history)?.as_bytes())?;
+        run.commit_checkpoint(epoch, plan.keep_checkpoints)?;
+        write_metrics(run, &history)?;
+    }
+    if !stopped_early && should_stop(&history, plan.early_stopping.as_ref()) && history.len() < plan.epochs {
+        stopped_early = true;
+    }
+    Ok(FitOutcome { history, stopped_early })
+}
+
+/// Restores the newest checkpoint of `run` into `task`; returns the epochs done so far.
+pub fn resume<T: TrainTask>(task: &mut T, run: &RunDir) -> Result<Vec<EpochRecord>> {
+    let Some(dir) = run.latest_checkpoint()? else {
+        return Ok(Vec::new());
+    };
+    task.load_checkpoint(&dir).with_context(|| format!("loading checkpoint {}", dir.display()))?;
+    let text = std::fs::read_to_string(dir.join(STATE_FILE))
+        .with_context(|| format!("reading {}", dir.join(STATE_FILE).display()))?;
+    serde_json::from_str(&text).with_context(|| format!("parsing {}", dir.join(STATE_FILE).display()))
+}
+
+/// Early stopping, decided from the history alone so it survives a resume.
+fn should_stop(history: &[EpochRecord], rule: Option<&EarlyStopping>) -> bool {
+    let Some(rule) = rule else { return false };
+    let mut best = f64::INFINITY;
+    let mut since_best = 0;
+    for r in history {
+        if r.valid_loss < best - rule.min_delta {
+            best = r.valid_loss;
+            since_best = 0;
+        } else {
+            since_best += 1;
+        }
+    }
+    since_best >= rule.patience.max(1)
+}
+
+fn percent(accuracy: Option<f64>) -> String {
+    accuracy.map(|a| format!(" acc {:.2}%", 100.0 * a)).unwrap_or_default()
+}
+
+/// Rewrites `metrics.csv` and the curves from the whole history.
+pub fn write_metrics(run: &RunDir, history: &[EpochRecord]) -> Result<()> {
+    let mut csv = String::from("epoch,train_loss,train_accuracy,valid_loss,valid_accuracy,lr,seconds,samples_per_sec\n");
+    let opt = |v: Option<f64>| v.map(|v| format!("{v:.6}")).unwrap_or_default();
+    for r in history {
+        csv += &format!(
+            "{},{:.6},{},{:.6},{},{:e},{:.3},{:.1}\n",
+            r.epoch,
+            r.train_loss,
+            opt(r.train_accuracy),
+            r.valid_loss,
+            opt(r.valid_accuracy),
+            r.lr,
+            r.seconds,
+            r.samples_per_sec
+        );
+    }
+    run.write("metrics.csv", csv)?;
+    let points = |f: &dyn Fn(&EpochRecord) -> Option<f64>| -> Vec<(f64, f64)> {
+        history.iter().filter_map(|r| f(r).map(|v| (r.epoch as f64, v))).collect()
+    };
+    line_chart(
+        &run.file("loss.png"),
+        "Loss",
+        "loss",
+        &[
+            Series { name: "train", points: points(&|r| Some(r.train_loss)) },
+            Series { name: "valid", points: points(&|r| Some(r.valid_loss)) },
+        ],
+    )?;
+    if history.iter().any(|r| r.train_accuracy.is_some()) {
+        line_chart(
+            &run.file("accuracy.png"),
+            "Accuracy",
+            "accuracy",
+            &[
+                Series { name: "train", points: points(&|r| r.train_accuracy) },
+                Series { name: "valid", points: points(&|r| r.valid_accuracy) },
+            ],
+        )?;
+    }
+    Ok(())
+}
+
+/// Builds the configured optimizer, with weight decay and gradient clipping.
+pub fn build_optimizer(config: &OptimizerConfig, grad_clip_norm: Option<f32>) -> ModuleOptimizer {
+    let clip = grad_clip_norm.map(GradientClippingConfig::Norm);
+    let decay = (config.weight_decay > 0.0).then(|| WeightDecayConfig::new(config.weight_decay as f32));
+    match config.kind {
+        OptimizerKind::Adam => AdamConfig::new()
+            .with_beta_1(config.beta1 as f32)
+            .with_beta_2(config.beta2 as f32)
+            .with_epsilon(config.epsilon as f32)
+            .with_weight_decay(decay)
+            .with_grad_clipping(clip)
+            .init(),
+        OptimizerKind::Adamw => AdamWConfig::new()
+            .with_beta_1(config.beta1 as f32)
+            .with_beta_2(config.beta2 as f32)
+            .with_epsilon(config.epsilon as f32)
+            .with_weight_decay(config.weight_decay as f32)
+            .with_grad_clipping(clip)
+            .init(),
+        OptimizerKind::Sgd => SgdConfig::new()
+            .with_momentum((config.momentum > 0.0).then(|| {
+                MomentumConfig::new().with_momentum(config.momentum).with_dampening(0.0)
+            }))
+            .with_weight_decay(decay)
+            .with_gradient_clipping(clip)
+            .init(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(epoch: usize, valid_loss: f64) -> EpochRecord {
+        EpochRecord {
+            epoch,
+            train_loss: 1.0,
+            train_accuracy: None,
+            valid_loss,
+            valid_accuracy: None,
+            lr: 1e-3,
+            seconds: 1.0,
+            samples_per_sec: 1.0,
+        }
+    }
+
+    #[test]
+    fn early_stopping_counts_epochs_without_improvement() {
+        let rule = EarlyStopping { patience: 2, min_delta: 0.01 };
+        let h: Vec<_> = [1.0, 0.8, 0.795, 0.81].iter().enumerate().map(|(i, &l)| record(i + 1, l)).collect();
+        assert!(!should_stop(&h[..3], Some(&rule)));
+        assert!(should_stop(&h, Some(&rule)), "0.795 is within min_delta of 0.8, so two epochs without progress");
+        assert!(!should_stop(&h, None));
+    }
+}

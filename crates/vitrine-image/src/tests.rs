@@ -1,0 +1,197 @@
+//! Real trainings on the shipped Fashion-MNIST sample: learning, resume, export, wgpu.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use burn::prelude::*;
+use burn::store::{ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
+use vitrine_core::backend::{BackendChoice, select_device};
+use vitrine_core::classifier::{ClassifierTask, predict_probabilities};
+use vitrine_core::config::{ImageShape, OptimizerConfig};
+use vitrine_core::data::{BatchSource, ImageBatch, ImageBatches, PixelRange, load_idx};
+use vitrine_core::export::{WeightsFormat, load_weights};
+use vitrine_core::run_dir::{RunDir, WEIGHTS_FILE};
+use vitrine_core::train::{TrainTask, build_optimizer};
+
+use crate::inference::{TrainedRun, export};
+use crate::model::{FashionCnn, ResnetSmall};
+use crate::training::{ImageConfig, train};
+
+fn sample(file: &str) -> String {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets/fashion-mnist-sample");
+    dir.join(file).display().to_string()
+}
+
+fn config(extra: &str) -> ImageConfig {
+    let text = format!(
+        r#"
+task = "image-classification"
+[data]
+train = {{ images = "{}", labels = "{}" }}
+test = {{ images = "{}", labels = "{}" }}
+valid_fraction = 0.2
+{extra}
+[model]
+name = "fashion-cnn"
+"#,
+        sample("train-images-idx3-ubyte.gz"),
+        sample("train-labels-idx1-ubyte.gz"),
+        sample("t10k-images-idx3-ubyte.gz"),
+        sample("t10k-labels-idx1-ubyte.gz"),
+    );
+    ImageConfig::parse(&text, &[]).unwrap()
+}
+
+fn flex_run(config: &ImageConfig, dir: &Path) -> vitrine_core::report::RunReport {
+    let compute = select_device(BackendChoice::Flex).unwrap();
+    train(config, &RunDir::create(dir).unwrap(), &compute, false).unwrap()
+}
+
+/// Probabilities of the run's model on the first 200 sample test images.
+fn run_predictions(run: &Path) -> Vec<Vec<f32>> {
+    let trained = TrainedRun::open(run).unwrap();
+    let model: FashionCnn = load_weights(
+        FashionCnn::new(ImageShape::default(), 10, trained.config.model.dropout, &Device::flex()),
+        &run.join(WEIGHTS_FILE),
+        "fashion-cnn",
+    )
+    .unwrap()
+    .valid();
+    predictions_of(&model)
+}
+
+fn predictions_of(model: &FashionCnn) -> Vec<Vec<f32>> {
+    let set = load_idx(
+        Path::new(&sample("t10k-images-idx3-ubyte.gz")),
+        Path::new(&sample("t10k-labels-idx1-ubyte.gz")),
+        ImageShape::default(),
+        None,
+    )
+    .unwrap()
+    .truncate(200);
+    let batches = ImageBatches::ordered(Arc::new(set), 100, PixelRange::Unit, Device::flex());
+    predict_probabilities(model, batches.batches(0).map(|b| b.images))
+}
+
+fn max_difference(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
+    a.iter().flatten().zip(b.iter().flatten()).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+/// A two-epoch run without dropout (so a resumed run can match it exactly), shared by tests.
+fn reference_run() -> &'static PathBuf {
+    static RUN: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    &RUN.get_or_init(|| {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("two-epochs");
+        flex_run(&resume_config(), &dir);
+        (tmp, dir)
+    })
+    .1
+}
+
+fn resume_config() -> ImageConfig {
+    let mut c = config("limit = 640");
+    c.model.dropout = 0.0;
+    c.train.epochs = 2;
+    c.train.batch_size = 64;
+    c
+}
+
+#[test]
+fn short_training_on_the_sample_learns() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = config("limit = 1500");
+    c.train.epochs = 3;
+    c.train.batch_size = 64;
+    let report = flex_run(&c, &tmp.path().join("run"));
+    let first = &report.epochs[0];
+    let last = report.epochs.last().unwrap();
+    assert!(last.train_loss < 0.8 * first.train_loss, "loss falls: {first:?} -> {last:?}");
+    assert!(last.train_accuracy.unwrap() > first.train_accuracy.unwrap(), "accuracy rises");
+    assert!(last.valid_accuracy.unwrap() > 0.6, "well above chance (0.1): {last:?}");
+    let test = report.test.unwrap();
+    assert_eq!(test.examples, 1000);
+    assert!(test.accuracy > 0.6, "test accuracy {}", test.accuracy);
+    for file in ["config.toml", "classes.json", "metrics.csv", "model.bpk", "loss.png", "accuracy.png", "report.md", "report.json", "confusion.png"] {
+        assert!(tmp.path().join("run").join(file).is_file(), "{file} written");
+    }
+    let csv = std::fs::read_to_string(tmp.path().join("run/metrics.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 4, "header + one row per epoch:\n{csv}");
+}
+
+#[test]
+fn resume_continues_at_the_next_epoch_with_the_same_state() {
+    let reference = reference_run();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("interrupted");
+    flex_run(&resume_config(), &dir);
+    // Make it look killed during epoch 2: only epoch 1's checkpoint is complete.
+    std::fs::remove_dir_all(dir.join("checkpoints/epoch-2")).unwrap();
+    std::fs::write(dir.join("checkpoints/latest"), "epoch-1\n").unwrap();
+    std::fs::remove_file(dir.join(WEIGHTS_FILE)).unwrap();
+
+    let compute = select_device(BackendChoice::Flex).unwrap();
+    let report = train(&resume_config(), &RunDir::open(&dir).unwrap(), &compute, true).unwrap();
+    assert_eq!(report.epochs.iter().map(|r| r.epoch).collect::<Vec<_>>(), [1, 2]);
+    // Same data order, weights and Adam moments: the resumed epoch 2 matches the uninterrupted one.
+    let diff = max_difference(&run_predictions(reference), &run_predictions(&dir));
+    assert!(diff < 1e-3, "resumed run drifted from the uninterrupted one by {diff}");
+}
+
+#[test]
+fn export_then_load_gives_identical_predictions() {
+    let run = reference_run();
+    let expected = run_predictions(run);
+    let trained = TrainedRun::open(run).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let device = Device::flex();
+
+    let bpk = tmp.path().join("out/model.bpk");
+    export(&trained, WeightsFormat::Burnpack, &bpk, &device).unwrap();
+    let fresh = FashionCnn::new(ImageShape::default(), 10, 0.0, &device);
+    let loaded = load_weights(fresh, &bpk, "fashion-cnn").unwrap().valid();
+    assert_eq!(max_difference(&expected, &predictions_of(&loaded)), 0.0);
+
+    // Safetensors uses PyTorch's names and layouts; reading it back through the PyTorch adapter
+    // must give the same network.
+    let st = tmp.path().join("model.safetensors");
+    export(&trained, WeightsFormat::Safetensors, &st, &device).unwrap();
+    let mut fresh = FashionCnn::new(ImageShape::default(), 10, 0.0, &device);
+    let mut store = SafetensorsStore::from_file(&st).with_from_adapter(PyTorchToBurnAdapter);
+    let result = fresh.load_from(&mut store).unwrap();
+    assert!(result.missing.is_empty(), "{result:?}");
+    assert!(max_difference(&expected, &predictions_of(&fresh.valid())) < 1e-6);
+}
+
+#[test]
+fn weights_of_another_architecture_are_a_clear_error() {
+    let run = reference_run();
+    let device = Device::flex();
+    let resnet = ResnetSmall::new(ImageShape::default(), 10, 0.0, &device);
+    let err = load_weights(resnet, &run.join(WEIGHTS_FILE), "resnet-small").unwrap_err().to_string();
+    assert!(err.contains("does not match the resnet-small architecture"), "{err}");
+    let cnn = FashionCnn::new(ImageShape::default(), 4, 0.0, &device);
+    let err = load_weights(cnn, &run.join(WEIGHTS_FILE), "fashion-cnn").unwrap_err().to_string();
+    assert!(err.contains("shape mismatch"), "{err}");
+}
+
+#[test]
+fn wgpu_trains_a_few_steps() {
+    let compute = select_device(BackendChoice::Wgpu)
+        .expect("a wgpu adapter is needed (CI installs mesa-vulkan-drivers for a software one)");
+    println!("wgpu test on {}", compute.description);
+    // Tiny inputs: the software adapter runs at about 1 GFLOP/s.
+    let shape = ImageShape { channels: 1, height: 8, width: 8 };
+    let device = compute.device.clone().autodiff();
+    device.seed(1);
+    let model = FashionCnn::new(shape, 3, 0.0, &device);
+    let mut task = ClassifierTask::new(model, build_optimizer(&OptimizerConfig { lr: 1e-2, ..Default::default() }, None), &device);
+    let batch = || ImageBatch {
+        images: Tensor::random([6, 1, 8, 8], burn::tensor::Distribution::Uniform(0.0, 1.0), &device),
+        targets: Tensor::from_data(TensorData::new(vec![0i64, 1, 2, 0, 1, 2], [6]), &device),
+    };
+    let fixed = batch();
+    let losses: Vec<f32> = (0..5).map(|_| task.train_step(fixed.clone(), 1e-2).loss_sum.into_scalar::<f32>() / 6.0).collect();
+    assert!(losses.iter().all(|l| l.is_finite()), "{losses:?}");
+    assert!(losses[4] < losses[0], "memorising one batch lowers its loss: {losses:?}");
+}
