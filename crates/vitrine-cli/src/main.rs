@@ -137,11 +137,14 @@ struct BenchArgs {
     #[arg(long, default_value_t = 128)]
     batch_size: usize,
     /// Untimed steps before measuring.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 2)]
     warmup: usize,
-    /// Timed steps.
-    #[arg(long, default_value_t = 20)]
+    /// Timed steps at most (of training, then of inference).
+    #[arg(long, default_value_t = 30)]
     steps: usize,
+    /// Stop timing a phase after this many seconds (slow backends still time two steps).
+    #[arg(long, default_value_t = 20.0)]
+    seconds: f64,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -274,7 +277,8 @@ fn bench_command(args: BenchArgs) -> Result<()> {
         .with_context(|| format!("unknown model `{}`: expected fashion-cnn or resnet-small", args.model))?;
     if args.single {
         let compute = select_device(args.backend.unwrap_or(BackendChoice::Auto))?;
-        let result = vitrine_image::bench::bench(arch, &compute, args.batch_size, args.warmup, args.steps)?;
+        let budget = std::time::Duration::from_secs_f64(args.seconds);
+        let result = vitrine_image::bench::bench(arch, &compute, args.batch_size, args.warmup, args.steps, budget)?;
         let mut json = serde_json::to_value(&result)?;
         json["peak_memory_mib"] = serde_json::json!(peak_memory_mib());
         println!("{json}");
@@ -299,7 +303,7 @@ fn bench_command(args: BenchArgs) -> Result<()> {
         let output = std::process::Command::new(&exe)
             .args(["bench", "--single", "--model", &args.model, "--backend", &backend.to_string()])
             .args(["--batch-size", &args.batch_size.to_string(), "--warmup", &args.warmup.to_string()])
-            .args(["--steps", &args.steps.to_string()])
+            .args(["--steps", &args.steps.to_string(), "--seconds", &args.seconds.to_string()])
             .output()
             .context("starting the benchmark process")?;
         if !output.status.success() {

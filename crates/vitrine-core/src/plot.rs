@@ -80,20 +80,21 @@ pub fn confusion_png(path: &Path, matrix: &ConfusionMatrix, classes: &[String]) 
     ensure_font();
     let n = classes.len();
     let cell = 56u32;
-    let margin = 150u32;
-    let size = (margin + cell * n as u32 + 30, margin + cell * n as u32 + 30);
+    let margin = 150u32; // left, for the class names
+    let top = 60u32;
+    let size = (margin + cell * n as u32 + 30, top + cell * n as u32 + 30);
     let root = BitMapBackend::new(path, size).into_drawing_area();
     root.fill(&WHITE).map_err(plot_err)?;
-    root.draw_text("predicted →", &("sans-serif", 16).into_text_style(&root), (margin as i32, 10))
+    root.draw_text("predicted →", &("sans-serif", 16).into_text_style(&root), (margin as i32, 8))
         .map_err(plot_err)?;
-    root.draw_text("truth ↓", &("sans-serif", 16).into_text_style(&root), (10, margin as i32 - 24))
+    root.draw_text("truth ↓", &("sans-serif", 16).into_text_style(&root), (10, top as i32 - 24))
         .map_err(plot_err)?;
     for (i, row) in matrix.counts.iter().enumerate() {
         let total: u64 = row.iter().sum::<u64>().max(1);
         for (j, &v) in row.iter().enumerate() {
             let share = v as f64 / total as f64;
             let shade = (255.0 * (1.0 - share)) as u8;
-            let (x, y) = ((margin + j as u32 * cell) as i32, (margin + i as u32 * cell) as i32);
+            let (x, y) = ((margin + j as u32 * cell) as i32, (top + i as u32 * cell) as i32);
             root.draw(&Rectangle::new([(x, y), (x + cell as i32, y + cell as i32)], RGBColor(shade, shade, 255).filled()))
                 .map_err(plot_err)?;
             let color = if share > 0.5 { WHITE } else { BLACK };
@@ -102,9 +103,10 @@ pub fn confusion_png(path: &Path, matrix: &ConfusionMatrix, classes: &[String]) 
         }
         // Rows carry the names; columns the same indices, so no rotated text is needed.
         let label = ("sans-serif", 14).into_text_style(&root);
-        let mid = (margin + i as u32 * cell + cell / 2 - 7) as i32;
-        root.draw_text(&format!("({i}) {}", short(&classes[i])), &label, (6, mid)).map_err(plot_err)?;
-        root.draw_text(&format!("({i})"), &label, (mid - 4, margin as i32 - 22)).map_err(plot_err)?;
+        let row = (top + i as u32 * cell + cell / 2 - 7) as i32;
+        let column = (margin + i as u32 * cell + cell / 2 - 11) as i32;
+        root.draw_text(&format!("({i}) {}", short(&classes[i])), &label, (6, row)).map_err(plot_err)?;
+        root.draw_text(&format!("({i})"), &label, (column, top as i32 - 22)).map_err(plot_err)?;
     }
     root.present().map_err(plot_err)?;
     Ok(())

@@ -1,17 +1,16 @@
 //! Throughput of an image classifier on one device: training steps and inference.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use burn::prelude::*;
 use burn::tensor::Distribution;
 use serde::Serialize;
 use vitrine_core::backend::ComputeDevice;
-use vitrine_core::classifier::ClassifierModel;
+use vitrine_core::classifier::{ClassifierModel, ClassifierTask};
 use vitrine_core::config::{ImageShape, OptimizerConfig};
 use vitrine_core::data::ImageBatch;
 use vitrine_core::train::{TrainTask, build_optimizer};
-use vitrine_core::classifier::ClassifierTask;
 
 use crate::model::{Architecture, FashionCnn, ResnetSmall};
 
@@ -26,22 +25,25 @@ pub struct BenchResult {
     pub inference_samples_per_sec: f64,
 }
 
-/// Times `steps` training steps (forward, backward, Adam) and `steps` inference batches after
-/// `warmup` untimed ones, on random data of Fashion-MNIST's shape. Each step waits for its result.
-pub fn bench(arch: Architecture, compute: &ComputeDevice, batch_size: usize, warmup: usize, steps: usize) -> Result<BenchResult> {
+/// Times training steps (forward, backward, Adam) and inference batches on random data of
+/// Fashion-MNIST's shape, after `warmup` untimed ones: up to `steps` of each, stopping early once
+/// `budget` has passed (slow backends still report after two steps). Each step waits for its result.
+pub fn bench(
+    arch: Architecture,
+    compute: &ComputeDevice,
+    batch_size: usize,
+    warmup: usize,
+    steps: usize,
+    budget: Duration,
+) -> Result<BenchResult> {
     let shape = ImageShape::default();
     let device = compute.device.clone();
     let train_device = device.clone().autodiff();
     train_device.seed(0);
+    let timing = Timing { batch_size, warmup, steps, budget };
     let (train, infer) = match arch {
-        Architecture::FashionCnn => {
-            let model = FashionCnn::new(shape, 10, 0.25, &train_device);
-            time(model, &train_device, &device, shape, batch_size, warmup, steps)
-        }
-        Architecture::ResnetSmall => {
-            let model = ResnetSmall::new(shape, 10, 0.25, &train_device);
-            time(model, &train_device, &device, shape, batch_size, warmup, steps)
-        }
+        Architecture::FashionCnn => timing.run(FashionCnn::new(shape, 10, 0.25, &train_device), &train_device, &device, shape),
+        Architecture::ResnetSmall => timing.run(ResnetSmall::new(shape, 10, 0.25, &train_device), &train_device, &device, shape),
     };
     Ok(BenchResult {
         model: arch.name().into(),
@@ -53,41 +55,43 @@ pub fn bench(arch: Architecture, compute: &ComputeDevice, batch_size: usize, war
     })
 }
 
-fn time<M: ClassifierModel<Input = Tensor<4>>>(
-    model: M,
-    train_device: &Device,
-    device: &Device,
-    shape: ImageShape,
+struct Timing {
     batch_size: usize,
     warmup: usize,
     steps: usize,
-) -> (f64, f64) {
-    let batch = |device: &Device| ImageBatch {
-        images: Tensor::random([batch_size, shape.channels, shape.height, shape.width], Distribution::Uniform(0.0, 1.0), device),
-        targets: Tensor::<1, Int>::random([batch_size], Distribution::Uniform(0.0, 10.0), device),
-    };
-    let mut task = ClassifierTask::new(model, build_optimizer(&OptimizerConfig::default(), None), train_device);
-    let mut train_rate = 0.0;
-    for (round, n) in [(0, warmup), (1, steps)] {
+    budget: Duration,
+}
+
+impl Timing {
+    /// Samples per second of `step`.
+    fn rate(&self, mut step: impl FnMut()) -> f64 {
+        for _ in 0..self.warmup {
+            step();
+        }
         let started = Instant::now();
-        for _ in 0..n {
-            let stats = task.train_step(batch(train_device), 1e-3);
-            let _: f32 = stats.loss_sum.into_scalar();
+        let mut done = 0;
+        while done < self.steps.max(1) && (done < 2 || started.elapsed() < self.budget) {
+            step();
+            done += 1;
         }
-        if round == 1 {
-            train_rate = (n * batch_size) as f64 / started.elapsed().as_secs_f64();
-        }
+        (done * self.batch_size) as f64 / started.elapsed().as_secs_f64()
     }
-    let model = task.model().valid();
-    let mut infer_rate = 0.0;
-    for (round, n) in [(0, warmup), (1, steps)] {
-        let started = Instant::now();
-        for _ in 0..n {
-            let _ = model.logits(batch(device).images).into_data();
-        }
-        if round == 1 {
-            infer_rate = (n * batch_size) as f64 / started.elapsed().as_secs_f64();
-        }
+
+    fn run<M: ClassifierModel<Input = Tensor<4>>>(&self, model: M, train_device: &Device, device: &Device, shape: ImageShape) -> (f64, f64) {
+        let batch = |device: &Device| ImageBatch {
+            images: Tensor::random([self.batch_size, shape.channels, shape.height, shape.width], Distribution::Uniform(0.0, 1.0), device),
+            targets: Tensor::<1, Int>::random([self.batch_size], Distribution::Uniform(0.0, 10.0), device),
+        };
+        let mut task = ClassifierTask::new(model, build_optimizer(&OptimizerConfig::default(), None), train_device);
+        let train_batch = batch(train_device);
+        let train = self.rate(|| {
+            let _: f32 = task.train_step(train_batch.clone(), 1e-3).loss_sum.into_scalar();
+        });
+        let model = task.model().valid();
+        let images = batch(device).images;
+        let infer = self.rate(|| {
+            let _ = model.logits(images.clone()).into_data();
+        });
+        (train, infer)
     }
-    (train_rate, infer_rate)
 }

@@ -177,8 +177,16 @@ fn weights_of_another_architecture_are_a_clear_error() {
 
 #[test]
 fn wgpu_trains_a_few_steps() {
-    let compute = select_device(BackendChoice::Wgpu)
-        .expect("a wgpu adapter is needed (CI installs mesa-vulkan-drivers for a software one)");
+    // CI installs Mesa's Vulkan drivers and sets VITRINE_REQUIRE_WGPU=1, so there a missing
+    // adapter fails; elsewhere (a laptop without Vulkan) the test says it skipped.
+    let compute = match select_device(BackendChoice::Wgpu) {
+        Ok(compute) => compute,
+        Err(e) if std::env::var_os("VITRINE_REQUIRE_WGPU").is_none() => {
+            eprintln!("SKIPPED wgpu_trains_a_few_steps: {e:#}");
+            return;
+        }
+        Err(e) => panic!("{e:#}"),
+    };
     println!("wgpu test on {}", compute.description);
     // Tiny inputs: the software adapter runs at about 1 GFLOP/s.
     let shape = ImageShape { channels: 1, height: 8, width: 8 };
