@@ -62,6 +62,9 @@ struct TrainArgs {
     /// Continue an interrupted run from its last complete epoch, with its saved config.
     #[arg(long, value_name = "RUN", conflicts_with_all = ["config", "out", "set"])]
     resume: Option<PathBuf>,
+    /// Fail on the first unreadable image instead of skipping it (same as --set run.strict=true).
+    #[arg(long)]
+    strict: bool,
     #[command(flatten)]
     backend: BackendArg,
 }
@@ -90,6 +93,9 @@ struct EvalArgs {
     /// Where to draw the confusion matrix [default: <run>/eval-confusion.png].
     #[arg(long, value_name = "FILE")]
     confusion_png: Option<PathBuf>,
+    /// Fail on the first unreadable image instead of skipping it.
+    #[arg(long)]
+    strict: bool,
     #[command(flatten)]
     backend: BackendArg,
 }
@@ -159,6 +165,11 @@ fn main() -> ExitCode {
     if std::env::var_os("BURN_DEVICE").is_none() {
         unsafe { std::env::set_var("BURN_DEVICE", "flex") };
     }
+    // Probing Vulkan adapters on a headless machine makes Mesa's Wayland client print
+    // "XDG_RUNTIME_DIR is invalid or not set" errors; we never open a window.
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+        unsafe { std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir()) };
+    }
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -177,7 +188,8 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Eval(args) => {
-            let trained = open_run(&args.run)?;
+            let mut trained = open_run(&args.run)?;
+            trained.config.run.strict |= args.strict;
             let compute = device_for(args.backend.backend, &trained.config)?;
             let png = args.confusion_png.unwrap_or_else(|| trained.run.file("eval-confusion.png"));
             let (scores, report) = evaluate(&trained, &args.data, &compute.device, Some(&png))?;
@@ -229,7 +241,7 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn train_command(args: TrainArgs) -> Result<()> {
-    let (config, run, resuming) = match &args.resume {
+    let (mut config, run, resuming) = match &args.resume {
         Some(path) => {
             let run = RunDir::open(path)?;
             let config = ImageConfig::load(&run.file(CONFIG_FILE), &[])?;
@@ -249,6 +261,7 @@ fn train_command(args: TrainArgs) -> Result<()> {
             (config, RunDir::create(&out)?, false)
         }
     };
+    config.run.strict |= args.strict;
     let compute = device_for(args.backend.backend, &config)?;
     println!("device: {}", compute.description);
     train(&config, &run, &compute, resuming)?;

@@ -34,10 +34,16 @@ impl Progress {
         }
     }
 
-    /// Moves the bar to `step` with a status such as `loss 0.41 acc 86.2% 310/s`.
-    pub fn update(&self, step: usize, message: String) {
+    /// Moves the bar to `step`.
+    pub fn tick(&self, step: usize) {
         if let Some(bar) = &self.bar {
             bar.set_position(step as u64);
+        }
+    }
+
+    /// Sets the status beside the bar, such as `loss 0.41 acc 86.2% 310/s`.
+    pub fn status(&self, message: String) {
+        if let Some(bar) = &self.bar {
             bar.set_message(message);
         }
     }

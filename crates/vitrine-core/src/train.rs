@@ -169,6 +169,7 @@ pub fn fit<T: TrainTask>(
         let mut running = Running::default();
         for (step, batch) in train.batches(epoch).enumerate() {
             running.add(task.train_step(batch, lr));
+            progress.tick(step + 1);
             if (step + 1) % REFRESH_STEPS == 0 || step + 1 == steps {
                 let so_far = running.read();
                 if !so_far.loss().is_finite() {
@@ -181,7 +182,7 @@ pub fn fit<T: TrainTask>(
                     );
                 }
                 let rate = so_far.count as f64 / started.elapsed().as_secs_f64();
-                progress.update(step + 1, format!("loss {:.4}{} {rate:.0}/s", so_far.loss(), percent(so_far.accuracy())));
+                progress.status(format!("loss {:.4}{} {rate:.0}/s", so_far.loss(), percent(so_far.accuracy())));
             }
         }
         let train_totals = running.read();

@@ -123,7 +123,7 @@ fn train_with<M: ImageNet>(config: &ImageConfig, run: &RunDir, compute: &Compute
     train_device.seed(config.run.seed);
     let model = M::build(config, classes.len(), &train_device);
     let parameters = model.num_params();
-    println!("model: {} ({parameters} parameters) on {}", config.model.name.name(), compute.description);
+    println!("model: {} ({parameters} parameters)", config.model.name.name());
     let optimizer = build_optimizer(&config.train.optimizer, config.train.grad_clip_norm);
     let mut task = ClassifierTask::new(model, optimizer, &train_device);
     let history = if resuming { resume(&mut task, run)? } else { Vec::new() };
