@@ -14,9 +14,17 @@ use vitrine_image::inference::{TrainedRun, evaluate, export, predict};
 use vitrine_image::model::Architecture;
 use vitrine_image::training::{ImageConfig, TASK as IMAGE_TASK, train};
 
+const EXAMPLES: &str = "Examples:
+  vitrine train configs/quickstart.toml
+  vitrine train configs/fashion-cnn.toml --set train.epochs=3 --backend flex
+  vitrine train --resume runs/fashion-cnn
+  vitrine eval runs/quickstart --data my-photos/test
+  vitrine predict runs/quickstart photo.jpg more-photos/ --top-k 3
+  vitrine export runs/quickstart --format safetensors --out fashion-cnn.safetensors";
+
 /// Train, evaluate, export and run deep-learning models for product imagery.
 #[derive(Parser)]
-#[command(name = "vitrine", version, about, long_about = None)]
+#[command(name = "vitrine", version, after_help = EXAMPLES)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

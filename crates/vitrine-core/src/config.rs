@@ -10,15 +10,16 @@ use crate::backend::BackendChoice;
 
 /// A whole experiment: what to run, on which data, with which model and training settings.
 ///
-/// `M` is the model section of one family (image classifier, text classifier, generator).
+/// `D` and `M` are the data and model sections of one family: images for the classifiers and
+/// generators ([`ImageDataSection`]), text for the sentiment models.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ExperimentConfig<M> {
+pub struct ExperimentConfig<D, M> {
     /// Which model family trains this config, e.g. `image-classification`.
     pub task: String,
     #[serde(default)]
     pub run: RunSection,
-    pub data: DataSection,
+    pub data: D,
     pub model: M,
     #[serde(default)]
     pub train: TrainSection,
@@ -42,10 +43,15 @@ impl Default for RunSection {
     }
 }
 
-/// Where the data comes from and how images are shaped.
+/// A `[data]` section, checked once parsed.
+pub trait DataConfig {
+    fn check(&self) -> Result<()>;
+}
+
+/// Where image data comes from and how images are shaped.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct DataSection {
+pub struct ImageDataSection {
     pub train: DataSource,
     /// Validation data; when absent, `valid_fraction` of `train` is held out with the run's seed.
     #[serde(default)]
@@ -256,7 +262,26 @@ pub struct EarlyStopping {
     pub min_delta: f64,
 }
 
-impl<M: Serialize + DeserializeOwned> ExperimentConfig<M> {
+impl DataConfig for ImageDataSection {
+    fn check(&self) -> Result<()> {
+        let f = self.valid_fraction;
+        if self.valid.is_none() && !(0.0 < f && f < 1.0) {
+            bail!("data.valid_fraction must be between 0 and 1 (exclusive), got {f}");
+        }
+        let shape = self.image;
+        if ![1, 3].contains(&shape.channels) || shape.height == 0 || shape.width == 0 {
+            bail!("data.image must have 1 or 3 channels and a non-zero size, got {shape:?}");
+        }
+        for (name, source) in [("train", Some(&self.train)), ("valid", self.valid.as_ref()), ("test", self.test.as_ref())] {
+            if let Some(source) = source {
+                source.layout().with_context(|| format!("data.{name}"))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<D: DataConfig + Serialize + DeserializeOwned, M: Serialize + DeserializeOwned> ExperimentConfig<D, M> {
     /// Reads a config file, applies `--set key=value` overrides, and checks it.
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
         let text = std::fs::read_to_string(path)
@@ -297,20 +322,7 @@ impl<M: Serialize + DeserializeOwned> ExperimentConfig<M> {
         if !(t.optimizer.lr > 0.0 && t.optimizer.lr.is_finite()) {
             bail!("train.optimizer.lr must be a positive number, got {}", t.optimizer.lr);
         }
-        let f = self.data.valid_fraction;
-        if self.data.valid.is_none() && !(0.0 < f && f < 1.0) {
-            bail!("data.valid_fraction must be between 0 and 1 (exclusive), got {f}");
-        }
-        let shape = self.data.image;
-        if ![1, 3].contains(&shape.channels) || shape.height == 0 || shape.width == 0 {
-            bail!("data.image must have 1 or 3 channels and a non-zero size, got {shape:?}");
-        }
-        for (name, source) in [("train", Some(&self.data.train)), ("valid", self.data.valid.as_ref()), ("test", self.data.test.as_ref())] {
-            if let Some(source) = source {
-                source.layout().with_context(|| format!("data.{name}"))?;
-            }
-        }
-        Ok(())
+        self.data.check()
     }
 }
 
@@ -365,16 +377,19 @@ fn explain_toml_error(err: toml::de::Error) -> anyhow::Error {
     }
 }
 
-/// From "unknown field `x`, expected one of `a`, `b`", the valid key closest to `x`.
+/// From serde's "unknown field `x`, expected one of `a`, `b`" (or "unknown variant"), the
+/// valid name closest to `x`.
 fn nearest_key_hint(message: &str) -> Option<String> {
-    let rest = message.split("unknown field `").nth(1)?;
+    let (what, rest) = [("key", "unknown field `"), ("value", "unknown variant `")]
+        .into_iter()
+        .find_map(|(what, marker)| Some((what, message.split(marker).nth(1)?)))?;
     let (unknown, rest) = rest.split_once('`')?;
     let candidates: Vec<&str> = rest.split('`').skip(1).step_by(2).collect();
     let best = candidates
         .iter()
         .map(|c| (strsim::levenshtein(unknown, c), *c))
         .min()?;
-    Some(format!("unknown key `{unknown}`: did you mean `{}`?", best.1))
+    Some(format!("unknown {what} `{unknown}`: did you mean `{}`?", best.1))
 }
 
 #[cfg(test)]
@@ -387,6 +402,8 @@ mod tests {
         name: String,
     }
 
+    type Config = ExperimentConfig<ImageDataSection, Model>;
+
     const MINIMAL: &str = r#"
 task = "image-classification"
 [data.train]
@@ -397,20 +414,20 @@ name = "m"
 
     #[test]
     fn defaults_fill_the_rest() {
-        let c = ExperimentConfig::<Model>::parse(MINIMAL, &[]).unwrap();
+        let c = Config::parse(MINIMAL, &[]).unwrap();
         assert_eq!(c.train.epochs, 10);
         assert_eq!(c.train.batch_size, 128);
         assert_eq!(c.run.seed, 42);
         assert_eq!(c.data.train.layout().unwrap(), SourceLayout::Folder("x".into()));
         // The resolved config round-trips.
-        let again = ExperimentConfig::<Model>::parse(&c.to_toml().unwrap(), &[]).unwrap();
+        let again = Config::parse(&c.to_toml().unwrap(), &[]).unwrap();
         assert_eq!(again.train.epochs, 10);
     }
 
     #[test]
     fn unknown_key_names_the_nearest_valid_one() {
         let text = format!("{MINIMAL}\n[train]\nepoch = 3\n");
-        let err = format!("{:#}", ExperimentConfig::<Model>::parse(&text, &[]).unwrap_err());
+        let err = format!("{:#}", Config::parse(&text, &[]).unwrap_err());
         assert!(err.contains("unknown key `epoch`: did you mean `epochs`?"), "{err}");
         assert!(err.contains("line"), "error should point at the line: {err}");
     }
@@ -418,19 +435,21 @@ name = "m"
     #[test]
     fn overrides_are_typed_and_checked() {
         let sets = ["train.epochs=3".to_string(), "train.optimizer.lr=1e-4".to_string()];
-        let c = ExperimentConfig::<Model>::parse(MINIMAL, &sets).unwrap();
+        let c = Config::parse(MINIMAL, &sets).unwrap();
         assert_eq!(c.train.epochs, 3);
         assert_eq!(c.train.optimizer.lr, 1e-4);
-        let err = ExperimentConfig::<Model>::parse(MINIMAL, &["train.epohcs=3".into()]).unwrap_err();
+        let err = Config::parse(MINIMAL, &["train.epohcs=3".into()]).unwrap_err();
         assert!(format!("{err:#}").contains("did you mean `epochs`"), "{err:#}");
-        let err = ExperimentConfig::<Model>::parse(MINIMAL, &["train.epochs=0".into()]).unwrap_err();
+        let err = Config::parse(MINIMAL, &["train.optimizer.kind=adan".into()]).unwrap_err();
+        assert!(format!("{err:#}").contains("unknown value `adan`: did you mean `adam`?"), "{err:#}");
+        let err = Config::parse(MINIMAL, &["train.epochs=0".into()]).unwrap_err();
         assert!(format!("{err:#}").contains("epochs must be at least 1"));
     }
 
     #[test]
     fn half_specified_sources_are_rejected() {
         let text = MINIMAL.replace("folder = \"x\"", "images = \"a.gz\"");
-        let err = format!("{:#}", ExperimentConfig::<Model>::parse(&text, &[]).unwrap_err());
+        let err = format!("{:#}", Config::parse(&text, &[]).unwrap_err());
         assert!(err.contains("data.train") && err.contains("`labels` is missing"), "{err}");
     }
 

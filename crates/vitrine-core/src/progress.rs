@@ -57,6 +57,21 @@ impl Progress {
     }
 }
 
+/// A counter bar for one long step (decoding images, ...): live on a terminal, hidden elsewhere.
+pub fn counter(title: &str, len: usize) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} ({elapsed} < {eta})")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(title.to_string());
+    bar
+}
+
 impl Default for Progress {
     fn default() -> Self {
         Self::new()

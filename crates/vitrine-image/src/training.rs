@@ -7,7 +7,7 @@ use burn::prelude::*;
 use burn::store::ModuleSnapshot;
 use vitrine_core::backend::ComputeDevice;
 use vitrine_core::classifier::{ClassifierModel, ClassifierTask, confusion};
-use vitrine_core::config::ExperimentConfig;
+use vitrine_core::config::{ExperimentConfig, ImageDataSection};
 use vitrine_core::data::{BatchSource, ImageBatches, ImageSet, LoadReport, PixelRange, load_source};
 use vitrine_core::plot::confusion_png;
 use vitrine_core::progress::Progress;
@@ -21,7 +21,7 @@ use crate::model::{Architecture, FashionCnn, ImageModelConfig, ResnetSmall};
 pub const TASK: &str = "image-classification";
 
 /// A whole image-classification experiment.
-pub type ImageConfig = ExperimentConfig<ImageModelConfig>;
+pub type ImageConfig = ExperimentConfig<ImageDataSection, ImageModelConfig>;
 
 /// An image classifier Vitrine can build, train, save and load.
 pub trait ImageNet: ClassifierModel<Input = Tensor<4>> + ModuleSnapshot {
@@ -83,6 +83,9 @@ pub fn load_data(config: &ImageConfig) -> Result<ImageData> {
     };
     if train.classes.len() < 2 {
         bail!("data.train has {} class(es); a classifier needs at least 2", train.classes.len());
+    }
+    if train.is_empty() || valid.is_empty() {
+        bail!("too little data: {} training and {} validation images", train.len(), valid.len());
     }
     Ok(ImageData { train: Arc::new(train), valid: Arc::new(valid), test, skipped })
 }

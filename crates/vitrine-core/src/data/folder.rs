@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail, ensure};
+use indicatif::ParallelProgressIterator;
 use rayon::prelude::*;
 
 use super::images::{ImageSet, LoadReport, to_shape};
@@ -77,10 +78,13 @@ pub fn load_folder(
         }
     }
 
+    let bar = crate::progress::counter("decoding", files.len());
     let decoded: Vec<Result<Vec<u8>, String>> = files
         .par_iter()
+        .progress_with(bar.clone())
         .map(|(path, _)| decode(path).map(|img| to_shape(img, shape)))
         .collect();
+    bar.finish_and_clear();
 
     let mut pixels = Vec::with_capacity(files.len() * shape.pixels());
     let mut labels = Vec::with_capacity(files.len());
