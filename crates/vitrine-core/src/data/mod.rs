@@ -1,14 +1,17 @@
-//! Data sources, decoded once into memory, and the batches built from them.
+//! Data sources (images and labelled text), decoded once into memory, and the batches built
+//! from them.
 
 mod batches;
 mod folder;
 mod idx;
 mod images;
+mod text;
 
 pub use batches::{BatchSource, ImageBatch, ImageBatches, PixelRange};
 pub use folder::{has_image_extension, load_folder};
 pub use idx::{load_idx, write_idx_images, write_idx_labels};
 pub use images::{ImageSet, LoadReport, to_shape};
+pub use text::{DedupReport, SkippedRow, TextExample, TextSet, TextSource, load_text};
 
 use anyhow::{Context, Result};
 

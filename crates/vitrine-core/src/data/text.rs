@@ -1,0 +1,321 @@
+//! Labelled text: one file per class, CSV/TSV with a header, or JSON Lines; deduplicated
+//! before splitting so that no text is both trained and tested on.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail, ensure};
+use rand::{SeedableRng, rngs::StdRng, seq::SliceRandom};
+
+/// One labelled text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TextExample {
+    pub text: String,
+    pub label: u32,
+}
+
+/// Labelled texts and the class names their labels index.
+#[derive(Debug, Clone)]
+pub struct TextSet {
+    pub examples: Vec<TextExample>,
+    pub classes: Vec<String>,
+}
+
+/// Where labelled text comes from.
+#[derive(Debug, Clone)]
+pub enum TextSource {
+    /// One file per class, one text per line: `(class name, file)`.
+    LinesPerClass(Vec<(String, PathBuf)>),
+    /// CSV (or TSV, by extension `.tsv`) with a header row naming the two columns.
+    Table { path: PathBuf, text_column: String, label_column: String },
+    /// JSON Lines: one object per line with the two fields.
+    JsonLines { path: PathBuf, text_field: String, label_field: String },
+}
+
+/// A row that was skipped, with where and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedRow {
+    pub path: PathBuf,
+    pub line: u64,
+    pub reason: String,
+}
+
+/// Loads a source. Labels are matched to `known_classes` when given (an unknown label is a bad
+/// row); otherwise the sorted distinct labels are the classes. Bad rows (missing column, empty
+/// text, unknown label, invalid UTF-8) are skipped and returned with file and line, or fail the
+/// load when `strict`.
+pub fn load_text(source: &TextSource, known_classes: Option<&[String]>, strict: bool) -> Result<(TextSet, Vec<SkippedRow>)> {
+    let mut rows: Vec<(String, String)> = Vec::new();
+    let mut skipped: Vec<SkippedRow> = Vec::new();
+    let mut bad = |path: &PathBuf, line: u64, reason: String| -> Result<()> {
+        if strict {
+            bail!("{}: line {line}: {reason}", path.display());
+        }
+        skipped.push(SkippedRow { path: path.clone(), line, reason });
+        Ok(())
+    };
+    match source {
+        TextSource::LinesPerClass(files) => {
+            for (class, path) in files {
+                let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+                for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
+                    let line_no = i as u64 + 1;
+                    match std::str::from_utf8(line) {
+                        Ok(text) if text.trim().is_empty() => {} // blank lines are not rows
+                        Ok(text) => rows.push((text.trim().to_string(), class.clone())),
+                        Err(e) => bad(path, line_no, format!("invalid UTF-8 ({e})"))?,
+                    }
+                }
+            }
+        }
+        TextSource::Table { path, text_column, label_column } => {
+            let tab = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("tsv"));
+            let mut reader = csv::ReaderBuilder::new()
+                .delimiter(if tab { b'\t' } else { b',' })
+                .flexible(true)
+                .from_path(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let headers = reader.headers().with_context(|| format!("{}: reading the header row", path.display()))?.clone();
+            let column = |name: &str| {
+                // A UTF-8 byte-order mark (as Excel writes) sticks to the first header.
+                headers.iter().position(|h| h.trim_start_matches('\u{feff}').trim() == name).with_context(|| {
+                    format!("{}: no column `{name}` in the header (columns: {:?})", path.display(), headers.iter().collect::<Vec<_>>())
+                })
+            };
+            let (text_at, label_at) = (column(text_column)?, column(label_column)?);
+            for record in reader.byte_records() {
+                let record = record.with_context(|| format!("reading {}", path.display()))?;
+                let line = record.position().map_or(0, |p| p.line());
+                let field = |at: usize, name: &str| -> Result<String, String> {
+                    let raw = record.get(at).ok_or_else(|| format!("missing column `{name}`"))?;
+                    std::str::from_utf8(raw).map(str::to_string).map_err(|e| format!("column `{name}`: invalid UTF-8 ({e})"))
+                };
+                match (field(text_at, text_column.as_str()), field(label_at, label_column.as_str())) {
+                    (Ok(text), Ok(label)) => push_row(&mut rows, text, label, text_column, label_column).or_else(|r| bad(path, line, r))?,
+                    (Err(reason), _) | (_, Err(reason)) => bad(path, line, reason)?,
+                }
+            }
+        }
+        TextSource::JsonLines { path, text_field, label_field } => {
+            let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
+                let line_no = i as u64 + 1;
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                let row = std::str::from_utf8(line)
+                    .map_err(|e| format!("invalid UTF-8 ({e})"))
+                    .and_then(|l| serde_json::from_str::<serde_json::Value>(l).map_err(|e| format!("not a JSON object ({e})")))
+                    .and_then(|v| Ok((json_field(&v, text_field)?, json_field(&v, label_field)?)));
+                match row {
+                    Ok((text, label)) => push_row(&mut rows, text, label, text_field, label_field).or_else(|r| bad(path, line_no, r))?,
+                    Err(reason) => bad(path, line_no, reason)?,
+                }
+            }
+        }
+    }
+
+    let classes: Vec<String> = match known_classes {
+        Some(known) => known.to_vec(),
+        None => rows.iter().map(|(_, l)| l.clone()).collect::<BTreeSet<_>>().into_iter().collect(),
+    };
+    let index: HashMap<&str, u32> = classes.iter().enumerate().map(|(i, c)| (c.as_str(), i as u32)).collect();
+    let mut examples = Vec::with_capacity(rows.len());
+    let mut unknown: Vec<String> = Vec::new();
+    for (text, label) in rows {
+        match index.get(label.as_str()) {
+            Some(&l) => examples.push(TextExample { text, label: l }),
+            None => unknown.push(label),
+        }
+    }
+    if !unknown.is_empty() {
+        let distinct: BTreeSet<&String> = unknown.iter().collect();
+        let message = format!("{} row(s) with labels {distinct:?} not among the classes {classes:?}", unknown.len());
+        if strict {
+            bail!("{}: {message}", source_name(source));
+        }
+        skipped.push(SkippedRow { path: source_name(source).into(), line: 0, reason: message });
+    }
+    ensure!(!examples.is_empty(), "{}: no usable rows", source_name(source));
+    Ok((TextSet { examples, classes }, skipped))
+}
+
+fn push_row(rows: &mut Vec<(String, String)>, text: String, label: String, text_name: &str, label_name: &str) -> Result<(), String> {
+    let (text, label) = (text.trim().to_string(), label.trim().to_string());
+    if text.is_empty() {
+        return Err(format!("`{text_name}` is empty"));
+    }
+    if label.is_empty() {
+        return Err(format!("`{label_name}` is empty"));
+    }
+    rows.push((text, label));
+    Ok(())
+}
+
+fn json_field(value: &serde_json::Value, name: &str) -> Result<String, String> {
+    match value.get(name) {
+        Some(serde_json::Value::String(s)) => Ok(s.clone()),
+        Some(serde_json::Value::Number(n)) => Ok(n.to_string()),
+        Some(serde_json::Value::Bool(b)) => Ok(b.to_string()),
+        Some(other) => Err(format!("field `{name}` is {other}, not text")),
+        None => Err(format!("missing field `{name}`")),
+    }
+}
+
+fn source_name(source: &TextSource) -> String {
+    match source {
+        TextSource::LinesPerClass(files) => files.iter().map(|(_, p)| p.display().to_string()).collect::<Vec<_>>().join(", "),
+        TextSource::Table { path, .. } | TextSource::JsonLines { path, .. } => path.display().to_string(),
+    }
+}
+
+/// What deduplication removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DedupReport {
+    /// Repeats of a text with the same label (one copy is kept).
+    pub duplicates: usize,
+    /// Rows of texts that carry more than one label (all are dropped).
+    pub conflicting: usize,
+}
+
+impl TextSet {
+    pub fn len(&self) -> usize {
+        self.examples.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.examples.is_empty()
+    }
+
+    /// Keeps one copy of each text (already trimmed) and drops texts labelled differently in
+    /// different rows, so that a split cannot put the same text in training and test data.
+    pub fn dedup(self) -> (TextSet, DedupReport) {
+        let mut labels: HashMap<&str, BTreeSet<u32>> = HashMap::new();
+        for e in &self.examples {
+            labels.entry(e.text.as_str()).or_default().insert(e.label);
+        }
+        let conflicted: BTreeSet<String> =
+            labels.iter().filter(|(_, l)| l.len() > 1).map(|(t, _)| t.to_string()).collect();
+        let mut seen = std::collections::HashSet::new();
+        let mut report = DedupReport::default();
+        let mut kept = Vec::new();
+        for e in self.examples {
+            if conflicted.contains(&e.text) {
+                report.conflicting += 1;
+            } else if seen.insert(e.text.clone()) {
+                kept.push(e);
+            } else {
+                report.duplicates += 1;
+            }
+        }
+        (TextSet { examples: kept, classes: self.classes }, report)
+    }
+
+    /// Shuffles with `seed` and cuts into train / valid / test by the two fractions.
+    pub fn split(&self, valid: f64, test: f64, seed: u64) -> (TextSet, TextSet, TextSet) {
+        let mut order: Vec<usize> = (0..self.len()).collect();
+        order.shuffle(&mut StdRng::seed_from_u64(seed));
+        let n_valid = (self.len() as f64 * valid).round() as usize;
+        let n_test = (self.len() as f64 * test).round() as usize;
+        let pick = |idx: &[usize]| TextSet {
+            examples: idx.iter().map(|&i| self.examples[i].clone()).collect(),
+            classes: self.classes.clone(),
+        };
+        let (valid_idx, rest) = order.split_at(n_valid.min(order.len()));
+        let (test_idx, train_idx) = rest.split_at(n_test.min(rest.len()));
+        (pick(train_idx), pick(valid_idx), pick(test_idx))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    #[test]
+    fn one_file_per_class_reports_invalid_utf8_by_line() {
+        let tmp = tempfile::tempdir().unwrap();
+        let pos = write(tmp.path(), "pos.txt", "质量很好\n\n  great phone  \n".as_bytes());
+        let neg = write(tmp.path(), "neg.txt", b"bad\n\xff\xfe broken\nawful\n");
+        let source = TextSource::LinesPerClass(vec![("pos".into(), pos), ("neg".into(), neg.clone())]);
+        let (set, skipped) = load_text(&source, None, false).unwrap();
+        assert_eq!(set.classes, ["neg", "pos"]);
+        assert_eq!(set.len(), 4);
+        assert_eq!(set.examples[1], TextExample { text: "great phone".into(), label: 1 });
+        assert_eq!(skipped.len(), 1);
+        assert_eq!((skipped[0].path.clone(), skipped[0].line), (neg, 2));
+        assert!(skipped[0].reason.contains("UTF-8"));
+        let err = load_text(&source, None, true).unwrap_err().to_string();
+        assert!(err.contains("neg.txt: line 2"), "{err}");
+    }
+
+    #[test]
+    fn csv_with_bom_quotes_newlines_and_extra_columns() {
+        let tmp = tempfile::tempdir().unwrap();
+        let csv = "\u{feff}review,id,stars,sentiment\n\
+                   \"Great, fast delivery\",1,5,positive\n\
+                   \"Broke after\na week\",2,1,negative\n\
+                   ,3,3,positive\n\
+                   missing label column,4\n\
+                   so-so,5,3,neutral\n";
+        let path = write(tmp.path(), "reviews.csv", csv.as_bytes());
+        let source = TextSource::Table { path: path.clone(), text_column: "review".into(), label_column: "sentiment".into() };
+        let known: Vec<String> = vec!["negative".into(), "positive".into()];
+        let (set, skipped) = load_text(&source, Some(&known), false).unwrap();
+        assert_eq!(set.examples, [
+            TextExample { text: "Great, fast delivery".into(), label: 1 },
+            TextExample { text: "Broke after\na week".into(), label: 0 },
+        ]);
+        let reasons: Vec<(u64, &str)> = skipped.iter().map(|s| (s.line, s.reason.as_str())).collect();
+        assert!(reasons.contains(&(5, "`review` is empty")), "{reasons:?}");
+        assert!(reasons.contains(&(6, "missing column `sentiment`")), "{reasons:?}");
+        assert!(reasons.iter().any(|(_, r)| r.contains("\"neutral\"")), "unknown label reported: {reasons:?}");
+        let wrong = TextSource::Table { path, text_column: "text".into(), label_column: "sentiment".into() };
+        let err = load_text(&wrong, None, false).unwrap_err().to_string();
+        assert!(err.contains("no column `text`") && err.contains("review"), "{err}");
+    }
+
+    #[test]
+    fn json_lines_with_bad_rows() {
+        let tmp = tempfile::tempdir().unwrap();
+        let jsonl = "{\"body\": \"love it\", \"y\": 1}\n\
+                     {\"body\": \"meh\"}\n\
+                     not json\n\
+                     \n\
+                     {\"body\": \"hate it\", \"y\": 0}\n";
+        let path = write(tmp.path(), "r.jsonl", jsonl.as_bytes());
+        let source = TextSource::JsonLines { path, text_field: "body".into(), label_field: "y".into() };
+        let (set, skipped) = load_text(&source, None, false).unwrap();
+        assert_eq!(set.classes, ["0", "1"]);
+        assert_eq!(set.len(), 2);
+        assert_eq!(skipped.iter().map(|s| s.line).collect::<Vec<_>>(), [2, 3]);
+        assert!(skipped[0].reason.contains("missing field `y`"));
+    }
+
+    #[test]
+    fn dedup_drops_repeats_and_conflicts_before_any_split() {
+        let ex = |t: &str, l| TextExample { text: t.into(), label: l };
+        let set = TextSet {
+            examples: vec![ex("a", 0), ex("b", 1), ex("a", 0), ex("c", 0), ex("c", 1), ex("a", 0)],
+            classes: vec!["n".into(), "p".into()],
+        };
+        let (kept, report) = set.dedup();
+        assert_eq!(kept.examples, [ex("a", 0), ex("b", 1)]);
+        assert_eq!(report, DedupReport { duplicates: 2, conflicting: 2 });
+
+        let many = TextSet { examples: (0..100).map(|i| ex(&i.to_string(), i % 2)).collect(), classes: kept.classes };
+        let (train, valid, test) = many.split(0.1, 0.1, 42);
+        assert_eq!((train.len(), valid.len(), test.len()), (80, 10, 10));
+        let mut all: Vec<String> = [train, valid, test].iter().flat_map(|s| s.examples.iter().map(|e| e.text.clone())).collect();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), 100, "the parts are disjoint and cover the set");
+        assert_eq!(many.split(0.1, 0.1, 42).2.examples, many.split(0.1, 0.1, 42).2.examples, "seeded");
+    }
+}
