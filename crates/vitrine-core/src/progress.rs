@@ -16,11 +16,6 @@ impl Progress {
         Self { live: std::io::stderr().is_terminal(), bar: None }
     }
 
-    /// Plain lines only, whatever stderr is.
-    pub fn plain() -> Self {
-        Self { live: false, bar: None }
-    }
-
     pub fn start(&mut self, title: &str, steps: usize) {
         if self.live {
             let bar = ProgressBar::new(steps as u64);

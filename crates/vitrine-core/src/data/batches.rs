@@ -78,10 +78,6 @@ impl ImageBatches {
     ) -> Self {
         Self { set, batch_size, shuffle_seed: Some(seed), augment, range, device }
     }
-
-    pub fn set(&self) -> &ImageSet {
-        &self.set
-    }
 }
 
 impl BatchSource for ImageBatches {
