@@ -18,14 +18,7 @@ impl Progress {
 
     pub fn start(&mut self, title: &str, steps: usize) {
         if self.live {
-            let bar = ProgressBar::new(steps as u64);
-            bar.set_style(
-                ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} {msg} ({elapsed} < {eta})")
-                    .expect("valid template")
-                    .progress_chars("=> "),
-            );
-            bar.set_prefix(title.to_string());
-            self.bar = Some(bar);
+            self.bar = Some(styled_bar(title, steps, true));
         }
     }
 
@@ -57,12 +50,18 @@ pub fn counter(title: &str, len: usize) -> ProgressBar {
     if !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }
+    styled_bar(title, len, false)
+}
+
+/// Vitrine's one bar look: `   epoch 3/10 [=====>    ] 120/422 loss 0.41 (12s < 30s)`.
+fn styled_bar(title: &str, len: usize, with_message: bool) -> ProgressBar {
+    let template = if with_message {
+        "{prefix:>12} [{bar:30}] {pos}/{len} {msg} ({elapsed} < {eta})"
+    } else {
+        "{prefix:>12} [{bar:30}] {pos}/{len} ({elapsed} < {eta})"
+    };
     let bar = ProgressBar::new(len as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} ({elapsed} < {eta})")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
+    bar.set_style(ProgressStyle::with_template(template).expect("valid template").progress_chars("=> "));
     bar.set_prefix(title.to_string());
     bar
 }
