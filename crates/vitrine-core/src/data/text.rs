@@ -58,8 +58,7 @@ pub fn load_text(source: &TextSource, known_classes: Option<&[String]>, strict: 
         TextSource::LinesPerClass(files) => {
             for (class, path) in files {
                 let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-                for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
-                    let line_no = i as u64 + 1;
+                for (line_no, line) in numbered_lines(&bytes) {
                     match std::str::from_utf8(line) {
                         Ok(text) if text.trim().is_empty() => {} // blank lines are not rows
                         Ok(text) => rows.push((text.trim().to_string(), class.clone())),
@@ -98,8 +97,7 @@ pub fn load_text(source: &TextSource, known_classes: Option<&[String]>, strict: 
         }
         TextSource::JsonLines { path, text_field, label_field } => {
             let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-            for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
-                let line_no = i as u64 + 1;
+            for (line_no, line) in numbered_lines(&bytes) {
                 if line.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
@@ -138,6 +136,11 @@ pub fn load_text(source: &TextSource, known_classes: Option<&[String]>, strict: 
     }
     ensure!(!examples.is_empty(), "{}: no usable rows", source_name(source));
     Ok((TextSet { examples, classes }, skipped))
+}
+
+/// The lines of a file as raw bytes (UTF-8 is checked per line), numbered from 1.
+fn numbered_lines(bytes: &[u8]) -> impl Iterator<Item = (u64, &[u8])> {
+    bytes.split(|&b| b == b'\n').enumerate().map(|(i, line)| (i as u64 + 1, line))
 }
 
 fn push_row(rows: &mut Vec<(String, String)>, text: String, label: String, text_name: &str, label_name: &str) -> Result<(), String> {
