@@ -1,5 +1,5 @@
-//! `vitrine`: train, evaluate, export and run product-image models from the command line.
-//! Parsing and printing only; the work happens in the library crates.
+//! `vitrine`: train, evaluate, export and run product-image and review-sentiment models from the
+//! command line. Parsing, dispatch by task, and printing only; the work happens in the library crates.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -7,12 +7,14 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use vitrine_core::backend::{BackendChoice, ComputeDevice, gpu_adapters, select_device};
-use vitrine_core::config::peek_task;
+use vitrine_core::bench::Timing;
+use vitrine_core::config::{RunSection, peek_task};
 use vitrine_core::export::WeightsFormat;
 use vitrine_core::run_dir::{CONFIG_FILE, RunDir};
-use vitrine_image::inference::{TrainedRun, evaluate, export, predict};
-use vitrine_image::model::Architecture;
-use vitrine_image::training::{ImageConfig, TASK as IMAGE_TASK, train};
+use vitrine_image::inference::TrainedRun;
+use vitrine_image::training::{ImageConfig, TASK as IMAGE_TASK};
+use vitrine_text::inference::TrainedTextRun;
+use vitrine_text::training::TASK as TEXT_TASK;
 
 const EXAMPLES: &str = "Examples:
   vitrine train configs/quickstart.toml
@@ -20,9 +22,12 @@ const EXAMPLES: &str = "Examples:
   vitrine train --resume runs/fashion-cnn
   vitrine eval runs/quickstart --data my-photos/test
   vitrine predict runs/quickstart photo.jpg more-photos/ --top-k 3
-  vitrine export runs/quickstart --format safetensors --out fashion-cnn.safetensors";
+  vitrine export runs/quickstart --format safetensors --out fashion-cnn.safetensors
+  vitrine train configs/text-quickstart.toml
+  vitrine predict runs/text-quickstart --text \"物流很快，质量不错\" --text \"Battery died in a week\"
+  vitrine eval runs/reviews-csv --data more-reviews.csv";
 
-/// Train, evaluate, export and run deep-learning models for product imagery.
+/// Train, evaluate, export and run deep-learning models for product photos and customer reviews.
 #[derive(Parser)]
 #[command(name = "vitrine", version, after_help = EXAMPLES)]
 struct Cli {
@@ -37,9 +42,9 @@ enum Command {
     /// Inspect configs.
     #[command(subcommand)]
     Config(ConfigCommand),
-    /// Evaluate a trained run on labelled data: accuracy, macro-F1, per-class scores, confusion matrix.
+    /// Evaluate a trained run on labelled data: accuracy, macro-F1, AUROC (two classes), per-class scores, confusion matrix.
     Eval(EvalArgs),
-    /// Predict the classes of images with a trained run.
+    /// Predict the classes of images, or the sentiment of texts, with a trained run.
     Predict(PredictArgs),
     /// Export a trained run's weights as burnpack or safetensors (PyTorch names).
     Export(ExportArgs),
@@ -70,7 +75,7 @@ struct TrainArgs {
     /// Continue an interrupted run from its last complete epoch, with its saved config.
     #[arg(long, value_name = "RUN", conflicts_with_all = ["config", "out", "set"])]
     resume: Option<PathBuf>,
-    /// Fail on the first unreadable image instead of skipping it (same as --set run.strict=true).
+    /// Fail on the first unreadable image or bad text row instead of skipping it (same as --set run.strict=true).
     #[arg(long)]
     strict: bool,
     #[command(flatten)]
@@ -92,8 +97,9 @@ enum ConfigCommand {
 struct EvalArgs {
     /// The run folder.
     run: PathBuf,
-    /// An image folder (one sub-folder per class), or an IDX images file and its labels file.
-    #[arg(long, num_args = 1..=2, required = true, value_name = "PATH")]
+    /// Images: a folder (one sub-folder per class), or an IDX images file and its labels file.
+    /// Text: a CSV/TSV/JSONL file with the run's column names, or one `<class>.txt` file per class.
+    #[arg(long, num_args = 1.., required = true, value_name = "PATH")]
     data: Vec<PathBuf>,
     /// Print JSON instead of tables.
     #[arg(long)]
@@ -101,7 +107,7 @@ struct EvalArgs {
     /// Where to draw the confusion matrix [default: <run>/eval-confusion.png].
     #[arg(long, value_name = "FILE")]
     confusion_png: Option<PathBuf>,
-    /// Fail on the first unreadable image instead of skipping it.
+    /// Fail on the first unreadable image or bad text row instead of skipping it.
     #[arg(long)]
     strict: bool,
     #[command(flatten)]
@@ -112,12 +118,20 @@ struct EvalArgs {
 struct PredictArgs {
     /// The run folder.
     run: PathBuf,
-    /// Image files, or folders searched recursively.
-    #[arg(required = true)]
+    /// Image runs: image files, or folders searched recursively.
     inputs: Vec<PathBuf>,
-    /// How many classes to show per image.
+    /// Text runs: a text to classify (repeatable).
+    #[arg(long, value_name = "TEXT")]
+    text: Vec<String>,
+    /// Text runs: a file with one text per line.
+    #[arg(long, value_name = "FILE")]
+    file: Option<PathBuf>,
+    /// Image runs: how many classes to show per image.
     #[arg(long, default_value_t = 3)]
     top_k: usize,
+    /// Text runs: how many of the most-attended tokens to show per text.
+    #[arg(long, default_value_t = 5)]
+    top_tokens: usize,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -142,14 +156,18 @@ struct ExportArgs {
 
 #[derive(Args)]
 struct BenchArgs {
-    /// fashion-cnn or resnet-small.
+    /// fashion-cnn, resnet-small, text-lstm-attn, text-gru-attn or text-transformer.
     #[arg(long, default_value = "fashion-cnn")]
     model: String,
     /// One backend, or every CPU backend plus wgpu where a hardware GPU exists [default: all].
     #[arg(long)]
     backend: Option<BackendChoice>,
-    #[arg(long, default_value_t = 128)]
-    batch_size: usize,
+    /// Examples per step [default: 128 for images, 64 for text].
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Text models: tokens per text.
+    #[arg(long, default_value_t = 64)]
+    seq_len: usize,
     /// Untimed steps before measuring.
     #[arg(long, default_value_t = 2)]
     warmup: usize,
@@ -191,44 +209,21 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Train(args) => train_command(args),
         Command::Config(ConfigCommand::Show { config, set }) => {
-            check_task(&config)?;
-            print!("{}", ImageConfig::load(&config, &set)?.to_toml()?);
+            let toml = match family(&config)? {
+                Family::Image => ImageConfig::load(&config, &set)?.to_toml()?,
+                Family::Text => vitrine_text::training::load_config(&config, &set)?.to_toml()?,
+            };
+            print!("{toml}");
             Ok(())
         }
-        Command::Eval(args) => {
-            let mut trained = open_run(&args.run)?;
-            trained.config.run.strict |= args.strict;
-            let compute = device_for(args.backend.backend, &trained.config)?;
-            let png = args.confusion_png.unwrap_or_else(|| trained.run.file("eval-confusion.png"));
-            let (scores, report) = evaluate(&trained, &args.data, &compute.device, Some(&png))?;
-            if args.json {
-                println!("{}", serde_json::to_string_pretty(&scores)?);
-            } else {
-                if let Some(line) = report.summary() {
-                    println!("data: {line}");
-                }
-                print!("{}", scores.to_text(&trained.classes));
-                println!("confusion matrix drawn to {}", png.display());
-            }
-            Ok(())
-        }
-        Command::Predict(args) => {
-            let trained = open_run(&args.run)?;
-            let compute = device_for(args.backend.backend, &trained.config)?;
-            let predictions = predict(&trained, &args.inputs, args.top_k.max(1), &compute.device, args.strict)?;
-            if args.json {
-                println!("{}", serde_json::to_string_pretty(&predictions)?);
-            } else {
-                for p in predictions {
-                    let top: Vec<String> = p.top.iter().map(|c| format!("{} {:.1}%", c.class, 100.0 * c.probability)).collect();
-                    println!("{}: {}", p.path.display(), top.join(", "));
-                }
-            }
-            Ok(())
-        }
+        Command::Eval(args) => eval_command(args),
+        Command::Predict(args) => predict_command(args),
         Command::Export(args) => {
-            let trained = open_run(&args.run)?;
-            export(&trained, args.format, &args.out, &burn::tensor::Device::flex())?;
+            let device = burn::tensor::Device::flex();
+            match open_run(&args.run)? {
+                Trained::Image(run) => vitrine_image::inference::export(&run, args.format, &args.out, &device)?,
+                Trained::Text(run) => vitrine_text::inference::export(&run, args.format, &args.out, &device)?,
+            }
             println!("wrote {}", args.out.display());
             Ok(())
         }
@@ -248,60 +243,192 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn train_command(args: TrainArgs) -> Result<()> {
-    let (mut config, run, resuming) = match &args.resume {
-        Some(path) => {
-            let run = RunDir::open(path)?;
-            let config = ImageConfig::load(&run.file(CONFIG_FILE), &[])?;
-            (config, run, true)
-        }
-        None => {
-            let path = args.config.as_deref().expect("clap requires a config without --resume");
-            check_task(path)?;
-            let config = ImageConfig::load(path, &args.set)?;
-            let out = match args.out {
-                Some(out) => out,
-                None => {
-                    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "run".into());
-                    RunDir::unique_path(Path::new("runs"), &stem)
-                }
-            };
-            (config, RunDir::create(&out)?, false)
-        }
-    };
-    config.run.strict |= args.strict;
-    let compute = device_for(args.backend.backend, &config)?;
-    println!("device: {}", compute.description);
-    train(&config, &run, &compute, resuming)?;
-    Ok(())
+/// The model family a config (by its `task`) belongs to.
+enum Family {
+    Image,
+    Text,
 }
 
-fn check_task(config: &Path) -> Result<()> {
-    let task = peek_task(config)?;
-    if task != IMAGE_TASK {
-        bail!("{}: unknown task `{task}`; this build supports: {IMAGE_TASK}", config.display());
+fn family(config: &Path) -> Result<Family> {
+    match peek_task(config)?.as_str() {
+        IMAGE_TASK => Ok(Family::Image),
+        TEXT_TASK => Ok(Family::Text),
+        task => bail!("{}: unknown task `{task}`; this build supports: {IMAGE_TASK}, {TEXT_TASK}", config.display()),
+    }
+}
+
+/// A trained run of either family.
+enum Trained {
+    Image(TrainedRun),
+    Text(TrainedTextRun),
+}
+
+impl Trained {
+    fn run_section(&self) -> &RunSection {
+        match self {
+            Self::Image(t) => &t.config.run,
+            Self::Text(t) => &t.config.run,
+        }
+    }
+}
+
+fn open_run(path: &Path) -> Result<Trained> {
+    Ok(match family(&RunDir::open(path)?.file(CONFIG_FILE))? {
+        Family::Image => Trained::Image(TrainedRun::open(path)?),
+        Family::Text => Trained::Text(TrainedTextRun::open(path)?),
+    })
+}
+
+fn device_for(flag: Option<BackendChoice>, run: &RunSection) -> Result<ComputeDevice> {
+    select_device(flag.unwrap_or(run.backend))
+}
+
+fn train_command(args: TrainArgs) -> Result<()> {
+    let (config_path, run, resuming) = match &args.resume {
+        Some(path) => {
+            let run = RunDir::open(path)?;
+            (run.file(CONFIG_FILE), run, true)
+        }
+        None => {
+            let path = args.config.clone().expect("clap requires a config without --resume");
+            let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "run".into());
+            let out = args.out.clone().unwrap_or_else(|| RunDir::unique_path(Path::new("runs"), &stem));
+            // Parse before creating the run folder, so a bad config leaves nothing behind.
+            match family(&path)? {
+                Family::Image => drop(ImageConfig::load(&path, &args.set)?),
+                Family::Text => drop(vitrine_text::training::load_config(&path, &args.set)?),
+            }
+            (path, RunDir::create(&out)?, false)
+        }
+    };
+    let overrides = if resuming { Vec::new() } else { args.set.clone() };
+    match family(&config_path)? {
+        Family::Image => {
+            let mut config = ImageConfig::load(&config_path, &overrides)?;
+            config.run.strict |= args.strict;
+            let compute = device_for(args.backend.backend, &config.run)?;
+            println!("device: {}", compute.description);
+            vitrine_image::training::train(&config, &run, &compute, resuming)?;
+        }
+        Family::Text => {
+            let mut config = vitrine_text::training::load_config(&config_path, &overrides)?;
+            config.run.strict |= args.strict;
+            let compute = device_for(args.backend.backend, &config.run)?;
+            println!("device: {}", compute.description);
+            vitrine_text::training::train(&config, &run, &compute, resuming)?;
+        }
     }
     Ok(())
 }
 
-fn open_run(path: &Path) -> Result<TrainedRun> {
-    check_task(&RunDir::open(path)?.file(CONFIG_FILE))?;
-    TrainedRun::open(path)
+fn eval_command(args: EvalArgs) -> Result<()> {
+    let mut trained = open_run(&args.run)?;
+    let compute = device_for(args.backend.backend, trained.run_section())?;
+    let (scores, classes, png, skipped) = match &mut trained {
+        Trained::Image(t) => {
+            t.config.run.strict |= args.strict;
+            let png = args.confusion_png.clone().unwrap_or_else(|| t.run.file("eval-confusion.png"));
+            let (scores, report) = vitrine_image::inference::evaluate(t, &args.data, &compute.device, Some(&png))?;
+            (scores, t.classes.clone(), png, report.summary().into_iter().collect::<Vec<_>>())
+        }
+        Trained::Text(t) => {
+            t.config.run.strict |= args.strict;
+            let png = args.confusion_png.clone().unwrap_or_else(|| t.run.file("eval-confusion.png"));
+            let (scores, skipped) = vitrine_text::inference::evaluate(t, &args.data, &compute.device, Some(&png))?;
+            let lines = skipped.iter().map(|r| format!("skipped {}: line {}: {}", r.path.display(), r.line, r.reason)).collect();
+            (scores, t.classes.clone(), png, lines)
+        }
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&scores)?);
+    } else {
+        for line in skipped {
+            println!("data: {line}");
+        }
+        print!("{}", scores.to_text(&classes));
+        println!("confusion matrix drawn to {}", png.display());
+    }
+    Ok(())
 }
 
-fn device_for(flag: Option<BackendChoice>, config: &ImageConfig) -> Result<ComputeDevice> {
-    select_device(flag.unwrap_or(config.run.backend))
+fn predict_command(args: PredictArgs) -> Result<()> {
+    let trained = open_run(&args.run)?;
+    let compute = device_for(args.backend.backend, trained.run_section())?;
+    match &trained {
+        Trained::Image(t) => {
+            if !args.text.is_empty() || args.file.is_some() {
+                bail!("{} is an image run: give image files or folders, not --text/--file", args.run.display());
+            }
+            if args.inputs.is_empty() {
+                bail!("give image files or folders to predict");
+            }
+            let predictions = vitrine_image::inference::predict(t, &args.inputs, args.top_k.max(1), &compute.device, args.strict)?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&predictions)?);
+            } else {
+                for p in predictions {
+                    let top: Vec<String> = p.top.iter().map(|c| format!("{} {:.1}%", c.class, 100.0 * c.probability)).collect();
+                    println!("{}: {}", p.path.display(), top.join(", "));
+                }
+            }
+        }
+        Trained::Text(t) => {
+            if !args.inputs.is_empty() {
+                bail!("{} is a text run: give texts with --text \"...\" or --file reviews.txt", args.run.display());
+            }
+            let mut texts = args.text.clone();
+            if let Some(file) = &args.file {
+                let content = std::fs::read_to_string(file).with_context(|| format!("reading {} (UTF-8 text, one review per line)", file.display()))?;
+                texts.extend(content.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from));
+            }
+            if texts.is_empty() {
+                bail!("give texts to classify with --text \"...\" (repeatable) or --file reviews.txt");
+            }
+            let predictions = vitrine_text::inference::predict(t, &texts, args.top_tokens, &compute.device)?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&predictions)?);
+            } else {
+                for p in predictions {
+                    let tokens: Vec<String> = p.top_tokens.iter().map(|(tok, w)| format!("{tok} {:.0}%", 100.0 * w)).collect();
+                    println!("{} {:.1}%  {}\n    attended to: {}", p.label, 100.0 * p.probability, p.text, tokens.join(", "));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A model `vitrine bench` can measure.
+enum BenchModel {
+    Image(vitrine_image::model::Architecture),
+    Text(vitrine_text::model::Architecture),
 }
 
 fn bench_command(args: BenchArgs) -> Result<()> {
-    let arch: Architecture = serde_json::from_value(serde_json::Value::String(args.model.clone()))
-        .with_context(|| format!("unknown model `{}`: expected fashion-cnn or resnet-small", args.model))?;
+    let name = serde_json::Value::String(args.model.clone());
+    let model = if let Ok(arch) = serde_json::from_value(name.clone()) {
+        BenchModel::Image(arch)
+    } else if let Ok(arch) = serde_json::from_value(name) {
+        BenchModel::Text(arch)
+    } else {
+        bail!("unknown model `{}`: expected fashion-cnn, resnet-small, text-lstm-attn, text-gru-attn or text-transformer", args.model);
+    };
+    let batch_size = args.batch_size.unwrap_or(match model {
+        BenchModel::Image(_) => 128,
+        BenchModel::Text(_) => 64,
+    });
     if args.single {
         let compute = select_device(args.backend.unwrap_or(BackendChoice::Auto))?;
-        let budget = std::time::Duration::from_secs_f64(args.seconds);
-        let result = vitrine_image::bench::bench(arch, &compute, args.batch_size, args.warmup, args.steps, budget)?;
+        let timing = Timing { warmup: args.warmup, steps: args.steps, budget: std::time::Duration::from_secs_f64(args.seconds) };
+        let result = match model {
+            BenchModel::Image(arch) => vitrine_image::bench::bench(arch, &compute, batch_size, timing)?,
+            BenchModel::Text(arch) => vitrine_text::bench::bench(arch, &compute, batch_size, args.seq_len, timing)?,
+        };
         let mut json = serde_json::to_value(&result)?;
         json["peak_memory_mib"] = serde_json::json!(peak_memory_mib());
+        if let BenchModel::Text(_) = model {
+            json["seq_len"] = serde_json::json!(args.seq_len);
+        }
         println!("{json}");
         return Ok(());
     }
@@ -323,7 +450,8 @@ fn bench_command(args: BenchArgs) -> Result<()> {
     for backend in backends {
         let output = std::process::Command::new(&exe)
             .args(["bench", "--single", "--model", &args.model, "--backend", &backend.to_string()])
-            .args(["--batch-size", &args.batch_size.to_string(), "--warmup", &args.warmup.to_string()])
+            .args(["--batch-size", &batch_size.to_string(), "--seq-len", &args.seq_len.to_string()])
+            .args(["--warmup", &args.warmup.to_string()])
             .args(["--steps", &args.steps.to_string(), "--seconds", &args.seconds.to_string()])
             .output()
             .context("starting the benchmark process")?;

@@ -188,3 +188,79 @@ fn config_show_prints_every_default() {
         assert!(out.contains(key), "{key} in:\n{out}");
     }
 }
+
+/// One text run on the shipped English CSV, trained once through the CLI and shared by the tests.
+fn text_run() -> &'static Path {
+    static RUN: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    &RUN.get_or_init(|| {
+        let tmp = tempfile::tempdir().unwrap();
+        let run = tmp.path().join("reviews");
+        let out = ok(&[
+            "train",
+            "configs/reviews-csv.toml",
+            "--set",
+            "train.epochs=2",
+            "--set",
+            "model.hidden=32",
+            "--set",
+            "data.tokenizer.vocab_size=1000",
+            "--backend",
+            "flex",
+            "--out",
+            run.to_str().unwrap(),
+        ]);
+        assert!(out.contains("epoch 2/2") && out.contains("AUROC"), "{out}");
+        assert!(out.contains("dedup dropped"), "the CSV repeats a few sentences:\n{out}");
+        (tmp, run)
+    })
+    .1
+}
+
+#[test]
+fn text_run_trains_evaluates_predicts_and_exports() {
+    let run = text_run();
+    let r = run.to_str().unwrap();
+    for file in ["tokenizer.json", "model.bpk", "report.md", "confusion.png"] {
+        assert!(run.join(file).is_file(), "{file}");
+    }
+    let report = std::fs::read_to_string(run.join("report.md")).unwrap();
+    assert!(report.contains("AUROC") && report.contains(" test examples"), "split sizes and AUROC in the report:\n{report}");
+
+    let eval = ok(&["eval", r, "--data", "datasets/amazon-review-snippets/reviews.csv", "--json"]);
+    let json: serde_json::Value = serde_json::from_str(&eval).unwrap();
+    assert!(json["auroc"].as_f64().unwrap() > 0.5 && json["per_class"].as_array().unwrap().len() == 2, "{json}");
+
+    let out = ok(&["predict", r, "--text", "I love this camera, great pictures", "--text", "Terrible, it broke and support never answered", "--json"]);
+    let predictions: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(predictions.as_array().unwrap().len(), 2);
+    assert!(predictions[0]["top_tokens"].as_array().unwrap().len() == 5, "{predictions}");
+    let human = ok(&["predict", r, "--text", "great sound", "--top-tokens", "2"]);
+    assert!(human.contains("attended to:") && human.contains("%"), "{human}");
+
+    let tmp = tempfile::tempdir().unwrap();
+    let st = tmp.path().join("text.safetensors");
+    ok(&["export", r, "--format", "safetensors", "--out", st.to_str().unwrap()]);
+    let bytes = std::fs::read(&st).unwrap();
+    let tensors = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    assert!(tensors.names().iter().any(|n| *n == "lstm.weight_ih_l0_reverse"), "{:?}", tensors.names());
+}
+
+#[test]
+fn text_input_errors_name_the_file_and_what_is_wrong() {
+    let run = text_run().to_str().unwrap();
+    let err = fails(&["predict", run, "some-image.png"]);
+    assert!(err.contains("is a text run") && err.contains("--text"), "{err}");
+    let err = fails(&["predict", run]);
+    assert!(err.contains("--text"), "{err}");
+    let tmp = tempfile::tempdir().unwrap();
+    let csv = tmp.path().join("other.csv");
+    std::fs::write(&csv, "body,stars\nnice,5\n").unwrap();
+    let err = fails(&["eval", run, "--data", csv.to_str().unwrap()]);
+    assert!(err.contains("other.csv") && err.contains("no column `review`"), "{err}");
+
+    let config = tmp.path().join("bad.toml");
+    std::fs::write(&config, "task = \"text-classification\"\n[data]\ntrain = { file = \"x.csv\", text_colum = \"review\" }\n").unwrap();
+    let err = fails(&["train", config.to_str().unwrap(), "--out", tmp.path().join("never").to_str().unwrap()]);
+    assert!(err.contains("did you mean `text_column`?"), "{err}");
+    assert!(!tmp.path().join("never").exists(), "a bad config creates no run folder");
+}

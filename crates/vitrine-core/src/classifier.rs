@@ -10,8 +10,9 @@ use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
 
-use crate::data::ImageBatch;
-use crate::metrics::ConfusionMatrix;
+use crate::data::{ImageBatch, TokenBatch, TokenInput};
+use crate::metrics::{ConfusionMatrix, auroc};
+use crate::report::ClassificationScores;
 use crate::train::{PassTotals, StepStats, TrainTask, sum_steps};
 
 /// A model that maps an input batch to class logits `[batch, classes]`.
@@ -30,6 +31,13 @@ impl LabelledBatch for ImageBatch {
     type Input = Tensor<4>;
     fn into_parts(self) -> (Tensor<4>, Tensor<1, Int>) {
         (self.images, self.targets)
+    }
+}
+
+impl LabelledBatch for TokenBatch {
+    type Input = TokenInput;
+    fn into_parts(self) -> (TokenInput, Tensor<1, Int>) {
+        (self.input, self.targets)
     }
 }
 
@@ -145,20 +153,29 @@ pub fn argmax(values: &[f32]) -> usize {
         .unwrap_or(0)
 }
 
-/// Confusion matrix of a model over labelled batches.
-pub fn confusion<M, B>(model: &M, batches: impl Iterator<Item = B>, classes: usize) -> ConfusionMatrix
+/// Scores of a model over labelled batches: confusion matrix, accuracy, macro-F1, per-class
+/// precision/recall, and AUROC for two classes.
+pub fn score<M, B>(model: &M, batches: impl Iterator<Item = B>, classes: &[String]) -> ClassificationScores
 where
     M: ClassifierModel,
     B: LabelledBatch<Input = M::Input>,
 {
-    let mut matrix = ConfusionMatrix::new(classes);
+    let mut matrix = ConfusionMatrix::new(classes.len());
+    let mut second_class_probability = Vec::new();
+    let mut is_second_class = Vec::new();
     for batch in batches {
         let (input, targets) = batch.into_parts();
         let truth = targets.into_data().try_into_vec_as::<i64>().expect("int data");
         let probs = predict_probabilities(model, std::iter::once(input));
         for (t, p) in truth.into_iter().zip(probs) {
             matrix.add(t as usize, argmax(&p));
+            if classes.len() == 2 {
+                second_class_probability.push(p[1]);
+                is_second_class.push(t == 1);
+            }
         }
     }
-    matrix
+    let mut scores = ClassificationScores::new(matrix, classes);
+    scores.auroc = auroc(&second_class_probability, &is_second_class);
+    scores
 }

@@ -262,6 +262,161 @@ pub struct EarlyStopping {
     pub min_delta: f64,
 }
 
+/// Where labelled text comes from, how it is split, and how it becomes tokens.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TextDataSection {
+    pub train: TextSourceConfig,
+    /// Validation data; when absent, `valid_fraction` of `train` is held out with the run's seed.
+    #[serde(default)]
+    pub valid: Option<TextSourceConfig>,
+    /// Test data; when absent, `test_fraction` of `train` is held out with the run's seed.
+    #[serde(default)]
+    pub test: Option<TextSourceConfig>,
+    #[serde(default = "default_valid_fraction")]
+    pub valid_fraction: f64,
+    #[serde(default = "default_valid_fraction")]
+    pub test_fraction: f64,
+    /// Drop repeated texts and texts with conflicting labels before splitting, so no text is
+    /// both trained and tested on. Turning it off inflates test scores (and is logged loudly).
+    #[serde(default = "default_true")]
+    pub dedup: bool,
+    /// Class names in label order; by default the sorted distinct labels of `train`.
+    #[serde(default)]
+    pub classes: Option<Vec<String>>,
+    /// Use only the first N training texts after the split (quick experiments).
+    #[serde(default)]
+    pub limit: Option<usize>,
+    #[serde(default)]
+    pub tokenizer: TokenizerConfig,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// One text data set on disk: a CSV/TSV/JSONL `file`, or `per_class` files of one text per line.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TextSourceConfig {
+    /// `.csv`, `.tsv` (with a header row) or `.jsonl` (one object per line).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<PathBuf>,
+    /// Class name → file with one text per line, e.g. `{ pos = "pos.txt", neg = "neg.txt" }`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_class: Option<std::collections::BTreeMap<String, PathBuf>>,
+    /// The text column (CSV/TSV) or field (JSONL) of `file`.
+    #[serde(default = "default_text_column")]
+    pub text_column: String,
+    /// The label column (CSV/TSV) or field (JSONL) of `file`.
+    #[serde(default = "default_label_column")]
+    pub label_column: String,
+}
+
+fn default_text_column() -> String {
+    "text".into()
+}
+
+fn default_label_column() -> String {
+    "label".into()
+}
+
+impl TextSourceConfig {
+    /// The loader's view of this source, or what is missing.
+    pub fn source(&self) -> Result<crate::data::TextSource> {
+        use crate::data::TextSource;
+        match (&self.file, &self.per_class) {
+            (Some(file), None) => {
+                let ext = file.extension().map(|e| e.to_string_lossy().to_ascii_lowercase()).unwrap_or_default();
+                match ext.as_str() {
+                    "csv" | "tsv" => Ok(TextSource::Table {
+                        path: file.clone(),
+                        text_column: self.text_column.clone(),
+                        label_column: self.label_column.clone(),
+                    }),
+                    "jsonl" | "ndjson" => Ok(TextSource::JsonLines {
+                        path: file.clone(),
+                        text_field: self.text_column.clone(),
+                        label_field: self.label_column.clone(),
+                    }),
+                    _ => bail!("{}: expected a .csv, .tsv or .jsonl file (or `per_class` text files)", file.display()),
+                }
+            }
+            (None, Some(files)) if files.len() >= 2 => {
+                Ok(TextSource::LinesPerClass(files.iter().map(|(c, p)| (c.clone(), p.clone())).collect()))
+            }
+            (None, Some(_)) => bail!("`per_class` needs a file for each of at least two classes"),
+            (None, None) => bail!("give `file = \"reviews.csv\"` (or .tsv/.jsonl) or `per_class = {{ pos = \"pos.txt\", neg = \"neg.txt\" }}`"),
+            (Some(_), Some(_)) => bail!("give either `file` or `per_class`, not both"),
+        }
+    }
+}
+
+/// The tokenizer: trained on the training split, or an existing `tokenizer.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokenizerConfig {
+    pub kind: TokenizerKind,
+    /// Vocabulary size to train, special tokens included.
+    pub vocab_size: usize,
+    /// Tokens seen fewer times in the training split do not enter the vocabulary.
+    pub min_frequency: u64,
+    /// Longer texts are cut to their first `max_len` tokens.
+    pub max_len: usize,
+    /// Lower-case before tokenizing (CJK text is unaffected).
+    pub lowercase: bool,
+    /// Make every CJK character a word of its own (the default). `false` lets BPE/WordPiece
+    /// learn multi-character Chinese words from the training split instead.
+    pub cjk_chars: bool,
+    /// Use this Hugging Face `tokenizer.json` instead of training one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+}
+
+impl Default for TokenizerConfig {
+    fn default() -> Self {
+        Self { kind: TokenizerKind::Wordpiece, vocab_size: 8000, min_frequency: 2, max_len: 128, lowercase: true, cjk_chars: true, path: None }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenizerKind {
+    Wordpiece,
+    Bpe,
+}
+
+impl DataConfig for TextDataSection {
+    fn check(&self) -> Result<()> {
+        for (name, f, given) in [("valid", self.valid_fraction, self.valid.is_some()), ("test", self.test_fraction, self.test.is_some())] {
+            if !given && !(0.0 < f && f < 1.0) {
+                bail!("data.{name}_fraction must be between 0 and 1 (exclusive), got {f}");
+            }
+        }
+        let held_out = [(self.valid_fraction, self.valid.is_none()), (self.test_fraction, self.test.is_none())]
+            .iter()
+            .filter(|(_, split)| *split)
+            .map(|(f, _)| f)
+            .sum::<f64>();
+        if held_out >= 0.9 {
+            bail!("data.valid_fraction + data.test_fraction leave almost nothing to train on ({held_out})");
+        }
+        let t = &self.tokenizer;
+        if t.max_len == 0 {
+            bail!("data.tokenizer.max_len must be at least 1");
+        }
+        if t.path.is_none() && t.vocab_size < 16 {
+            bail!("data.tokenizer.vocab_size must be at least 16, got {}", t.vocab_size);
+        }
+        for (name, source) in [("train", Some(&self.train)), ("valid", self.valid.as_ref()), ("test", self.test.as_ref())] {
+            if let Some(source) = source {
+                source.source().with_context(|| format!("data.{name}"))?;
+            }
+        }
+        Ok(())
+    }
+}
+
 impl DataConfig for ImageDataSection {
     fn check(&self) -> Result<()> {
         let f = self.valid_fraction;
@@ -284,23 +439,43 @@ impl DataConfig for ImageDataSection {
 impl<D: DataConfig + Serialize + DeserializeOwned, M: Serialize + DeserializeOwned> ExperimentConfig<D, M> {
     /// Reads a config file, applies `--set key=value` overrides, and checks it.
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
+        Self::load_with_defaults(path, &[], overrides)
+    }
+
+    /// Like [`ExperimentConfig::load`], with a family's own defaults (`key=value`, e.g. the
+    /// text reference's `train.epochs=5`) filled in where the file is silent.
+    pub fn load_with_defaults(path: &Path, defaults: &[&str], overrides: &[String]) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading config {}", path.display()))?;
-        Self::parse(&text, overrides).with_context(|| format!("in config {}", path.display()))
+        Self::parse_with_defaults(&text, defaults, overrides).with_context(|| format!("in config {}", path.display()))
     }
 
     /// Parses config text; see [`ExperimentConfig::load`].
     pub fn parse(text: &str, overrides: &[String]) -> Result<Self> {
-        let config: Self = if overrides.is_empty() {
-            // Straight from the text, so errors point at its lines.
-            toml::from_str(text).map_err(explain_toml_error)?
+        Self::parse_with_defaults(text, &[], overrides)
+    }
+
+    /// Parses config text; see [`ExperimentConfig::load_with_defaults`].
+    pub fn parse_with_defaults(text: &str, defaults: &[&str], overrides: &[String]) -> Result<Self> {
+        // Straight from the text, so errors point at its lines; through a table when defaults
+        // or overrides apply (a section the defaults fill may be missing from the text).
+        let straight = toml::from_str::<Self>(text).map_err(explain_toml_error);
+        let config = if overrides.is_empty() && defaults.is_empty() {
+            straight?
         } else {
             let mut table: toml::Table = toml::from_str(text).map_err(explain_toml_error)?;
+            for item in defaults {
+                apply_default(&mut table, item)?;
+            }
             for item in overrides {
                 apply_override(&mut table, item)?;
             }
             let value = toml::Value::Table(table);
-            value.try_into().map_err(explain_toml_error)?
+            match (value.try_into::<Self>(), straight) {
+                (Ok(config), _) => config,
+                (Err(_), Err(located)) => return Err(located),
+                (Err(e), Ok(_)) => return Err(explain_toml_error(e)),
+            }
         };
         config.check()?;
         Ok(config)
@@ -338,6 +513,20 @@ pub fn peek_task(path: &Path) -> Result<String> {
         Some(other) => bail!("{}: `task` must be a string, got {other}", path.display()),
         None => bail!("{}: missing `task` (e.g. task = \"image-classification\")", path.display()),
     }
+}
+
+/// Sets `a.b.c=value` only where the table has no value yet.
+fn apply_default(table: &mut toml::Table, item: &str) -> Result<()> {
+    let key = item.split_once('=').map_or(item, |(k, _)| k.trim());
+    let mut node = &*table;
+    for part in key.split('.') {
+        match node.get(part) {
+            Some(toml::Value::Table(inner)) => node = inner,
+            Some(_) => return Ok(()), // the file sets it
+            None => return apply_override(table, item),
+        }
+    }
+    Ok(())
 }
 
 /// Applies one `a.b.c=value` override. The value is read as TOML (`3`, `1e-4`, `true`,
@@ -451,6 +640,32 @@ name = "m"
         let text = MINIMAL.replace("folder = \"x\"", "images = \"a.gz\"");
         let err = format!("{:#}", Config::parse(&text, &[]).unwrap_err());
         assert!(err.contains("data.train") && err.contains("`labels` is missing"), "{err}");
+    }
+
+    #[test]
+    fn family_defaults_fill_only_what_the_file_leaves_out() {
+        let defaults = ["train.epochs=5", "train.batch_size=64"];
+        let c = Config::parse_with_defaults(MINIMAL, &defaults, &[]).unwrap();
+        assert_eq!((c.train.epochs, c.train.batch_size), (5, 64));
+        let text = format!("{MINIMAL}\n[train]\nepochs = 7\n");
+        let c = Config::parse_with_defaults(&text, &defaults, &["train.batch_size=32".into()]).unwrap();
+        assert_eq!((c.train.epochs, c.train.batch_size), (7, 32), "the file and --set win over defaults");
+    }
+
+    #[test]
+    fn text_sources_say_what_is_wrong() {
+        type TextConfig = ExperimentConfig<TextDataSection, Model>;
+        let parse = |train: &str| {
+            let text = format!("task = \"t\"\n[data]\ntrain = {train}\n[model]\nname = \"m\"\n");
+            TextConfig::parse(&text, &[]).map_err(|e| format!("{e:#}"))
+        };
+        let c = parse("{ file = \"r.csv\", text_column = \"review\" }").unwrap();
+        assert_eq!(c.data.train.label_column, "label");
+        assert_eq!((c.data.tokenizer.vocab_size, c.data.tokenizer.max_len, c.data.dedup), (8000, 128, true));
+        assert!(parse("{ file = \"r.xlsx\" }").unwrap_err().contains("expected a .csv, .tsv or .jsonl"));
+        assert!(parse("{ per_class = { pos = \"p.txt\" } }").unwrap_err().contains("at least two classes"));
+        assert!(parse("{ }").unwrap_err().contains("give `file"));
+        assert!(parse("{ file = \"r.csv\", text_colum = \"x\" }").unwrap_err().contains("did you mean `text_column`?"));
     }
 
     #[test]

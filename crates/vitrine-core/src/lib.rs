@@ -4,6 +4,7 @@
 //! → [`run_dir`] → [`export`] / evaluation ([`metrics`], [`report`]).
 
 pub mod backend;
+pub mod bench;
 pub mod classifier;
 pub mod config;
 pub mod data;

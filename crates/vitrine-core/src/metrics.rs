@@ -79,6 +79,31 @@ impl ConfusionMatrix {
     }
 }
 
+/// Area under the ROC curve: the probability that a random positive scores above a random
+/// negative (ties count half). `None` when either class is absent.
+pub fn auroc(scores: &[f32], positive: &[bool]) -> Option<f64> {
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]));
+    // Mann-Whitney U from average ranks, so tied scores share their rank.
+    let mut rank_sum = 0.0;
+    let mut i = 0;
+    while i < order.len() {
+        let mut j = i;
+        while j + 1 < order.len() && scores[order[j + 1]] == scores[order[i]] {
+            j += 1;
+        }
+        let average_rank = (i + j) as f64 / 2.0 + 1.0;
+        rank_sum += (i..=j).filter(|&k| positive[order[k]]).count() as f64 * average_rank;
+        i = j + 1;
+    }
+    let pos = positive.iter().filter(|&&p| p).count() as f64;
+    let neg = positive.len() as f64 - pos;
+    if pos == 0.0 || neg == 0.0 {
+        return None;
+    }
+    Some((rank_sum - pos * (pos + 1.0) / 2.0) / (pos * neg))
+}
+
 fn ratio(a: u64, b: u64) -> f64 {
     if b == 0 { 0.0 } else { a as f64 / b as f64 }
 }
@@ -103,5 +128,13 @@ mod tests {
         let f1_b = 2.0 * (2.0 / 3.0) / (2.0 / 3.0 + 1.0);
         assert!((m.macro_f1(&classes) - (0.75 + f1_b + 0.0) / 3.0).abs() < 1e-12);
         assert!(m.to_table(&classes).lines().count() == 4);
+    }
+
+    #[test]
+    fn auroc_counts_ordered_pairs_and_half_ties() {
+        assert_eq!(auroc(&[0.1, 0.4, 0.35, 0.8], &[false, false, true, true]), Some(0.75));
+        assert_eq!(auroc(&[0.9, 0.8, 0.1], &[true, true, false]), Some(1.0));
+        assert_eq!(auroc(&[0.5, 0.5], &[true, false]), Some(0.5));
+        assert_eq!(auroc(&[0.2, 0.3], &[true, true]), None);
     }
 }

@@ -13,6 +13,9 @@ pub struct ClassificationScores {
     pub examples: u64,
     pub accuracy: f64,
     pub macro_f1: f64,
+    /// Area under the ROC curve of the second class's probability (two-class tasks only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auroc: Option<f64>,
     pub per_class: Vec<ClassScores>,
     pub confusion: ConfusionMatrix,
 }
@@ -23,6 +26,7 @@ impl ClassificationScores {
             examples: confusion.total(),
             accuracy: confusion.accuracy(),
             macro_f1: confusion.macro_f1(classes),
+            auroc: None,
             per_class: confusion.per_class(classes),
             confusion,
         }
@@ -31,10 +35,11 @@ impl ClassificationScores {
     /// A human-readable summary: headline figures, per-class table, confusion matrix.
     pub fn to_text(&self, classes: &[String]) -> String {
         let mut out = format!(
-            "examples {}  accuracy {:.2}%  macro-F1 {:.4}\n\n{:>16}  precision  recall     f1  support\n",
+            "examples {}  accuracy {:.2}%  macro-F1 {:.4}{}\n\n{:>16}  precision  recall     f1  support\n",
             self.examples,
             100.0 * self.accuracy,
             self.macro_f1,
+            self.auroc.map(|a| format!("  AUROC {a:.4}")).unwrap_or_default(),
             "class"
         );
         for s in &self.per_class {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail, ensure};
 use burn::prelude::*;
 use serde::Serialize;
-use vitrine_core::classifier::{argmax, confusion, predict_probabilities};
+use vitrine_core::classifier::{argmax, predict_probabilities, score};
 use vitrine_core::config::{DataSource, ImageShape};
 use vitrine_core::data::{BatchSource, ImageBatches, ImageSet, LoadReport, PixelRange, load_source};
 use vitrine_core::export::{WeightsFormat, export_weights, load_weights};
@@ -55,11 +55,10 @@ pub fn evaluate(trained: &TrainedRun, paths: &[PathBuf], device: &Device, confus
     };
     let (set, report) = load_source(&source, trained.config.data.image, Some(&trained.classes), trained.config.run.strict)?;
     let batches = ImageBatches::ordered(Arc::new(set), 256, PixelRange::Unit, device.clone());
-    let matrix = match trained.config.model.name {
-        Architecture::FashionCnn => confusion(&trained.load::<FashionCnn>(device)?, batches.batches(0), trained.classes.len()),
-        Architecture::ResnetSmall => confusion(&trained.load::<ResnetSmall>(device)?, batches.batches(0), trained.classes.len()),
+    let scores = match trained.config.model.name {
+        Architecture::FashionCnn => score(&trained.load::<FashionCnn>(device)?, batches.batches(0), &trained.classes),
+        Architecture::ResnetSmall => score(&trained.load::<ResnetSmall>(device)?, batches.batches(0), &trained.classes),
     };
-    let scores = ClassificationScores::new(matrix, &trained.classes);
     if let Some(path) = confusion_out {
         confusion_png(path, &scores.confusion, &trained.classes)?;
     }

@@ -42,7 +42,15 @@ name = "fashion-cnn"
     ImageConfig::parse(&text, &[]).unwrap()
 }
 
+/// Trainings in this test binary take turns: burn's random generator (weight init, dropout) is
+/// one per process, so parallel trainings would draw from it in an unpredictable order.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static TRAINING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    TRAINING.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn flex_run(config: &ImageConfig, dir: &Path) -> vitrine_core::report::RunReport {
+    let _turn = one_at_a_time();
     let compute = select_device(BackendChoice::Flex).unwrap();
     train(config, &RunDir::create(dir).unwrap(), &compute, false).unwrap()
 }
@@ -131,6 +139,7 @@ fn resume_continues_at_the_next_epoch_with_the_same_state() {
     std::fs::remove_file(dir.join(WEIGHTS_FILE)).unwrap();
 
     let compute = select_device(BackendChoice::Flex).unwrap();
+    let _turn = one_at_a_time();
     let report = train(&resume_config(), &RunDir::open(&dir).unwrap(), &compute, true).unwrap();
     assert_eq!(report.epochs.iter().map(|r| r.epoch).collect::<Vec<_>>(), [1, 2]);
     // Same data order, weights and Adam moments: the resumed epoch 2 matches the uninterrupted one.

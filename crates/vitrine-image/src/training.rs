@@ -6,12 +6,12 @@ use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 use burn::store::ModuleSnapshot;
 use vitrine_core::backend::ComputeDevice;
-use vitrine_core::classifier::{ClassifierModel, ClassifierTask, confusion};
+use vitrine_core::classifier::{ClassifierModel, ClassifierTask, score};
 use vitrine_core::config::{ExperimentConfig, ImageDataSection};
 use vitrine_core::data::{BatchSource, ImageBatches, ImageSet, LoadReport, PixelRange, load_source};
 use vitrine_core::plot::confusion_png;
 use vitrine_core::progress::Progress;
-use vitrine_core::report::{ClassificationScores, DataSummary, RunReport};
+use vitrine_core::report::{DataSummary, RunReport};
 use vitrine_core::run_dir::{CLASSES_FILE, CONFIG_FILE, RunDir, WEIGHTS_FILE};
 use vitrine_core::train::{FitPlan, TrainTask, build_optimizer, fit, resume};
 
@@ -162,7 +162,7 @@ fn train_with<M: ImageNet>(config: &ImageConfig, run: &RunDir, compute: &Compute
         Some(test) => {
             let model = task.model().valid();
             let batches = ImageBatches::ordered(test.clone(), bs, PixelRange::Unit, device.clone());
-            let scores = ClassificationScores::new(confusion(&model, batches.batches(0), classes.len()), &classes);
+            let scores = score(&model, batches.batches(0), &classes);
             confusion_png(&run.file("confusion.png"), &scores.confusion, &classes)?;
             println!("test: accuracy {:.2}%, macro-F1 {:.4}", 100.0 * scores.accuracy, scores.macro_f1);
             Some(scores)

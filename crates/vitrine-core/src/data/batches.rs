@@ -9,7 +9,7 @@ use super::images::ImageSet;
 use crate::config::Augment;
 
 /// How many ready batches the loader keeps ahead of the model.
-const PREFETCH: usize = 3;
+pub(super) const PREFETCH: usize = 3;
 
 /// A source of batches, one pass per epoch.
 pub trait BatchSource: Send + Sync {
@@ -23,6 +23,12 @@ pub trait BatchSource: Send + Sync {
     /// The batches of one epoch; shuffling and augmentation depend only on the seed and `epoch`,
     /// so a resumed run sees the same data order as an uninterrupted one.
     fn batches(&self, epoch: usize) -> Box<dyn Iterator<Item = Self::Batch> + '_>;
+}
+
+/// The random stream of one epoch: a function of the seed and the epoch only, so a resumed run
+/// sees the same data order as an uninterrupted one.
+pub(super) fn epoch_rng(seed: u64, epoch: usize) -> StdRng {
+    StdRng::seed_from_u64(seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
 }
 
 /// Pixel scaling of the model input.
@@ -96,7 +102,7 @@ impl BatchSource for ImageBatches {
         let this = self.clone();
         std::thread::spawn(move || {
             let mut order: Vec<usize> = (0..this.set.len()).collect();
-            let mut rng = StdRng::seed_from_u64(this.shuffle_seed.unwrap_or(0) ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let mut rng = epoch_rng(this.shuffle_seed.unwrap_or(0), epoch);
             if this.shuffle_seed.is_some() {
                 order.shuffle(&mut rng);
             }

@@ -6,12 +6,14 @@ mod folder;
 mod idx;
 mod images;
 mod text;
+mod tokens;
 
 pub use batches::{BatchSource, ImageBatch, ImageBatches, PixelRange};
 pub use folder::{has_image_extension, load_folder};
 pub use idx::{load_idx, write_idx_images, write_idx_labels};
 pub use images::{ImageSet, LoadReport, to_shape};
 pub use text::{DedupReport, SkippedRow, TextExample, TextSet, TextSource, load_text};
+pub use tokens::{TokenBatch, TokenBatches, TokenInput, TokenizedSet};
 
 use anyhow::{Context, Result};
 

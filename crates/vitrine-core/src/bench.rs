@@ -1,0 +1,74 @@
+//! Throughput of a classifier on one device: timed training steps and inference batches.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::backend::ComputeDevice;
+use crate::classifier::{ClassifierModel, ClassifierTask, LabelledBatch};
+use crate::config::OptimizerConfig;
+use crate::train::{TrainTask, build_optimizer};
+
+/// Measured throughput of one model on one device.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchResult {
+    pub model: String,
+    pub backend: String,
+    pub device: String,
+    pub batch_size: usize,
+    pub train_samples_per_sec: f64,
+    pub inference_samples_per_sec: f64,
+}
+
+/// How long to measure: up to `steps` timed steps after `warmup` untimed ones, stopping early once
+/// `budget` has passed (slow backends still report after two steps).
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    pub warmup: usize,
+    pub steps: usize,
+    pub budget: Duration,
+}
+
+impl Timing {
+    /// Steps per second of `step`.
+    fn rate(&self, mut step: impl FnMut()) -> f64 {
+        for _ in 0..self.warmup {
+            step();
+        }
+        let started = Instant::now();
+        let mut done = 0;
+        while done < self.steps.max(1) && (done < 2 || started.elapsed() < self.budget) {
+            step();
+            done += 1;
+        }
+        done as f64 / started.elapsed().as_secs_f64()
+    }
+
+    /// Times training steps (forward, backward, Adam) on `train_batch` (on the autodiff device),
+    /// then inference on `input`. Each step waits for its result.
+    pub fn measure<M, B>(&self, name: &str, model: M, train_batch: B, input: M::Input, compute: &ComputeDevice) -> BenchResult
+    where
+        M: ClassifierModel,
+        M::Input: Clone,
+        B: LabelledBatch<Input = M::Input> + Clone,
+    {
+        let batch_size = train_batch.clone().into_parts().1.dims()[0];
+        let train_device = compute.device.clone().autodiff();
+        let mut task = ClassifierTask::new(model, build_optimizer(&OptimizerConfig::default(), None), &train_device);
+        let train = self.rate(|| {
+            let _: f32 = task.train_step(train_batch.clone(), 1e-3).loss_sum.into_scalar();
+        });
+        let model = task.model().valid();
+        let infer = self.rate(|| {
+            let _ = model.logits(input.clone()).into_data();
+        });
+        BenchResult {
+            model: name.into(),
+            backend: compute.backend.to_string(),
+            device: compute.description.clone(),
+            batch_size,
+            train_samples_per_sec: train * batch_size as f64,
+            inference_samples_per_sec: infer * batch_size as f64,
+        }
+    }
+}

@@ -1,0 +1,29 @@
+//! Throughput of a text classifier on one device, on random token ids.
+
+use anyhow::Result;
+use burn::prelude::*;
+use burn::tensor::Distribution;
+use vitrine_core::backend::ComputeDevice;
+use vitrine_core::bench::{BenchResult, Timing};
+use vitrine_core::data::{TokenBatch, TokenInput};
+
+use crate::model::{Architecture, TextClassifier, TextModelConfig};
+
+/// Times training steps and inference batches of `arch` (reference sizes, vocabulary 8000) on
+/// texts of `seq_len` tokens; see [`Timing`].
+pub fn bench(arch: Architecture, compute: &ComputeDevice, batch_size: usize, seq_len: usize, timing: Timing) -> Result<BenchResult> {
+    let vocab = 8000;
+    let train_device = compute.device.clone().autodiff();
+    train_device.seed(0);
+    let input = |device: &Device| TokenInput {
+        ids: Tensor::<2, Int>::random([batch_size, seq_len], Distribution::Uniform(1.0, vocab as f64), device),
+        mask: Tensor::ones([batch_size, seq_len], device),
+    };
+    let train = TokenBatch {
+        input: input(&train_device),
+        targets: Tensor::<1, Int>::random([batch_size], Distribution::Uniform(0.0, 2.0), &train_device),
+    };
+    let config = TextModelConfig { name: arch, ..Default::default() };
+    let model = TextClassifier::new(&config, vocab, seq_len.max(128), 2, &train_device);
+    Ok(timing.measure(arch.name(), model, train, input(&compute.device), compute))
+}

@@ -1,0 +1,149 @@
+//! Using a trained text run: evaluation, prediction with the tokens the model attended to, and export.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Result, bail, ensure};
+use burn::prelude::*;
+use burn::tensor::activation::softmax;
+use serde::Serialize;
+use vitrine_core::classifier::{argmax, score};
+use vitrine_core::config::TextSourceConfig;
+use vitrine_core::data::{BatchSource, SkippedRow, TokenBatches, TokenInput, load_text};
+use vitrine_core::export::{WeightsFormat, export_weights, load_weights};
+use vitrine_core::plot::confusion_png;
+use vitrine_core::report::ClassificationScores;
+use vitrine_core::run_dir::{CONFIG_FILE, RunDir, WEIGHTS_FILE};
+
+use crate::model::TextClassifier;
+use crate::tokenizer::TextTokenizer;
+use crate::training::{TOKENIZER_FILE, TextConfig, load_config, tokenize};
+
+/// A trained run, ready for inference: config, class names, tokenizer and weights.
+pub struct TrainedTextRun {
+    pub run: RunDir,
+    pub config: TextConfig,
+    pub classes: Vec<String>,
+    pub tokenizer: TextTokenizer,
+}
+
+impl TrainedTextRun {
+    pub fn open(path: &Path) -> Result<Self> {
+        let run = RunDir::open(path)?;
+        let config = load_config(&run.file(CONFIG_FILE), &[])?;
+        let classes = run.classes()?;
+        ensure!(
+            run.file(WEIGHTS_FILE).is_file(),
+            "{} has no {WEIGHTS_FILE} yet (training did not finish); continue it with `vitrine train --resume {}`",
+            path.display(),
+            path.display()
+        );
+        let tokenizer = TextTokenizer::load(&run.file(TOKENIZER_FILE), config.data.tokenizer.max_len)?;
+        Ok(Self { run, config, classes, tokenizer })
+    }
+
+    /// The trained model in inference mode.
+    pub fn load(&self, device: &Device) -> Result<TextClassifier> {
+        let model = TextClassifier::new(
+            &self.config.model,
+            self.tokenizer.vocab_size(),
+            self.config.data.tokenizer.max_len,
+            self.classes.len(),
+            device,
+        );
+        Ok(load_weights(model, &self.run.file(WEIGHTS_FILE), self.config.model.name.name())?.valid())
+    }
+}
+
+/// Evaluates a run on labelled text: one CSV/TSV/JSONL file (with the run's column names), or one
+/// `.txt` file per class named after the class (`pos.txt`, `neg.txt`). Nothing is deduplicated.
+pub fn evaluate(trained: &TrainedTextRun, paths: &[PathBuf], device: &Device, confusion_out: Option<&Path>) -> Result<(ClassificationScores, Vec<SkippedRow>)> {
+    let train = &trained.config.data.train;
+    let source = match paths {
+        [file] if !file.extension().is_some_and(|e| e.eq_ignore_ascii_case("txt")) => TextSourceConfig {
+            file: Some(file.clone()),
+            per_class: None,
+            text_column: train.text_column.clone(),
+            label_column: train.label_column.clone(),
+        },
+        _ => {
+            let mut per_class = std::collections::BTreeMap::new();
+            for path in paths {
+                let class = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+                if !trained.classes.contains(&class) {
+                    bail!("{}: a per-class text file must be named after one of the run's classes {:?}", path.display(), trained.classes);
+                }
+                per_class.insert(class, path.clone());
+            }
+            TextSourceConfig { per_class: Some(per_class), ..Default::default() }
+        }
+    };
+    let (set, skipped) = load_text(&source.source()?, Some(&trained.classes), trained.config.run.strict)?;
+    let tokens = Arc::new(tokenize(&trained.tokenizer, &set)?);
+    let batches = TokenBatches::ordered(tokens, 256, trained.tokenizer.pad_id(), device.clone());
+    let scores = score(&trained.load(device)?, batches.batches(0), &trained.classes);
+    if let Some(path) = confusion_out {
+        confusion_png(path, &scores.confusion, &trained.classes)?;
+    }
+    Ok((scores, skipped))
+}
+
+/// The predicted class of one text, and the tokens the model weighed most.
+#[derive(Debug, Clone, Serialize)]
+pub struct TextPrediction {
+    pub text: String,
+    pub label: String,
+    pub probability: f32,
+    /// Every class's probability, in the run's class order.
+    pub probabilities: Vec<(String, f32)>,
+    /// The tokens with the highest attention weight, highest first.
+    pub top_tokens: Vec<(String, f32)>,
+}
+
+/// Predicts each text's class and its `top_tokens` most-attended tokens.
+pub fn predict(trained: &TrainedTextRun, texts: &[String], top_tokens: usize, device: &Device) -> Result<Vec<TextPrediction>> {
+    ensure!(!texts.is_empty(), "no texts to predict");
+    let model = trained.load(device)?;
+    let mut out = Vec::with_capacity(texts.len());
+    for chunk in texts.chunks(256) {
+        let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        let encoded = trained.tokenizer.encode_tokens(&refs)?;
+        let ids: Vec<&[u32]> = encoded.iter().map(|(ids, _)| ids.as_slice()).collect();
+        let input = TokenInput::from_ids(&ids, trained.tokenizer.pad_id(), 1, device);
+        let (logits, weights) = model.forward_with_attention(input);
+        let [n, k] = logits.dims();
+        let len = weights.dims()[1];
+        let probs = softmax(logits, 1).into_data().try_into_vec_as::<f32>().expect("f32 data");
+        let weights = weights.into_data().try_into_vec_as::<f32>().expect("f32 data");
+        for i in 0..n {
+            let p = &probs[i * k..(i + 1) * k];
+            let best = argmax(p);
+            let tokens = &encoded[i].1;
+            let mut attended: Vec<(String, f32)> =
+                tokens.iter().enumerate().map(|(t, tok)| (tok.clone(), weights[i * len + t])).collect();
+            attended.sort_by(|a, b| b.1.total_cmp(&a.1));
+            attended.truncate(top_tokens);
+            out.push(TextPrediction {
+                text: chunk[i].clone(),
+                label: trained.classes[best].clone(),
+                probability: p[best],
+                probabilities: trained.classes.iter().cloned().zip(p.iter().copied()).collect(),
+                top_tokens: attended,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Exports the run's weights; safetensors files carry the class names, architecture and
+/// tokenizer settings (the tokenizer itself is the run's `tokenizer.json`).
+pub fn export(trained: &TrainedTextRun, format: WeightsFormat, out: &Path, device: &Device) -> Result<()> {
+    let metadata = [
+        ("architecture", trained.config.model.name.name().to_string()),
+        ("classes", serde_json::to_string(&trained.classes)?),
+        ("vocab_size", trained.tokenizer.vocab_size().to_string()),
+        ("max_len", trained.config.data.tokenizer.max_len.to_string()),
+        ("pad_id", trained.tokenizer.pad_id().to_string()),
+    ];
+    export_weights(&trained.load(device)?, format, out, &metadata)
+}

@@ -1,0 +1,264 @@
+//! The review-sentiment networks: `text-lstm-attn` (the reference), `text-gru-attn` and
+//! `text-transformer`, all ending in additive attention pooling masked at padding.
+
+use burn::module::Param;
+use burn::nn::transformer::{TransformerEncoder, TransformerEncoderConfig, TransformerEncoderInput};
+use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig};
+use burn::prelude::*;
+use burn::tensor::activation::{sigmoid, softmax};
+use serde::{Deserialize, Serialize};
+use vitrine_core::classifier::ClassifierModel;
+use vitrine_core::data::TokenInput;
+
+/// Which network to build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Architecture {
+    /// The reference of `reference-models.md`: embedding, bidirectional LSTM, attention pooling.
+    #[serde(rename = "text-lstm-attn")]
+    LstmAttention,
+    /// The same with a bidirectional GRU (fewer parameters, a little faster).
+    #[serde(rename = "text-gru-attn")]
+    GruAttention,
+    /// A small Transformer encoder with learned positions, then the same attention pooling.
+    #[serde(rename = "text-transformer")]
+    Transformer,
+}
+
+impl Architecture {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::LstmAttention => "text-lstm-attn",
+            Self::GruAttention => "text-gru-attn",
+            Self::Transformer => "text-transformer",
+        }
+    }
+}
+
+/// The `[model]` section of a text-classification config; the defaults are the reference.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TextModelConfig {
+    pub name: Architecture,
+    pub embedding_dim: usize,
+    /// Hidden size per direction (recurrent) or model width (transformer).
+    pub hidden: usize,
+    /// Width of the attention scorer `W`.
+    pub attention_dim: usize,
+    /// Dropout before the output layer.
+    pub dropout: f64,
+    /// Transformer only: encoder layers, heads, feed-forward width.
+    pub layers: usize,
+    pub heads: usize,
+    pub feed_forward: usize,
+}
+
+impl Default for TextModelConfig {
+    fn default() -> Self {
+        Self {
+            name: Architecture::LstmAttention,
+            embedding_dim: 128,
+            hidden: 128,
+            attention_dim: 128,
+            dropout: 0.3,
+            layers: 2,
+            heads: 4,
+            feed_forward: 256,
+        }
+    }
+}
+
+/// A bidirectional recurrent layer (LSTM or GRU) that honours the padding mask: each direction
+/// updates its state only at real tokens, so the backward direction starts at each text's last
+/// real token and padding never changes the output. Parameters carry PyTorch's `nn.LSTM` /
+/// `nn.GRU` names and layouts (`weight_ih_l0` is `[gates·hidden, input]`, gates in PyTorch's
+/// order), so exported weights load into `bidirectional=True, batch_first=True` modules.
+#[derive(Module, Debug)]
+pub struct BiRecurrent {
+    weight_ih_l0: Param<Tensor<2>>,
+    weight_hh_l0: Param<Tensor<2>>,
+    bias_ih_l0: Param<Tensor<1>>,
+    bias_hh_l0: Param<Tensor<1>>,
+    weight_ih_l0_reverse: Param<Tensor<2>>,
+    weight_hh_l0_reverse: Param<Tensor<2>>,
+    bias_ih_l0_reverse: Param<Tensor<1>>,
+    bias_hh_l0_reverse: Param<Tensor<1>>,
+    /// 4 for an LSTM (i, f, g, o), 3 for a GRU (r, z, n).
+    gates: usize,
+    hidden: usize,
+}
+
+impl BiRecurrent {
+    /// PyTorch's initialisation: every weight and bias uniform in ±1/√hidden.
+    pub fn new(input: usize, hidden: usize, gates: usize, device: &Device) -> Self {
+        let bound = 1.0 / (hidden as f64).sqrt();
+        let init = Initializer::Uniform { min: -bound, max: bound };
+        let rows = gates * hidden;
+        Self {
+            weight_ih_l0: init.init([rows, input], device),
+            weight_hh_l0: init.init([rows, hidden], device),
+            bias_ih_l0: init.init([rows], device),
+            bias_hh_l0: init.init([rows], device),
+            weight_ih_l0_reverse: init.init([rows, input], device),
+            weight_hh_l0_reverse: init.init([rows, hidden], device),
+            bias_ih_l0_reverse: init.init([rows], device),
+            bias_hh_l0_reverse: init.init([rows], device),
+            gates,
+            hidden,
+        }
+    }
+
+    /// `x`: `[batch, len, input]`, `mask`: `[batch, len]` → `[batch, len, 2·hidden]`, zero at padding.
+    pub fn forward(&self, x: Tensor<3>, mask: Tensor<2>) -> Tensor<3> {
+        let [batch, len, _] = x.dims();
+        let device = x.device();
+        let h = self.hidden;
+        // Both directions step together as a leading dimension of 2: one batched matmul per step.
+        let w_ih = Tensor::stack::<3>(vec![self.weight_ih_l0.val().transpose(), self.weight_ih_l0_reverse.val().transpose()], 0); // [2, in, G·h]
+        let w_hh = Tensor::stack::<3>(vec![self.weight_hh_l0.val().transpose(), self.weight_hh_l0_reverse.val().transpose()], 0); // [2, h, G·h]
+        let b_ih = Tensor::stack::<2>(vec![self.bias_ih_l0.val(), self.bias_ih_l0_reverse.val()], 0).unsqueeze_dim::<3>(1); // [2, 1, G·h]
+        let b_hh = Tensor::stack::<2>(vec![self.bias_hh_l0.val(), self.bias_hh_l0_reverse.val()], 0).unsqueeze_dim::<3>(1);
+        // Time-major steps; the reverse direction reads them from the end.
+        let steps: Vec<Tensor<2>> = x.swap_dims(0, 1).chunk(len, 0).into_iter().map(|s| s.squeeze_dim::<2>(0)).collect(); // len × [batch, in]
+        let masks: Vec<Tensor<2>> = mask.swap_dims(0, 1).chunk(len, 0).into_iter().map(|m| m.reshape([batch, 1])).collect();
+
+        let mut state_h = Tensor::<3>::zeros([2, batch, h], &device);
+        let mut state_c = Tensor::<3>::zeros([2, batch, h], &device);
+        let mut outputs = Vec::with_capacity(len);
+        for t in 0..len {
+            let r = len - 1 - t;
+            let x_t = Tensor::stack::<3>(vec![steps[t].clone(), steps[r].clone()], 0); // [2, batch, in]
+            let m_t = Tensor::stack::<3>(vec![masks[t].clone(), masks[r].clone()], 0); // [2, batch, 1]
+            let gx = x_t.matmul(w_ih.clone()) + b_ih.clone(); // [2, batch, G·h]
+            let gh = state_h.clone().matmul(w_hh.clone()) + b_hh.clone();
+            let (new_h, new_c) = if self.gates == 4 {
+                let pre = gx + gh;
+                let gate = |k: usize| sigmoid(pre.clone().narrow(2, k * h, h));
+                let c = gate(1) * state_c.clone() + gate(0) * pre.clone().narrow(2, 2 * h, h).tanh();
+                (gate(3) * c.clone().tanh(), c)
+            } else {
+                let part = |g: &Tensor<3>, k: usize| g.clone().narrow(2, k * h, h);
+                let reset = sigmoid(part(&gx, 0) + part(&gh, 0));
+                let update = sigmoid(part(&gx, 1) + part(&gh, 1));
+                let candidate = (part(&gx, 2) + reset * part(&gh, 2)).tanh();
+                (candidate.clone() + update * (state_h.clone() - candidate), state_c.clone())
+            };
+            // Where the mask is 0 the state carries over unchanged.
+            state_h = state_h.clone() + m_t.clone() * (new_h - state_h);
+            if self.gates == 4 {
+                state_c = state_c.clone() + m_t.clone() * (new_c - state_c);
+            }
+            outputs.push(state_h.clone() * m_t);
+        }
+        let out = Tensor::stack::<4>(outputs, 0); // [len, 2, batch, h]
+        let forward = out.clone().narrow(1, 0, 1).squeeze_dim::<3>(1);
+        let backward = out.narrow(1, 1, 1).squeeze_dim::<3>(1).flip([0]);
+        Tensor::cat(vec![forward, backward], 2).swap_dims(0, 1) // [batch, len, 2h]
+    }
+}
+
+/// Additive attention pooling: `score_t = vᵀ tanh(W h_t)`, softmax over real tokens only.
+#[derive(Module, Debug)]
+pub struct AttentionPooling {
+    projection: Linear,
+    score: Linear,
+}
+
+impl AttentionPooling {
+    pub fn new(input: usize, attention: usize, device: &Device) -> Self {
+        Self {
+            projection: LinearConfig::new(input, attention).init(device),
+            score: LinearConfig::new(attention, 1).with_bias(false).init(device),
+        }
+    }
+
+    /// `h`: `[batch, len, d]`, `mask`: `[batch, len]` → pooled `[batch, d]` and weights `[batch, len]`.
+    pub fn forward(&self, h: Tensor<3>, mask: Tensor<2>) -> (Tensor<2>, Tensor<2>) {
+        let [batch, len, d] = h.dims();
+        let scores = self.score.forward(self.projection.forward(h.clone()).tanh()).reshape([batch, len]);
+        // Padding gets a score of -1e9: exp() makes its weight exactly 0.
+        let scores = scores + (mask - 1.0) * 1e9;
+        let weights = softmax(scores, 1);
+        let pooled = weights.clone().unsqueeze_dim::<3>(1).matmul(h).reshape([batch, d]);
+        (pooled, weights)
+    }
+}
+
+/// Any of the three networks: embedding → encoder → attention pooling → dropout → linear.
+/// Field names are the PyTorch module names of the README's reference implementation.
+#[derive(Module, Debug)]
+pub struct TextClassifier {
+    embedding: Embedding,
+    lstm: Option<BiRecurrent>,
+    gru: Option<BiRecurrent>,
+    position: Option<Embedding>,
+    transformer: Option<TransformerEncoder>,
+    attention: AttentionPooling,
+    dropout: Dropout,
+    output: Linear,
+}
+
+impl TextClassifier {
+    /// `max_len`: the longest input (sizes the transformer's position table).
+    pub fn new(config: &TextModelConfig, vocab_size: usize, max_len: usize, classes: usize, device: &Device) -> Self {
+        let c = config;
+        let (mut lstm, mut gru, mut position, mut transformer) = (None, None, None, None);
+        let encoded = match c.name {
+            Architecture::LstmAttention => {
+                lstm = Some(BiRecurrent::new(c.embedding_dim, c.hidden, 4, device));
+                2 * c.hidden
+            }
+            Architecture::GruAttention => {
+                gru = Some(BiRecurrent::new(c.embedding_dim, c.hidden, 3, device));
+                2 * c.hidden
+            }
+            Architecture::Transformer => {
+                position = Some(EmbeddingConfig::new(max_len, c.embedding_dim).init(device));
+                transformer = Some(
+                    TransformerEncoderConfig::new(c.embedding_dim, c.feed_forward, c.heads, c.layers)
+                        .with_norm_first(true)
+                        .with_dropout(0.1)
+                        .init(device),
+                );
+                c.embedding_dim
+            }
+        };
+        Self {
+            embedding: EmbeddingConfig::new(vocab_size, c.embedding_dim).init(device),
+            lstm,
+            gru,
+            position,
+            transformer,
+            attention: AttentionPooling::new(encoded, c.attention_dim, device),
+            dropout: DropoutConfig::new(c.dropout).init(),
+            output: LinearConfig::new(encoded, classes).init(device),
+        }
+    }
+
+    /// Class logits `[batch, classes]` and attention weights `[batch, len]`.
+    pub fn forward_with_attention(&self, input: TokenInput) -> (Tensor<2>, Tensor<2>) {
+        let TokenInput { ids, mask } = input;
+        let x = self.embedding.forward(ids); // [batch, len, embedding]
+        let encoded = if let Some(lstm) = &self.lstm {
+            lstm.forward(x, mask.clone())
+        } else if let Some(gru) = &self.gru {
+            gru.forward(x, mask.clone())
+        } else {
+            let (position, transformer) = (self.position.as_ref(), self.transformer.as_ref());
+            let (position, transformer) = position.zip(transformer).expect("a transformer model has both parts");
+            let [batch, len, _] = x.dims();
+            let positions = Tensor::<1, Int>::arange(0..len as i64, &x.device()).unsqueeze_dim::<2>(0).repeat_dim(0, batch);
+            let padding = mask.clone().equal_elem(0.0);
+            transformer.forward(TransformerEncoderInput::new(x + position.forward(positions)).mask_pad(padding))
+        };
+        let (pooled, weights) = self.attention.forward(encoded, mask); // [batch, d]
+        (self.output.forward(self.dropout.forward(pooled)), weights)
+    }
+}
+
+impl ClassifierModel for TextClassifier {
+    type Input = TokenInput;
+
+    fn logits(&self, input: TokenInput) -> Tensor<2> {
+        self.forward_with_attention(input).0
+    }
+}
