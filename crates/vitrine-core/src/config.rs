@@ -365,9 +365,6 @@ pub struct TokenizerConfig {
     pub max_len: usize,
     /// Lower-case before tokenizing (CJK text is unaffected).
     pub lowercase: bool,
-    /// Make every CJK character a word of its own (the default). `false` lets BPE/WordPiece
-    /// learn multi-character Chinese words from the training split instead.
-    pub cjk_chars: bool,
     /// Use this Hugging Face `tokenizer.json` instead of training one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<PathBuf>,
@@ -375,7 +372,7 @@ pub struct TokenizerConfig {
 
 impl Default for TokenizerConfig {
     fn default() -> Self {
-        Self { kind: TokenizerKind::Wordpiece, vocab_size: 8000, min_frequency: 2, max_len: 128, lowercase: true, cjk_chars: true, path: None }
+        Self { kind: TokenizerKind::Wordpiece, vocab_size: 8000, min_frequency: 2, max_len: 128, lowercase: true, path: None }
     }
 }
 

@@ -46,6 +46,16 @@ pub struct TextModelConfig {
     pub attention_dim: usize,
     /// Dropout before the output layer.
     pub dropout: f64,
+    /// Hashed n-gram embeddings added to the token embeddings (0: off, the reference). Gives
+    /// the network Chinese words (runs of characters) directly.
+    pub ngram_buckets: usize,
+    /// Longest n-gram hashed: 2 (bigrams) or 3 (bigrams and trigrams).
+    pub ngram_order: usize,
+    /// A "wide" linear path beside the network: class scores of hashed tokens and n-grams (up to
+    /// `ngram_order`), averaged over the text and added to the logits (0 buckets: off, the reference).
+    pub wide_buckets: usize,
+    /// Dropout on the (summed) input embeddings (0: off, the reference).
+    pub embedding_dropout: f64,
     /// Transformer only: encoder layers, heads, feed-forward width.
     pub layers: usize,
     pub heads: usize,
@@ -60,12 +70,22 @@ impl Default for TextModelConfig {
             hidden: 128,
             attention_dim: 128,
             dropout: 0.3,
+            ngram_buckets: 0,
+            ngram_order: 2,
+            wide_buckets: 0,
+            embedding_dropout: 0.0,
             layers: 2,
             heads: 4,
             feed_forward: 256,
         }
     }
 }
+
+/// Output scale of the wide path's table; see [`TextClassifier::wide_logits`].
+const WIDE_SCALE: f32 = 20.0;
+
+/// The most hashed n-gram buckets `ngram_ids` can address without integer overflow.
+pub const MAX_NGRAM_BUCKETS: usize = 200_000;
 
 /// A bidirectional recurrent layer (LSTM or GRU) that honours the padding mask: each direction
 /// updates its state only at real tokens, so the backward direction starts at each text's last
@@ -188,6 +208,10 @@ impl AttentionPooling {
 #[derive(Module, Debug)]
 pub struct TextClassifier {
     embedding: Embedding,
+    ngrams: Option<Embedding>,
+    ngram_order: usize,
+    embedding_dropout: Dropout,
+    wide: Option<Embedding>,
     lstm: Option<BiRecurrent>,
     gru: Option<BiRecurrent>,
     position: Option<Embedding>,
@@ -201,6 +225,7 @@ impl TextClassifier {
     /// `max_len`: the longest input (sizes the transformer's position table).
     pub fn new(config: &TextModelConfig, vocab_size: usize, max_len: usize, classes: usize, device: &Device) -> Self {
         let c = config;
+        assert!(c.ngram_buckets.max(c.wide_buckets) <= MAX_NGRAM_BUCKETS, "bucket counts are checked when the config loads");
         let (mut lstm, mut gru, mut position, mut transformer) = (None, None, None, None);
         let encoded = match c.name {
             Architecture::LstmAttention => {
@@ -224,6 +249,12 @@ impl TextClassifier {
         };
         Self {
             embedding: EmbeddingConfig::new(vocab_size, c.embedding_dim).init(device),
+            ngrams: (c.ngram_buckets > 0).then(|| EmbeddingConfig::new(c.ngram_buckets, c.embedding_dim).init(device)),
+            ngram_order: c.ngram_order,
+            embedding_dropout: DropoutConfig::new(c.embedding_dropout).init(),
+            wide: (c.wide_buckets > 0).then(|| {
+                EmbeddingConfig::new(c.wide_buckets, classes).with_initializer(Initializer::Zeros).init(device)
+            }),
             lstm,
             gru,
             position,
@@ -234,10 +265,53 @@ impl TextClassifier {
         }
     }
 
+    /// Hashed ids `[batch, len]` of the n-grams starting at each token, for n = 2..=order (past
+    /// the end, tokens read as 0, so padding never changes an n-gram of real tokens).
+    fn ngram_ids(&self, ids: Tensor<2, Int>, buckets: usize) -> Vec<Tensor<2, Int>> {
+        let [batch, len] = ids.dims();
+        let buckets = buckets as i64;
+        let shifted = |k: usize| -> Tensor<2, Int> {
+            let zeros = Tensor::zeros([batch, k.min(len)], &ids.device());
+            if len > k { Tensor::cat(vec![ids.clone().narrow(1, k, len - k), zeros], 1) } else { zeros }
+        };
+        let mut hash = ids.clone().remainder_scalar(buckets);
+        (1..self.ngram_order.max(2))
+            .map(|k| {
+                // Below 2³¹ (integer tensors may be 32-bit) for up to MAX_NGRAM_BUCKETS buckets.
+                hash = (hash.clone() * 7919 + shifted(k)).remainder_scalar(buckets);
+                hash.clone()
+            })
+            .collect()
+    }
+
+    /// The wide path: the mean over real tokens of the class scores of each token's hashed
+    /// unigram and n-grams `[batch, classes]`.
+    fn wide_logits(&self, wide: &Embedding, ids: Tensor<2, Int>, mask: Tensor<2>) -> Tensor<2> {
+        let buckets = wide.weight.dims()[0];
+        let [batch, len] = ids.dims();
+        let mut scores = wide.forward(ids.clone().remainder_scalar(buckets as i64)); // [batch, len, classes]
+        for hashed in self.ngram_ids(ids, buckets) {
+            scores = scores + wide.forward(hashed);
+        }
+        let mask = mask.reshape([batch, len, 1]);
+        let count = mask.clone().sum_dim(1).reshape([batch, 1]);
+        let classes = scores.dims()[2];
+        // Adam moves each weight by about lr per step whatever its gradient; scaling the sparse
+        // table's output lets it learn as fast as a linear model needs (a learning rate ×WIDE_SCALE).
+        (scores * mask).sum_dim(1).reshape([batch, classes]) / count * WIDE_SCALE
+    }
+
     /// Class logits `[batch, classes]` and attention weights `[batch, len]`.
     pub fn forward_with_attention(&self, input: TokenInput) -> (Tensor<2>, Tensor<2>) {
         let TokenInput { ids, mask } = input;
-        let x = self.embedding.forward(ids); // [batch, len, embedding]
+        let ids_for_wide = self.wide.as_ref().map(|_| ids.clone());
+        let mut x = self.embedding.forward(ids.clone()); // [batch, len, embedding]
+        if let Some(ngrams) = &self.ngrams {
+            for hashed in self.ngram_ids(ids, ngrams.weight.dims()[0]) {
+                x = x + ngrams.forward(hashed);
+            }
+        }
+        let x = self.embedding_dropout.forward(x);
         let encoded = if let Some(lstm) = &self.lstm {
             lstm.forward(x, mask.clone())
         } else if let Some(gru) = &self.gru {
@@ -250,8 +324,12 @@ impl TextClassifier {
             let padding = mask.clone().equal_elem(0.0);
             transformer.forward(TransformerEncoderInput::new(x + position.forward(positions)).mask_pad(padding))
         };
-        let (pooled, weights) = self.attention.forward(encoded, mask); // [batch, d]
-        (self.output.forward(self.dropout.forward(pooled)), weights)
+        let (pooled, weights) = self.attention.forward(encoded, mask.clone()); // [batch, d]
+        let mut logits = self.output.forward(self.dropout.forward(pooled));
+        if let Some(wide) = &self.wide {
+            logits = logits + self.wide_logits(wide, ids_for_wide.expect("kept for the wide path"), mask);
+        }
+        (logits, weights)
     }
 }
 

@@ -71,9 +71,18 @@ fn padding_never_changes_the_output() {
     let device = Device::flex();
     let short: &[u32] = &[5, 9, 3, 7];
     let long: &[u32] = &[4, 4, 8, 2, 6, 1, 9, 3, 11];
-    for arch in [Architecture::LstmAttention, Architecture::GruAttention, Architecture::Transformer] {
+    let with_ngrams = |name| TextModelConfig { ngram_buckets: 50, ngram_order: 3, ..tiny(name) };
+    let configs = [
+        tiny(Architecture::LstmAttention),
+        tiny(Architecture::GruAttention),
+        tiny(Architecture::Transformer),
+        with_ngrams(Architecture::LstmAttention),
+        TextModelConfig { wide_buckets: 40, ..with_ngrams(Architecture::GruAttention) },
+    ];
+    for config in configs {
+        let arch = (config.name, config.ngram_buckets, config.wide_buckets);
         device.seed(3);
-        let model = TextClassifier::new(&tiny(arch), 20, 16, 2, &device);
+        let model = TextClassifier::new(&config, 20, 16, 2, &device);
         let (alone, alone_weights) = outputs(&model, TokenInput::from_ids(&[short], 0, 0, &device));
         // Padded to 12 tokens on its own, and padded to the longer text of a batch.
         let (padded, padded_weights) = outputs(&model, TokenInput::from_ids(&[short], 0, 12, &device));
@@ -222,3 +231,4 @@ fn weights_of_another_architecture_are_a_clear_error() {
     let err = load_weights(gru, &run.join(WEIGHTS_FILE), "text-gru-attn").unwrap_err().to_string();
     assert!(err.contains("does not match the text-gru-attn architecture"), "{err}");
 }
+

@@ -29,8 +29,8 @@ pub struct TextTokenizer {
 
 impl TextTokenizer {
     /// Trains on `texts` (the training split only). Normalisation suits Chinese and English alike:
-    /// every CJK character is its own word (unless `cjk_chars` is off), other text is lower-cased
-    /// (when configured) and split at whitespace and punctuation, then cut into WordPiece/BPE sub-words.
+    /// every CJK character is its own word, other text is lower-cased (when configured) and split
+    /// at whitespace and punctuation, then cut into WordPiece/BPE sub-words.
     pub fn train<S: AsRef<str> + Send>(texts: impl Iterator<Item = S> + Send, config: &TokenizerConfig) -> Result<Self> {
         let special = vec![AddedToken::from(PAD, true), AddedToken::from(UNK, true)];
         let (model, mut trainer): (tokenizers::ModelWrapper, TrainerWrapper) = match config.kind {
@@ -57,7 +57,7 @@ impl TextTokenizer {
         };
         let mut inner = Tokenizer::new(model);
         inner
-            .with_normalizer(Some(BertNormalizer::new(true, config.cjk_chars, None, config.lowercase)))
+            .with_normalizer(Some(BertNormalizer::new(true, true, None, config.lowercase)))
             .with_pre_tokenizer(Some(BertPreTokenizer));
         inner.train(&mut trainer, texts).map_err(|e| anyhow!("training the tokenizer: {e}"))?;
         Self::wrap(inner, config.max_len).context("the trained tokenizer")

@@ -15,7 +15,7 @@ use vitrine_core::report::{DataSummary, RunReport};
 use vitrine_core::run_dir::{CLASSES_FILE, CONFIG_FILE, RunDir, WEIGHTS_FILE};
 use vitrine_core::train::{FitPlan, TrainTask, build_optimizer, fit, resume};
 
-use crate::model::{TextClassifier, TextModelConfig};
+use crate::model::{Architecture, MAX_NGRAM_BUCKETS, TextClassifier, TextModelConfig};
 use crate::tokenizer::TextTokenizer;
 
 /// The `task` value of text-classification configs.
@@ -32,7 +32,15 @@ pub const TRAIN_DEFAULTS: &[&str] = &["model.name=\"text-lstm-attn\"", "train.ep
 
 /// Reads a text config with the family's defaults and `--set` overrides.
 pub fn load_config(path: &Path, overrides: &[String]) -> Result<TextConfig> {
-    TextConfig::load_with_defaults(path, TRAIN_DEFAULTS, overrides)
+    let config = TextConfig::load_with_defaults(path, TRAIN_DEFAULTS, overrides)?;
+    let m = &config.model;
+    if m.ngram_buckets.max(m.wide_buckets) > MAX_NGRAM_BUCKETS || !(2..=3).contains(&m.ngram_order) {
+        bail!("{}: model.ngram_buckets and model.wide_buckets must be at most {MAX_NGRAM_BUCKETS}, model.ngram_order 2 or 3", path.display());
+    }
+    if m.name == Architecture::Transformer && (m.heads == 0 || m.embedding_dim % m.heads != 0) {
+        bail!("{}: model.embedding_dim ({}) must be a multiple of model.heads ({})", path.display(), m.embedding_dim, m.heads);
+    }
+    Ok(config)
 }
 
 /// The labelled texts of a run: deduplicated, split, and what was dropped on the way.
