@@ -121,6 +121,11 @@ where
         Ok(())
     }
 
+    fn load_weights(&mut self, path: &Path) -> Result<()> {
+        self.model = self.model.clone().try_load_file(path).with_context(|| format!("loading {}", path.display()))?;
+        Ok(())
+    }
+
     fn save_weights(&self, path: &Path) -> Result<()> {
         crate::run_dir::save_atomic(path, |tmp| {
             self.model.clone().save_file(tmp).with_context(|| format!("saving weights to {}", path.display()))

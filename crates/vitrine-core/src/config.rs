@@ -158,6 +158,8 @@ pub struct TrainSection {
     pub early_stopping: Option<EarlyStopping>,
     /// How many epoch checkpoints to keep on disk (the newest ones).
     pub keep_checkpoints: usize,
+    /// End with the weights of the epoch with the lowest validation loss instead of the last.
+    pub restore_best: bool,
 }
 
 impl Default for TrainSection {
@@ -170,6 +172,7 @@ impl Default for TrainSection {
             grad_clip_norm: None,
             early_stopping: None,
             keep_checkpoints: 2,
+            restore_best: false,
         }
     }
 }

@@ -72,6 +72,9 @@ pub struct RunReport {
     pub data: DataSummary,
     pub epochs: Vec<EpochRecord>,
     pub stopped_early: bool,
+    /// The epoch whose weights the run kept, when `train.restore_best` chose an earlier one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restored_epoch: Option<usize>,
     pub train_seconds: f64,
     pub test: Option<ClassificationScores>,
 }
@@ -99,6 +102,9 @@ impl RunReport {
         );
         for line in &self.data.skipped {
             md += &format!("- {line}\n");
+        }
+        if let Some(epoch) = self.restored_epoch {
+            md += &format!("- weights: those of epoch {epoch}, the lowest validation loss (train.restore_best)\n");
         }
         md += &format!(
             "- training: {} epoch(s){}, {:.1} s\n\n## Epochs\n\n| epoch | train loss | train acc | valid loss | valid acc | lr | seconds | samples/s |\n|---|---|---|---|---|---|---|---|\n",

@@ -56,6 +56,8 @@ pub trait TrainTask {
     fn load_checkpoint(&mut self, dir: &Path) -> Result<()>;
     /// Writes the weights used for inference.
     fn save_weights(&self, path: &Path) -> Result<()>;
+    /// Replaces the model's weights with those [`TrainTask::save_weights`] wrote.
+    fn load_weights(&mut self, path: &Path) -> Result<()>;
 }
 
 /// Sums step stats on the device and reads them back only when asked.
@@ -120,6 +122,7 @@ pub struct FitPlan {
     pub schedule: ScheduleConfig,
     pub early_stopping: Option<EarlyStopping>,
     pub keep_checkpoints: usize,
+    pub restore_best: bool,
 }
 
 impl From<&TrainSection> for FitPlan {
@@ -130,6 +133,7 @@ impl From<&TrainSection> for FitPlan {
             schedule: t.schedule.clone(),
             early_stopping: t.early_stopping.clone(),
             keep_checkpoints: t.keep_checkpoints,
+            restore_best: t.restore_best,
         }
     }
 }
@@ -139,9 +143,13 @@ impl From<&TrainSection> for FitPlan {
 pub struct FitOutcome {
     pub history: Vec<EpochRecord>,
     pub stopped_early: bool,
+    /// The epoch whose weights the model ends with, when `restore_best` chose an earlier one.
+    pub restored_epoch: Option<usize>,
 }
 
 const STATE_FILE: &str = "state.json";
+/// The weights of the epoch with the lowest validation loss so far, kept for `restore_best`.
+pub const BEST_WEIGHTS_FILE: &str = "best.bpk";
 /// Steps between reads of the running loss (each read waits for the device).
 const REFRESH_STEPS: usize = 10;
 
@@ -209,7 +217,11 @@ pub fn fit<T: TrainTask>(
             record.seconds,
             record.samples_per_sec
         ));
+        let improved = history.iter().all(|r| record.valid_loss < r.valid_loss);
         history.push(record);
+        if plan.restore_best && improved {
+            task.save_weights(&run.file(BEST_WEIGHTS_FILE))?;
+        }
 
         let dir = run.begin_checkpoint(epoch)?;
         task.save_checkpoint(&dir)?;
@@ -220,7 +232,17 @@ pub fn fit<T: TrainTask>(
     if !stopped_early && should_stop(&history, plan.early_stopping.as_ref()) && history.len() < plan.epochs {
         stopped_early = true;
     }
-    Ok(FitOutcome { history, stopped_early })
+    let mut restored_epoch = None;
+    let best = history.iter().min_by(|a, b| a.valid_loss.total_cmp(&b.valid_loss)).map(|r| r.epoch);
+    if let (true, Some(best), Some(last)) = (plan.restore_best, best, history.last()) {
+        if best != last.epoch {
+            task.load_weights(&run.file(BEST_WEIGHTS_FILE))
+                .with_context(|| format!("restoring the weights of epoch {best} (train.restore_best)"))?;
+            progress.finish(&format!("restored the weights of epoch {best}, the lowest validation loss"));
+            restored_epoch = Some(best);
+        }
+    }
+    Ok(FitOutcome { history, stopped_early, restored_epoch })
 }
 
 /// Restores the newest checkpoint of `run` into `task`; returns the epochs done so far.
@@ -341,6 +363,74 @@ mod tests {
             lr: 1e-3,
             seconds: 1.0,
             samples_per_sec: 1.0,
+        }
+    }
+
+    /// A task whose "weights" are the number of epochs trained, with scripted validation losses.
+    struct Scripted {
+        weights: usize,
+        valid_losses: Vec<f64>,
+    }
+
+    impl TrainTask for Scripted {
+        type Batch = ();
+        fn train_step(&mut self, _: (), _lr: f64) -> StepStats {
+            self.weights += 1;
+            let device = Device::flex();
+            StepStats { loss_sum: Tensor::from_floats([1.0], &device), correct: None, count: 1 }
+        }
+        fn validate(&self, _: &mut dyn Iterator<Item = ()>) -> PassTotals {
+            PassTotals { loss_sum: self.valid_losses[self.weights], correct: None, count: 1 }
+        }
+        fn save_checkpoint(&self, dir: &Path) -> Result<()> {
+            self.save_weights(&dir.join("w"))
+        }
+        fn load_checkpoint(&mut self, dir: &Path) -> Result<()> {
+            self.load_weights(&dir.join("w"))
+        }
+        fn save_weights(&self, path: &Path) -> Result<()> {
+            Ok(std::fs::write(path, self.weights.to_string())?)
+        }
+        fn load_weights(&mut self, path: &Path) -> Result<()> {
+            self.weights = std::fs::read_to_string(path)?.parse()?;
+            Ok(())
+        }
+    }
+
+    /// One batch per epoch; each step is one more epoch of "training".
+    struct OneBatch;
+    impl BatchSource for OneBatch {
+        type Batch = ();
+        fn len(&self) -> usize {
+            1
+        }
+        fn num_batches(&self) -> usize {
+            1
+        }
+        fn batches(&self, _epoch: usize) -> Box<dyn Iterator<Item = ()> + '_> {
+            Box::new(std::iter::once(()))
+        }
+    }
+
+    #[test]
+    fn restore_best_ends_with_the_lowest_validation_loss() {
+        for (restore_best, expected) in [(true, 2), (false, 4)] {
+            let tmp = tempfile::tempdir().unwrap();
+            let run = RunDir::create(&tmp.path().join("run")).unwrap();
+            // valid_losses[w] is the loss after w epochs: best after epoch 2.
+            let mut task = Scripted { weights: 0, valid_losses: vec![9.0, 0.5, 0.3, 0.4, 0.35] };
+            let plan = FitPlan {
+                epochs: 4,
+                base_lr: 1e-3,
+                schedule: ScheduleConfig::default(),
+                early_stopping: None,
+                keep_checkpoints: 1,
+                restore_best,
+            };
+            let outcome = fit(&mut task, &OneBatch, &OneBatch, &plan, &run, Vec::new(), &mut Progress::new()).unwrap();
+            assert_eq!(outcome.history.len(), 4);
+            assert_eq!(task.weights, expected, "restore_best = {restore_best}");
+            assert_eq!(outcome.restored_epoch, restore_best.then_some(2));
         }
     }
 

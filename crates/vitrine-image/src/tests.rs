@@ -42,8 +42,9 @@ name = "fashion-cnn"
     ImageConfig::parse(&text, &[]).unwrap()
 }
 
-/// Trainings in this test binary take turns: burn's random generator (weight init, dropout) is
-/// one per process, so parallel trainings would draw from it in an unpredictable order.
+/// Tests that build models take turns: burn's random generator (weight init, dropout) is one per
+/// process, so parallel tests would draw from it in an unpredictable order and a run could not
+/// be repeated exactly. Not re-entrant: take it after `reference_run()`.
 fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     static TRAINING: std::sync::Mutex<()> = std::sync::Mutex::new(());
     TRAINING.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -150,6 +151,7 @@ fn resume_continues_at_the_next_epoch_with_the_same_state() {
 #[test]
 fn export_then_load_gives_identical_predictions() {
     let run = reference_run();
+    let _turn = one_at_a_time();
     let expected = run_predictions(run);
     let trained = TrainedRun::open(run).unwrap();
     let tmp = tempfile::tempdir().unwrap();
@@ -175,6 +177,7 @@ fn export_then_load_gives_identical_predictions() {
 #[test]
 fn weights_of_another_architecture_are_a_clear_error() {
     let run = reference_run();
+    let _turn = one_at_a_time();
     let device = Device::flex();
     let resnet = ResnetSmall::new(ImageShape::default(), 10, 0.0, &device);
     let err = load_weights(resnet, &run.join(WEIGHTS_FILE), "resnet-small").unwrap_err().to_string();
@@ -186,6 +189,7 @@ fn weights_of_another_architecture_are_a_clear_error() {
 
 #[test]
 fn wgpu_trains_a_few_steps() {
+    let _turn = one_at_a_time();
     // CI installs Mesa's Vulkan drivers and sets VITRINE_REQUIRE_WGPU=1, so there a missing
     // adapter fails; elsewhere (a laptop without Vulkan) the test says it skipped.
     let compute = match select_device(BackendChoice::Wgpu) {

@@ -184,6 +184,7 @@ fn train_with<M: ImageNet>(config: &ImageConfig, run: &RunDir, compute: &Compute
         train_seconds: outcome.history.iter().map(|r| r.seconds).sum(),
         epochs: outcome.history,
         stopped_early: outcome.stopped_early,
+        restored_epoch: outcome.restored_epoch,
         test,
     };
     report.write(run)?;

@@ -40,8 +40,9 @@ attention_dim = 32
     TextConfig::parse_with_defaults(&text, TRAIN_DEFAULTS, &overrides).unwrap()
 }
 
-/// Trainings in this test binary take turns: burn's random generator (weight init, dropout) is
-/// one per process, so parallel trainings would draw from it in an unpredictable order.
+/// Tests that build models take turns: burn's random generator (weight init, dropout) is one per
+/// process, so parallel tests would draw from it in an unpredictable order and a run could not
+/// be repeated exactly. Not re-entrant: take it after `reference_run()`.
 fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     static TRAINING: std::sync::Mutex<()> = std::sync::Mutex::new(());
     TRAINING.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -68,6 +69,7 @@ fn max_difference(a: &[f32], b: &[f32]) -> f32 {
 
 #[test]
 fn padding_never_changes_the_output() {
+    let _turn = one_at_a_time();
     let device = Device::flex();
     let short: &[u32] = &[5, 9, 3, 7];
     let long: &[u32] = &[4, 4, 8, 2, 6, 1, 9, 3, 11];
@@ -148,6 +150,7 @@ fn short_training_on_the_sample_learns() {
         assert!(tmp.path().join("run").join(file).is_file(), "{file} written");
     }
     // The trained run predicts by itself, and says which tokens it attended to.
+    let _turn = one_at_a_time();
     let trained = TrainedTextRun::open(&tmp.path().join("run")).unwrap();
     let texts: Vec<String> = PROBES[..2].iter().map(|s| s.to_string()).collect();
     let predictions = predict(&trained, &texts, 3, &Device::flex()).unwrap();
@@ -181,6 +184,7 @@ fn resume_continues_at_the_next_epoch_with_the_same_state() {
 #[test]
 fn export_uses_pytorch_names_and_loads_back_identically() {
     let run = reference_run();
+    let _turn = one_at_a_time();
     let expected = probabilities(run);
     let trained = TrainedTextRun::open(run).unwrap();
     let tmp = tempfile::tempdir().unwrap();
@@ -226,6 +230,7 @@ fn export_uses_pytorch_names_and_loads_back_identically() {
 #[test]
 fn weights_of_another_architecture_are_a_clear_error() {
     let run = reference_run();
+    let _turn = one_at_a_time();
     let device = Device::flex();
     let gru = TextClassifier::new(&TextModelConfig { name: Architecture::GruAttention, ..tiny(Architecture::GruAttention) }, 100, 128, 2, &device);
     let err = load_weights(gru, &run.join(WEIGHTS_FILE), "text-gru-attn").unwrap_err().to_string();

@@ -223,6 +223,7 @@ pub fn train(config: &TextConfig, run: &RunDir, compute: &ComputeDevice, resumin
         train_seconds: outcome.history.iter().map(|r| r.seconds).sum(),
         epochs: outcome.history,
         stopped_early: outcome.stopped_early,
+        restored_epoch: outcome.restored_epoch,
         test: Some(scores),
     };
     report.write(run)?;
