@@ -36,7 +36,7 @@ impl ImageNet for FashionCnn {
 
 impl ImageNet for ResnetSmall {
     fn build(config: &ImageConfig, classes: usize, device: &Device) -> Self {
-        ResnetSmall::new(config.data.image, classes, config.model.dropout, device)
+        ResnetSmall::with_width(config.data.image, classes, config.model.dropout, config.model.width, device)
     }
 }
 
