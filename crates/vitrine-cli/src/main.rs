@@ -1,5 +1,5 @@
-//! `vitrine`: train, evaluate, export and run product-image and review-sentiment models from the
-//! command line. Parsing, dispatch by task, and printing only; the work happens in the library crates.
+//! `vitrine`: train, evaluate, export and run product-image, review-sentiment and image-generation
+//! models from the command line. Parsing, dispatch by task, and printing only; the work happens in the library crates.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -14,6 +14,8 @@ use vitrine_core::run_dir::{CONFIG_FILE, RunDir};
 use vitrine_image::inference::TrainedRun;
 use vitrine_image::training::{ImageConfig, TASK as IMAGE_TASK};
 use vitrine_text::inference::TrainedTextRun;
+use vitrine_generation::inference::TrainedGenerationRun;
+use vitrine_generation::training::TASK as GENERATION_TASK;
 use vitrine_text::training::TASK as TEXT_TASK;
 
 const EXAMPLES: &str = "Examples:
@@ -25,9 +27,14 @@ const EXAMPLES: &str = "Examples:
   vitrine export runs/quickstart --format safetensors --out fashion-cnn.safetensors
   vitrine train configs/text-quickstart.toml
   vitrine predict runs/text-quickstart --text \"物流很快，质量不错\" --text \"Battery died in a week\"
-  vitrine eval runs/reviews-csv --data more-reviews.csv";
+  vitrine eval runs/reviews-csv --data more-reviews.csv
+  vitrine train configs/cgan.toml
+  vitrine generate runs/cgan --n 64 --class Sneaker --seed 7 --out sneakers.png
+  vitrine reconstruct runs/conv-ae photo.png more-photos/ --out reconstructions.png
+  vitrine interpolate runs/conv-ae shoe.png bag.png --steps 10 --out strip.png";
 
-/// Train, evaluate, export and run deep-learning models for product photos and customer reviews.
+/// Train, evaluate, export and run deep-learning models for product photos, customer reviews and
+/// generated product imagery.
 #[derive(Parser)]
 #[command(name = "vitrine", version, after_help = EXAMPLES)]
 struct Cli {
@@ -42,12 +49,19 @@ enum Command {
     /// Inspect configs.
     #[command(subcommand)]
     Config(ConfigCommand),
-    /// Evaluate a trained run on labelled data: accuracy, macro-F1, AUROC (two classes), per-class scores, confusion matrix.
+    /// Evaluate a trained run on held-out data: classifiers' accuracy, macro-F1, AUROC (two classes), per-class
+    /// scores and confusion matrix; an autoencoder's MSE and PSNR; a GAN's Fréchet distance and class match.
     Eval(EvalArgs),
     /// Predict the classes of images, or the sentiment of texts, with a trained run.
     Predict(PredictArgs),
     /// Export a trained run's weights as burnpack or safetensors (PyTorch names).
     Export(ExportArgs),
+    /// Generate images with a GAN (of one class, or every class in turn) or a variational autoencoder.
+    Generate(GenerateArgs),
+    /// Reconstruct images with an autoencoder: originals above their reconstructions.
+    Reconstruct(ReconstructArgs),
+    /// Decode a strip of codes between the codes of two images with an autoencoder.
+    Interpolate(InterpolateArgs),
     /// Measure training and inference throughput and peak memory per backend.
     Bench(BenchArgs),
     /// List the wgpu adapters this machine has and what `--backend auto` picks.
@@ -104,6 +118,12 @@ struct EvalArgs {
     /// Print JSON instead of tables.
     #[arg(long)]
     json: bool,
+    /// GAN runs: the image-classifier run whose features score the samples [default: the config's eval.classifier].
+    #[arg(long, value_name = "RUN")]
+    classifier: Option<PathBuf>,
+    /// GAN runs: seed of the generated samples.
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
     /// Where to draw the confusion matrix [default: <run>/eval-confusion.png].
     #[arg(long, value_name = "FILE")]
     confusion_png: Option<PathBuf>,
@@ -155,8 +175,69 @@ struct ExportArgs {
 }
 
 #[derive(Args)]
+struct GenerateArgs {
+    /// The run folder (a dcgan run, or a conv-ae run trained with model.variational = true).
+    run: PathBuf,
+    /// How many images.
+    #[arg(long, default_value_t = 64)]
+    n: usize,
+    /// Conditional GANs: the class to draw (by name) [default: every class in turn, one per row].
+    #[arg(long, value_name = "NAME")]
+    class: Option<String>,
+    /// Seed of the noise: the same seed gives the same images.
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    /// The grid to write [default: <run>/generated.png].
+    #[arg(long, value_name = "FILE", conflicts_with = "out_dir")]
+    out: Option<PathBuf>,
+    /// Write each image as its own PNG into this folder instead of a grid.
+    #[arg(long, value_name = "DIR")]
+    out_dir: Option<PathBuf>,
+    /// Each pixel drawn as SCALE×SCALE pixels.
+    #[arg(long, default_value_t = 2)]
+    scale: u32,
+    #[command(flatten)]
+    backend: BackendArg,
+}
+
+#[derive(Args)]
+struct ReconstructArgs {
+    /// The run folder (a conv-ae run).
+    run: PathBuf,
+    /// Image files, or folders searched recursively.
+    #[arg(required = true)]
+    inputs: Vec<PathBuf>,
+    /// The grid to write [default: <run>/reconstructions.png].
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// Fail on the first unreadable file instead of skipping it.
+    #[arg(long)]
+    strict: bool,
+    #[command(flatten)]
+    backend: BackendArg,
+}
+
+#[derive(Args)]
+struct InterpolateArgs {
+    /// The run folder (a conv-ae run).
+    run: PathBuf,
+    /// The first image.
+    from: PathBuf,
+    /// The last image.
+    to: PathBuf,
+    /// Images in the strip, both ends included.
+    #[arg(long, default_value_t = 10)]
+    steps: usize,
+    /// The strip to write [default: <run>/interpolation.png].
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+    #[command(flatten)]
+    backend: BackendArg,
+}
+
+#[derive(Args)]
 struct BenchArgs {
-    /// fashion-cnn, resnet-small, text-lstm-attn, text-gru-attn or text-transformer.
+    /// fashion-cnn, resnet-small, text-lstm-attn, text-gru-attn, text-transformer, conv-ae or dcgan.
     #[arg(long, default_value = "fashion-cnn")]
     model: String,
     /// One backend, or every CPU backend plus wgpu where a hardware GPU exists [default: all].
@@ -212,6 +293,7 @@ fn run(cli: Cli) -> Result<()> {
             let toml = match family(&config)? {
                 Family::Image => ImageConfig::load(&config, &set)?.to_toml()?,
                 Family::Text => vitrine_text::training::load_config(&config, &set)?.to_toml()?,
+                Family::Generation => vitrine_generation::training::load_config(&config, &set)?.to_toml()?,
             };
             print!("{toml}");
             Ok(())
@@ -223,10 +305,14 @@ fn run(cli: Cli) -> Result<()> {
             match open_run(&args.run)? {
                 Trained::Image(run) => vitrine_image::inference::export(&run, args.format, &args.out, &device)?,
                 Trained::Text(run) => vitrine_text::inference::export(&run, args.format, &args.out, &device)?,
+                Trained::Generation(run) => vitrine_generation::inference::export(&run, args.format, &args.out, &device)?,
             }
             println!("wrote {}", args.out.display());
             Ok(())
         }
+        Command::Generate(args) => generate_command(args),
+        Command::Reconstruct(args) => reconstruct_command(args),
+        Command::Interpolate(args) => interpolate_command(args),
         Command::Bench(args) => bench_command(args),
         Command::Devices => {
             let adapters = gpu_adapters();
@@ -247,20 +333,26 @@ fn run(cli: Cli) -> Result<()> {
 enum Family {
     Image,
     Text,
+    Generation,
 }
 
 fn family(config: &Path) -> Result<Family> {
     match peek_task(config)?.as_str() {
         IMAGE_TASK => Ok(Family::Image),
         TEXT_TASK => Ok(Family::Text),
-        task => bail!("{}: unknown task `{task}`; this build supports: {IMAGE_TASK}, {TEXT_TASK}", config.display()),
+        GENERATION_TASK => Ok(Family::Generation),
+        task => bail!(
+            "{}: unknown task `{task}`; this build supports: {IMAGE_TASK}, {TEXT_TASK}, {GENERATION_TASK}",
+            config.display()
+        ),
     }
 }
 
-/// A trained run of either family.
+/// A trained run of any family.
 enum Trained {
     Image(TrainedRun),
     Text(TrainedTextRun),
+    Generation(TrainedGenerationRun),
 }
 
 impl Trained {
@@ -268,6 +360,7 @@ impl Trained {
         match self {
             Self::Image(t) => &t.config.run,
             Self::Text(t) => &t.config.run,
+            Self::Generation(t) => &t.config.run,
         }
     }
 }
@@ -276,7 +369,17 @@ fn open_run(path: &Path) -> Result<Trained> {
     Ok(match family(&RunDir::open(path)?.file(CONFIG_FILE))? {
         Family::Image => Trained::Image(TrainedRun::open(path)?),
         Family::Text => Trained::Text(TrainedTextRun::open(path)?),
+        Family::Generation => Trained::Generation(TrainedGenerationRun::open(path)?),
     })
+}
+
+/// Opens a generation run with the device to run it on.
+fn open_generation_run(path: &Path, backend: Option<BackendChoice>) -> Result<(TrainedGenerationRun, ComputeDevice)> {
+    let Trained::Generation(trained) = open_run(path)? else {
+        bail!("{} is not an image-generation run (its config's task is not {GENERATION_TASK})", path.display());
+    };
+    let compute = device_for(backend, &trained.config.run)?;
+    Ok((trained, compute))
 }
 
 fn device_for(flag: Option<BackendChoice>, run: &RunSection) -> Result<ComputeDevice> {
@@ -297,6 +400,7 @@ fn train_command(args: TrainArgs) -> Result<()> {
             match family(&path)? {
                 Family::Image => drop(ImageConfig::load(&path, &args.set)?),
                 Family::Text => drop(vitrine_text::training::load_config(&path, &args.set)?),
+                Family::Generation => drop(vitrine_generation::training::load_config(&path, &args.set)?),
             }
             (path, RunDir::create(&out)?, false)
         }
@@ -316,6 +420,13 @@ fn train_command(args: TrainArgs) -> Result<()> {
             let compute = device_for(args.backend.backend, &config.run)?;
             println!("device: {}", compute.description);
             vitrine_text::training::train(&config, &run, &compute, resuming)?;
+        }
+        Family::Generation => {
+            let mut config = vitrine_generation::training::load_config(&config_path, &overrides)?;
+            config.run.strict |= args.strict;
+            let compute = device_for(args.backend.backend, &config.run)?;
+            println!("device: {}", compute.description);
+            vitrine_generation::training::train(&config, &run, &compute, resuming)?;
         }
     }
     Ok(())
@@ -337,6 +448,20 @@ fn eval_command(args: EvalArgs) -> Result<()> {
             let (scores, skipped) = vitrine_text::inference::evaluate(t, &args.data, &compute.device, Some(&png))?;
             let lines = skipped.iter().map(|r| format!("skipped {}: line {}: {}", r.path.display(), r.line, r.reason)).collect();
             (scores, t.classes.clone(), png, lines)
+        }
+        Trained::Generation(t) => {
+            t.config.run.strict |= args.strict;
+            let (scores, report) =
+                vitrine_generation::inference::evaluate(t, &args.data, args.classifier.as_deref(), args.seed, &compute.device)?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&scores)?);
+            } else {
+                if let Some(line) = report.summary() {
+                    println!("data: {line}");
+                }
+                print!("{}", scores.to_text());
+            }
+            return Ok(());
         }
     };
     if args.json {
@@ -385,16 +510,57 @@ fn predict_command(args: PredictArgs) -> Result<()> {
                 bail!("give texts to classify with --text \"...\" (repeatable) or --file reviews.txt");
             }
             let predictions = vitrine_text::inference::predict(t, &texts, args.top_tokens, &compute.device)?;
-            if args.json {
-                println!("{}", serde_json::to_string_pretty(&predictions)?);
-            } else {
-                for p in predictions {
-                    let tokens: Vec<String> = p.top_tokens.iter().map(|(tok, w)| format!("{tok} {:.0}%", 100.0 * w)).collect();
-                    println!("{} {:.1}%  {}\n    attended to: {}", p.label, 100.0 * p.probability, p.text, tokens.join(", "));
-                }
-            }
+            print_text_predictions(&predictions, args.json)?;
+        }
+        Trained::Generation(_) => {
+            bail!("{} is an image-generation run: use `vitrine generate`, `vitrine reconstruct` or `vitrine interpolate`", args.run.display())
         }
     }
+    Ok(())
+}
+
+fn print_text_predictions(predictions: &[vitrine_text::inference::TextPrediction], json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(&predictions)?);
+        return Ok(());
+    }
+    for p in predictions {
+        let tokens: Vec<String> = p.top_tokens.iter().map(|(tok, w)| format!("{tok} {:.0}%", 100.0 * w)).collect();
+        println!("{} {:.1}%  {}\n    attended to: {}", p.label, 100.0 * p.probability, p.text, tokens.join(", "));
+    }
+    Ok(())
+}
+
+fn generate_command(args: GenerateArgs) -> Result<()> {
+    let (trained, compute) = open_generation_run(&args.run, args.backend.backend)?;
+    let generated = vitrine_generation::inference::generate(&trained, args.n, args.class.as_deref(), args.seed, &compute.device)?;
+    if let Some(dir) = &args.out_dir {
+        let files = vitrine_generation::grid::save_each(&generated.images, dir, "generated", args.scale)?;
+        println!("wrote {} images to {}", files.len(), dir.display());
+        return Ok(());
+    }
+    let out = args.out.clone().unwrap_or_else(|| trained.run.file("generated.png"));
+    vitrine_generation::grid::save_grid(&generated.images, generated.columns, args.scale, &out)?;
+    let what = args.class.as_deref().map(|c| format!(" of {c}")).unwrap_or_default();
+    println!("wrote {} images{what} to {}", args.n, out.display());
+    Ok(())
+}
+
+fn reconstruct_command(args: ReconstructArgs) -> Result<()> {
+    let (trained, compute) = open_generation_run(&args.run, args.backend.backend)?;
+    let result = vitrine_generation::inference::reconstruct(&trained, &args.inputs, &compute.device, args.strict)?;
+    let out = args.out.clone().unwrap_or_else(|| trained.run.file("reconstructions.png"));
+    vitrine_generation::grid::save_grid(&result.grid, 8, 2, &out)?;
+    println!("reconstructed {} images (MSE {:.5}); originals above reconstructions in {}", result.files.len(), result.mse, out.display());
+    Ok(())
+}
+
+fn interpolate_command(args: InterpolateArgs) -> Result<()> {
+    let (trained, compute) = open_generation_run(&args.run, args.backend.backend)?;
+    let strip = vitrine_generation::inference::interpolate(&trained, &args.from, &args.to, args.steps, &compute.device)?;
+    let out = args.out.clone().unwrap_or_else(|| trained.run.file("interpolation.png"));
+    vitrine_generation::grid::save_grid(&strip, args.steps, 2, &out)?;
+    println!("wrote {} images from {} to {} into {}", args.steps, args.from.display(), args.to.display(), out.display());
     Ok(())
 }
 
@@ -402,19 +568,25 @@ fn predict_command(args: PredictArgs) -> Result<()> {
 enum BenchModel {
     Image(vitrine_image::model::Architecture),
     Text(vitrine_text::model::Architecture),
+    Generation(vitrine_generation::model::Architecture),
 }
 
 fn bench_command(args: BenchArgs) -> Result<()> {
     let name = serde_json::Value::String(args.model.clone());
     let model = if let Ok(arch) = serde_json::from_value(name.clone()) {
         BenchModel::Image(arch)
-    } else if let Ok(arch) = serde_json::from_value(name) {
+    } else if let Ok(arch) = serde_json::from_value(name.clone()) {
         BenchModel::Text(arch)
+    } else if let Ok(arch) = serde_json::from_value(name) {
+        BenchModel::Generation(arch)
     } else {
-        bail!("unknown model `{}`: expected fashion-cnn, resnet-small, text-lstm-attn, text-gru-attn or text-transformer", args.model);
+        bail!(
+            "unknown model `{}`: expected fashion-cnn, resnet-small, text-lstm-attn, text-gru-attn, text-transformer, conv-ae or dcgan",
+            args.model
+        );
     };
     let batch_size = args.batch_size.unwrap_or(match model {
-        BenchModel::Image(_) => 128,
+        BenchModel::Image(_) | BenchModel::Generation(_) => 128,
         BenchModel::Text(_) => 64,
     });
     if args.single {
@@ -423,6 +595,7 @@ fn bench_command(args: BenchArgs) -> Result<()> {
         let result = match model {
             BenchModel::Image(arch) => vitrine_image::bench::bench(arch, &compute, batch_size, timing)?,
             BenchModel::Text(arch) => vitrine_text::bench::bench(arch, &compute, batch_size, args.seq_len, timing)?,
+            BenchModel::Generation(arch) => vitrine_generation::bench::bench(arch, &compute, batch_size, timing)?,
         };
         let mut json = serde_json::to_value(&result)?;
         json["peak_memory_mib"] = serde_json::json!(peak_memory_mib());

@@ -264,3 +264,100 @@ fn text_input_errors_name_the_file_and_what_is_wrong() {
     assert!(err.contains("did you mean `text_column`?"), "{err}");
     assert!(!tmp.path().join("never").exists(), "a bad config creates no run folder");
 }
+
+const FASHION: [&str; 10] = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"];
+
+fn png_size(path: &Path) -> (u32, u32) {
+    image::image_dimensions(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn autoencoder_trains_reconstructs_interpolates_evaluates_and_exports() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("ae");
+    let run_arg = run.to_str().unwrap();
+    let out = ok(&["train", "configs/ae-quickstart.toml", "--set", "train.epochs=2", "--set", "data.limit=1200", "--backend", "flex", "--out", run_arg]);
+    assert!(out.contains("epoch 2/2") && out.contains("test: MSE"), "{out}");
+    assert!(run.join("samples/epoch-002.png").is_file());
+    assert!(std::fs::read_to_string(run.join("report.md")).unwrap().contains("test MSE"));
+
+    let images = image_folder(&tmp.path().join("photos"), &FASHION);
+    let grid = tmp.path().join("recon.png");
+    let out = ok(&["reconstruct", run_arg, tmp.path().join("photos").to_str().unwrap(), "--out", grid.to_str().unwrap()]);
+    assert!(out.contains("reconstructed 60 images"), "{out}");
+    // 8 per row at 2× scale with 2-pixel gaps; 60 originals + 60 reconstructions = 16 rows.
+    assert_eq!(png_size(&grid), (2 + 8 * 58, 2 + 16 * 58));
+    let strip = tmp.path().join("strip.png");
+    let (a, b) = (images[0].0.to_str().unwrap(), images[1].0.to_str().unwrap());
+    ok(&["interpolate", run_arg, a, b, "--steps", "5", "--out", strip.to_str().unwrap()]);
+    assert_eq!(png_size(&strip), (2 + 5 * 58, 60));
+
+    let sample = repo().join("datasets/fashion-mnist-sample");
+    let (images_idx, labels_idx) = (sample.join("t10k-images-idx3-ubyte.gz"), sample.join("t10k-labels-idx1-ubyte.gz"));
+    let out = ok(&["eval", run_arg, "--data", images_idx.to_str().unwrap(), labels_idx.to_str().unwrap(), "--json"]);
+    let scores: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let mse = scores["mse"].as_f64().unwrap();
+    assert!(mse > 0.0 && mse < 0.1 && scores["psnr"].as_f64().unwrap() > 10.0, "{scores}");
+
+    let st_path = tmp.path().join("ae.safetensors");
+    ok(&["export", run_arg, "--format", "safetensors", "--out", st_path.to_str().unwrap()]);
+    let bytes = std::fs::read(&st_path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let shape = |name: &str| st.tensor(name).unwrap_or_else(|_| panic!("{name} in {:?}", st.names())).shape().to_vec();
+    assert_eq!(shape("conv1.weight"), [32, 1, 4, 4]);
+    assert_eq!(shape("fc_mu.weight"), [32, 3136], "PyTorch's [out, in]");
+    assert_eq!(shape("deconv1.weight"), [64, 32, 4, 4], "PyTorch's ConvTranspose2d [in, out, k, k]");
+
+    let err = fails(&["generate", run_arg]);
+    assert!(err.contains("plain autoencoder") && err.contains("variational"), "{err}");
+}
+
+#[test]
+fn conditional_gan_trains_generates_per_class_and_is_scored_by_a_classifier() {
+    let classifier = trained_run().to_str().unwrap().to_string();
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("gan");
+    let run_arg = run.to_str().unwrap();
+    let out = ok(&[
+        "train", "configs/gan-quickstart.toml", "--set", "train.epochs=1", "--set", "data.limit=640",
+        "--set", &format!("eval.classifier={classifier}"), "--set", "eval.samples=200", "--backend", "flex", "--out", run_arg,
+    ]);
+    assert!(out.contains("train_g_loss") && out.contains("frechet") && out.contains("class_match"), "{out}");
+    let metrics = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+    assert!(metrics.lines().next().unwrap().contains("frechet"), "{metrics}");
+    assert!(run.join("frechet.png").is_file() && run.join("samples/epoch-001.png").is_file());
+
+    // One row per class by default; one class on request; single files with --out-dir.
+    let grid = tmp.path().join("all.png");
+    ok(&["generate", run_arg, "--n", "30", "--out", grid.to_str().unwrap()]);
+    assert_eq!(png_size(&grid), (2 + 3 * 58, 2 + 10 * 58));
+    let sneakers = tmp.path().join("sneakers.png");
+    let out = ok(&["generate", run_arg, "--n", "16", "--class", "sneaker", "--seed", "3", "--out", sneakers.to_str().unwrap()]);
+    assert!(out.contains("16 images of sneaker"), "{out}");
+    let each = tmp.path().join("each");
+    ok(&["generate", run_arg, "--n", "5", "--out-dir", each.to_str().unwrap()]);
+    assert_eq!(std::fs::read_dir(&each).unwrap().count(), 5);
+    let err = fails(&["generate", run_arg, "--class", "Smartwatch"]);
+    assert!(err.contains("Smartwatch") && err.contains("Ankle boot"), "{err}");
+
+    let sample = repo().join("datasets/fashion-mnist-sample");
+    let (images_idx, labels_idx) = (sample.join("t10k-images-idx3-ubyte.gz"), sample.join("t10k-labels-idx1-ubyte.gz"));
+    let out = ok(&["eval", run_arg, "--data", images_idx.to_str().unwrap(), labels_idx.to_str().unwrap(), "--classifier", &classifier, "--json"]);
+    let scores: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(scores["samples"]["frechet"].as_f64().unwrap() > 0.0, "{scores}");
+    let class_match = scores["samples"]["class_match"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&class_match), "{scores}");
+
+    let st_path = tmp.path().join("gan.safetensors");
+    ok(&["export", run_arg, "--format", "safetensors", "--out", st_path.to_str().unwrap()]);
+    let bytes = std::fs::read(&st_path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let shape = |name: &str| st.tensor(name).unwrap_or_else(|_| panic!("{name} in {:?}", st.names())).shape().to_vec();
+    assert_eq!(shape("generator.fc.weight"), [6272, 64 + 16]);
+    assert_eq!(shape("generator.label_embedding.weight"), [10, 16]);
+    assert_eq!(shape("discriminator.conv1.weight"), [64, 2, 4, 4], "image plus label plane");
+    assert_eq!(shape("discriminator.fc.weight"), [1, 6272]);
+
+    let err = fails(&["predict", run_arg, "x.png"]);
+    assert!(err.contains("image-generation run") && err.contains("vitrine generate"), "{err}");
+}

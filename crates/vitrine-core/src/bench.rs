@@ -30,8 +30,8 @@ pub struct Timing {
 }
 
 impl Timing {
-    /// Steps per second of `step`.
-    fn rate(&self, mut step: impl FnMut()) -> f64 {
+    /// Steps per second of `step` (which must wait for its result).
+    pub fn rate(&self, mut step: impl FnMut()) -> f64 {
         for _ in 0..self.warmup {
             step();
         }
@@ -62,13 +62,20 @@ impl Timing {
         let infer = self.rate(|| {
             let _ = model.logits(input.clone()).into_data();
         });
-        BenchResult {
-            model: name.into(),
+        BenchResult::new(name, compute, batch_size, train, infer)
+    }
+}
+
+impl BenchResult {
+    /// A result from training and inference steps per second of `batch_size` examples.
+    pub fn new(model: &str, compute: &ComputeDevice, batch_size: usize, train_steps_per_sec: f64, inference_steps_per_sec: f64) -> Self {
+        Self {
+            model: model.into(),
             backend: compute.backend.to_string(),
             device: compute.description.clone(),
             batch_size,
-            train_samples_per_sec: train * batch_size as f64,
-            inference_samples_per_sec: infer * batch_size as f64,
+            train_samples_per_sec: train_steps_per_sec * batch_size as f64,
+            inference_samples_per_sec: inference_steps_per_sec * batch_size as f64,
         }
     }
 }

@@ -89,6 +89,7 @@ where
             loss_sum: loss.detach().mul_scalar(count as f32),
             correct: Some(count_correct(logits.detach(), targets)),
             count,
+            extra: Vec::new(),
         }
     }
 
@@ -99,7 +100,12 @@ where
             let count = targets.dims()[0];
             let logits = model.logits(input);
             let loss = self.loss.forward(logits.clone(), targets.clone());
-            StepStats { loss_sum: loss.mul_scalar(count as f32), correct: Some(count_correct(logits, targets)), count }
+            StepStats {
+                loss_sum: loss.mul_scalar(count as f32),
+                correct: Some(count_correct(logits, targets)),
+                count,
+                extra: Vec::new(),
+            }
         }))
     }
 

@@ -23,6 +23,32 @@ pub struct ExperimentConfig<D, M> {
     pub model: M,
     #[serde(default)]
     pub train: TrainSection,
+    /// How generated images are scored (generation configs).
+    #[serde(default, skip_serializing_if = "EvalSection::is_unset")]
+    pub eval: EvalSection,
+}
+
+/// Scoring generated images in the feature space of a trained image classifier.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvalSection {
+    /// A Vitrine image-classifier run (e.g. `runs/fashion-cnn`) whose penultimate layer is the
+    /// feature space of the Fréchet distance, and whose predictions check conditional samples.
+    pub classifier: Option<PathBuf>,
+    /// Generated and real images compared each time.
+    pub samples: usize,
+}
+
+impl Default for EvalSection {
+    fn default() -> Self {
+        Self { classifier: None, samples: 2000 }
+    }
+}
+
+impl EvalSection {
+    fn is_unset(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// Run-wide settings.
@@ -97,6 +123,16 @@ pub enum SourceLayout {
 }
 
 impl DataSource {
+    /// The source a command line names: an image folder, or an IDX images file and its labels.
+    pub fn from_paths(paths: &[PathBuf]) -> Result<Self> {
+        match paths {
+            [folder] if folder.is_dir() => Ok(Self { folder: Some(folder.clone()), ..Default::default() }),
+            [images, labels] => Ok(Self { images: Some(images.clone()), labels: Some(labels.clone()), ..Default::default() }),
+            [file] => bail!("{} is not a folder; give an image folder, or an IDX images file and its labels file", file.display()),
+            _ => bail!("--data takes an image folder, or an IDX images file followed by its labels file"),
+        }
+    }
+
     /// Decides the layout, or says exactly what is missing.
     pub fn layout(&self) -> Result<SourceLayout> {
         match (&self.images, &self.labels, &self.folder) {

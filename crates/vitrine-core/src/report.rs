@@ -5,7 +5,8 @@ use serde::Serialize;
 
 use crate::metrics::{ClassScores, ConfusionMatrix};
 use crate::run_dir::RunDir;
-use crate::train::EpochRecord;
+use crate::data::ImageSplits;
+use crate::train::{EpochRecord, FitOutcome, extra_keys};
 
 /// Scores of a classifier on labelled data.
 #[derive(Debug, Clone, Serialize)]
@@ -77,9 +78,54 @@ pub struct RunReport {
     pub restored_epoch: Option<usize>,
     pub train_seconds: f64,
     pub test: Option<ClassificationScores>,
+    /// Held-out scores of models that do not classify (e.g. an autoencoder's test MSE, PSNR).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub held_out: Vec<(String, f64)>,
+    /// Images of the run folder to show in the report: (caption, file name).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub figures: Vec<(String, String)>,
+}
+
+impl DataSummary {
+    /// The sizes of a run's image data.
+    pub fn of_images(data: &ImageSplits) -> Self {
+        Self {
+            train: data.train.len(),
+            valid: data.valid.len(),
+            test: data.test.as_ref().map(|t| t.len()),
+            classes: data.train.classes.clone(),
+            skipped: data.skipped.clone(),
+        }
+    }
+}
+
+/// Who ran what, on which device: the head of a report.
+pub struct RunIdentity<'a> {
+    pub task: &'a str,
+    pub model: &'a str,
+    pub parameters: usize,
+    pub device: &'a str,
 }
 
 impl RunReport {
+    /// The report of a finished fit, without held-out scores (set `test`, `held_out`, `figures`).
+    pub fn of_fit(who: RunIdentity, data: DataSummary, outcome: FitOutcome) -> Self {
+        Self {
+            task: who.task.into(),
+            model: who.model.into(),
+            parameters: who.parameters,
+            device: who.device.into(),
+            data,
+            train_seconds: outcome.history.iter().map(|r| r.seconds).sum(),
+            epochs: outcome.history,
+            stopped_early: outcome.stopped_early,
+            restored_epoch: outcome.restored_epoch,
+            test: None,
+            held_out: Vec::new(),
+            figures: Vec::new(),
+        }
+    }
+
     /// Writes `report.json` and `report.md` into the run.
     pub fn write(&self, run: &RunDir) -> Result<()> {
         run.write("report.json", serde_json::to_string_pretty(self)?)?;
@@ -106,16 +152,23 @@ impl RunReport {
         if let Some(epoch) = self.restored_epoch {
             md += &format!("- weights: those of epoch {epoch}, the lowest validation loss (train.restore_best)\n");
         }
+        let extra = extra_keys(&self.epochs);
         md += &format!(
-            "- training: {} epoch(s){}, {:.1} s\n\n## Epochs\n\n| epoch | train loss | train acc | valid loss | valid acc | lr | seconds | samples/s |\n|---|---|---|---|---|---|---|---|\n",
+            "- training: {} epoch(s){}, {:.1} s\n\n## Epochs\n\n| epoch | train loss | train acc | valid loss | valid acc | {}lr | seconds | samples/s |\n|---|---|---|---|---|---|---|---|{}\n",
             self.epochs.len(),
             if self.stopped_early { " (stopped early)" } else { "" },
-            self.train_seconds
+            self.train_seconds,
+            extra.iter().map(|k| format!("{k} | ")).collect::<String>(),
+            "---|".repeat(extra.len())
         );
         let pct = |v: Option<f64>| v.map(|v| format!("{:.2}%", 100.0 * v)).unwrap_or_else(|| "-".into());
         for r in &self.epochs {
+            let figures: String = extra
+                .iter()
+                .map(|k| r.extra.get(*k).map_or("- | ".into(), |v| format!("{v:.4} | ")))
+                .collect();
             md += &format!(
-                "| {} | {:.4} | {} | {:.4} | {} | {:.2e} | {:.1} | {:.0} |\n",
+                "| {} | {:.4} | {} | {:.4} | {} | {figures}{:.2e} | {:.1} | {:.0} |\n",
                 r.epoch,
                 r.train_loss,
                 pct(r.train_accuracy),
@@ -126,7 +179,23 @@ impl RunReport {
                 r.samples_per_sec
             );
         }
-        md += "\n![loss](loss.png) ![accuracy](accuracy.png)\n";
+        md += "\n![loss](loss.png)";
+        if self.epochs.iter().any(|r| r.train_accuracy.is_some()) {
+            md += " ![accuracy](accuracy.png)";
+        }
+        for key in extra.iter().filter(|k| !k.ends_with("loss")) {
+            md += &format!(" ![{key}]({key}.png)");
+        }
+        md.push('\n');
+        if !self.held_out.is_empty() {
+            md += "\n## Held-out data\n\n";
+            for (name, value) in &self.held_out {
+                md += &format!("- {name}: {value:.5}\n");
+            }
+        }
+        for (caption, file) in &self.figures {
+            md += &format!("\n{caption}\n\n![{caption}]({file})\n");
+        }
         if let Some(test) = &self.test {
             md += &format!("\n## Test set\n\n```\n{}```\n\n![confusion matrix](confusion.png)\n", test.to_text(&self.data.classes));
         }

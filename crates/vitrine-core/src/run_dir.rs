@@ -45,6 +45,20 @@ impl RunDir {
         Ok(Self { root: root.to_path_buf() })
     }
 
+    /// Opens a finished run for inference: its folder and class names, with a clear error when
+    /// training has not written the final weights yet.
+    pub fn open_trained(root: &Path) -> Result<(Self, Vec<String>)> {
+        let run = Self::open(root)?;
+        let classes = run.classes()?;
+        if !run.file(WEIGHTS_FILE).is_file() {
+            bail!(
+                "{} has no {WEIGHTS_FILE} yet (training did not finish); continue it with `vitrine train --resume {0}`",
+                root.display()
+            );
+        }
+        Ok((run, classes))
+    }
+
     /// `runs_dir/name`, or `name-2`, `name-3`, ... when taken.
     pub fn unique_path(runs_dir: &Path, name: &str) -> PathBuf {
         let first = runs_dir.join(name);
@@ -76,6 +90,20 @@ impl RunDir {
     pub fn classes(&self) -> Result<Vec<String>> {
         let text = self.read_to_string(CLASSES_FILE)?;
         serde_json::from_str(&text).with_context(|| format!("parsing {}", self.file(CLASSES_FILE).display()))
+    }
+
+    /// Writes a new run's resolved config and class names; for a resumed run, checks instead
+    /// that the data still has the classes the run was trained with.
+    pub fn record_start(&self, config_toml: &str, classes: &[String], resuming: bool) -> Result<()> {
+        if resuming {
+            let saved = self.classes()?;
+            if saved != classes {
+                bail!("the data's classes {classes:?} differ from the run's {saved:?}");
+            }
+            return Ok(());
+        }
+        self.write(CONFIG_FILE, config_toml)?;
+        self.write(CLASSES_FILE, serde_json::to_string_pretty(classes)?)
     }
 
     fn checkpoints(&self) -> PathBuf {

@@ -1,6 +1,7 @@
 //! The training driver: epochs, progress, metrics, checkpoints, resume and early stopping,
 //! for any [`TrainTask`] (a classifier, a GAN, ...).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 
@@ -23,17 +24,33 @@ pub struct StepStats {
     /// Correct predictions in the batch, for tasks that have them.
     pub correct: Option<Tensor<1, Int>>,
     pub count: usize,
+    /// Further losses summed over the batch, e.g. a GAN's generator loss (`g_loss`).
+    pub extra: Vec<(&'static str, Tensor<1>)>,
+}
+
+impl StepStats {
+    /// Stats with a summed loss only.
+    pub fn loss(loss_sum: Tensor<1>, count: usize) -> Self {
+        Self { loss_sum, correct: None, count, extra: Vec::new() }
+    }
 }
 
 /// Totals of a pass over data, read back to the host.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct PassTotals {
     pub loss_sum: f64,
     pub correct: Option<u64>,
     pub count: usize,
+    /// Sums of the extra losses, by name.
+    pub extra: Vec<(String, f64)>,
 }
 
 impl PassTotals {
+    /// The extra losses as means per example.
+    pub fn extra_means(&self) -> impl Iterator<Item = (&str, f64)> {
+        self.extra.iter().map(|(name, sum)| (name.as_str(), sum / self.count.max(1) as f64))
+    }
+
     pub fn loss(&self) -> f64 {
         self.loss_sum / self.count.max(1) as f64
     }
@@ -58,6 +75,11 @@ pub trait TrainTask {
     fn save_weights(&self, path: &Path) -> Result<()>;
     /// Replaces the model's weights with those [`TrainTask::save_weights`] wrote.
     fn load_weights(&mut self, path: &Path) -> Result<()>;
+    /// Work after each epoch's validation (sample grids, sample-quality scores); the returned
+    /// figures go into the epoch's metrics.
+    fn end_epoch(&mut self, _epoch: usize, _run: &RunDir) -> Result<Vec<(String, f64)>> {
+        Ok(Vec::new())
+    }
 }
 
 /// Sums step stats on the device and reads them back only when asked.
@@ -66,6 +88,7 @@ struct Running {
     loss: Option<Tensor<1>>,
     correct: Option<Tensor<1, Int>>,
     count: usize,
+    extra: Vec<(&'static str, Tensor<1>)>,
 }
 
 impl Running {
@@ -81,6 +104,12 @@ impl Running {
             });
         }
         self.count += s.count;
+        for (name, value) in s.extra {
+            match self.extra.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, sum)) => *sum = sum.clone() + value,
+                None => self.extra.push((name, value)),
+            }
+        }
     }
 
     fn read(&self) -> PassTotals {
@@ -88,6 +117,7 @@ impl Running {
             loss_sum: self.loss.clone().map_or(0.0, |l| l.into_scalar::<f32>() as f64),
             correct: self.correct.clone().map(|c| c.into_scalar::<i64>() as u64),
             count: self.count,
+            extra: self.extra.iter().map(|(n, v)| (n.to_string(), v.clone().into_scalar::<f32>() as f64)).collect(),
         }
     }
 }
@@ -112,6 +142,10 @@ pub struct EpochRecord {
     pub lr: f64,
     pub seconds: f64,
     pub samples_per_sec: f64,
+    /// Further figures: extra losses (`train_g_loss`, `valid_g_loss`) and what the task measured
+    /// after the epoch (e.g. `frechet`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub extra: BTreeMap<String, f64>,
 }
 
 /// What the driver needs from the config.
@@ -180,22 +214,28 @@ pub fn fit<T: TrainTask>(
             progress.tick(step + 1);
             if (step + 1) % REFRESH_STEPS == 0 || step + 1 == steps {
                 let so_far = running.read();
-                if !so_far.loss().is_finite() {
+                let losses: Vec<(&str, f64)> = std::iter::once(("loss", so_far.loss())).chain(so_far.extra_means()).collect();
+                if let Some((name, value)) = losses.iter().find(|(_, v)| !v.is_finite()) {
                     bail!(
-                        "training diverged at epoch {epoch}, step {}: loss is {} (try a lower train.optimizer.lr \
-                         or train.grad_clip_norm); the last good checkpoint is kept in {}",
+                        "training diverged at epoch {epoch}, step {}: {name} is {value} (try a lower \
+                         train.optimizer.lr or train.grad_clip_norm); the last good checkpoint is kept in {}",
                         step + 1,
-                        so_far.loss(),
                         run.root().join("checkpoints").display()
                     );
                 }
                 let rate = so_far.count as f64 / started.elapsed().as_secs_f64();
-                progress.status(format!("loss {:.4}{} {rate:.0}/s", so_far.loss(), percent(so_far.accuracy())));
+                let losses: Vec<String> = losses.iter().map(|(name, v)| format!("{name} {v:.4}")).collect();
+                progress.status(format!("{}{} {rate:.0}/s", losses.join(" "), percent(so_far.accuracy())));
             }
         }
         let train_totals = running.read();
         let train_seconds = started.elapsed().as_secs_f64();
         let valid_totals = task.validate(&mut valid.batches(epoch));
+        let mut extra = BTreeMap::new();
+        for (prefix, totals) in [("train", &train_totals), ("valid", &valid_totals)] {
+            extra.extend(totals.extra_means().map(|(name, v)| (format!("{prefix}_{name}"), v)));
+        }
+        extra.extend(task.end_epoch(epoch, run)?);
         let record = EpochRecord {
             epoch,
             train_loss: train_totals.loss(),
@@ -205,9 +245,11 @@ pub fn fit<T: TrainTask>(
             lr,
             seconds: started.elapsed().as_secs_f64(),
             samples_per_sec: train_totals.count as f64 / train_seconds,
+            extra,
         };
+        let extra: String = record.extra.iter().map(|(k, v)| format!(" | {k} {v:.4}")).collect();
         progress.finish(&format!(
-            "epoch {epoch}/{}: train loss {:.4}{} | valid loss {:.4}{} | lr {:.2e} | {:.1}s, {:.0} samples/s",
+            "epoch {epoch}/{}: train loss {:.4}{} | valid loss {:.4}{}{extra} | lr {:.2e} | {:.1}s, {:.0} samples/s",
             plan.epochs,
             record.train_loss,
             percent(record.train_accuracy),
@@ -278,11 +320,17 @@ fn percent(accuracy: Option<f64>) -> String {
 
 /// Rewrites `metrics.csv` and the curves from the whole history.
 pub fn write_metrics(run: &RunDir, history: &[EpochRecord]) -> Result<()> {
-    let mut csv = String::from("epoch,train_loss,train_accuracy,valid_loss,valid_accuracy,lr,seconds,samples_per_sec\n");
+    let extra_keys = extra_keys(history);
+    let mut csv = String::from("epoch,train_loss,train_accuracy,valid_loss,valid_accuracy,lr,seconds,samples_per_sec");
+    for key in &extra_keys {
+        csv += &format!(",{key}");
+    }
+    csv.push('\n');
     let opt = |v: Option<f64>| v.map(|v| format!("{v:.6}")).unwrap_or_default();
     for r in history {
+        let extra: String = extra_keys.iter().map(|k| format!(",{}", opt(r.extra.get(*k).copied()))).collect();
         csv += &format!(
-            "{},{:.6},{},{:.6},{},{:e},{:.3},{:.1}\n",
+            "{},{:.6},{},{:.6},{},{:e},{:.3},{:.1}{extra}\n",
             r.epoch,
             r.train_loss,
             opt(r.train_accuracy),
@@ -297,15 +345,18 @@ pub fn write_metrics(run: &RunDir, history: &[EpochRecord]) -> Result<()> {
     let points = |f: &dyn Fn(&EpochRecord) -> Option<f64>| -> Vec<(f64, f64)> {
         history.iter().filter_map(|r| f(r).map(|v| (r.epoch as f64, v))).collect()
     };
-    line_chart(
-        &run.file("loss.png"),
-        "Loss",
-        "loss",
-        &[
-            Series { name: "train", points: points(&|r| Some(r.train_loss)) },
-            Series { name: "valid", points: points(&|r| Some(r.valid_loss)) },
-        ],
-    )?;
+    let mut losses = vec![
+        Series { name: "train", points: points(&|r| Some(r.train_loss)) },
+        Series { name: "valid", points: points(&|r| Some(r.valid_loss)) },
+    ];
+    for key in extra_keys.iter().filter(|k| k.ends_with("loss")) {
+        losses.push(Series { name: key, points: points(&|r| r.extra.get(*key).copied()) });
+    }
+    line_chart(&run.file("loss.png"), "Loss", "loss", &losses)?;
+    for key in extra_keys.iter().filter(|k| !k.ends_with("loss")) {
+        let series = [Series { name: key, points: points(&|r| r.extra.get(*key).copied()) }];
+        line_chart(&run.file(&format!("{key}.png")), key, key, &series)?;
+    }
     if history.iter().any(|r| r.train_accuracy.is_some()) {
         line_chart(
             &run.file("accuracy.png"),
@@ -318,6 +369,12 @@ pub fn write_metrics(run: &RunDir, history: &[EpochRecord]) -> Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// The names of the extra figures in `history`, sorted.
+pub fn extra_keys(history: &[EpochRecord]) -> Vec<&str> {
+    let keys: std::collections::BTreeSet<&str> = history.iter().flat_map(|r| r.extra.keys().map(String::as_str)).collect();
+    keys.into_iter().collect()
 }
 
 /// Builds the configured optimizer, with weight decay and gradient clipping.
@@ -363,6 +420,7 @@ mod tests {
             lr: 1e-3,
             seconds: 1.0,
             samples_per_sec: 1.0,
+            extra: BTreeMap::new(),
         }
     }
 
@@ -370,6 +428,8 @@ mod tests {
     struct Scripted {
         weights: usize,
         valid_losses: Vec<f64>,
+        /// The step (counting from 1) whose extra loss is NaN.
+        nan_at: Option<usize>,
     }
 
     impl TrainTask for Scripted {
@@ -377,10 +437,13 @@ mod tests {
         fn train_step(&mut self, _: (), _lr: f64) -> StepStats {
             self.weights += 1;
             let device = Device::flex();
-            StepStats { loss_sum: Tensor::from_floats([1.0], &device), correct: None, count: 1 }
+            let mut stats = StepStats::loss(Tensor::from_floats([1.0], &device), 1);
+            let g_loss = if self.nan_at == Some(self.weights) { f32::NAN } else { 0.5 };
+            stats.extra = vec![("g_loss", Tensor::from_floats([g_loss], &device))];
+            stats
         }
         fn validate(&self, _: &mut dyn Iterator<Item = ()>) -> PassTotals {
-            PassTotals { loss_sum: self.valid_losses[self.weights], correct: None, count: 1 }
+            PassTotals { loss_sum: self.valid_losses[self.weights], correct: None, count: 1, extra: Vec::new() }
         }
         fn save_checkpoint(&self, dir: &Path) -> Result<()> {
             self.save_weights(&dir.join("w"))
@@ -418,7 +481,7 @@ mod tests {
             let tmp = tempfile::tempdir().unwrap();
             let run = RunDir::create(&tmp.path().join("run")).unwrap();
             // valid_losses[w] is the loss after w epochs: best after epoch 2.
-            let mut task = Scripted { weights: 0, valid_losses: vec![9.0, 0.5, 0.3, 0.4, 0.35] };
+            let mut task = Scripted { weights: 0, valid_losses: vec![9.0, 0.5, 0.3, 0.4, 0.35], nan_at: None };
             let plan = FitPlan {
                 epochs: 4,
                 base_lr: 1e-3,
@@ -432,6 +495,27 @@ mod tests {
             assert_eq!(task.weights, expected, "restore_best = {restore_best}");
             assert_eq!(outcome.restored_epoch, restore_best.then_some(2));
         }
+    }
+
+    #[test]
+    fn divergence_stops_with_the_epoch_and_step_and_keeps_the_last_good_checkpoint() {
+        let tmp = tempfile::tempdir().unwrap();
+        let run = RunDir::create(&tmp.path().join("run")).unwrap();
+        let mut task = Scripted { weights: 0, valid_losses: vec![1.0; 5], nan_at: Some(3) };
+        let plan = FitPlan {
+            epochs: 4,
+            base_lr: 1e-3,
+            schedule: ScheduleConfig::default(),
+            early_stopping: None,
+            keep_checkpoints: 4,
+            restore_best: false,
+        };
+        let err = fit(&mut task, &OneBatch, &OneBatch, &plan, &run, Vec::new(), &mut Progress::new()).unwrap_err().to_string();
+        assert!(err.contains("diverged at epoch 3, step 1: g_loss is NaN"), "{err}");
+        assert!(run.latest_checkpoint().unwrap().unwrap().ends_with("epoch-2"));
+        let metrics = run.read_to_string("metrics.csv").unwrap();
+        assert!(metrics.starts_with("epoch,") && metrics.lines().next().unwrap().ends_with(",train_g_loss"), "{metrics}");
+        assert_eq!(metrics.lines().count(), 3, "a header and epochs 1 and 2:\n{metrics}");
     }
 
     #[test]

@@ -3,12 +3,12 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::Result;
 use burn::prelude::*;
 use serde::Serialize;
 use vitrine_core::classifier::{argmax, predict_probabilities, score};
-use vitrine_core::config::{DataSource, ImageShape};
-use vitrine_core::data::{BatchSource, ImageBatches, ImageSet, LoadReport, PixelRange, load_source};
+use vitrine_core::config::DataSource;
+use vitrine_core::data::{BatchSource, ImageBatches, LoadReport, PixelRange, load_source, read_images};
 use vitrine_core::export::{WeightsFormat, export_weights, load_weights};
 use vitrine_core::plot::confusion_png;
 use vitrine_core::report::ClassificationScores;
@@ -26,15 +26,8 @@ pub struct TrainedRun {
 
 impl TrainedRun {
     pub fn open(path: &Path) -> Result<Self> {
-        let run = RunDir::open(path)?;
+        let (run, classes) = RunDir::open_trained(path)?;
         let config = ImageConfig::load(&run.file(CONFIG_FILE), &[])?;
-        let classes = run.classes()?;
-        ensure!(
-            run.file(WEIGHTS_FILE).is_file(),
-            "{} has no {WEIGHTS_FILE} yet (training did not finish); continue it with `vitrine train --resume {}`",
-            path.display(),
-            path.display()
-        );
         Ok(Self { run, config, classes })
     }
 
@@ -42,17 +35,45 @@ impl TrainedRun {
         let model = M::build(&self.config, self.classes.len(), device);
         Ok(load_weights(model, &self.run.file(WEIGHTS_FILE), self.config.model.name.name())?.valid())
     }
+
+    /// The trained network, in inference mode.
+    pub fn classifier(&self, device: &Device) -> Result<LoadedClassifier> {
+        Ok(match self.config.model.name {
+            Architecture::FashionCnn => LoadedClassifier::FashionCnn(self.load(device)?),
+            Architecture::ResnetSmall => LoadedClassifier::ResnetSmall(self.load(device)?),
+        })
+    }
+}
+
+/// A trained image classifier of either architecture, for other families to use (e.g. to
+/// score generated images).
+pub enum LoadedClassifier {
+    FashionCnn(FashionCnn),
+    ResnetSmall(ResnetSmall),
+}
+
+impl LoadedClassifier {
+    /// Class logits of images scaled to [0, 1].
+    pub fn logits(&self, images: Tensor<4>) -> Tensor<2> {
+        match self {
+            Self::FashionCnn(m) => m.forward(images),
+            Self::ResnetSmall(m) => m.forward(images),
+        }
+    }
+
+    /// Penultimate-layer features of images scaled to [0, 1].
+    pub fn features(&self, images: Tensor<4>) -> Tensor<2> {
+        match self {
+            Self::FashionCnn(m) => m.features(images),
+            Self::ResnetSmall(m) => m.features(images),
+        }
+    }
 }
 
 /// Evaluates a run on labelled data: `paths` is an image folder, or an IDX images file and its
 /// labels file. Writes the confusion matrix as PNG to `confusion_out` when given.
 pub fn evaluate(trained: &TrainedRun, paths: &[PathBuf], device: &Device, confusion_out: Option<&Path>) -> Result<(ClassificationScores, LoadReport)> {
-    let source = match paths {
-        [folder] if folder.is_dir() => DataSource { folder: Some(folder.clone()), ..Default::default() },
-        [images, labels] => DataSource { images: Some(images.clone()), labels: Some(labels.clone()), ..Default::default() },
-        [file] => bail!("{} is not a folder; give an image folder, or an IDX images file and its labels file", file.display()),
-        _ => bail!("--data takes an image folder, or an IDX images file followed by its labels file"),
-    };
+    let source = DataSource::from_paths(paths)?;
     let (set, report) = load_source(&source, trained.config.data.image, Some(&trained.classes), trained.config.run.strict)?;
     let batches = ImageBatches::ordered(Arc::new(set), 256, PixelRange::Unit, device.clone());
     let scores = match trained.config.model.name {
@@ -81,26 +102,7 @@ pub struct ClassProbability {
 /// Predicts the `top_k` classes of each image file (folders are searched recursively).
 /// Unreadable files are reported and skipped, or fail the call when `strict`.
 pub fn predict(trained: &TrainedRun, inputs: &[PathBuf], top_k: usize, device: &Device, strict: bool) -> Result<Vec<Prediction>> {
-    let shape = trained.config.data.image;
-    let mut files = Vec::new();
-    for input in inputs {
-        collect_images(input, &mut files)?;
-    }
-    ensure!(!files.is_empty(), "no image files found in {inputs:?}");
-    let mut kept = Vec::new();
-    let mut pixels = Vec::new();
-    for file in files {
-        match decode(&file, shape) {
-            Ok(bytes) => {
-                pixels.extend(bytes);
-                kept.push(file);
-            }
-            Err(e) if strict => return Err(e),
-            Err(e) => eprintln!("warning: skipping {e:#}"),
-        }
-    }
-    ensure!(!kept.is_empty(), "none of the inputs could be read as images");
-    let set = ImageSet { shape, pixels, labels: vec![0; kept.len()], classes: trained.classes.clone() };
+    let (set, kept) = read_images(inputs, trained.config.data.image, strict)?;
     let batches = ImageBatches::ordered(Arc::new(set), 256, PixelRange::Unit, device.clone());
     let inputs = batches.batches(0).map(|b| b.images);
     let probabilities = match trained.config.model.name {
@@ -133,35 +135,4 @@ pub fn export(trained: &TrainedRun, format: WeightsFormat, out: &Path, device: &
         Architecture::FashionCnn => export_weights(&trained.load::<FashionCnn>(device)?, format, out, &metadata),
         Architecture::ResnetSmall => export_weights(&trained.load::<ResnetSmall>(device)?, format, out, &metadata),
     }
-}
-
-fn decode(path: &Path, shape: ImageShape) -> Result<Vec<u8>> {
-    let image = image::ImageReader::open(path)
-        .with_context(|| format!("{}", path.display()))?
-        .with_guessed_format()
-        .with_context(|| format!("{}", path.display()))?
-        .decode()
-        .with_context(|| format!("{}: not a readable image", path.display()))?;
-    Ok(vitrine_core::data::to_shape(image, shape))
-}
-
-fn collect_images(path: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-    if path.is_file() {
-        out.push(path.to_path_buf());
-    } else if path.is_dir() {
-        let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
-            .with_context(|| format!("reading folder {}", path.display()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
-            .collect();
-        entries.sort();
-        for entry in entries {
-            if entry.is_dir() || vitrine_core::data::has_image_extension(&entry) {
-                collect_images(&entry, out)?;
-            }
-        }
-    } else {
-        bail!("{} does not exist", path.display());
-    }
-    Ok(())
 }

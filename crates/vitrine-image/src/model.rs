@@ -95,6 +95,12 @@ impl FashionCnn {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        let x = self.features(x);
+        self.fc2.forward(self.dropout.forward(x)) // [b, classes]
+    }
+
+    /// The penultimate layer's activations `[b, 256]`: the feature space of Fréchet distances.
+    pub fn features(&self, x: Tensor<4>) -> Tensor<2> {
         let x = relu(self.bn1.forward(self.conv1.forward(x))); // [b, 32, h, w]
         let x = relu(self.bn2.forward(self.conv2.forward(x)));
         let x = self.pool.forward(x); // [b, 32, h/2, w/2]
@@ -102,8 +108,7 @@ impl FashionCnn {
         let x = relu(self.bn4.forward(self.conv4.forward(x)));
         let x = self.pool.forward(x); // [b, 64, h/4, w/4]
         let x: Tensor<2> = x.flatten(1, 3); // [b, 3136] for 28×28
-        let x = relu(self.fc1.forward(self.dropout.forward(x))); // [b, 256]
-        self.fc2.forward(self.dropout.forward(x)) // [b, classes]
+        relu(self.fc1.forward(self.dropout.forward(x))) // [b, 256]
     }
 }
 
@@ -173,12 +178,16 @@ impl ResnetSmall {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        self.fc.forward(self.dropout.forward(self.features(x))) // [b, classes]
+    }
+
+    /// The globally pooled activations `[b, 4w]` before the classifier layer.
+    pub fn features(&self, x: Tensor<4>) -> Tensor<2> {
         let mut x = relu(self.stem_bn.forward(self.stem.forward(x))); // [b, w, h, w]
         for block in &self.blocks {
             x = block.forward(x); // down to [b, 4w, h/4, w/4]
         }
-        let x: Tensor<2> = x.mean_dim(3).mean_dim(2).flatten(1, 3); // [b, 4w]
-        self.fc.forward(self.dropout.forward(x)) // [b, classes]
+        x.mean_dim(3).mean_dim(2).flatten(1, 3) // [b, 4w]
     }
 }
 

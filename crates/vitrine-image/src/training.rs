@@ -1,18 +1,16 @@
 //! Training an image classifier from a config into a run directory.
 
-use std::sync::Arc;
-
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use burn::prelude::*;
 use burn::store::ModuleSnapshot;
 use vitrine_core::backend::ComputeDevice;
 use vitrine_core::classifier::{ClassifierModel, ClassifierTask, score};
 use vitrine_core::config::{ExperimentConfig, ImageDataSection};
-use vitrine_core::data::{BatchSource, ImageBatches, ImageSet, LoadReport, PixelRange, load_source};
+use vitrine_core::data::{BatchSource, ImageBatches, ImageSplits, PixelRange, load_image_splits};
 use vitrine_core::plot::confusion_png;
 use vitrine_core::progress::Progress;
-use vitrine_core::report::{DataSummary, RunReport};
-use vitrine_core::run_dir::{CLASSES_FILE, CONFIG_FILE, RunDir, WEIGHTS_FILE};
+use vitrine_core::report::{DataSummary, RunIdentity, RunReport};
+use vitrine_core::run_dir::{RunDir, WEIGHTS_FILE};
 use vitrine_core::train::{FitPlan, TrainTask, build_optimizer, fit, resume};
 
 use crate::model::{Architecture, FashionCnn, ImageModelConfig, ResnetSmall};
@@ -40,54 +38,13 @@ impl ImageNet for ResnetSmall {
     }
 }
 
-/// The data of a run, decoded once.
-pub struct ImageData {
-    pub train: Arc<ImageSet>,
-    pub valid: Arc<ImageSet>,
-    pub test: Option<Arc<ImageSet>>,
-    pub skipped: Vec<String>,
-}
-
 /// Loads train / valid / test as configured; validation is split off `train` when not given.
-pub fn load_data(config: &ImageConfig) -> Result<ImageData> {
-    let d = &config.data;
-    let strict = config.run.strict;
-    let mut skipped = Vec::new();
-    let mut note = |name: &str, report: &LoadReport| {
-        if let Some(line) = report.summary() {
-            println!("data.{name}: {line}");
-            skipped.push(format!("data.{name}: {line}"));
-        }
-    };
-    let (mut train, report) = load_source(&d.train, d.image, d.classes.as_deref(), strict).context("data.train")?;
-    note("train", &report);
-    if let Some(limit) = d.limit {
-        train = train.truncate(limit);
+pub fn load_data(config: &ImageConfig) -> Result<ImageSplits> {
+    let data = load_image_splits(&config.data, config.run.seed, config.run.strict)?;
+    if data.train.classes.len() < 2 {
+        bail!("data.train has {} class(es); a classifier needs at least 2", data.train.classes.len());
     }
-    let classes = train.classes.clone();
-    let (train, valid) = match &d.valid {
-        Some(source) => {
-            let (valid, report) = load_source(source, d.image, Some(&classes), strict).context("data.valid")?;
-            note("valid", &report);
-            (train, valid)
-        }
-        None => train.split(d.valid_fraction, config.run.seed),
-    };
-    let test = match &d.test {
-        Some(source) => {
-            let (test, report) = load_source(source, d.image, Some(&classes), strict).context("data.test")?;
-            note("test", &report);
-            Some(Arc::new(test))
-        }
-        None => None,
-    };
-    if train.classes.len() < 2 {
-        bail!("data.train has {} class(es); a classifier needs at least 2", train.classes.len());
-    }
-    if train.is_empty() || valid.is_empty() {
-        bail!("too little data: {} training and {} validation images", train.len(), valid.len());
-    }
-    Ok(ImageData { train: Arc::new(train), valid: Arc::new(valid), test, skipped })
+    Ok(data)
 }
 
 /// Trains the configured model into `run`, continuing from its last checkpoint when `resuming`.
@@ -101,25 +58,8 @@ pub fn train(config: &ImageConfig, run: &RunDir, compute: &ComputeDevice, resumi
 fn train_with<M: ImageNet>(config: &ImageConfig, run: &RunDir, compute: &ComputeDevice, resuming: bool) -> Result<RunReport> {
     let data = load_data(config)?;
     let classes = data.train.classes.clone();
-    if resuming {
-        let saved = run.classes()?;
-        if saved != classes {
-            bail!("the data's classes {classes:?} differ from the run's {saved:?}");
-        }
-    } else {
-        run.write(CONFIG_FILE, config.to_toml()?)?;
-        run.write(CLASSES_FILE, serde_json::to_string_pretty(&classes)?)?;
-    }
-    println!(
-        "data: {} train / {} valid{} images, {} classes, {}x{}x{}",
-        data.train.len(),
-        data.valid.len(),
-        data.test.as_ref().map(|t| format!(" / {} test", t.len())).unwrap_or_default(),
-        classes.len(),
-        config.data.image.channels,
-        config.data.image.height,
-        config.data.image.width
-    );
+    run.record_start(&config.to_toml()?, &classes, resuming)?;
+    println!("data: {}", data.describe());
 
     let device = compute.device.clone();
     let train_device = device.clone().autodiff();
@@ -169,24 +109,8 @@ fn train_with<M: ImageNet>(config: &ImageConfig, run: &RunDir, compute: &Compute
         }
         None => None,
     };
-    let report = RunReport {
-        task: TASK.into(),
-        model: config.model.name.name().into(),
-        parameters,
-        device: compute.description.clone(),
-        data: DataSummary {
-            train: data.train.len(),
-            valid: data.valid.len(),
-            test: data.test.as_ref().map(|t| t.len()),
-            classes,
-            skipped: data.skipped,
-        },
-        train_seconds: outcome.history.iter().map(|r| r.seconds).sum(),
-        epochs: outcome.history,
-        stopped_early: outcome.stopped_early,
-        restored_epoch: outcome.restored_epoch,
-        test,
-    };
+    let who = RunIdentity { task: TASK, model: config.model.name.name(), parameters, device: &compute.description };
+    let report = RunReport { test, ..RunReport::of_fit(who, DataSummary::of_images(&data), outcome) };
     report.write(run)?;
     println!("run saved in {}", run.root().display());
     Ok(report)

@@ -29,15 +29,8 @@ pub struct TrainedTextRun {
 
 impl TrainedTextRun {
     pub fn open(path: &Path) -> Result<Self> {
-        let run = RunDir::open(path)?;
+        let (run, classes) = RunDir::open_trained(path)?;
         let config = load_config(&run.file(CONFIG_FILE), &[])?;
-        let classes = run.classes()?;
-        ensure!(
-            run.file(WEIGHTS_FILE).is_file(),
-            "{} has no {WEIGHTS_FILE} yet (training did not finish); continue it with `vitrine train --resume {}`",
-            path.display(),
-            path.display()
-        );
         let tokenizer = TextTokenizer::load(&run.file(TOKENIZER_FILE), config.data.tokenizer.max_len)?;
         Ok(Self { run, config, classes, tokenizer })
     }

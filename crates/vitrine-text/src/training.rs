@@ -11,7 +11,7 @@ use vitrine_core::config::{ExperimentConfig, TextDataSection, TextSourceConfig};
 use vitrine_core::data::{BatchSource, SkippedRow, TextSet, TokenBatches, TokenizedSet, load_text};
 use vitrine_core::plot::confusion_png;
 use vitrine_core::progress::Progress;
-use vitrine_core::report::{DataSummary, RunReport};
+use vitrine_core::report::{DataSummary, RunIdentity, RunReport};
 use vitrine_core::run_dir::{CLASSES_FILE, CONFIG_FILE, RunDir, WEIGHTS_FILE};
 use vitrine_core::train::{FitPlan, TrainTask, build_optimizer, fit, resume};
 
@@ -208,24 +208,9 @@ pub fn train(config: &TextConfig, run: &RunDir, compute: &ComputeDevice, resumin
         scores.macro_f1,
         scores.auroc.map(|a| format!(", AUROC {a:.4}")).unwrap_or_default()
     );
-    let report = RunReport {
-        task: TASK.into(),
-        model: config.model.name.name().into(),
-        parameters,
-        device: compute.description.clone(),
-        data: DataSummary {
-            train: data.train.len(),
-            valid: data.valid.len(),
-            test: Some(data.test.len()),
-            classes,
-            skipped: data.notes,
-        },
-        train_seconds: outcome.history.iter().map(|r| r.seconds).sum(),
-        epochs: outcome.history,
-        stopped_early: outcome.stopped_early,
-        restored_epoch: outcome.restored_epoch,
-        test: Some(scores),
-    };
+    let who = RunIdentity { task: TASK, model: config.model.name.name(), parameters, device: &compute.description };
+    let summary = DataSummary { train: data.train.len(), valid: data.valid.len(), test: Some(data.test.len()), classes, skipped: data.notes };
+    let report = RunReport { test: Some(scores), ..RunReport::of_fit(who, summary, outcome) };
     report.write(run)?;
     println!("run saved in {}", run.root().display());
     Ok(report)

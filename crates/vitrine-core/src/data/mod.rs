@@ -15,9 +15,12 @@ pub use images::{ImageSet, LoadReport, to_shape};
 pub use text::{DedupReport, SkippedRow, TextExample, TextSet, TextSource, load_text};
 pub use tokens::{TokenBatch, TokenBatches, TokenInput, TokenizedSet};
 
-use anyhow::{Context, Result};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use crate::config::{DataSource, ImageShape, SourceLayout};
+use anyhow::{Context, Result, bail};
+
+use crate::config::{DataSource, ImageDataSection, ImageShape, SourceLayout};
 
 /// Loads one configured source. `classes` are the known class names in label order: required
 /// to match an image folder against a trained model, and used to name IDX labels.
@@ -35,4 +38,129 @@ pub fn load_source(
         SourceLayout::Folder(folder) => load_folder(&folder, shape, classes, strict)
             .with_context(|| format!("loading image folder {}", folder.display())),
     }
+}
+
+/// The image data of a run, decoded once.
+pub struct ImageSplits {
+    pub train: Arc<ImageSet>,
+    pub valid: Arc<ImageSet>,
+    pub test: Option<Arc<ImageSet>>,
+    /// What the loaders skipped, one line per source.
+    pub skipped: Vec<String>,
+}
+
+impl ImageSplits {
+    /// E.g. `54000 train / 6000 valid / 10000 test images, 10 classes, 1x28x28`.
+    pub fn describe(&self) -> String {
+        let shape = self.train.shape;
+        format!(
+            "{} train / {} valid{} images, {} classes, {}x{}x{}",
+            self.train.len(),
+            self.valid.len(),
+            self.test.as_ref().map(|t| format!(" / {} test", t.len())).unwrap_or_default(),
+            self.train.classes.len(),
+            shape.channels,
+            shape.height,
+            shape.width
+        )
+    }
+}
+
+/// Loads train / valid / test as configured; validation is split off `train` (with `seed`)
+/// when not given, and `limit` applies to `train`.
+pub fn load_image_splits(d: &ImageDataSection, seed: u64, strict: bool) -> Result<ImageSplits> {
+    let mut skipped = Vec::new();
+    let mut note = |name: &str, report: &LoadReport| {
+        if let Some(line) = report.summary() {
+            println!("data.{name}: {line}");
+            skipped.push(format!("data.{name}: {line}"));
+        }
+    };
+    let (mut train, report) = load_source(&d.train, d.image, d.classes.as_deref(), strict).context("data.train")?;
+    note("train", &report);
+    if let Some(limit) = d.limit {
+        train = train.truncate(limit);
+    }
+    let classes = train.classes.clone();
+    let (train, valid) = match &d.valid {
+        Some(source) => {
+            let (valid, report) = load_source(source, d.image, Some(&classes), strict).context("data.valid")?;
+            note("valid", &report);
+            (train, valid)
+        }
+        None => train.split(d.valid_fraction, seed),
+    };
+    let test = match &d.test {
+        Some(source) => {
+            let (test, report) = load_source(source, d.image, Some(&classes), strict).context("data.test")?;
+            note("test", &report);
+            Some(Arc::new(test))
+        }
+        None => None,
+    };
+    if train.is_empty() || valid.is_empty() {
+        bail!("too little data: {} training and {} validation images", train.len(), valid.len());
+    }
+    Ok(ImageSplits { train: Arc::new(train), valid: Arc::new(valid), test, skipped })
+}
+
+/// Decodes image files (folders are searched recursively, hidden files and non-images left
+/// out) into one set shaped as `shape`, labelled 0. An unreadable file is a warning and skipped,
+/// or an error when `strict`. Returns the set and the files it holds, in order.
+pub fn read_images(inputs: &[PathBuf], shape: ImageShape, strict: bool) -> Result<(ImageSet, Vec<PathBuf>)> {
+    let mut files = Vec::new();
+    for input in inputs {
+        collect_images(input, &mut files)?;
+    }
+    if files.is_empty() {
+        bail!("no image files found in {inputs:?}");
+    }
+    let mut kept = Vec::new();
+    let mut pixels = Vec::new();
+    for file in files {
+        match decode_file(&file, shape) {
+            Ok(bytes) => {
+                pixels.extend(bytes);
+                kept.push(file);
+            }
+            Err(e) if strict => return Err(e),
+            Err(e) => eprintln!("warning: skipping {e:#}"),
+        }
+    }
+    if kept.is_empty() {
+        bail!("none of the inputs could be read as images");
+    }
+    let set = ImageSet { shape, pixels, labels: vec![0; kept.len()], classes: vec!["?".into()] };
+    Ok((set, kept))
+}
+
+fn decode_file(path: &Path, shape: ImageShape) -> Result<Vec<u8>> {
+    let image = image::ImageReader::open(path)
+        .with_context(|| format!("{}", path.display()))?
+        .with_guessed_format()
+        .with_context(|| format!("{}", path.display()))?
+        .decode()
+        .with_context(|| format!("{}: not a readable image", path.display()))?;
+    Ok(to_shape(image, shape))
+}
+
+fn collect_images(path: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    if path.is_file() {
+        out.push(path.to_path_buf());
+    } else if path.is_dir() {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
+            .with_context(|| format!("reading folder {}", path.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
+            .collect();
+        entries.sort();
+        for entry in entries {
+            if entry.is_dir() || has_image_extension(&entry) {
+                collect_images(&entry, out)?;
+            }
+        }
+    } else {
+        bail!("{} does not exist", path.display());
+    }
+    Ok(())
 }

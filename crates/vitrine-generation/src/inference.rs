@@ -1,0 +1,352 @@
+//! Using a trained generator: sampling, reconstruction, interpolation, scoring and export.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Result, bail, ensure};
+use burn::prelude::*;
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use serde::Serialize;
+use vitrine_core::config::DataSource;
+use vitrine_core::data::{BatchSource, ImageBatches, ImageSet, LoadReport, PixelRange, load_source, read_images};
+use vitrine_core::export::{WeightsFormat, export_weights, load_weights};
+use vitrine_core::run_dir::{CONFIG_FILE, RunDir, WEIGHTS_FILE};
+use vitrine_image::inference::{LoadedClassifier, TrainedRun};
+
+use crate::frechet::{FeatureStats, frechet_distance};
+use crate::grid::ImageBatchData;
+use crate::model::{Architecture, ConvAe, Gan, Generator};
+use crate::training::{GenerationConfig, load_config, pixel_range, psnr};
+
+/// Images per forward pass when generating or scoring.
+const CHUNK: usize = 250;
+
+/// `n` standard-normal vectors `[n, dim]` from a seeded host generator, so the same seed gives
+/// the same samples on every backend.
+pub fn normal_noise(n: usize, dim: usize, seed: u64, device: &Device) -> Tensor<2> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let values: Vec<f32> = (0..n * dim)
+        .map(|_| {
+            // Box–Muller: two uniforms give one standard normal.
+            let (u, v): (f32, f32) = (rng.random::<f32>().max(f32::MIN_POSITIVE), rng.random());
+            (-2.0 * u.ln()).sqrt() * (std::f32::consts::TAU * v).cos()
+        })
+        .collect();
+    Tensor::from_data(TensorData::new(values, [n, dim]), device)
+}
+
+/// Mean squared error per pixel of the autoencoder's reconstructions of `batches` (mean codes).
+pub fn reconstruction_mse(model: &ConvAe, batches: &ImageBatches) -> f64 {
+    let (mut sum, mut pixels) = (0.0f64, 0usize);
+    for batch in batches.batches(0) {
+        let x = batch.images;
+        pixels += x.shape().num_elements();
+        let recon = model.forward(x.clone(), false).images;
+        sum += (recon - x).powi_scalar(2).sum().into_scalar::<f32>() as f64;
+    }
+    sum / pixels.max(1) as f64
+}
+
+/// Sample quality in the feature space of a trained image classifier.
+#[derive(Debug, Clone, Serialize)]
+pub struct SampleScores {
+    /// Fréchet distance between generated and real images' penultimate-layer features.
+    pub frechet: f64,
+    /// Conditional GANs: the fraction of samples the classifier assigns to the requested class.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub class_match: Option<f64>,
+    pub samples: usize,
+}
+
+impl SampleScores {
+    pub fn summary(&self) -> String {
+        let class_match = self.class_match.map(|m| format!(", class match {:.1}%", 100.0 * m)).unwrap_or_default();
+        format!("Fréchet distance {:.3} over {} samples{class_match}", self.frechet, self.samples)
+    }
+}
+
+/// Scores a generator against real images with a classifier run named in the config
+/// (`eval.classifier`) or on the command line.
+pub struct SampleScorer {
+    classifier: LoadedClassifier,
+    real: FeatureStats,
+    /// Conditional GANs: the classifier's label of each GAN class.
+    class_map: Option<Vec<usize>>,
+    samples: usize,
+    latent: usize,
+    device: Device,
+}
+
+impl SampleScorer {
+    /// Loads the classifier and the features of up to `eval.samples` images of `real`.
+    pub fn new(classifier_run: &Path, real: &ImageSet, classes: &[String], config: &GenerationConfig, device: &Device) -> Result<Self> {
+        let trained = TrainedRun::open(classifier_run).map_err(|e| anyhow::anyhow!("eval.classifier: {e:#}"))?;
+        ensure!(
+            trained.config.data.image == config.data.image,
+            "eval.classifier {} takes {:?} images, the generator makes {:?}",
+            classifier_run.display(),
+            trained.config.data.image,
+            config.data.image
+        );
+        let class_map = match config.model.conditional {
+            false => None,
+            true => Some(
+                classes
+                    .iter()
+                    .map(|c| trained.classes.iter().position(|k| k == c))
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "eval.classifier {} knows the classes {:?}, which do not include all of the generator's {:?}",
+                            classifier_run.display(),
+                            trained.classes,
+                            classes
+                        )
+                    })?,
+            ),
+        };
+        let classifier = trained.classifier(device)?;
+        let samples = config.eval.samples.min(real.len());
+        ensure!(samples >= 2, "the Fréchet distance needs at least 2 real images, got {}", real.len());
+        let indices: Vec<usize> = (0..samples).collect();
+        let real_set = Arc::new(real.subset(&indices));
+        let mut rows = Vec::new();
+        for batch in ImageBatches::ordered(real_set, CHUNK, PixelRange::Unit, device.clone()).batches(0) {
+            rows.extend(features(&classifier, batch.images));
+        }
+        let dim = rows.len() / samples;
+        Ok(Self { classifier, real: FeatureStats::from_rows(&rows, dim), class_map, samples, latent: config.model.latent(), device: device.clone() })
+    }
+
+    /// Generates as many images as there are real ones (classes in turn when conditional) and
+    /// scores them.
+    pub fn score(&self, generator: &Generator, seed: u64) -> Result<SampleScores> {
+        let (mut rows, mut matched) = (Vec::new(), 0usize);
+        for start in (0..self.samples).step_by(CHUNK) {
+            let n = CHUNK.min(self.samples - start);
+            let noise = normal_noise(n, self.latent, seed.wrapping_add(start as u64), &self.device);
+            let wanted: Option<Vec<usize>> = self.class_map.as_ref().map(|map| (start..start + n).map(|i| i % map.len()).collect());
+            let labels = wanted.as_ref().map(|w| labels_tensor(w, &self.device));
+            let images = (generator.forward(noise, labels) + 1.0) / 2.0;
+            rows.extend(features(&self.classifier, images.clone()));
+            if let (Some(wanted), Some(map)) = (&wanted, &self.class_map) {
+                let predicted = self.classifier.logits(images).argmax(1).into_data().convert::<i64>().try_into_vec::<i64>().expect("labels");
+                matched += wanted.iter().zip(predicted).filter(|&(&w, p)| map[w] as i64 == p).count();
+            }
+        }
+        let generated = FeatureStats::from_rows(&rows, rows.len() / self.samples);
+        Ok(SampleScores {
+            frechet: frechet_distance(&generated, &self.real),
+            class_match: self.class_map.as_ref().map(|_| matched as f64 / self.samples as f64),
+            samples: self.samples,
+        })
+    }
+}
+
+fn features(classifier: &LoadedClassifier, images: Tensor<4>) -> Vec<f32> {
+    classifier.features(images).into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 features")
+}
+
+fn labels_tensor(labels: &[usize], device: &Device) -> Tensor<1, Int> {
+    let values: Vec<i64> = labels.iter().map(|&l| l as i64).collect();
+    Tensor::from_data(TensorData::new(values, [labels.len()]), device)
+}
+
+/// A trained generation run, ready for inference.
+pub struct TrainedGenerationRun {
+    pub run: RunDir,
+    pub config: GenerationConfig,
+    pub classes: Vec<String>,
+}
+
+impl TrainedGenerationRun {
+    pub fn open(path: &Path) -> Result<Self> {
+        let (run, classes) = RunDir::open_trained(path)?;
+        let config = load_config(&run.file(CONFIG_FILE), &[])?;
+        Ok(Self { run, config, classes })
+    }
+
+    pub fn architecture(&self) -> Architecture {
+        self.config.model.name
+    }
+
+    pub fn autoencoder(&self, device: &Device) -> Result<ConvAe> {
+        ensure!(self.architecture() == Architecture::ConvAe, "{} is a {} run, not an autoencoder", self.run.root().display(), self.architecture().name());
+        let m = &self.config.model;
+        let model = ConvAe::new(self.config.data.image, m.latent(), m.variational, device);
+        Ok(load_weights(model, &self.run.file(WEIGHTS_FILE), "conv-ae")?.valid())
+    }
+
+    pub fn gan(&self, device: &Device) -> Result<Gan> {
+        ensure!(self.architecture() == Architecture::Dcgan, "{} is a {} run, not a GAN", self.run.root().display(), self.architecture().name());
+        let conditional = self.config.model.conditional.then_some(self.classes.len());
+        let model = Gan::new(self.config.data.image, self.config.model.latent(), conditional, device);
+        Ok(load_weights(model, &self.run.file(WEIGHTS_FILE), "dcgan")?.valid())
+    }
+}
+
+/// Generated images (pixels in [0, 1]) and the class each was asked for.
+pub struct Generated {
+    pub images: ImageBatchData,
+    pub classes: Vec<Option<String>>,
+    /// Images per row of a grid: one row per class when a conditional GAN drew every class.
+    pub columns: usize,
+}
+
+/// Generates `n` images from seeded noise: a GAN's (of `class`, or of every class in turn when
+/// conditional), or a variational autoencoder's decoded N(0, I) codes.
+pub fn generate(trained: &TrainedGenerationRun, n: usize, class: Option<&str>, seed: u64, device: &Device) -> Result<Generated> {
+    ensure!(n > 0, "--n must be at least 1");
+    let latent = trained.config.model.latent();
+    let noise = normal_noise(n, latent, seed, device);
+    let square = (n as f64).sqrt().ceil() as usize;
+    match trained.architecture() {
+        Architecture::ConvAe => {
+            ensure!(
+                trained.config.model.variational,
+                "{} is a plain autoencoder, whose codes are not drawn from a known distribution: use \
+                 `vitrine reconstruct` or `vitrine interpolate`, or train with model.variational = true to sample",
+                trained.run.root().display()
+            );
+            ensure!(class.is_none(), "--class needs a conditional GAN; {} is an autoencoder", trained.run.root().display());
+            let images = trained.autoencoder(device)?.decode(noise);
+            Ok(Generated { images: ImageBatchData::from_tensor(images), classes: vec![None; n], columns: square })
+        }
+        Architecture::Dcgan => {
+            let gan = trained.gan(device)?;
+            let per_class = n.div_ceil(trained.classes.len());
+            let mut columns = square;
+            let wanted: Option<Vec<usize>> = match (class, gan.is_conditional()) {
+                (Some(name), true) => {
+                    let Some(index) = trained.classes.iter().position(|c| c.eq_ignore_ascii_case(name)) else {
+                        bail!("unknown class `{name}`; this model knows: {}", trained.classes.join(", "));
+                    };
+                    Some(vec![index; n])
+                }
+                (Some(_), false) => bail!("--class needs a conditional GAN (model.conditional = true); {} is unconditional", trained.run.root().display()),
+                (None, true) => {
+                    columns = per_class;
+                    Some((0..n).map(|i| i / per_class).collect())
+                }
+                (None, false) => None,
+            };
+            let labels = wanted.as_ref().map(|w| labels_tensor(w, device));
+            let images = (gan.generator.forward(noise, labels) + 1.0) / 2.0;
+            let classes = match wanted {
+                Some(w) => w.into_iter().map(|i| Some(trained.classes[i].clone())).collect(),
+                None => vec![None; n],
+            };
+            Ok(Generated { images: ImageBatchData::from_tensor(images), classes, columns })
+        }
+    }
+}
+
+/// Images read from files and what the autoencoder makes of them.
+pub struct Reconstructed {
+    pub files: Vec<PathBuf>,
+    /// Originals in rows of 8, each above its reconstructions.
+    pub grid: ImageBatchData,
+    /// Mean squared error per pixel over all the images.
+    pub mse: f64,
+}
+
+/// Reconstructs image files (folders searched recursively) with an autoencoder run.
+pub fn reconstruct(trained: &TrainedGenerationRun, inputs: &[PathBuf], device: &Device, strict: bool) -> Result<Reconstructed> {
+    let model = trained.autoencoder(device)?;
+    let (set, files) = read_images(inputs, trained.config.data.image, strict)?;
+    let batches = ImageBatches::ordered(Arc::new(set), files.len(), PixelRange::Unit, device.clone());
+    let originals = batches.batches(0).next().expect("at least one image").images;
+    let reconstructions = model.forward(originals.clone(), false).images;
+    let mse = (reconstructions.clone() - originals.clone()).powi_scalar(2).mean().into_scalar::<f32>() as f64;
+    Ok(Reconstructed { files, grid: ImageBatchData::from_tensor(crate::training::above(originals, reconstructions)), mse })
+}
+
+/// Decodes `steps` codes evenly spaced between the codes of two images (both ends included).
+pub fn interpolate(trained: &TrainedGenerationRun, from: &Path, to: &Path, steps: usize, device: &Device) -> Result<ImageBatchData> {
+    ensure!(steps >= 2, "--steps must be at least 2");
+    let model = trained.autoencoder(device)?;
+    let (set, files) = read_images(&[from.to_path_buf(), to.to_path_buf()], trained.config.data.image, true)?;
+    ensure!(files.len() == 2, "give exactly two image files to interpolate between");
+    let images = ImageBatches::ordered(Arc::new(set), 2, PixelRange::Unit, device.clone()).batches(0).next().expect("two images").images;
+    let codes = model.encode(images);
+    let (a, b) = (codes.clone().slice(0..1), codes.slice(1..2));
+    let weights: Vec<f32> = (0..steps).map(|i| i as f32 / (steps - 1) as f32).collect();
+    let t = Tensor::<2>::from_data(TensorData::new(weights, [steps, 1]), device);
+    let mixed = a.clone() + (b - a) * t; // [steps, latent] by broadcasting
+    Ok(ImageBatchData::from_tensor(model.decode(mixed)))
+}
+
+/// Scores of a generator on held-out images.
+#[derive(Debug, Clone, Serialize)]
+pub struct GenerationScores {
+    pub model: String,
+    pub examples: usize,
+    /// Autoencoders: mean squared error per pixel (pixels in [0, 1]) and PSNR in dB.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mse: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub psnr: Option<f64>,
+    /// GANs: Fréchet distance (and class match) in the feature space of `classifier`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub samples: Option<SampleScores>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub classifier: Option<PathBuf>,
+}
+
+impl GenerationScores {
+    pub fn to_text(&self) -> String {
+        let mut out = format!("model {}  held-out images {}\n", self.model, self.examples);
+        if let (Some(mse), Some(psnr)) = (self.mse, self.psnr) {
+            out += &format!("reconstruction MSE {mse:.5}  PSNR {psnr:.2} dB\n");
+        }
+        if let (Some(s), Some(c)) = (&self.samples, &self.classifier) {
+            out += &format!("{} (features of {})\n", s.summary(), c.display());
+        }
+        out
+    }
+}
+
+/// Scores a run on held-out images (an image folder, or IDX images and labels): an
+/// autoencoder's reconstruction error, or a GAN's Fréchet distance with `classifier` (by default
+/// the config's `eval.classifier`).
+pub fn evaluate(trained: &TrainedGenerationRun, paths: &[PathBuf], classifier: Option<&Path>, seed: u64, device: &Device) -> Result<(GenerationScores, LoadReport)> {
+    let source = DataSource::from_paths(paths)?;
+    let arch = trained.architecture();
+    // Autoencoders ignore labels, so any folder of images will do; GANs need the run's classes.
+    let classes = (arch == Architecture::Dcgan).then_some(trained.classes.as_slice());
+    let (set, report) = load_source(&source, trained.config.data.image, classes, trained.config.run.strict)?;
+    let mut scores = GenerationScores { model: arch.name().into(), examples: set.len(), mse: None, psnr: None, samples: None, classifier: None };
+    match arch {
+        Architecture::ConvAe => {
+            let batches = ImageBatches::ordered(Arc::new(set), 256, pixel_range(arch), device.clone());
+            let mse = reconstruction_mse(&trained.autoencoder(device)?, &batches);
+            (scores.mse, scores.psnr) = (Some(mse), Some(psnr(mse)));
+        }
+        Architecture::Dcgan => {
+            let Some(path) = classifier.or(trained.config.eval.classifier.as_deref()) else {
+                bail!("scoring a GAN needs an image classifier: pass --classifier runs/NAME or set eval.classifier in the config");
+            };
+            let scorer = SampleScorer::new(path, &set, &trained.classes, &trained.config, device)?;
+            scores.samples = Some(scorer.score(&trained.gan(device)?.generator, seed)?);
+            scores.classifier = Some(path.to_path_buf());
+        }
+    }
+    Ok((scores, report))
+}
+
+/// Exports the run's weights (a GAN's as `generator.*` and `discriminator.*`).
+pub fn export(trained: &TrainedGenerationRun, format: WeightsFormat, out: &Path, device: &Device) -> Result<()> {
+    let m = &trained.config.model;
+    let metadata = [
+        ("architecture", m.name.name().to_string()),
+        ("classes", serde_json::to_string(&trained.classes)?),
+        ("input_shape", format!("{:?}", trained.config.data.image)),
+        ("latent", m.latent().to_string()),
+        ("variational", m.variational.to_string()),
+        ("conditional", m.conditional.to_string()),
+    ];
+    match trained.architecture() {
+        Architecture::ConvAe => export_weights(&trained.autoencoder(device)?, format, out, &metadata),
+        Architecture::Dcgan => export_weights(&trained.gan(device)?, format, out, &metadata),
+    }
+}
