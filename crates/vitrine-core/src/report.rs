@@ -153,34 +153,39 @@ impl RunReport {
             md += &format!("- weights: those of epoch {epoch}, the lowest validation loss (train.restore_best)\n");
         }
         let extra = extra_keys(&self.epochs);
+        let accuracy = self.epochs.iter().any(|r| r.train_accuracy.is_some());
+        // Columns: name and value of each epoch; accuracy only for tasks that have it.
+        let mut columns: Vec<(String, Box<dyn Fn(&EpochRecord) -> String>)> = Vec::new();
+        let pct = |v: Option<f64>| v.map(|v| format!("{:.2}%", 100.0 * v)).unwrap_or_else(|| "-".into());
+        columns.push(("train loss".into(), Box::new(|r| format!("{:.4}", r.train_loss))));
+        if accuracy {
+            columns.push(("train acc".into(), Box::new(move |r| pct(r.train_accuracy))));
+        }
+        columns.push(("valid loss".into(), Box::new(|r| format!("{:.4}", r.valid_loss))));
+        if accuracy {
+            columns.push(("valid acc".into(), Box::new(move |r| pct(r.valid_accuracy))));
+        }
+        for key in &extra {
+            let key = key.to_string();
+            columns.push((key.clone(), Box::new(move |r| r.extra.get(&key).map_or("-".into(), |v| format!("{v:.4}")))));
+        }
+        columns.push(("lr".into(), Box::new(|r| format!("{:.2e}", r.lr))));
+        columns.push(("seconds".into(), Box::new(|r| format!("{:.1}", r.seconds))));
+        columns.push(("samples/s".into(), Box::new(|r| format!("{:.0}", r.samples_per_sec))));
         md += &format!(
-            "- training: {} epoch(s){}, {:.1} s\n\n## Epochs\n\n| epoch | train loss | train acc | valid loss | valid acc | {}lr | seconds | samples/s |\n|---|---|---|---|---|---|---|---|{}\n",
+            "- training: {} epoch(s){}, {:.1} s\n\n## Epochs\n\n| epoch | {} |\n|---|{}\n",
             self.epochs.len(),
             if self.stopped_early { " (stopped early)" } else { "" },
             self.train_seconds,
-            extra.iter().map(|k| format!("{k} | ")).collect::<String>(),
-            "---|".repeat(extra.len())
+            columns.iter().map(|(name, _)| name.as_str()).collect::<Vec<_>>().join(" | "),
+            "---|".repeat(columns.len())
         );
-        let pct = |v: Option<f64>| v.map(|v| format!("{:.2}%", 100.0 * v)).unwrap_or_else(|| "-".into());
         for r in &self.epochs {
-            let figures: String = extra
-                .iter()
-                .map(|k| r.extra.get(*k).map_or("- | ".into(), |v| format!("{v:.4} | ")))
-                .collect();
-            md += &format!(
-                "| {} | {:.4} | {} | {:.4} | {} | {figures}{:.2e} | {:.1} | {:.0} |\n",
-                r.epoch,
-                r.train_loss,
-                pct(r.train_accuracy),
-                r.valid_loss,
-                pct(r.valid_accuracy),
-                r.lr,
-                r.seconds,
-                r.samples_per_sec
-            );
+            let cells: Vec<String> = columns.iter().map(|(_, cell)| cell(r)).collect();
+            md += &format!("| {} | {} |\n", r.epoch, cells.join(" | "));
         }
         md += "\n![loss](loss.png)";
-        if self.epochs.iter().any(|r| r.train_accuracy.is_some()) {
+        if accuracy {
             md += " ![accuracy](accuracy.png)";
         }
         for key in extra.iter().filter(|k| !k.ends_with("loss")) {
