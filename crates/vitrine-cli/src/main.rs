@@ -89,6 +89,9 @@ struct TrainArgs {
     /// Continue an interrupted run from its last complete epoch, with its saved config.
     #[arg(long, value_name = "RUN", conflicts_with_all = ["config", "out", "set"])]
     resume: Option<PathBuf>,
+    /// With --resume: train up to this many epochs in all (the run's config is updated).
+    #[arg(long, value_name = "N", requires = "resume")]
+    epochs: Option<usize>,
     /// Fail on the first unreadable image or bad text row instead of skipping it (same as --set run.strict=true).
     #[arg(long)]
     strict: bool,
@@ -405,7 +408,22 @@ fn train_command(args: TrainArgs) -> Result<()> {
             (path, RunDir::create(&out)?, false)
         }
     };
-    let overrides = if resuming { Vec::new() } else { args.set.clone() };
+    let overrides = match (resuming, args.epochs) {
+        (true, Some(epochs)) => {
+            // Rewrite the saved config so later resumes and the report agree on the length.
+            let more = [format!("train.epochs={epochs}")];
+            let toml = match family(&config_path)? {
+                Family::Image => ImageConfig::load(&config_path, &more)?.to_toml()?,
+                Family::Text => vitrine_text::training::load_config(&config_path, &more)?.to_toml()?,
+                Family::Generation => vitrine_generation::training::load_config(&config_path, &more)?.to_toml()?,
+            };
+            run.write(CONFIG_FILE, toml)?;
+            println!("{}: training up to epoch {epochs}", run.root().display());
+            Vec::new()
+        }
+        (true, None) => Vec::new(),
+        (false, _) => args.set.clone(),
+    };
     match family(&config_path)? {
         Family::Image => {
             let mut config = ImageConfig::load(&config_path, &overrides)?;

@@ -310,6 +310,12 @@ fn autoencoder_trains_reconstructs_interpolates_evaluates_and_exports() {
 
     let err = fails(&["generate", run_arg]);
     assert!(err.contains("plain autoencoder") && err.contains("variational"), "{err}");
+
+    // A finished run continues for more epochs from its last checkpoint.
+    let out = ok(&["train", "--resume", run_arg, "--epochs", "3", "--backend", "flex"]);
+    assert!(out.contains("resuming") && out.contains("epoch 3/3") && !out.contains("epoch 2/3"), "{out}");
+    assert!(std::fs::read_to_string(run.join("config.toml")).unwrap().contains("epochs = 3"));
+    assert_eq!(std::fs::read_to_string(run.join("metrics.csv")).unwrap().lines().count(), 4, "a header and 3 epochs");
 }
 
 #[test]
