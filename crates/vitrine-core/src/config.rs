@@ -23,9 +23,15 @@ pub struct ExperimentConfig<D, M> {
     pub model: M,
     #[serde(default)]
     pub train: TrainSection,
-    /// How generated images are scored (generation configs).
-    #[serde(default, skip_serializing_if = "EvalSection::is_unset")]
-    pub eval: EvalSection,
+    /// How generated images are scored: generation configs only (see [`ModelSection`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval: Option<EvalSection>,
+}
+
+/// What a family's `[model]` section tells the shared config code.
+pub trait ModelSection {
+    /// Whether the family scores generated images, and so takes an `[eval]` section.
+    const TAKES_EVAL_SECTION: bool = false;
 }
 
 /// Scoring generated images in the feature space of a trained image classifier.
@@ -45,11 +51,6 @@ impl Default for EvalSection {
     }
 }
 
-impl EvalSection {
-    fn is_unset(&self) -> bool {
-        *self == Self::default()
-    }
-}
 
 /// Run-wide settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -57,6 +58,10 @@ impl EvalSection {
 pub struct RunSection {
     /// Seed for weights, shuffling, splits and augmentation.
     pub seed: u64,
+    /// Seed of the train/valid/test split alone, when it must stay fixed while `seed` varies
+    /// (comparing initialisations on the same split). By default `seed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub split_seed: Option<u64>,
     /// Where the model runs: `auto`, `flex`, `ndarray` or `wgpu`.
     pub backend: BackendChoice,
     /// Fail on the first unreadable input file instead of skipping it.
@@ -65,7 +70,14 @@ pub struct RunSection {
 
 impl Default for RunSection {
     fn default() -> Self {
-        Self { seed: 42, backend: BackendChoice::Auto, strict: false }
+        Self { seed: 42, split_seed: None, backend: BackendChoice::Auto, strict: false }
+    }
+}
+
+impl RunSection {
+    /// The seed that draws held-out examples.
+    pub fn split_seed(&self) -> u64 {
+        self.split_seed.unwrap_or(self.seed)
     }
 }
 
@@ -472,7 +484,7 @@ impl DataConfig for ImageDataSection {
     }
 }
 
-impl<D: DataConfig + Serialize + DeserializeOwned, M: Serialize + DeserializeOwned> ExperimentConfig<D, M> {
+impl<D: DataConfig + Serialize + DeserializeOwned, M: ModelSection + Serialize + DeserializeOwned> ExperimentConfig<D, M> {
     /// Reads a config file, applies `--set key=value` overrides, and checks it.
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
         Self::load_with_defaults(path, &[], overrides)
@@ -522,7 +534,19 @@ impl<D: DataConfig + Serialize + DeserializeOwned, M: Serialize + DeserializeOwn
         Ok(toml::to_string_pretty(self)?)
     }
 
+    /// The `[eval]` settings, defaults where the file has none.
+    pub fn eval_settings(&self) -> EvalSection {
+        self.eval.clone().unwrap_or_default()
+    }
+
     fn check(&self) -> Result<()> {
+        if self.eval.is_some() && !M::TAKES_EVAL_SECTION {
+            bail!(
+                "`[eval]` scores generated images and belongs in image-generation configs only; \
+                 this config's task is `{}`: remove the section",
+                self.task
+            );
+        }
         let t = &self.train;
         if t.epochs == 0 {
             bail!("train.epochs must be at least 1");
@@ -627,6 +651,8 @@ mod tests {
         name: String,
     }
 
+    impl ModelSection for Model {}
+
     type Config = ExperimentConfig<ImageDataSection, Model>;
 
     const MINIMAL: &str = r#"
@@ -655,6 +681,26 @@ name = "m"
         let err = format!("{:#}", Config::parse(&text, &[]).unwrap_err());
         assert!(err.contains("unknown key `epoch`: did you mean `epochs`?"), "{err}");
         assert!(err.contains("line"), "error should point at the line: {err}");
+    }
+
+    #[test]
+    fn eval_section_only_where_the_family_takes_it() {
+        let text = format!("{MINIMAL}\n[eval]\nsamples = 100\n");
+        let err = format!("{:#}", Config::parse(&text, &[]).unwrap_err());
+        assert!(err.contains("`[eval]`") && err.contains("image-classification"), "{err}");
+        assert!(Config::parse(MINIMAL, &["eval.samples=100".into()]).is_err());
+
+        #[derive(Debug, Clone, Serialize, Deserialize)]
+        struct Generator {
+            name: String,
+        }
+        impl ModelSection for Generator {
+            const TAKES_EVAL_SECTION: bool = true;
+        }
+        let config = ExperimentConfig::<ImageDataSection, Generator>::parse(&text, &[]).unwrap();
+        assert_eq!(config.eval_settings().samples, 100);
+        let config = ExperimentConfig::<ImageDataSection, Generator>::parse(MINIMAL, &[]).unwrap();
+        assert_eq!(config.eval_settings(), EvalSection::default());
     }
 
     #[test]

@@ -157,10 +157,14 @@ pub struct FitPlan {
     pub early_stopping: Option<EarlyStopping>,
     pub keep_checkpoints: usize,
     pub restore_best: bool,
+    /// The training device and the run's seed: before each epoch the device's random numbers
+    /// (dropout masks, GAN noise) are re-seeded from both and the epoch, so a resumed run draws
+    /// exactly what an uninterrupted one would have.
+    pub reseed: Option<(Device, u64)>,
 }
 
-impl From<&TrainSection> for FitPlan {
-    fn from(t: &TrainSection) -> Self {
+impl FitPlan {
+    pub fn new(t: &TrainSection, train_device: &Device, seed: u64) -> Self {
         Self {
             epochs: t.epochs,
             base_lr: t.optimizer.lr,
@@ -168,8 +172,17 @@ impl From<&TrainSection> for FitPlan {
             early_stopping: t.early_stopping.clone(),
             keep_checkpoints: t.keep_checkpoints,
             restore_best: t.restore_best,
+            reseed: Some((train_device.clone(), seed)),
         }
     }
+}
+
+/// The seed of one epoch's random numbers (SplitMix64 of the run's seed and the epoch).
+fn epoch_seed(seed: u64, epoch: usize) -> u64 {
+    let mut z = seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 /// How training ended.
@@ -203,6 +216,9 @@ pub fn fit<T: TrainTask>(
         if should_stop(&history, plan.early_stopping.as_ref()) {
             stopped_early = true;
             break;
+        }
+        if let Some((device, seed)) = &plan.reseed {
+            device.seed(epoch_seed(*seed, epoch));
         }
         let lr = plan.schedule.lr_at(plan.base_lr, epoch, plan.epochs);
         let steps = train.num_batches();
@@ -489,6 +505,7 @@ mod tests {
                 early_stopping: None,
                 keep_checkpoints: 1,
                 restore_best,
+                reseed: None,
             };
             let outcome = fit(&mut task, &OneBatch, &OneBatch, &plan, &run, Vec::new(), &mut Progress::new()).unwrap();
             assert_eq!(outcome.history.len(), 4);
@@ -509,6 +526,7 @@ mod tests {
             early_stopping: None,
             keep_checkpoints: 4,
             restore_best: false,
+            reseed: None,
         };
         let err = fit(&mut task, &OneBatch, &OneBatch, &plan, &run, Vec::new(), &mut Progress::new()).unwrap_err().to_string();
         assert!(err.contains("diverged at epoch 3, step 1: g_loss is NaN"), "{err}");
@@ -516,6 +534,64 @@ mod tests {
         let metrics = run.read_to_string("metrics.csv").unwrap();
         assert!(metrics.starts_with("epoch,") && metrics.lines().next().unwrap().ends_with(",train_g_loss"), "{metrics}");
         assert_eq!(metrics.lines().count(), 3, "a header and epochs 1 and 2:\n{metrics}");
+    }
+
+    /// Records one random draw of the device per step, like a dropout mask or GAN noise.
+    struct Draws {
+        seen: Vec<f32>,
+    }
+
+    impl TrainTask for Draws {
+        type Batch = ();
+        fn train_step(&mut self, _: (), _lr: f64) -> StepStats {
+            let draw: Tensor<1> = Tensor::random([1], burn::tensor::Distribution::Default, &Device::flex());
+            self.seen.push(draw.into_data().to_vec::<f32>().unwrap()[0]);
+            StepStats::loss(Tensor::from_floats([1.0], &Device::flex()), 1)
+        }
+        fn validate(&self, _: &mut dyn Iterator<Item = ()>) -> PassTotals {
+            PassTotals { loss_sum: 1.0, correct: None, count: 1, extra: Vec::new() }
+        }
+        fn save_checkpoint(&self, _: &Path) -> Result<()> {
+            Ok(())
+        }
+        fn load_checkpoint(&mut self, _: &Path) -> Result<()> {
+            Ok(())
+        }
+        fn save_weights(&self, _: &Path) -> Result<()> {
+            Ok(())
+        }
+        fn load_weights(&mut self, _: &Path) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_resumed_run_draws_the_random_numbers_of_an_uninterrupted_one() {
+        let plan = |epochs| FitPlan {
+            epochs,
+            base_lr: 1e-3,
+            schedule: ScheduleConfig::default(),
+            early_stopping: None,
+            keep_checkpoints: 1,
+            restore_best: false,
+            reseed: Some((Device::flex(), 7)),
+        };
+        let tmp = tempfile::tempdir().unwrap();
+        let straight_run = RunDir::create(&tmp.path().join("straight")).unwrap();
+        let mut straight = Draws { seen: Vec::new() };
+        fit(&mut straight, &OneBatch, &OneBatch, &plan(3), &straight_run, Vec::new(), &mut Progress::new()).unwrap();
+
+        let resumed_run = RunDir::create(&tmp.path().join("resumed")).unwrap();
+        let mut first = Draws { seen: Vec::new() };
+        let outcome = fit(&mut first, &OneBatch, &OneBatch, &plan(1), &resumed_run, Vec::new(), &mut Progress::new()).unwrap();
+        // Something else draws in between, as a crash and restart would.
+        let _: Tensor<1> = Tensor::random([100], burn::tensor::Distribution::Default, &Device::flex());
+        let mut rest = Draws { seen: Vec::new() };
+        fit(&mut rest, &OneBatch, &OneBatch, &plan(3), &resumed_run, outcome.history, &mut Progress::new()).unwrap();
+
+        assert_eq!(straight.seen.len(), 3);
+        assert_eq!([first.seen, rest.seen].concat(), straight.seen);
+        assert_ne!(straight.seen[0], straight.seen[1], "each epoch draws anew");
     }
 
     #[test]

@@ -106,7 +106,7 @@ impl SampleScorer {
             ),
         };
         let classifier = trained.classifier(device)?;
-        let samples = config.eval.samples.min(real.len());
+        let samples = config.eval_settings().samples.min(real.len());
         ensure!(samples >= 2, "the Fréchet distance needs at least 2 real images, got {}", real.len());
         let indices: Vec<usize> = (0..samples).collect();
         let real_set = Arc::new(real.subset(&indices));
@@ -323,7 +323,8 @@ pub fn evaluate(trained: &TrainedGenerationRun, paths: &[PathBuf], classifier: O
             (scores.mse, scores.psnr) = (Some(mse), Some(psnr(mse)));
         }
         Architecture::Dcgan => {
-            let Some(path) = classifier.or(trained.config.eval.classifier.as_deref()) else {
+            let settings = trained.config.eval_settings();
+            let Some(path) = classifier.or(settings.classifier.as_deref()) else {
                 bail!("scoring a GAN needs an image classifier: pass --classifier runs/NAME or set eval.classifier in the config");
             };
             let scorer = SampleScorer::new(path, &set, &trained.classes, &trained.config, device)?;

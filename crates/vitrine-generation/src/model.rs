@@ -57,6 +57,10 @@ pub struct GenerationModelConfig {
     pub conditional: bool,
 }
 
+impl vitrine_core::config::ModelSection for GenerationModelConfig {
+    const TAKES_EVAL_SECTION: bool = true;
+}
+
 fn default_kl_weight() -> f64 {
     1.0
 }

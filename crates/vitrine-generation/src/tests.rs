@@ -123,7 +123,8 @@ fn mean_image_gap(generator: &Generator, real: &Tensor<4>, device: &Device) -> f
 #[test]
 fn gan_learns_the_look_of_the_sample_and_resumes() {
     let _turn = one_at_a_time();
-    let config = sample_config("name = \"dcgan\"", 3000, 2, 32);
+    // Batch 16: 300 steps in two epochs; at batch 32 the result hangs on the seed's noise draws.
+    let config = sample_config("name = \"dcgan\"", 3000, 2, 16);
     assert_eq!((config.train.optimizer.lr, config.train.optimizer.beta1), (2e-4, 0.5), "the reference GAN recipe");
     let data = load_data(&config).unwrap();
     let device = Device::flex();

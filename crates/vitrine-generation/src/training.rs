@@ -79,7 +79,7 @@ fn check(config: &GenerationConfig) -> Result<()> {
 
 /// Loads the images; a conditional GAN needs at least two classes.
 pub fn load_data(config: &GenerationConfig) -> Result<ImageSplits> {
-    let data = load_image_splits(&config.data, config.run.seed, config.run.strict)?;
+    let data = load_image_splits(&config.data, config.run.split_seed(), config.run.strict)?;
     if config.model.conditional && data.train.classes.len() < 2 {
         bail!("model.conditional needs labelled data with at least 2 classes; data.train has {}", data.train.classes.len());
     }
@@ -135,7 +135,7 @@ pub fn train(config: &GenerationConfig, run: &RunDir, compute: &ComputeDevice, r
             let gan = Gan::new(shape, config.model.latent(), conditional, &train_device);
             let parameters = gan.num_params();
             println!("model: dcgan{} ({parameters} parameters)", if conditional.is_some() { ", class-conditional" } else { "" });
-            let scorer = match &config.eval.classifier {
+            let scorer = match &config.eval_settings().classifier {
                 Some(path) => Some(SampleScorer::new(path, &data.valid, &classes, config, &device)?),
                 None => {
                     println!("eval.classifier is not set: no Fréchet distance per epoch");
@@ -145,7 +145,7 @@ pub fn train(config: &GenerationConfig, run: &RunDir, compute: &ComputeDevice, r
             let mut task = GanTask::new(gan, config, classes.len(), scorer, &device);
             let outcome = run_fit(&mut task, &train_batches, &valid_batches, config, run, resuming)?;
             let mut scores = Vec::new();
-            if let Some(path) = &config.eval.classifier {
+            if let Some(path) = &config.eval_settings().classifier {
                 let scorer = SampleScorer::new(path, &held_out, &classes, config, &device)?;
                 let s = scorer.score(&task.gan.valid().generator, config.run.seed)?;
                 println!("{held_out_name}: {}", s.summary());
@@ -182,7 +182,7 @@ fn run_fit<T: TrainTask<Batch = ImageBatch>>(
     if resuming {
         println!("resuming {} after epoch {}", run.root().display(), history.len());
     }
-    let outcome = fit(task, train, valid, &FitPlan::from(&config.train), run, history, &mut Progress::new())?;
+    let outcome = fit(task, train, valid, &FitPlan::new(&config.train, train.device(), config.run.seed), run, history, &mut Progress::new())?;
     task.save_weights(&run.file(WEIGHTS_FILE))?;
     Ok(outcome)
 }

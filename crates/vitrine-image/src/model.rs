@@ -42,6 +42,8 @@ pub struct ImageModelConfig {
     pub width: usize,
 }
 
+impl vitrine_core::config::ModelSection for ImageModelConfig {}
+
 fn default_width() -> usize {
     32
 }

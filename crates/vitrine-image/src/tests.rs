@@ -86,7 +86,8 @@ fn max_difference(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
     a.iter().flatten().zip(b.iter().flatten()).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
 
-/// A two-epoch run without dropout (so a resumed run can match it exactly), shared by tests.
+/// A two-epoch run without dropout, shared by tests. (Dropout would be replayed on resume too, but
+/// other tests draw from the same process-wide generator in parallel.)
 fn reference_run() -> &'static PathBuf {
     static RUN: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
     &RUN.get_or_init(|| {

@@ -40,7 +40,7 @@ impl ImageNet for ResnetSmall {
 
 /// Loads train / valid / test as configured; validation is split off `train` when not given.
 pub fn load_data(config: &ImageConfig) -> Result<ImageSplits> {
-    let data = load_image_splits(&config.data, config.run.seed, config.run.strict)?;
+    let data = load_image_splits(&config.data, config.run.split_seed(), config.run.strict)?;
     if data.train.classes.len() < 2 {
         bail!("data.train has {} class(es); a classifier needs at least 2", data.train.classes.len());
     }
@@ -88,7 +88,7 @@ fn train_with<M: ImageNet>(config: &ImageConfig, run: &RunDir, compute: &Compute
         &mut task,
         &train_batches,
         &valid_batches,
-        &FitPlan::from(&config.train),
+        &FitPlan::new(&config.train, &train_device, config.run.seed),
         run,
         history,
         &mut Progress::new(),

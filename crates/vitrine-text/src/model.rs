@@ -62,6 +62,8 @@ pub struct TextModelConfig {
     pub feed_forward: usize,
 }
 
+impl vitrine_core::config::ModelSection for TextModelConfig {}
+
 impl Default for TextModelConfig {
     fn default() -> Self {
         Self {

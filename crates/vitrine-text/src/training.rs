@@ -105,7 +105,7 @@ pub fn load_data(config: &TextConfig) -> Result<TextData> {
     let test_given = d.test.as_ref().map(|s| load_source("test", s, Some(&classes), d, strict, &mut notes)).transpose()?;
     let valid_fraction = if valid_given.is_some() { 0.0 } else { d.valid_fraction };
     let test_fraction = if test_given.is_some() { 0.0 } else { d.test_fraction };
-    let (mut train, valid, test) = all.split(valid_fraction, test_fraction, config.run.seed);
+    let (mut train, valid, test) = all.split(valid_fraction, test_fraction, config.run.split_seed());
     let valid = valid_given.unwrap_or(valid);
     let test = test_given.unwrap_or(test);
     if d.dedup && (d.valid.is_some() || d.test.is_some()) {
@@ -193,7 +193,7 @@ pub fn train(config: &TextConfig, run: &RunDir, compute: &ComputeDevice, resumin
     let pad = tokenizer.pad_id();
     let train_batches = TokenBatches::shuffled(train_set, bs, config.run.seed, pad, train_device.clone());
     let valid_batches = TokenBatches::ordered(valid_set, bs, pad, device.clone());
-    let outcome = fit(&mut task, &train_batches, &valid_batches, &FitPlan::from(&config.train), run, history, &mut Progress::new())?;
+    let outcome = fit(&mut task, &train_batches, &valid_batches, &FitPlan::new(&config.train, &train_device, config.run.seed), run, history, &mut Progress::new())?;
     task.save_weights(&run.file(WEIGHTS_FILE))?;
     if outcome.stopped_early {
         println!("early stopping: no validation improvement for {} epochs", config.train.early_stopping.as_ref().map_or(0, |e| e.patience));

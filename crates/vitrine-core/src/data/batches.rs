@@ -73,6 +73,11 @@ impl ImageBatches {
         Self { set, batch_size, shuffle_seed: None, augment: Augment::default(), range, device }
     }
 
+    /// Where the batches are put.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
     /// Shuffled batches, augmented as configured (training).
     pub fn shuffled(
         set: Arc<ImageSet>,
