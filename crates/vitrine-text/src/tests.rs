@@ -149,6 +149,14 @@ fn short_training_on_the_sample_learns() {
     for file in ["config.toml", "classes.json", "tokenizer.json", "metrics.csv", "model.bpk", "report.md", "confusion.png"] {
         assert!(tmp.path().join("run").join(file).is_file(), "{file} written");
     }
+    // The split is kept, and `vitrine eval` on its test part re-scores the run exactly.
+    let lines = |f: &str| std::fs::read_to_string(tmp.path().join("run").join(f)).unwrap().lines().count();
+    assert_eq!(crate::training::SPLIT_FILES.map(lines), [1600, 300, 300]);
+    let trained = TrainedTextRun::open(&tmp.path().join("run")).unwrap();
+    let split_test = tmp.path().join("run").join(crate::training::SPLIT_FILES[2]);
+    let (rescored, skipped) = crate::inference::evaluate(&trained, &[split_test], &Device::flex(), None).unwrap();
+    assert!(skipped.is_empty());
+    assert_eq!((rescored.examples, rescored.accuracy), (test.examples, test.accuracy));
     // The trained run predicts by itself, and says which tokens it attended to.
     let _turn = one_at_a_time();
     let trained = TrainedTextRun::open(&tmp.path().join("run")).unwrap();

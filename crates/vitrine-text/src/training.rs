@@ -143,6 +143,9 @@ pub fn tokenize(tokenizer: &TextTokenizer, set: &TextSet) -> Result<TokenizedSet
     Ok(TokenizedSet { ids: tokenizer.encode_all(&texts)?, labels: set.examples.iter().map(|e| e.label).collect() })
 }
 
+/// The run's train, valid and test texts.
+pub const SPLIT_FILES: [&str; 3] = ["split-train.jsonl", "split-valid.jsonl", "split-test.jsonl"];
+
 /// Trains the configured model into `run`, continuing from its last checkpoint when `resuming`.
 pub fn train(config: &TextConfig, run: &RunDir, compute: &ComputeDevice, resuming: bool) -> Result<RunReport> {
     let data = load_data(config)?;
@@ -158,6 +161,12 @@ pub fn train(config: &TextConfig, run: &RunDir, compute: &ComputeDevice, resumin
         tokenizer.save(&run.file(TOKENIZER_FILE))?;
         run.write(CONFIG_FILE, config.to_toml()?)?;
         run.write(CLASSES_FILE, serde_json::to_string_pretty(&classes)?)?;
+        // Exactly which texts trained, validated and tested this model, in a form `vitrine eval`
+        // and other tools read back.
+        let (text_key, label_key) = (&config.data.train.text_column, &config.data.train.label_column);
+        for (set, file) in [(&data.train, SPLIT_FILES[0]), (&data.valid, SPLIT_FILES[1]), (&data.test, SPLIT_FILES[2])] {
+            run.write(file, set.to_jsonl(text_key, label_key))?;
+        }
         tokenizer
     };
     let (train_set, valid_set, test_set) = (

@@ -182,6 +182,20 @@ pub struct DedupReport {
 }
 
 impl TextSet {
+    /// The set as JSON Lines, one `{text_key: …, label_key: class name}` object per text: a file
+    /// the JSONL reader (and so `vitrine eval`) takes back with the same keys.
+    pub fn to_jsonl(&self, text_key: &str, label_key: &str) -> String {
+        let mut out = String::new();
+        for e in &self.examples {
+            let mut row = serde_json::Map::new();
+            row.insert(text_key.to_string(), e.text.clone().into());
+            row.insert(label_key.to_string(), self.classes[e.label as usize].clone().into());
+            out.push_str(&serde_json::Value::Object(row).to_string());
+            out.push('\n');
+        }
+        out
+    }
+
     pub fn len(&self) -> usize {
         self.examples.len()
     }
