@@ -545,7 +545,7 @@ mod tests {
         type Batch = ();
         fn train_step(&mut self, _: (), _lr: f64) -> StepStats {
             let draw: Tensor<1> = Tensor::random([1], burn::tensor::Distribution::Default, &Device::flex());
-            self.seen.push(draw.into_data().to_vec::<f32>().unwrap()[0]);
+            self.seen.push(draw.into_data().try_to_vec::<f32>().unwrap()[0]);
             StepStats::loss(Tensor::from_floats([1.0], &Device::flex()), 1)
         }
         fn validate(&self, _: &mut dyn Iterator<Item = ()>) -> PassTotals {
