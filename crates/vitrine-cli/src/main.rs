@@ -127,6 +127,9 @@ struct EvalArgs {
     /// GAN runs: seed of the generated samples.
     #[arg(long, default_value_t = 7)]
     seed: u64,
+    /// Image classifiers: average each image's prediction with its mirror image's (test-time augmentation).
+    #[arg(long)]
+    mirror: bool,
     /// Where to draw the confusion matrix [default: <run>/eval-confusion.png].
     #[arg(long, value_name = "FILE")]
     confusion_png: Option<PathBuf>,
@@ -453,11 +456,17 @@ fn train_command(args: TrainArgs) -> Result<()> {
 fn eval_command(args: EvalArgs) -> Result<()> {
     let mut trained = open_run(&args.run)?;
     let compute = device_for(args.backend.backend, trained.run_section())?;
+    if args.mirror && !matches!(trained, Trained::Image(_)) {
+        bail!("--mirror applies to image-classification runs only");
+    }
     let (scores, classes, png, skipped) = match &mut trained {
         Trained::Image(t) => {
             t.config.run.strict |= args.strict;
+            if args.mirror && !t.config.data.augment.flip {
+                eprintln!("note: {} was trained without data.augment.flip; mirrored images are new to it and may lower its accuracy", args.run.display());
+            }
             let png = args.confusion_png.clone().unwrap_or_else(|| t.run.file("eval-confusion.png"));
-            let (scores, report) = vitrine_image::inference::evaluate(t, &args.data, &compute.device, Some(&png))?;
+            let (scores, report) = vitrine_image::inference::evaluate(t, &args.data, &compute.device, args.mirror, Some(&png))?;
             (scores, t.classes.clone(), png, report.summary().into_iter().collect::<Vec<_>>())
         }
         Trained::Text(t) => {

@@ -87,6 +87,11 @@ fn eval_reports_accuracy_f1_and_confusion() {
 
 /// Writes sample test images as PNG files in class folders named like the run's classes.
 fn image_folder(root: &Path, classes: &[&str]) -> Vec<(PathBuf, usize)> {
+    image_folder_of(root, classes, false)
+}
+
+/// [`image_folder`], each image mirrored left to right when `mirrored`.
+fn image_folder_of(root: &Path, classes: &[&str], mirrored: bool) -> Vec<(PathBuf, usize)> {
     let dir = repo().join("datasets/fashion-mnist-sample");
     let set = vitrine_core::data::load_idx(
         &dir.join("t10k-images-idx3-ubyte.gz"),
@@ -101,10 +106,36 @@ fn image_folder(root: &Path, classes: &[&str]) -> Vec<(PathBuf, usize)> {
             let dir = root.join(classes[label].replace('/', "-"));
             std::fs::create_dir_all(&dir).unwrap();
             let path = dir.join(format!("{i}.png"));
-            image::GrayImage::from_raw(28, 28, set.image(i).to_vec()).unwrap().save(&path).unwrap();
+            let mut picture = image::GrayImage::from_raw(28, 28, set.image(i).to_vec()).unwrap();
+            if mirrored {
+                image::imageops::flip_horizontal_in_place(&mut picture);
+            }
+            picture.save(&path).unwrap();
             (path, label)
         })
         .collect()
+}
+
+#[test]
+fn mirror_averaging_sees_an_image_and_its_mirror_alike() {
+    let run = trained_run().to_str().unwrap();
+    let classes = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"];
+    let tmp = tempfile::tempdir().unwrap();
+    let (plain, mirrored) = (tmp.path().join("plain"), tmp.path().join("mirrored"));
+    image_folder_of(&plain, &classes, false);
+    image_folder_of(&mirrored, &classes, true);
+    // A folder cannot be named "T-shirt/top": leave that class out.
+    for dir in [&plain, &mirrored] {
+        std::fs::remove_dir_all(dir.join("T-shirt-top")).ok();
+    }
+    let eval = |dir: &Path, extra: &[&str]| -> serde_json::Value {
+        let args = [&["eval", run, "--data", dir.to_str().unwrap(), "--json"][..], extra].concat();
+        serde_json::from_str(&ok(&args)).unwrap()
+    };
+    let (a, b) = (eval(&plain, &["--mirror"]), eval(&mirrored, &["--mirror"]));
+    assert!(a["examples"].as_u64().unwrap() > 40 && a["examples"] == b["examples"], "{a} {b}");
+    assert_eq!(a["confusion"], b["confusion"], "averaged over both orientations, the orientation cannot matter");
+    assert_ne!(eval(&plain, &[])["confusion"], eval(&mirrored, &[])["confusion"], "without it, it does");
 }
 
 #[test]

@@ -144,14 +144,15 @@ pub fn predict_probabilities<M: ClassifierModel>(
     model: &M,
     inputs: impl Iterator<Item = M::Input>,
 ) -> Vec<Vec<f32>> {
-    let mut out = Vec::new();
-    for input in inputs {
-        let probs = softmax(model.logits(input), 1);
-        let [n, k] = probs.dims();
-        let flat = probs.into_data().try_into_vec_as::<f32>().expect("f32 data");
-        out.extend((0..n).map(|i| flat[i * k..(i + 1) * k].to_vec()));
-    }
-    out
+    inputs.flat_map(|input| probability_rows(model.logits(input))).collect()
+}
+
+/// One row of class probabilities per example of `[n, classes]` logits.
+fn probability_rows(logits: Tensor<2>) -> Vec<Vec<f32>> {
+    let probs = softmax(logits, 1);
+    let [n, k] = probs.dims();
+    let flat = probs.into_data().try_into_vec_as::<f32>().expect("f32 data");
+    (0..n).map(|i| flat[i * k..(i + 1) * k].to_vec()).collect()
 }
 
 /// The index of the largest value.
@@ -171,13 +172,21 @@ where
     M: ClassifierModel,
     B: LabelledBatch<Input = M::Input>,
 {
+    score_by(|input| model.logits(input), batches, classes)
+}
+
+/// [`score`] with any map from inputs to logits (e.g. averaged over test-time augmentations).
+pub fn score_by<I, B>(logits: impl Fn(I) -> Tensor<2>, batches: impl Iterator<Item = B>, classes: &[String]) -> ClassificationScores
+where
+    B: LabelledBatch<Input = I>,
+{
     let mut matrix = ConfusionMatrix::new(classes.len());
     let mut second_class_probability = Vec::new();
     let mut is_second_class = Vec::new();
     for batch in batches {
         let (input, targets) = batch.into_parts();
         let truth = targets.into_data().try_into_vec_as::<i64>().expect("int data");
-        let probs = predict_probabilities(model, std::iter::once(input));
+        let probs = probability_rows(logits(input));
         for (t, p) in truth.into_iter().zip(probs) {
             matrix.add(t as usize, argmax(&p));
             if classes.len() == 2 {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::Result;
 use burn::prelude::*;
 use serde::Serialize;
-use vitrine_core::classifier::{argmax, predict_probabilities, score};
+use vitrine_core::classifier::{argmax, predict_probabilities, score_by};
 use vitrine_core::config::DataSource;
 use vitrine_core::data::{BatchSource, ImageBatches, LoadReport, PixelRange, load_source, read_images};
 use vitrine_core::export::{WeightsFormat, export_weights, load_weights};
@@ -71,15 +71,18 @@ impl LoadedClassifier {
 }
 
 /// Evaluates a run on labelled data: `paths` is an image folder, or an IDX images file and its
-/// labels file. Writes the confusion matrix as PNG to `confusion_out` when given.
-pub fn evaluate(trained: &TrainedRun, paths: &[PathBuf], device: &Device, confusion_out: Option<&Path>) -> Result<(ClassificationScores, LoadReport)> {
+/// labels file. With `mirror`, each image's logits are averaged with its mirror image's
+/// (test-time augmentation). Writes the confusion matrix as PNG to `confusion_out` when given.
+pub fn evaluate(trained: &TrainedRun, paths: &[PathBuf], device: &Device, mirror: bool, confusion_out: Option<&Path>) -> Result<(ClassificationScores, LoadReport)> {
     let source = DataSource::from_paths(paths)?;
     let (set, report) = load_source(&source, trained.config.data.image, Some(&trained.classes), trained.config.run.strict)?;
     let batches = ImageBatches::ordered(Arc::new(set), 256, PixelRange::Unit, device.clone());
-    let scores = match trained.config.model.name {
-        Architecture::FashionCnn => score(&trained.load::<FashionCnn>(device)?, batches.batches(0), &trained.classes),
-        Architecture::ResnetSmall => score(&trained.load::<ResnetSmall>(device)?, batches.batches(0), &trained.classes),
+    let model = trained.classifier(device)?;
+    let logits = |images: Tensor<4>| match mirror {
+        true => (model.logits(images.clone()) + model.logits(images.flip([3]))) / 2.0,
+        false => model.logits(images),
     };
+    let scores = score_by(logits, batches.batches(0), &trained.classes);
     if let Some(path) = confusion_out {
         confusion_png(path, &scores.confusion, &trained.classes)?;
     }
