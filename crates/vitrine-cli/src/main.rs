@@ -8,8 +8,9 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use vitrine_core::backend::{BackendChoice, ComputeDevice, gpu_adapters, select_device};
 use vitrine_core::bench::Timing;
-use vitrine_core::config::{RunSection, peek_task};
+use vitrine_core::config::{ExperimentConfig, RunSection, peek_task};
 use vitrine_core::export::WeightsFormat;
+use vitrine_core::report::RunReport;
 use vitrine_core::run_dir::{CONFIG_FILE, RunDir};
 use vitrine_image::inference::TrainedRun;
 use vitrine_image::training::{ImageConfig, TASK as IMAGE_TASK};
@@ -296,11 +297,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Train(args) => train_command(args),
         Command::Config(ConfigCommand::Show { config, set }) => {
-            let toml = match family(&config)? {
-                Family::Image => ImageConfig::load(&config, &set)?.to_toml()?,
-                Family::Text => vitrine_text::training::load_config(&config, &set)?.to_toml()?,
-                Family::Generation => vitrine_generation::training::load_config(&config, &set)?.to_toml()?,
-            };
+            let toml = resolved_config(&config, &set)?;
             print!("{toml}");
             Ok(())
         }
@@ -403,24 +400,14 @@ fn train_command(args: TrainArgs) -> Result<()> {
             let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "run".into());
             let out = args.out.clone().unwrap_or_else(|| RunDir::unique_path(Path::new("runs"), &stem));
             // Parse before creating the run folder, so a bad config leaves nothing behind.
-            match family(&path)? {
-                Family::Image => drop(ImageConfig::load(&path, &args.set)?),
-                Family::Text => drop(vitrine_text::training::load_config(&path, &args.set)?),
-                Family::Generation => drop(vitrine_generation::training::load_config(&path, &args.set)?),
-            }
+            resolved_config(&path, &args.set)?;
             (path, RunDir::create(&out)?, false)
         }
     };
     let overrides = match (resuming, args.epochs) {
         (true, Some(epochs)) => {
             // Rewrite the saved config so later resumes and the report agree on the length.
-            let more = [format!("train.epochs={epochs}")];
-            let toml = match family(&config_path)? {
-                Family::Image => ImageConfig::load(&config_path, &more)?.to_toml()?,
-                Family::Text => vitrine_text::training::load_config(&config_path, &more)?.to_toml()?,
-                Family::Generation => vitrine_generation::training::load_config(&config_path, &more)?.to_toml()?,
-            };
-            run.write(CONFIG_FILE, toml)?;
+            run.write(CONFIG_FILE, resolved_config(&config_path, &[format!("train.epochs={epochs}")])?)?;
             println!("{}: training up to epoch {epochs}", run.root().display());
             Vec::new()
         }
@@ -428,29 +415,42 @@ fn train_command(args: TrainArgs) -> Result<()> {
         (false, _) => args.set.clone(),
     };
     match family(&config_path)? {
-        Family::Image => {
-            let mut config = ImageConfig::load(&config_path, &overrides)?;
-            config.run.strict |= args.strict;
-            let compute = device_for(args.backend.backend, &config.run)?;
-            println!("device: {}", compute.description);
-            vitrine_image::training::train(&config, &run, &compute, resuming)?;
-        }
+        Family::Image => train_family(ImageConfig::load(&config_path, &overrides)?, vitrine_image::training::train, &args, &run, resuming),
         Family::Text => {
-            let mut config = vitrine_text::training::load_config(&config_path, &overrides)?;
-            config.run.strict |= args.strict;
-            let compute = device_for(args.backend.backend, &config.run)?;
-            println!("device: {}", compute.description);
-            vitrine_text::training::train(&config, &run, &compute, resuming)?;
+            train_family(vitrine_text::training::load_config(&config_path, &overrides)?, vitrine_text::training::train, &args, &run, resuming)
         }
-        Family::Generation => {
-            let mut config = vitrine_generation::training::load_config(&config_path, &overrides)?;
-            config.run.strict |= args.strict;
-            let compute = device_for(args.backend.backend, &config.run)?;
-            println!("device: {}", compute.description);
-            vitrine_generation::training::train(&config, &run, &compute, resuming)?;
-        }
+        Family::Generation => train_family(
+            vitrine_generation::training::load_config(&config_path, &overrides)?,
+            vitrine_generation::training::train,
+            &args,
+            &run,
+            resuming,
+        ),
     }
+}
+
+/// Trains one family's config with the command line's `--strict` and `--backend` applied.
+fn train_family<D, M>(
+    mut config: ExperimentConfig<D, M>,
+    train: fn(&ExperimentConfig<D, M>, &RunDir, &ComputeDevice, bool) -> Result<RunReport>,
+    args: &TrainArgs,
+    run: &RunDir,
+    resuming: bool,
+) -> Result<()> {
+    config.run.strict |= args.strict;
+    let compute = device_for(args.backend.backend, &config.run)?;
+    println!("device: {}", compute.description);
+    train(&config, run, &compute, resuming)?;
     Ok(())
+}
+
+/// A config file as its family reads it, with defaults and `overrides` applied, as TOML.
+fn resolved_config(path: &Path, overrides: &[String]) -> Result<String> {
+    match family(path)? {
+        Family::Image => ImageConfig::load(path, overrides)?.to_toml(),
+        Family::Text => vitrine_text::training::load_config(path, overrides)?.to_toml(),
+        Family::Generation => vitrine_generation::training::load_config(path, overrides)?.to_toml(),
+    }
 }
 
 fn eval_command(args: EvalArgs) -> Result<()> {

@@ -3,7 +3,7 @@
 use std::marker::PhantomData;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use burn::module::Module;
 use burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};
 use burn::optim::{GradientsParams, ModuleOptimizer};
@@ -13,7 +13,7 @@ use burn::tensor::activation::softmax;
 use crate::data::{ImageBatch, TokenBatch, TokenInput};
 use crate::metrics::{ConfusionMatrix, auroc};
 use crate::report::ClassificationScores;
-use crate::train::{PassTotals, StepStats, TrainTask, sum_steps};
+use crate::train::{PassTotals, StepStats, TrainTask, load_module, load_optimizer, save_module, save_optimizer, sum_steps};
 
 /// A model that maps an input batch to class logits `[batch, classes]`.
 pub trait ClassifierModel: Module + Send + 'static {
@@ -111,31 +111,21 @@ where
 
     fn save_checkpoint(&self, dir: &Path) -> Result<()> {
         self.save_weights(&dir.join("model.bpk"))?;
-        let optimizer = self.optimizer.as_ref().expect("optimizer present between steps");
-        optimizer.save(dir.join("optimizer.bpk")).context("saving optimizer state")?;
-        Ok(())
+        save_optimizer(&self.optimizer, &dir.join("optimizer.bpk"))
     }
 
     fn load_checkpoint(&mut self, dir: &Path) -> Result<()> {
-        self.model = self
-            .model
-            .clone()
-            .try_load_file(dir.join("model.bpk"))
-            .with_context(|| format!("loading {}", dir.join("model.bpk").display()))?;
-        let optimizer = self.optimizer.take().expect("optimizer present between steps");
-        self.optimizer = Some(optimizer.load(dir.join("optimizer.bpk")).context("loading optimizer state")?);
-        Ok(())
+        self.load_weights(&dir.join("model.bpk"))?;
+        load_optimizer(&mut self.optimizer, &dir.join("optimizer.bpk"))
     }
 
     fn load_weights(&mut self, path: &Path) -> Result<()> {
-        self.model = self.model.clone().try_load_file(path).with_context(|| format!("loading {}", path.display()))?;
+        self.model = load_module(self.model.clone(), path)?;
         Ok(())
     }
 
     fn save_weights(&self, path: &Path) -> Result<()> {
-        crate::run_dir::save_atomic(path, |tmp| {
-            self.model.clone().save_file(tmp).with_context(|| format!("saving weights to {}", path.display()))
-        })
+        save_module(&self.model, path)
     }
 }
 

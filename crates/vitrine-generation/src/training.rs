@@ -13,8 +13,11 @@ use vitrine_core::config::{ExperimentConfig, ImageDataSection, ImageShape};
 use vitrine_core::data::{BatchSource, ImageBatch, ImageBatches, ImageSplits, PixelRange, load_image_splits};
 use vitrine_core::progress::Progress;
 use vitrine_core::report::{DataSummary, RunIdentity, RunReport};
-use vitrine_core::run_dir::{RunDir, WEIGHTS_FILE, save_atomic};
-use vitrine_core::train::{FitOutcome, FitPlan, PassTotals, StepStats, TrainTask, build_optimizer, fit, resume, sum_steps};
+use vitrine_core::run_dir::{RunDir, WEIGHTS_FILE};
+use vitrine_core::train::{
+    FitOutcome, FitPlan, PassTotals, StepStats, TrainTask, build_optimizer, fit, load_module, load_optimizer, resume, save_module,
+    save_optimizer, sum_steps,
+};
 
 use crate::grid::{ImageBatchData, save_grid};
 use crate::inference::{SampleScorer, normal_noise, reconstruction_mse};
@@ -135,7 +138,8 @@ pub fn train(config: &GenerationConfig, run: &RunDir, compute: &ComputeDevice, r
             let gan = Gan::new(shape, config.model.latent(), conditional, &train_device);
             let parameters = gan.num_params();
             println!("model: dcgan{} ({parameters} parameters)", if conditional.is_some() { ", class-conditional" } else { "" });
-            let scorer = match &config.eval_settings().classifier {
+            let classifier = config.eval_settings().classifier;
+            let scorer = match &classifier {
                 Some(path) => Some(SampleScorer::new(path, &data.valid, &classes, config, &device)?),
                 None => {
                     println!("eval.classifier is not set: no Fréchet distance per epoch");
@@ -145,7 +149,7 @@ pub fn train(config: &GenerationConfig, run: &RunDir, compute: &ComputeDevice, r
             let mut task = GanTask::new(gan, config, classes.len(), scorer, &device);
             let outcome = run_fit(&mut task, &train_batches, &valid_batches, config, run, resuming)?;
             let mut scores = Vec::new();
-            if let Some(path) = &config.eval_settings().classifier {
+            if let Some(path) = &classifier {
                 let scorer = SampleScorer::new(path, &held_out, &classes, config, &device)?;
                 let s = scorer.score(&task.gan.valid().generator, config.run.seed)?;
                 println!("{held_out_name}: {}", s.summary());
@@ -249,15 +253,12 @@ impl TrainTask for AutoencoderTask {
 
     fn save_checkpoint(&self, dir: &Path) -> Result<()> {
         self.save_weights(&dir.join("model.bpk"))?;
-        let optimizer = self.optimizer.as_ref().expect("optimizer present between steps");
-        optimizer.save(dir.join("optimizer.bpk")).context("saving optimizer state")
+        save_optimizer(&self.optimizer, &dir.join("optimizer.bpk"))
     }
 
     fn load_checkpoint(&mut self, dir: &Path) -> Result<()> {
         self.load_weights(&dir.join("model.bpk"))?;
-        let optimizer = self.optimizer.take().expect("optimizer present between steps");
-        self.optimizer = Some(optimizer.load(dir.join("optimizer.bpk")).context("loading optimizer state")?);
-        Ok(())
+        load_optimizer(&mut self.optimizer, &dir.join("optimizer.bpk"))
     }
 
     fn save_weights(&self, path: &Path) -> Result<()> {
@@ -397,20 +398,14 @@ impl TrainTask for GanTask {
 
     fn save_checkpoint(&self, dir: &Path) -> Result<()> {
         self.save_weights(&dir.join("model.bpk"))?;
-        for (optimizer, file) in [(&self.optimizer_g, "optimizer-generator.bpk"), (&self.optimizer_d, "optimizer-discriminator.bpk")] {
-            let optimizer = optimizer.as_ref().expect("optimizer present between steps");
-            optimizer.save(dir.join(file)).with_context(|| format!("saving {file}"))?;
-        }
-        Ok(())
+        save_optimizer(&self.optimizer_g, &dir.join("optimizer-generator.bpk"))?;
+        save_optimizer(&self.optimizer_d, &dir.join("optimizer-discriminator.bpk"))
     }
 
     fn load_checkpoint(&mut self, dir: &Path) -> Result<()> {
         self.load_weights(&dir.join("model.bpk"))?;
-        for (optimizer, file) in [(&mut self.optimizer_g, "optimizer-generator.bpk"), (&mut self.optimizer_d, "optimizer-discriminator.bpk")] {
-            let state = optimizer.take().expect("optimizer present between steps");
-            *optimizer = Some(state.load(dir.join(file)).with_context(|| format!("loading {file}"))?);
-        }
-        Ok(())
+        load_optimizer(&mut self.optimizer_g, &dir.join("optimizer-generator.bpk"))?;
+        load_optimizer(&mut self.optimizer_d, &dir.join("optimizer-discriminator.bpk"))
     }
 
     fn save_weights(&self, path: &Path) -> Result<()> {
@@ -437,10 +432,3 @@ impl TrainTask for GanTask {
     }
 }
 
-fn save_module<M: Module>(module: &M, path: &Path) -> Result<()> {
-    save_atomic(path, |tmp| module.clone().save_file(tmp).with_context(|| format!("saving weights to {}", path.display())))
-}
-
-fn load_module<M: Module>(module: M, path: &Path) -> Result<M> {
-    module.try_load_file(path).with_context(|| format!("loading {}", path.display()))
-}

@@ -12,7 +12,7 @@ use vitrine_core::data::{BatchSource, SkippedRow, TextSet, TokenBatches, Tokeniz
 use vitrine_core::plot::confusion_png;
 use vitrine_core::progress::Progress;
 use vitrine_core::report::{DataSummary, RunIdentity, RunReport};
-use vitrine_core::run_dir::{CLASSES_FILE, CONFIG_FILE, RunDir, WEIGHTS_FILE};
+use vitrine_core::run_dir::{RunDir, WEIGHTS_FILE};
 use vitrine_core::train::{FitPlan, TrainTask, build_optimizer, fit, resume};
 
 use crate::model::{Architecture, MAX_NGRAM_BUCKETS, TextClassifier, TextModelConfig};
@@ -150,17 +150,12 @@ pub const SPLIT_FILES: [&str; 3] = ["split-train.jsonl", "split-valid.jsonl", "s
 pub fn train(config: &TextConfig, run: &RunDir, compute: &ComputeDevice, resuming: bool) -> Result<RunReport> {
     let data = load_data(config)?;
     let classes = data.classes.clone();
+    run.record_start(&config.to_toml()?, &classes, resuming)?;
     let tokenizer = if resuming {
-        let saved = run.classes()?;
-        if saved != classes {
-            bail!("the data's classes {classes:?} differ from the run's {saved:?}");
-        }
         TextTokenizer::load(&run.file(TOKENIZER_FILE), config.data.tokenizer.max_len)?
     } else {
         let tokenizer = tokenizer_for(config, &data.train)?;
         tokenizer.save(&run.file(TOKENIZER_FILE))?;
-        run.write(CONFIG_FILE, config.to_toml()?)?;
-        run.write(CLASSES_FILE, serde_json::to_string_pretty(&classes)?)?;
         // Exactly which texts trained, validated and tested this model, in a form `vitrine eval`
         // and other tools read back.
         let (text_key, label_key) = (&config.data.train.text_column, &config.data.train.label_column);

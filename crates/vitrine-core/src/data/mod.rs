@@ -82,22 +82,17 @@ pub fn load_image_splits(d: &ImageDataSection, seed: u64, strict: bool) -> Resul
         train = train.truncate(limit);
     }
     let classes = train.classes.clone();
+    // A given valid/test source, its classes matched to train's.
+    let mut held_out = |name: &str, source: &DataSource| -> Result<ImageSet> {
+        let (set, report) = load_source(source, d.image, Some(&classes), strict).with_context(|| format!("data.{name}"))?;
+        note(name, &report);
+        Ok(set)
+    };
     let (train, valid) = match &d.valid {
-        Some(source) => {
-            let (valid, report) = load_source(source, d.image, Some(&classes), strict).context("data.valid")?;
-            note("valid", &report);
-            (train, valid)
-        }
+        Some(source) => (train, held_out("valid", source)?),
         None => train.split(d.valid_fraction, seed),
     };
-    let test = match &d.test {
-        Some(source) => {
-            let (test, report) = load_source(source, d.image, Some(&classes), strict).context("data.test")?;
-            note("test", &report);
-            Some(Arc::new(test))
-        }
-        None => None,
-    };
+    let test = d.test.as_ref().map(|source| held_out("test", source).map(Arc::new)).transpose()?;
     if train.is_empty() || valid.is_empty() {
         bail!("too little data: {} training and {} validation images", train.len(), valid.len());
     }
