@@ -191,6 +191,9 @@ pub struct Augment {
     pub flip: bool,
     /// Shift images by up to this many pixels in each direction (zero padding), like a random crop.
     pub shift: usize,
+    /// Probability of random erasing (Zhong et al. 2017): one rectangle of 2–40% of the image, of
+    /// aspect ratio 0.3–3.3, filled with random pixels.
+    pub erase: f64,
 }
 
 /// Optimisation settings.
@@ -474,6 +477,10 @@ impl DataConfig for ImageDataSection {
         let shape = self.image;
         if ![1, 3].contains(&shape.channels) || shape.height == 0 || shape.width == 0 {
             bail!("data.image must have 1 or 3 channels and a non-zero size, got {shape:?}");
+        }
+        let erase = self.augment.erase;
+        if !(0.0..=1.0).contains(&erase) {
+            bail!("data.augment.erase is a probability between 0 and 1, got {erase}");
         }
         for (name, source) in [("train", Some(&self.train)), ("valid", self.valid.as_ref()), ("test", self.test.as_ref())] {
             if let Some(source) = source {

@@ -128,6 +128,7 @@ impl ImageBatches {
         let (c, h, w) = (shape.channels, shape.height, shape.width);
         let mut pixels = Vec::with_capacity(indices.len() * shape.pixels());
         for &i in indices {
+            let start = pixels.len();
             let image = self.set.image(i);
             let flip = self.augment.flip && rng.random_bool(0.5);
             let s = self.augment.shift as i32;
@@ -148,6 +149,19 @@ impl ImageBatches {
                     }
                 }
             }
+            // Drawn only when erasing is on, so runs without it keep their random stream.
+            if self.augment.erase > 0.0 && rng.random_bool(self.augment.erase) {
+                if let Some((top, left, eh, ew)) = erase_box(h, w, rng) {
+                    for ch in 0..c {
+                        for y in top..top + eh {
+                            let row = start + ch * h * w + y * w;
+                            for p in &mut pixels[row + left..row + left + ew] {
+                                *p = self.range.scale(rng.random());
+                            }
+                        }
+                    }
+                }
+            }
         }
         let targets: Vec<i64> = indices.iter().map(|&i| self.set.labels[i] as i64).collect();
         let n = indices.len();
@@ -156,6 +170,21 @@ impl ImageBatches {
             targets: Tensor::from_data(TensorData::new(targets, [n]), &self.device),
         }
     }
+}
+
+/// Random erasing's rectangle (top, left, height, width): 2–40% of the image, aspect 0.3–3.3,
+/// as in Zhong et al.; `None` when no draw in ten fits (tiny images).
+fn erase_box(h: usize, w: usize, rng: &mut StdRng) -> Option<(usize, usize, usize, usize)> {
+    for _ in 0..10 {
+        let area = rng.random_range(0.02..0.4) * (h * w) as f64;
+        let aspect = rng.random_range(0.3f64.ln()..(1.0f64 / 0.3).ln()).exp();
+        let eh = (area * aspect).sqrt().round() as usize;
+        let ew = (area / aspect).sqrt().round() as usize;
+        if (1..h).contains(&eh) && (1..w).contains(&ew) {
+            return Some((rng.random_range(0..=h - eh), rng.random_range(0..=w - ew), eh, ew));
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -204,7 +233,7 @@ mod tests {
     fn flip_mirrors_rows() {
         let shape = ImageShape { channels: 1, height: 1, width: 3 };
         let set = Arc::new(ImageSet { shape, pixels: vec![0, 128, 255], labels: vec![0], classes: vec!["a".into()] });
-        let augment = Augment { flip: true, shift: 0 };
+        let augment = Augment { flip: true, ..Augment::default() };
         let seen: Vec<Vec<f32>> = (0..20)
             .map(|epoch| {
                 let b = ImageBatches::shuffled(set.clone(), 1, 3, augment, PixelRange::Unit, Device::flex());
@@ -213,5 +242,22 @@ mod tests {
             .collect();
         assert!(seen.iter().any(|p| p[0] == 1.0 && p[2] == 0.0), "some epoch flips");
         assert!(seen.iter().any(|p| p[0] == 0.0 && p[2] == 1.0), "some epoch does not");
+    }
+
+    #[test]
+    fn erasing_replaces_one_small_rectangle() {
+        let shape = ImageShape { channels: 1, height: 10, width: 10 };
+        let set = Arc::new(ImageSet { shape, pixels: vec![255; 100], labels: vec![0], classes: vec!["a".into()] });
+        let augment = Augment { erase: 1.0, ..Augment::default() };
+        for epoch in 0..20 {
+            let b = ImageBatches::shuffled(set.clone(), 1, 5, augment, PixelRange::Unit, Device::flex());
+            let px = b.batches(epoch).next().unwrap().images.to_data().try_into_vec_as::<f32>().unwrap();
+            let changed: Vec<(usize, usize)> = (0..100).filter(|&i| px[i] != 1.0).map(|i| (i / 10, i % 10)).collect();
+            assert!(!changed.is_empty(), "epoch {epoch}: nothing erased");
+            let rows = changed.iter().map(|p| p.0).max().unwrap() - changed.iter().map(|p| p.0).min().unwrap() + 1;
+            let cols = changed.iter().map(|p| p.1).max().unwrap() - changed.iter().map(|p| p.1).min().unwrap() + 1;
+            assert!(rows * cols <= 50, "epoch {epoch}: erased box {rows}x{cols} is over 40% of the image");
+            assert!(changed.len() * 2 >= rows * cols, "epoch {epoch}: erased pixels do not fill a rectangle");
+        }
     }
 }
