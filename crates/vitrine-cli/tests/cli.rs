@@ -215,9 +215,16 @@ fn bad_input_is_explained_not_panicked() {
 #[test]
 fn config_show_prints_every_default() {
     let out = ok(&["config", "show", "configs/quickstart.toml", "--set", "train.epochs=7"]);
-    for key in ["epochs = 7", "batch_size = 128", "seed = 42", "kind = \"adam\"", "lr = 0.001", "kind = \"constant\""] {
+    for key in ["epochs = 7", "batch_size = 128", "seed = 42", "kind = \"adam\"", "lr = 0.001", "kind = \"constant\"", "erase = 0.0"] {
         assert!(out.contains(key), "{key} in:\n{out}");
     }
+    // Every shipped config resolves, so none drifts from the schema unnoticed.
+    for entry in std::fs::read_dir(repo().join("configs")).unwrap() {
+        let path = entry.unwrap().path();
+        ok(&["config", "show", path.to_str().unwrap()]);
+    }
+    let err = fails(&["config", "show", "configs/resnet-small.toml", "--set", "data.augment.erase=1.5"]);
+    assert!(err.contains("data.augment.erase") && err.contains("1.5"), "{err}");
 }
 
 /// One text run on the shipped English CSV, trained once through the CLI and shared by the tests.
