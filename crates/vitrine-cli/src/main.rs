@@ -122,10 +122,10 @@ struct EvalArgs {
     /// Print JSON instead of tables.
     #[arg(long)]
     json: bool,
-    /// GAN runs: the image-classifier run whose features score the samples [default: the config's eval.classifier].
+    /// GAN and VAE runs: the image-classifier run whose features score the samples [default: the config's eval.classifier].
     #[arg(long, value_name = "RUN")]
     classifier: Option<PathBuf>,
-    /// GAN runs: seed of the generated samples.
+    /// GAN and VAE runs: seed of the generated samples.
     #[arg(long, default_value_t = 7)]
     seed: u64,
     /// Image classifiers: average each image's prediction with its mirror image's (test-time augmentation).

@@ -348,12 +348,46 @@ fn autoencoder_trains_reconstructs_interpolates_evaluates_and_exports() {
 
     let err = fails(&["generate", run_arg]);
     assert!(err.contains("plain autoencoder") && err.contains("variational"), "{err}");
+    let classifier = trained_run().to_str().unwrap();
+    let err = fails(&["eval", run_arg, "--data", images_idx.to_str().unwrap(), labels_idx.to_str().unwrap(), "--classifier", classifier]);
+    assert!(err.contains("plain autoencoder"), "{err}");
 
     // A finished run continues for more epochs from its last checkpoint.
     let out = ok(&["train", "--resume", run_arg, "--epochs", "3", "--backend", "flex"]);
     assert!(out.contains("resuming") && out.contains("epoch 3/3") && !out.contains("epoch 2/3"), "{out}");
     assert!(std::fs::read_to_string(run.join("config.toml")).unwrap().contains("epochs = 3"));
     assert_eq!(std::fs::read_to_string(run.join("metrics.csv")).unwrap().lines().count(), 4, "a header and 3 epochs");
+}
+
+#[test]
+fn variational_autoencoder_samples_and_is_scored_by_a_classifier() {
+    let classifier = trained_run().to_str().unwrap().to_string();
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("vae");
+    let run_arg = run.to_str().unwrap();
+    let set = ["--set", "model.variational=true", "--set", "train.epochs=1", "--set", "data.limit=600", "--set", "eval.samples=200"];
+    let out = ok(&[&["train", "configs/ae-quickstart.toml", "--backend", "flex", "--out", run_arg][..], &set[..]].concat());
+    assert!(out.contains("train_kl"), "{out}");
+    let grid = tmp.path().join("samples.png");
+    ok(&["generate", run_arg, "--n", "9", "--out", grid.to_str().unwrap()]);
+    assert_eq!(png_size(&grid), (2 + 3 * 58, 2 + 3 * 58));
+
+    let sample = repo().join("datasets/fashion-mnist-sample");
+    let (images_idx, labels_idx) = (sample.join("t10k-images-idx3-ubyte.gz"), sample.join("t10k-labels-idx1-ubyte.gz"));
+    let data = [images_idx.to_str().unwrap(), labels_idx.to_str().unwrap()];
+    let out = ok(&["eval", run_arg, "--data", data[0], data[1], "--classifier", &classifier, "--json"]);
+    let scores: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(scores["mse"].as_f64().unwrap() > 0.0, "{scores}");
+    assert_eq!(scores["samples"]["samples"].as_u64(), Some(200), "eval.samples of the run's config: {scores}");
+    let frechet = scores["samples"]["frechet"].as_f64().unwrap();
+    assert!(frechet.is_finite() && frechet > 0.0, "{scores}");
+    assert!(scores["samples"].get("class_match").is_none(), "an autoencoder has no classes to match: {scores}");
+    // The same seed draws the same samples; another seed, others.
+    let again: serde_json::Value = serde_json::from_str(&ok(&["eval", run_arg, "--data", data[0], data[1], "--classifier", &classifier, "--json"])).unwrap();
+    assert_eq!(again["samples"]["frechet"], scores["samples"]["frechet"]);
+    let other: serde_json::Value =
+        serde_json::from_str(&ok(&["eval", run_arg, "--data", data[0], data[1], "--classifier", &classifier, "--seed", "8", "--json"])).unwrap();
+    assert_ne!(other["samples"]["frechet"], scores["samples"]["frechet"]);
 }
 
 #[test]

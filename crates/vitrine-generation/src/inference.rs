@@ -118,16 +118,22 @@ impl SampleScorer {
         Ok(Self { classifier, real: FeatureStats::from_rows(&rows, dim), class_map, samples, latent: config.model.latent(), device: device.clone() })
     }
 
-    /// Generates as many images as there are real ones (classes in turn when conditional) and
-    /// scores them.
+    /// Generates as many images as there are real ones with a GAN (classes in turn when
+    /// conditional) and scores them.
     pub fn score(&self, generator: &Generator, seed: u64) -> Result<SampleScores> {
+        self.score_by(|noise, labels| (generator.forward(noise, labels) + 1.0) / 2.0, seed)
+    }
+
+    /// Scores images made by `generate` from seeded N(0, I) noise (and class labels when
+    /// conditional); `generate` returns pixels in [0, 1].
+    pub fn score_by(&self, generate: impl Fn(Tensor<2>, Option<Tensor<1, Int>>) -> Tensor<4>, seed: u64) -> Result<SampleScores> {
         let (mut rows, mut matched) = (Vec::new(), 0usize);
         for start in (0..self.samples).step_by(CHUNK) {
             let n = CHUNK.min(self.samples - start);
             let noise = normal_noise(n, self.latent, seed.wrapping_add(start as u64), &self.device);
             let wanted: Option<Vec<usize>> = self.class_map.as_ref().map(|map| (start..start + n).map(|i| i % map.len()).collect());
             let labels = wanted.as_ref().map(|w| labels_tensor(w, &self.device));
-            let images = (generator.forward(noise, labels) + 1.0) / 2.0;
+            let images = generate(noise, labels);
             rows.extend(features(&self.classifier, images.clone()));
             if let (Some(wanted), Some(map)) = (&wanted, &self.class_map) {
                 let predicted = self.classifier.logits(images).argmax(1).into_data().convert::<i64>().try_into_vec::<i64>().expect("labels");
@@ -286,7 +292,8 @@ pub struct GenerationScores {
     pub mse: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub psnr: Option<f64>,
-    /// GANs: Fréchet distance (and class match) in the feature space of `classifier`.
+    /// GANs and variational autoencoders: Fréchet distance of samples (and class match) in the
+    /// feature space of `classifier`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub samples: Option<SampleScores>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -307,8 +314,9 @@ impl GenerationScores {
 }
 
 /// Scores a run on held-out images (an image folder, or IDX images and labels): an
-/// autoencoder's reconstruction error, or a GAN's Fréchet distance with `classifier` (by default
-/// the config's `eval.classifier`).
+/// autoencoder's reconstruction error, and the Fréchet distance of a GAN's or a variational
+/// autoencoder's samples with `classifier` (by default the config's `eval.classifier`; optional
+/// for a VAE).
 pub fn evaluate(trained: &TrainedGenerationRun, paths: &[PathBuf], classifier: Option<&Path>, seed: u64, device: &Device) -> Result<(GenerationScores, LoadReport)> {
     let source = DataSource::from_paths(paths)?;
     let arch = trained.architecture();
@@ -318,8 +326,23 @@ pub fn evaluate(trained: &TrainedGenerationRun, paths: &[PathBuf], classifier: O
     let mut scores = GenerationScores { model: arch.name().into(), examples: set.len(), mse: None, psnr: None, samples: None, classifier: None };
     match arch {
         Architecture::ConvAe => {
+            let model = trained.autoencoder(device)?;
+            let settings = trained.config.eval_settings();
+            let classifier = match (classifier, trained.config.model.variational) {
+                (Some(_), false) => bail!(
+                    "--classifier scores samples, and {} is a plain autoencoder, which cannot be sampled (train with model.variational = true)",
+                    trained.run.root().display()
+                ),
+                (given, true) => given.or(settings.classifier.as_deref()),
+                (None, false) => None,
+            };
+            if let Some(path) = classifier {
+                let scorer = SampleScorer::new(path, &set, &trained.classes, &trained.config, device)?;
+                scores.samples = Some(scorer.score_by(|noise, _| model.decode(noise), seed)?);
+                scores.classifier = Some(path.to_path_buf());
+            }
             let batches = ImageBatches::ordered(Arc::new(set), 256, pixel_range(arch), device.clone());
-            let mse = reconstruction_mse(&trained.autoencoder(device)?, &batches);
+            let mse = reconstruction_mse(&model, &batches);
             (scores.mse, scores.psnr) = (Some(mse), Some(psnr(mse)));
         }
         Architecture::Dcgan => {
