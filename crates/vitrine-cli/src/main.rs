@@ -156,6 +156,9 @@ struct PredictArgs {
     /// Image runs: how many classes to show per image.
     #[arg(long, default_value_t = 3)]
     top_k: usize,
+    /// Image runs: average each image's prediction with its mirror image's (test-time augmentation).
+    #[arg(long)]
+    mirror: bool,
     /// Text runs: how many of the most-attended tokens to show per text.
     #[arg(long, default_value_t = 5)]
     top_tokens: usize,
@@ -462,8 +465,8 @@ fn eval_command(args: EvalArgs) -> Result<()> {
     let (scores, classes, png, skipped) = match &mut trained {
         Trained::Image(t) => {
             t.config.run.strict |= args.strict;
-            if args.mirror && !t.config.data.augment.flip {
-                eprintln!("note: {} was trained without data.augment.flip; mirrored images are new to it and may lower its accuracy", args.run.display());
+            if args.mirror {
+                note_if_trained_without_flips(t, &args.run);
             }
             let png = args.confusion_png.clone().unwrap_or_else(|| t.run.file("eval-confusion.png"));
             let (scores, report) = vitrine_image::inference::evaluate(t, &args.data, &compute.device, args.mirror, Some(&png))?;
@@ -503,8 +506,18 @@ fn eval_command(args: EvalArgs) -> Result<()> {
     Ok(())
 }
 
+/// Mirror averaging suits models that saw mirrored images in training; say so when this one did not.
+fn note_if_trained_without_flips(trained: &vitrine_image::inference::TrainedRun, run: &Path) {
+    if !trained.config.data.augment.flip {
+        eprintln!("note: {} was trained without data.augment.flip; mirrored images are new to it and may lower its accuracy", run.display());
+    }
+}
+
 fn predict_command(args: PredictArgs) -> Result<()> {
     let trained = open_run(&args.run)?;
+    if args.mirror && !matches!(trained, Trained::Image(_)) {
+        bail!("--mirror applies to image-classification runs only");
+    }
     let compute = device_for(args.backend.backend, trained.run_section())?;
     match &trained {
         Trained::Image(t) => {
@@ -514,7 +527,10 @@ fn predict_command(args: PredictArgs) -> Result<()> {
             if args.inputs.is_empty() {
                 bail!("give image files or folders to predict");
             }
-            let predictions = vitrine_image::inference::predict(t, &args.inputs, args.top_k.max(1), &compute.device, args.strict)?;
+            if args.mirror {
+                note_if_trained_without_flips(t, &args.run);
+            }
+            let predictions = vitrine_image::inference::predict(t, &args.inputs, args.top_k.max(1), args.mirror, &compute.device, args.strict)?;
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&predictions)?);
             } else {

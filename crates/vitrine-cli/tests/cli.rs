@@ -136,6 +136,22 @@ fn mirror_averaging_sees_an_image_and_its_mirror_alike() {
     assert!(a["examples"].as_u64().unwrap() > 40 && a["examples"] == b["examples"], "{a} {b}");
     assert_eq!(a["confusion"], b["confusion"], "averaged over both orientations, the orientation cannot matter");
     assert_ne!(eval(&plain, &[])["confusion"], eval(&mirrored, &[])["confusion"], "without it, it does");
+
+    // Predictions too: each file and its mirrored copy get the same classes and probabilities.
+    let predict = |dir: &Path| -> Vec<(String, serde_json::Value)> {
+        let out: serde_json::Value = serde_json::from_str(&ok(&["predict", run, dir.to_str().unwrap(), "--mirror", "--json"])).unwrap();
+        let mut rows: Vec<(String, serde_json::Value)> = out
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| (Path::new(p["path"].as_str().unwrap()).strip_prefix(dir).unwrap().display().to_string(), p["top"].clone()))
+            .collect();
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        rows
+    };
+    let (a, b) = (predict(&plain), predict(&mirrored));
+    assert!(a.len() > 40);
+    assert_eq!(a, b);
 }
 
 #[test]

@@ -134,7 +134,13 @@ pub fn predict_probabilities<M: ClassifierModel>(
     model: &M,
     inputs: impl Iterator<Item = M::Input>,
 ) -> Vec<Vec<f32>> {
-    inputs.flat_map(|input| probability_rows(model.logits(input))).collect()
+    predict_probabilities_by(|input| model.logits(input), inputs)
+}
+
+/// [`predict_probabilities`] with any map from inputs to logits (e.g. averaged over test-time
+/// augmentations).
+pub fn predict_probabilities_by<I>(logits: impl Fn(I) -> Tensor<2>, inputs: impl Iterator<Item = I>) -> Vec<Vec<f32>> {
+    inputs.flat_map(|input| probability_rows(logits(input))).collect()
 }
 
 /// One row of class probabilities per example of `[n, classes]` logits.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::Result;
 use burn::prelude::*;
 use serde::Serialize;
-use vitrine_core::classifier::{argmax, predict_probabilities, score_by};
+use vitrine_core::classifier::{argmax, predict_probabilities_by, score_by};
 use vitrine_core::config::DataSource;
 use vitrine_core::data::{BatchSource, ImageBatches, LoadReport, PixelRange, load_source, read_images};
 use vitrine_core::export::{WeightsFormat, export_weights, load_weights};
@@ -61,6 +61,15 @@ impl LoadedClassifier {
         }
     }
 
+    /// Class logits, averaged with those of the mirror images when `mirror` (test-time
+    /// augmentation for models trained with flips).
+    pub fn logits_mirrored(&self, images: Tensor<4>, mirror: bool) -> Tensor<2> {
+        match mirror {
+            true => (self.logits(images.clone()) + self.logits(images.flip([3]))) / 2.0,
+            false => self.logits(images),
+        }
+    }
+
     /// Penultimate-layer features of images scaled to [0, 1].
     pub fn features(&self, images: Tensor<4>) -> Tensor<2> {
         match self {
@@ -78,11 +87,7 @@ pub fn evaluate(trained: &TrainedRun, paths: &[PathBuf], device: &Device, mirror
     let (set, report) = load_source(&source, trained.config.data.image, Some(&trained.classes), trained.config.run.strict)?;
     let batches = ImageBatches::ordered(Arc::new(set), 256, PixelRange::Unit, device.clone());
     let model = trained.classifier(device)?;
-    let logits = |images: Tensor<4>| match mirror {
-        true => (model.logits(images.clone()) + model.logits(images.flip([3]))) / 2.0,
-        false => model.logits(images),
-    };
-    let scores = score_by(logits, batches.batches(0), &trained.classes);
+    let scores = score_by(|images| model.logits_mirrored(images, mirror), batches.batches(0), &trained.classes);
     if let Some(path) = confusion_out {
         confusion_png(path, &scores.confusion, &trained.classes)?;
     }
@@ -102,16 +107,14 @@ pub struct ClassProbability {
     pub probability: f32,
 }
 
-/// Predicts the `top_k` classes of each image file (folders are searched recursively).
-/// Unreadable files are reported and skipped, or fail the call when `strict`.
-pub fn predict(trained: &TrainedRun, inputs: &[PathBuf], top_k: usize, device: &Device, strict: bool) -> Result<Vec<Prediction>> {
+/// Predicts the `top_k` classes of each image file (folders are searched recursively), with
+/// `mirror` as in [`evaluate`]. Unreadable files are reported and skipped, or fail the call when
+/// `strict`.
+pub fn predict(trained: &TrainedRun, inputs: &[PathBuf], top_k: usize, mirror: bool, device: &Device, strict: bool) -> Result<Vec<Prediction>> {
     let (set, kept) = read_images(inputs, trained.config.data.image, strict)?;
     let batches = ImageBatches::ordered(Arc::new(set), 256, PixelRange::Unit, device.clone());
-    let inputs = batches.batches(0).map(|b| b.images);
-    let probabilities = match trained.config.model.name {
-        Architecture::FashionCnn => predict_probabilities(&trained.load::<FashionCnn>(device)?, inputs),
-        Architecture::ResnetSmall => predict_probabilities(&trained.load::<ResnetSmall>(device)?, inputs),
-    };
+    let model = trained.classifier(device)?;
+    let probabilities = predict_probabilities_by(|images| model.logits_mirrored(images, mirror), batches.batches(0).map(|b| b.images));
     Ok(kept
         .into_iter()
         .zip(probabilities)
