@@ -459,15 +459,10 @@ fn resolved_config(path: &Path, overrides: &[String]) -> Result<String> {
 fn eval_command(args: EvalArgs) -> Result<()> {
     let mut trained = open_run(&args.run)?;
     let compute = device_for(args.backend.backend, trained.run_section())?;
-    if args.mirror && !matches!(trained, Trained::Image(_)) {
-        bail!("--mirror applies to image-classification runs only");
-    }
+    check_mirror(args.mirror, &trained, &args.run)?;
     let (scores, classes, png, skipped) = match &mut trained {
         Trained::Image(t) => {
             t.config.run.strict |= args.strict;
-            if args.mirror {
-                note_if_trained_without_flips(t, &args.run);
-            }
             let png = args.confusion_png.clone().unwrap_or_else(|| t.run.file("eval-confusion.png"));
             let (scores, report) = vitrine_image::inference::evaluate(t, &args.data, &compute.device, args.mirror, Some(&png))?;
             (scores, t.classes.clone(), png, report.summary().into_iter().collect::<Vec<_>>())
@@ -506,18 +501,23 @@ fn eval_command(args: EvalArgs) -> Result<()> {
     Ok(())
 }
 
-/// Mirror averaging suits models that saw mirrored images in training; say so when this one did not.
-fn note_if_trained_without_flips(trained: &vitrine_image::inference::TrainedRun, run: &Path) {
-    if !trained.config.data.augment.flip {
-        eprintln!("note: {} was trained without data.augment.flip; mirrored images are new to it and may lower its accuracy", run.display());
+/// `--mirror` is for image classifiers, and suits those that saw mirrored images in training:
+/// refuse it for other runs, and say so when this one did not.
+fn check_mirror(mirror: bool, trained: &Trained, run: &Path) -> Result<()> {
+    match trained {
+        _ if !mirror => {}
+        Trained::Image(t) if !t.config.data.augment.flip => {
+            eprintln!("note: {} was trained without data.augment.flip; mirrored images are new to it and may lower its accuracy", run.display());
+        }
+        Trained::Image(_) => {}
+        _ => bail!("--mirror applies to image-classification runs only"),
     }
+    Ok(())
 }
 
 fn predict_command(args: PredictArgs) -> Result<()> {
     let trained = open_run(&args.run)?;
-    if args.mirror && !matches!(trained, Trained::Image(_)) {
-        bail!("--mirror applies to image-classification runs only");
-    }
+    check_mirror(args.mirror, &trained, &args.run)?;
     let compute = device_for(args.backend.backend, trained.run_section())?;
     match &trained {
         Trained::Image(t) => {
@@ -526,9 +526,6 @@ fn predict_command(args: PredictArgs) -> Result<()> {
             }
             if args.inputs.is_empty() {
                 bail!("give image files or folders to predict");
-            }
-            if args.mirror {
-                note_if_trained_without_flips(t, &args.run);
             }
             let predictions = vitrine_image::inference::predict(t, &args.inputs, args.top_k.max(1), args.mirror, &compute.device, args.strict)?;
             if args.json {
