@@ -18,6 +18,9 @@ pub struct BenchResult {
     pub batch_size: usize,
     pub train_samples_per_sec: f64,
     pub inference_samples_per_sec: f64,
+    /// Figures and settings particular to the model (a text model's `seq_len`, peak memory).
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 /// How long to measure: up to `steps` timed steps after `warmup` untimed ones, stopping early once
@@ -76,6 +79,7 @@ impl BenchResult {
             batch_size,
             train_samples_per_sec: train_steps_per_sec * batch_size as f64,
             inference_samples_per_sec: inference_steps_per_sec * batch_size as f64,
+            extra: serde_json::Map::new(),
         }
     }
 }

@@ -1,4 +1,4 @@
-//! Training and evaluating any classifier (images today, text next) with cross-entropy.
+//! Training and evaluating any classifier (product images, review texts) with cross-entropy.
 
 use std::marker::PhantomData;
 use std::path::Path;
@@ -10,7 +10,7 @@ use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
 
-use crate::data::{ImageBatch, TokenBatch, TokenInput};
+use crate::data::ImageBatch;
 use crate::metrics::{ConfusionMatrix, auroc};
 use crate::report::ClassificationScores;
 use crate::train::{PassTotals, StepStats, TrainTask, load_module, load_optimizer, save_module, save_optimizer, sum_steps};
@@ -31,13 +31,6 @@ impl LabelledBatch for ImageBatch {
     type Input = Tensor<4>;
     fn into_parts(self) -> (Tensor<4>, Tensor<1, Int>) {
         (self.images, self.targets)
-    }
-}
-
-impl LabelledBatch for TokenBatch {
-    type Input = TokenInput;
-    fn into_parts(self) -> (TokenInput, Tensor<1, Int>) {
-        (self.input, self.targets)
     }
 }
 

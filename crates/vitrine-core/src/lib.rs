@@ -1,7 +1,9 @@
 //! Vitrine's shared core: what every model family needs, written once.
 //!
 //! The data flows one way: [`config`] → [`data`] → model (in a family crate) → [`train`]
-//! → [`run_dir`] → [`export`] / evaluation ([`metrics`], [`report`]).
+//! → [`run_dir`] → [`export`] / evaluation ([`metrics`], [`report`]). A family plugs in through
+//! one trait, [`family::Family`]; libraries report through [`reporter::Reporter`], and only the
+//! binary owns the terminal.
 
 pub mod backend;
 pub mod bench;
@@ -9,9 +11,10 @@ pub mod classifier;
 pub mod config;
 pub mod data;
 pub mod export;
+pub mod family;
 pub mod metrics;
 pub mod plot;
-pub mod progress;
 pub mod report;
+pub mod reporter;
 pub mod run_dir;
 pub mod train;

@@ -1,4 +1,4 @@
-//! PNG charts: training curves and confusion matrices.
+//! PNG charts: training curves, confusion matrices and scatter plots.
 
 use std::path::Path;
 use std::sync::Once;
@@ -108,6 +108,45 @@ pub fn confusion_png(path: &Path, matrix: &ConfusionMatrix, classes: &[String]) 
         root.draw_text(&format!("({i}) {}", short(&classes[i])), &label, (6, row)).map_err(plot_err)?;
         root.draw_text(&format!("({i})"), &label, (column, top as i32 - 22)).map_err(plot_err)?;
     }
+    root.present().map_err(plot_err)?;
+    Ok(())
+}
+
+/// Draws groups of 2-D points in a colour each, e.g. customer segments on their first two
+/// principal components.
+pub fn scatter_chart(path: &Path, title: &str, axes: (&str, &str), groups: &[Series]) -> Result<()> {
+    ensure_font();
+    let all: Vec<(f64, f64)> = groups.iter().flat_map(|g| g.points.iter().copied()).filter(|(x, y)| x.is_finite() && y.is_finite()).collect();
+    let range = |f: fn(&(f64, f64)) -> f64| {
+        let (lo, hi) = all.iter().map(f).fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
+        if lo.is_finite() { (lo - (hi - lo) * 0.05 - 1e-9, hi + (hi - lo) * 0.05 + 1e-9) } else { (-1.0, 1.0) }
+    };
+    let ((x0, x1), (y0, y1)) = (range(|p| p.0), range(|p| p.1));
+    let root = BitMapBackend::new(path, (760, 560)).into_drawing_area();
+    root.fill(&WHITE).map_err(plot_err)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(56)
+        .build_cartesian_2d(x0..x1, y0..y1)
+        .map_err(plot_err)?;
+    chart.configure_mesh().x_desc(axes.0).y_desc(axes.1).label_style(("sans-serif", 14)).draw().map_err(plot_err)?;
+    for (i, g) in groups.iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        chart
+            .draw_series(g.points.iter().map(|&p| Circle::new(p, 2, color.mix(0.7).filled())))
+            .map_err(plot_err)?
+            .label(g.name)
+            .legend(move |(x, y)| Circle::new((x + 9, y), 4, color.filled()));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 14))
+        .draw()
+        .map_err(plot_err)?;
     root.present().map_err(plot_err)?;
     Ok(())
 }

@@ -6,7 +6,7 @@ use serde::Serialize;
 use crate::metrics::{ClassScores, ConfusionMatrix};
 use crate::run_dir::RunDir;
 use crate::data::ImageSplits;
-use crate::train::{EpochRecord, FitOutcome, extra_keys};
+use crate::train::{EpochRecord, figure_names};
 
 /// Scores of a classifier on labelled data.
 #[derive(Debug, Clone, Serialize)]
@@ -99,33 +99,7 @@ impl DataSummary {
     }
 }
 
-/// Who ran what, on which device: the head of a report.
-pub struct RunIdentity<'a> {
-    pub task: &'a str,
-    pub model: &'a str,
-    pub parameters: usize,
-    pub device: &'a str,
-}
-
 impl RunReport {
-    /// The report of a finished fit, without held-out scores (set `test`, `held_out`, `figures`).
-    pub fn of_fit(who: RunIdentity, data: DataSummary, outcome: FitOutcome) -> Self {
-        Self {
-            task: who.task.into(),
-            model: who.model.into(),
-            parameters: who.parameters,
-            device: who.device.into(),
-            data,
-            train_seconds: outcome.history.iter().map(|r| r.seconds).sum(),
-            epochs: outcome.history,
-            stopped_early: outcome.stopped_early,
-            restored_epoch: outcome.restored_epoch,
-            test: None,
-            held_out: Vec::new(),
-            figures: Vec::new(),
-        }
-    }
-
     /// Writes `report.json` and `report.md` into the run.
     pub fn write(&self, run: &RunDir) -> Result<()> {
         run.write("report.json", serde_json::to_string_pretty(self)?)?;
@@ -152,7 +126,7 @@ impl RunReport {
         if let Some(epoch) = self.restored_epoch {
             md += &format!("- weights: those of epoch {epoch}, the lowest validation loss (train.restore_best)\n");
         }
-        let extra = extra_keys(&self.epochs);
+        let (loss_names, score_names) = figure_names(&self.epochs);
         let accuracy = self.epochs.iter().any(|r| r.train_accuracy.is_some());
         // Columns: name and value of each epoch; accuracy only for tasks that have it.
         let mut columns: Vec<(String, Box<dyn Fn(&EpochRecord) -> String>)> = Vec::new();
@@ -165,9 +139,13 @@ impl RunReport {
         if accuracy {
             columns.push(("valid acc".into(), Box::new(move |r| pct(r.valid_accuracy))));
         }
-        for key in &extra {
+        for key in &loss_names {
             let key = key.to_string();
-            columns.push((key.clone(), Box::new(move |r| r.extra.get(&key).map_or("-".into(), |v| format!("{v:.4}")))));
+            columns.push((key.clone(), Box::new(move |r| r.losses.get(&key).map_or("-".into(), |v| format!("{v:.4}")))));
+        }
+        for key in &score_names {
+            let key = key.to_string();
+            columns.push((key.clone(), Box::new(move |r| r.scores.get(&key).map_or("-".into(), |s| format!("{:.4}", s.value)))));
         }
         columns.push(("lr".into(), Box::new(|r| format!("{:.2e}", r.lr))));
         columns.push(("seconds".into(), Box::new(|r| format!("{:.1}", r.seconds))));
@@ -188,7 +166,7 @@ impl RunReport {
         if accuracy {
             md += " ![accuracy](accuracy.png)";
         }
-        for key in extra.iter().filter(|k| !k.ends_with("loss")) {
+        for key in &score_names {
             md += &format!(" ![{key}]({key}.png)");
         }
         md.push('\n');

@@ -45,18 +45,17 @@ impl RunDir {
         Ok(Self { root: root.to_path_buf() })
     }
 
-    /// Opens a finished run for inference: its folder and class names, with a clear error when
-    /// training has not written the final weights yet.
-    pub fn open_trained(root: &Path) -> Result<(Self, Vec<String>)> {
-        let run = Self::open(root)?;
-        let classes = run.classes()?;
-        if !run.file(WEIGHTS_FILE).is_file() {
+    /// The class names of a finished run, with a clear error when training has not written the
+    /// final weights yet.
+    pub fn trained_classes(&self) -> Result<Vec<String>> {
+        let classes = self.classes()?;
+        if !self.file(WEIGHTS_FILE).is_file() {
             bail!(
                 "{} has no {WEIGHTS_FILE} yet (training did not finish); continue it with `vitrine train --resume {0}`",
-                root.display()
+                self.root.display()
             );
         }
-        Ok((run, classes))
+        Ok(classes)
     }
 
     /// `runs_dir/name`, or `name-2`, `name-3`, ... when taken.

@@ -9,9 +9,11 @@ use vitrine_core::config::ImageShape;
 use vitrine_core::data::ImageBatch;
 use vitrine_core::train::TrainTask;
 
-use crate::inference::normal_noise;
-use crate::model::{Architecture, ConvAe, Gan};
-use crate::training::{AutoencoderTask, GanTask, GenerationConfig};
+use crate::autoencoder::AutoencoderTask;
+use crate::config::{Architecture, GenerationConfig};
+use crate::gan::GanTask;
+use crate::model::{ConvAe, Gan};
+use crate::scoring::normal_noise;
 
 /// Times training steps (for the GAN: a discriminator and a generator step) and inference
 /// (autoencoder: reconstruction; GAN: generation) of `arch`; see [`Timing`].

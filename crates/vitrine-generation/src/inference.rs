@@ -5,170 +5,42 @@ use std::sync::Arc;
 
 use anyhow::{Result, bail, ensure};
 use burn::prelude::*;
-use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde::Serialize;
-use vitrine_core::config::DataSource;
-use vitrine_core::data::{BatchSource, ImageBatches, ImageSet, LoadReport, PixelRange, load_source, read_images};
+use vitrine_core::config::{ConfigFile, DataSource};
+use vitrine_core::data::{BatchSource, ImageBatches, LoadReport, PixelRange, load_source, read_images};
 use vitrine_core::export::{WeightsFormat, export_weights, load_weights};
+use vitrine_core::family::UseContext;
 use vitrine_core::run_dir::{CONFIG_FILE, RunDir, WEIGHTS_FILE};
-use vitrine_image::inference::{LoadedClassifier, TrainedRun};
 
-use crate::frechet::{FeatureStats, frechet_distance};
+use crate::autoencoder::{above, psnr, reconstruction_mse};
+use crate::config::{Architecture, GenerationConfig, TASK, resolve};
+use crate::data::pixel_range;
 use crate::grid::ImageBatchData;
-use crate::model::{Architecture, ConvAe, Gan, Generator};
-use crate::training::{GenerationConfig, load_config, pixel_range, psnr};
-
-/// Images per forward pass when generating or scoring.
-const CHUNK: usize = 250;
-
-/// `n` standard-normal vectors `[n, dim]` from a seeded host generator, so the same seed gives
-/// the same samples on every backend.
-pub fn normal_noise(n: usize, dim: usize, seed: u64, device: &Device) -> Tensor<2> {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let values: Vec<f32> = (0..n * dim)
-        .map(|_| {
-            // Box–Muller: two uniforms give one standard normal.
-            let (u, v): (f32, f32) = (rng.random::<f32>().max(f32::MIN_POSITIVE), rng.random());
-            (-2.0 * u.ln()).sqrt() * (std::f32::consts::TAU * v).cos()
-        })
-        .collect();
-    Tensor::from_data(TensorData::new(values, [n, dim]), device)
-}
-
-/// Mean squared error per pixel of the autoencoder's reconstructions of `batches` (mean codes).
-pub fn reconstruction_mse(model: &ConvAe, batches: &ImageBatches) -> f64 {
-    let (mut sum, mut pixels) = (0.0f64, 0usize);
-    for batch in batches.batches(0) {
-        let x = batch.images;
-        pixels += x.shape().num_elements();
-        let recon = model.forward(x.clone(), false).images;
-        sum += (recon - x).powi_scalar(2).sum().into_scalar::<f32>() as f64;
-    }
-    sum / pixels.max(1) as f64
-}
-
-/// Sample quality in the feature space of a trained image classifier.
-#[derive(Debug, Clone, Serialize)]
-pub struct SampleScores {
-    /// Fréchet distance between generated and real images' penultimate-layer features.
-    pub frechet: f64,
-    /// Conditional GANs: the fraction of samples the classifier assigns to the requested class.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub class_match: Option<f64>,
-    pub samples: usize,
-}
-
-impl SampleScores {
-    pub fn summary(&self) -> String {
-        let class_match = self.class_match.map(|m| format!(", class match {:.1}%", 100.0 * m)).unwrap_or_default();
-        format!("Fréchet distance {:.3} over {} samples{class_match}", self.frechet, self.samples)
-    }
-}
-
-/// Scores a generator against real images with a classifier run named in the config
-/// (`eval.classifier`) or on the command line.
-pub struct SampleScorer {
-    classifier: LoadedClassifier,
-    real: FeatureStats,
-    /// Conditional GANs: the classifier's label of each GAN class.
-    class_map: Option<Vec<usize>>,
-    samples: usize,
-    latent: usize,
-    device: Device,
-}
-
-impl SampleScorer {
-    /// Loads the classifier and the features of up to `eval.samples` images of `real`.
-    pub fn new(classifier_run: &Path, real: &ImageSet, classes: &[String], config: &GenerationConfig, device: &Device) -> Result<Self> {
-        let trained = TrainedRun::open(classifier_run).map_err(|e| anyhow::anyhow!("eval.classifier: {e:#}"))?;
-        ensure!(
-            trained.config.data.image == config.data.image,
-            "eval.classifier {} takes {:?} images, the generator makes {:?}",
-            classifier_run.display(),
-            trained.config.data.image,
-            config.data.image
-        );
-        let class_map = match config.model.conditional {
-            false => None,
-            true => Some(
-                classes
-                    .iter()
-                    .map(|c| trained.classes.iter().position(|k| k == c))
-                    .collect::<Option<Vec<_>>>()
-                    .ok_or_else(|| {
-                        anyhow::anyhow!(
-                            "eval.classifier {} knows the classes {:?}, which do not include all of the generator's {:?}",
-                            classifier_run.display(),
-                            trained.classes,
-                            classes
-                        )
-                    })?,
-            ),
-        };
-        let classifier = trained.classifier(device)?;
-        let samples = config.eval_settings().samples.min(real.len());
-        ensure!(samples >= 2, "the Fréchet distance needs at least 2 real images, got {}", real.len());
-        let indices: Vec<usize> = (0..samples).collect();
-        let real_set = Arc::new(real.subset(&indices));
-        let mut rows = Vec::new();
-        for batch in ImageBatches::ordered(real_set, CHUNK, PixelRange::Unit, device.clone()).batches(0) {
-            rows.extend(features(&classifier, batch.images));
-        }
-        let dim = rows.len() / samples;
-        Ok(Self { classifier, real: FeatureStats::from_rows(&rows, dim), class_map, samples, latent: config.model.latent(), device: device.clone() })
-    }
-
-    /// Generates as many images as there are real ones with a GAN (classes in turn when
-    /// conditional) and scores them.
-    pub fn score(&self, generator: &Generator, seed: u64) -> Result<SampleScores> {
-        self.score_by(|noise, labels| (generator.forward(noise, labels) + 1.0) / 2.0, seed)
-    }
-
-    /// Scores images made by `generate` from seeded N(0, I) noise (and class labels when
-    /// conditional); `generate` returns pixels in [0, 1].
-    pub fn score_by(&self, generate: impl Fn(Tensor<2>, Option<Tensor<1, Int>>) -> Tensor<4>, seed: u64) -> Result<SampleScores> {
-        let (mut rows, mut matched) = (Vec::new(), 0usize);
-        for start in (0..self.samples).step_by(CHUNK) {
-            let n = CHUNK.min(self.samples - start);
-            let noise = normal_noise(n, self.latent, seed.wrapping_add(start as u64), &self.device);
-            let wanted: Option<Vec<usize>> = self.class_map.as_ref().map(|map| (start..start + n).map(|i| i % map.len()).collect());
-            let labels = wanted.as_ref().map(|w| labels_tensor(w, &self.device));
-            let images = generate(noise, labels);
-            rows.extend(features(&self.classifier, images.clone()));
-            if let (Some(wanted), Some(map)) = (&wanted, &self.class_map) {
-                let predicted = self.classifier.logits(images).argmax(1).into_data().convert::<i64>().try_into_vec::<i64>().expect("labels");
-                matched += wanted.iter().zip(predicted).filter(|&(&w, p)| map[w] as i64 == p).count();
-            }
-        }
-        let generated = FeatureStats::from_rows(&rows, rows.len() / self.samples);
-        Ok(SampleScores {
-            frechet: frechet_distance(&generated, &self.real),
-            class_match: self.class_map.as_ref().map(|_| matched as f64 / self.samples as f64),
-            samples: self.samples,
-        })
-    }
-}
-
-fn features(classifier: &LoadedClassifier, images: Tensor<4>) -> Vec<f32> {
-    classifier.features(images).into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 features")
-}
-
-fn labels_tensor(labels: &[usize], device: &Device) -> Tensor<1, Int> {
-    let values: Vec<i64> = labels.iter().map(|&l| l as i64).collect();
-    Tensor::from_data(TensorData::new(values, [labels.len()]), device)
-}
+use crate::model::{ConvAe, Gan};
+use crate::scoring::{SampleScores, SampleScorer, labels_tensor, normal_noise};
 
 /// A trained generation run, ready for inference.
-pub struct TrainedGenerationRun {
+pub struct GenerationRun {
     pub run: RunDir,
     pub config: GenerationConfig,
     pub classes: Vec<String>,
 }
 
-impl TrainedGenerationRun {
+impl GenerationRun {
+    /// Opens a finished run folder; other families' runs are a clear error.
     pub fn open(path: &Path) -> Result<Self> {
-        let (run, classes) = RunDir::open_trained(path)?;
-        let config = load_config(&run.file(CONFIG_FILE), &[])?;
+        let run = RunDir::open(path)?;
+        let file = ConfigFile::read(&run.file(CONFIG_FILE))?;
+        if file.task() != TASK {
+            bail!("{} is a `{}` run, not an image generator", path.display(), file.task());
+        }
+        Self::open_with(run, &file)
+    }
+
+    /// Opens a finished run whose saved config is `file`.
+    pub fn open_with(run: RunDir, file: &ConfigFile) -> Result<Self> {
+        let classes = run.trained_classes()?;
+        let config = resolve(file, &[])?;
         Ok(Self { run, config, classes })
     }
 
@@ -201,7 +73,7 @@ pub struct Generated {
 
 /// Generates `n` images from seeded noise: a GAN's (of `class`, or of every class in turn when
 /// conditional), or a variational autoencoder's decoded N(0, I) codes.
-pub fn generate(trained: &TrainedGenerationRun, n: usize, class: Option<&str>, seed: u64, device: &Device) -> Result<Generated> {
+pub fn generate(trained: &GenerationRun, n: usize, class: Option<&str>, seed: u64, device: &Device) -> Result<Generated> {
     ensure!(n > 0, "--n must be at least 1");
     let latent = trained.config.model.latent();
     let noise = normal_noise(n, latent, seed, device);
@@ -257,21 +129,23 @@ pub struct Reconstructed {
 }
 
 /// Reconstructs image files (folders searched recursively) with an autoencoder run.
-pub fn reconstruct(trained: &TrainedGenerationRun, inputs: &[PathBuf], device: &Device, strict: bool) -> Result<Reconstructed> {
+pub fn reconstruct(trained: &GenerationRun, inputs: &[PathBuf], ctx: &UseContext) -> Result<Reconstructed> {
+    let device = ctx.device();
     let model = trained.autoencoder(device)?;
-    let (set, files) = read_images(inputs, trained.config.data.image, strict)?;
+    let (set, files) = read_images(inputs, trained.config.data.image, ctx.strict, ctx.reporter)?;
     let batches = ImageBatches::ordered(Arc::new(set), files.len(), PixelRange::Unit, device.clone());
     let originals = batches.batches(0).next().expect("at least one image").images;
     let reconstructions = model.forward(originals.clone(), false).images;
     let mse = (reconstructions.clone() - originals.clone()).powi_scalar(2).mean().into_scalar::<f32>() as f64;
-    Ok(Reconstructed { files, grid: ImageBatchData::from_tensor(crate::training::above(originals, reconstructions)), mse })
+    Ok(Reconstructed { files, grid: ImageBatchData::from_tensor(above(originals, reconstructions)), mse })
 }
 
 /// Decodes `steps` codes evenly spaced between the codes of two images (both ends included).
-pub fn interpolate(trained: &TrainedGenerationRun, from: &Path, to: &Path, steps: usize, device: &Device) -> Result<ImageBatchData> {
+pub fn interpolate(trained: &GenerationRun, from: &Path, to: &Path, steps: usize, ctx: &UseContext) -> Result<ImageBatchData> {
     ensure!(steps >= 2, "--steps must be at least 2");
+    let device = ctx.device();
     let model = trained.autoencoder(device)?;
-    let (set, files) = read_images(&[from.to_path_buf(), to.to_path_buf()], trained.config.data.image, true)?;
+    let (set, files) = read_images(&[from.to_path_buf(), to.to_path_buf()], trained.config.data.image, true, ctx.reporter)?;
     ensure!(files.len() == 2, "give exactly two image files to interpolate between");
     let images = ImageBatches::ordered(Arc::new(set), 2, PixelRange::Unit, device.clone()).batches(0).next().expect("two images").images;
     let codes = model.encode(images);
@@ -317,12 +191,13 @@ impl GenerationScores {
 /// autoencoder's reconstruction error, and the Fréchet distance of a GAN's or a variational
 /// autoencoder's samples with `classifier` (by default the config's `eval.classifier`; optional
 /// for a VAE).
-pub fn evaluate(trained: &TrainedGenerationRun, paths: &[PathBuf], classifier: Option<&Path>, seed: u64, device: &Device) -> Result<(GenerationScores, LoadReport)> {
+pub fn evaluate(trained: &GenerationRun, paths: &[PathBuf], classifier: Option<&Path>, seed: u64, ctx: &UseContext) -> Result<(GenerationScores, LoadReport)> {
     let source = DataSource::from_paths(paths)?;
     let arch = trained.architecture();
+    let device = ctx.device();
     // Autoencoders ignore labels, so any folder of images will do; GANs need the run's classes.
     let classes = (arch == Architecture::Dcgan).then_some(trained.classes.as_slice());
-    let (set, report) = load_source(&source, trained.config.data.image, classes, trained.config.run.strict)?;
+    let (set, report) = load_source(&source, trained.config.data.image, classes, ctx.strict || trained.config.run.strict, ctx.reporter)?;
     let mut scores = GenerationScores { model: arch.name().into(), examples: set.len(), mse: None, psnr: None, samples: None, classifier: None };
     match arch {
         Architecture::ConvAe => {
@@ -359,7 +234,7 @@ pub fn evaluate(trained: &TrainedGenerationRun, paths: &[PathBuf], classifier: O
 }
 
 /// Exports the run's weights (a GAN's as `generator.*` and `discriminator.*`).
-pub fn export(trained: &TrainedGenerationRun, format: WeightsFormat, out: &Path, device: &Device) -> Result<()> {
+pub fn export(trained: &GenerationRun, format: WeightsFormat, out: &Path, device: &Device) -> Result<()> {
     let m = &trained.config.model;
     let metadata = [
         ("architecture", m.name.name().to_string()),

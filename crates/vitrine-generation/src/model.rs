@@ -7,69 +7,7 @@ use burn::nn::{BatchNorm, BatchNormConfig, Embedding, EmbeddingConfig, Linear, L
 use burn::prelude::*;
 use burn::tensor::Distribution;
 use burn::tensor::activation::{leaky_relu, relu, sigmoid, tanh};
-use serde::{Deserialize, Serialize};
 use vitrine_core::config::ImageShape;
-
-/// Which generator to build.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Architecture {
-    /// The convolutional autoencoder (pixels in [0, 1], MSE loss).
-    #[serde(rename = "conv-ae")]
-    ConvAe,
-    /// The DCGAN (pixels in [-1, 1], binary cross-entropy on logits).
-    #[serde(rename = "dcgan")]
-    Dcgan,
-}
-
-impl Architecture {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::ConvAe => "conv-ae",
-            Self::Dcgan => "dcgan",
-        }
-    }
-
-    /// The reference size of the code (autoencoder) or noise vector (GAN).
-    pub fn default_latent(self) -> usize {
-        match self {
-            Self::ConvAe => 32,
-            Self::Dcgan => 64,
-        }
-    }
-}
-
-/// The `[model]` section of a generation config.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GenerationModelConfig {
-    pub name: Architecture,
-    /// Size of the code (conv-ae, default 32) or of the noise vector (dcgan, default 64).
-    #[serde(default)]
-    pub latent: Option<usize>,
-    /// conv-ae: a variational autoencoder (the encoder gives a mean and a log-variance).
-    #[serde(default)]
-    pub variational: bool,
-    /// conv-ae with `variational`: weight of the KL term (see [`kl_per_pixel`]).
-    #[serde(default = "default_kl_weight")]
-    pub kl_weight: f64,
-    /// dcgan: condition the generator and the discriminator on the class label.
-    #[serde(default)]
-    pub conditional: bool,
-}
-
-impl vitrine_core::config::ModelSection for GenerationModelConfig {
-    const TAKES_EVAL_SECTION: bool = true;
-}
-
-fn default_kl_weight() -> f64 {
-    1.0
-}
-
-impl GenerationModelConfig {
-    pub fn latent(&self) -> usize {
-        self.latent.unwrap_or(self.name.default_latent())
-    }
-}
 
 /// Size of the learnt label embedding concatenated to the GAN's noise vector.
 pub const LABEL_DIM: usize = 16;

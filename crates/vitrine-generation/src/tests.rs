@@ -6,12 +6,19 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use burn::prelude::*;
 use vitrine_core::backend::{BackendChoice, select_device};
 use vitrine_core::config::ImageShape;
+use vitrine_core::config::ConfigFile;
 use vitrine_core::data::{BatchSource, ImageBatches, PixelRange};
+use vitrine_core::report::RunReport;
+use vitrine_core::reporter::Silent;
 use vitrine_core::run_dir::RunDir;
+use vitrine_core::train::TrainContext;
 
-use crate::inference::{normal_noise, reconstruction_mse};
+use crate::autoencoder::reconstruction_mse;
+use crate::config::{GenerationConfig, resolve};
+use crate::data::load_data;
 use crate::model::{ConvAe, Discriminator, Gan, Generator};
-use crate::training::{GenerationConfig, load_data, train};
+use crate::scoring::normal_noise;
+use crate::training::train;
 
 /// burn's random generator is global: tests that build models take turns so that each one's
 /// seeded weights are the same from run to run.
@@ -43,11 +50,12 @@ batch_size = {batch_size}
 "#,
         sample.display()
     );
-    let path = std::env::temp_dir().join(format!("vitrine-gen-test-{}-{}.toml", std::process::id(), model.len()));
-    std::fs::write(&path, text).unwrap();
-    let config = crate::training::load_config(&path, &[]).unwrap();
-    std::fs::remove_file(path).ok();
-    config
+    resolve(&ConfigFile::from_text(std::path::Path::new("test.toml"), text).unwrap(), &[]).unwrap()
+}
+
+fn train_on_flex(config: &GenerationConfig, run: &RunDir, resuming: bool) -> RunReport {
+    let compute = select_device(BackendChoice::Flex).unwrap();
+    train(config, &TrainContext { run, compute: &compute, resuming, reporter: &Silent }).unwrap()
 }
 
 #[test]
@@ -92,7 +100,7 @@ fn autoencoder_learns_to_reconstruct_the_sample() {
     for variational in [false, true] {
         let model = if variational { "name = \"conv-ae\"\nvariational = true" } else { "name = \"conv-ae\"" };
         let config = sample_config(model, 1200, 3, 32);
-        let data = load_data(&config).unwrap();
+        let data = load_data(&config, &Silent).unwrap();
         let device = Device::flex();
         let valid = ImageBatches::ordered(data.valid.clone(), 256, PixelRange::Unit, device.clone());
         device.clone().autodiff().seed(config.run.seed);
@@ -100,13 +108,12 @@ fn autoencoder_learns_to_reconstruct_the_sample() {
 
         let tmp = tempfile::tempdir().unwrap();
         let run = RunDir::create(&tmp.path().join("ae")).unwrap();
-        let compute = select_device(BackendChoice::Flex).unwrap();
-        let report = train(&config, &run, &compute, false).unwrap();
+        let report = train_on_flex(&config, &run, false);
         let (first, last) = (&report.epochs[0], report.epochs.last().unwrap());
         assert!(last.train_loss < first.train_loss, "variational {variational}: {} → {}", first.train_loss, last.train_loss);
         let trained = report.held_out.iter().find(|(k, _)| k.ends_with("MSE")).unwrap().1;
         assert!(trained < 0.5 * untrained, "variational {variational}: held-out MSE {trained} vs untrained {untrained}");
-        assert_eq!(last.extra.contains_key("train_kl"), variational);
+        assert_eq!(last.losses.contains_key("train_kl"), variational);
         for epoch in 1..=3 {
             assert!(run.file(&format!("samples/epoch-{epoch:03}.png")).is_file());
         }
@@ -126,7 +133,7 @@ fn gan_learns_the_look_of_the_sample_and_resumes() {
     // Batch 16: 300 steps in two epochs; at batch 32 the result hangs on the seed's noise draws.
     let config = sample_config("name = \"dcgan\"", 3000, 2, 16);
     assert_eq!((config.train.optimizer.lr, config.train.optimizer.beta1), (2e-4, 0.5), "the reference GAN recipe");
-    let data = load_data(&config).unwrap();
+    let data = load_data(&config, &Silent).unwrap();
     let device = Device::flex();
     let real = ImageBatches::ordered(Arc::clone(&data.valid), 256, PixelRange::Symmetric, device.clone()).batches(0).next().unwrap().images;
     device.clone().autodiff().seed(config.run.seed);
@@ -136,23 +143,22 @@ fn gan_learns_the_look_of_the_sample_and_resumes() {
     // optimizers restored.
     let tmp = tempfile::tempdir().unwrap();
     let run = RunDir::create(&tmp.path().join("gan")).unwrap();
-    let compute = select_device(BackendChoice::Flex).unwrap();
     let mut first = config.clone();
     first.train.epochs = 1;
-    train(&first, &run, &compute, false).unwrap();
+    train_on_flex(&first, &run, false);
     let checkpoint = run.latest_checkpoint().unwrap().unwrap();
     for file in ["model.bpk", "optimizer-generator.bpk", "optimizer-discriminator.bpk"] {
         assert!(checkpoint.join(file).is_file(), "{file}");
     }
-    let report = train(&config, &run, &compute, true).unwrap();
+    let report = train_on_flex(&config, &run, true);
     assert_eq!(report.epochs.iter().map(|r| r.epoch).collect::<Vec<_>>(), [1, 2]);
     for r in &report.epochs {
-        let g = r.extra["train_g_loss"];
+        let g = r.losses["train_g_loss"];
         assert!(r.train_loss.is_finite() && g.is_finite(), "losses {} / {g}", r.train_loss);
     }
     assert!(run.file("samples/epoch-002.png").is_file());
 
-    let trained = crate::inference::TrainedGenerationRun::open(run.root()).unwrap().gan(&device).unwrap();
+    let trained = crate::inference::GenerationRun::open(run.root()).unwrap().gan(&device).unwrap();
     let after = mean_image_gap(&trained.generator, &real, &device);
     assert!(after < 0.5 * before, "mean image gap {before} → {after}");
 }

@@ -8,7 +8,8 @@ use vitrine_core::bench::{BenchResult, Timing};
 use vitrine_core::config::ImageShape;
 use vitrine_core::data::ImageBatch;
 
-use crate::model::{Architecture, FashionCnn, ResnetSmall};
+use crate::config::Architecture;
+use crate::model::{FashionCnn, ResnetSmall};
 
 /// Times training steps and inference batches of `arch`; see [`Timing`].
 pub fn bench(arch: Architecture, compute: &ComputeDevice, batch_size: usize, timing: Timing) -> Result<BenchResult> {

@@ -3,31 +3,45 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use burn::prelude::*;
 use serde::Serialize;
 use vitrine_core::classifier::{argmax, predict_probabilities_by, score_by};
-use vitrine_core::config::DataSource;
+use vitrine_core::config::{ConfigFile, DataSource};
 use vitrine_core::data::{BatchSource, ImageBatches, LoadReport, PixelRange, load_source, read_images};
+use vitrine_core::family::UseContext;
 use vitrine_core::export::{WeightsFormat, export_weights, load_weights};
 use vitrine_core::plot::confusion_png;
 use vitrine_core::report::ClassificationScores;
 use vitrine_core::run_dir::{CONFIG_FILE, RunDir, WEIGHTS_FILE};
 
-use crate::model::{Architecture, FashionCnn, ResnetSmall};
-use crate::training::{ImageConfig, ImageNet};
+use crate::config::{Architecture, ImageConfig, TASK};
+use crate::data::INFERENCE_BATCH;
+use crate::model::{FashionCnn, ResnetSmall};
+use crate::training::ImageNet;
 
-/// A trained run, ready for inference.
-pub struct TrainedRun {
+/// A trained image-classification run, ready for inference.
+pub struct ImageRun {
     pub run: RunDir,
     pub config: ImageConfig,
     pub classes: Vec<String>,
 }
 
-impl TrainedRun {
+impl ImageRun {
+    /// Opens a finished run folder; other families' runs are a clear error.
     pub fn open(path: &Path) -> Result<Self> {
-        let (run, classes) = RunDir::open_trained(path)?;
-        let config = ImageConfig::load(&run.file(CONFIG_FILE), &[])?;
+        let run = RunDir::open(path)?;
+        let file = ConfigFile::read(&run.file(CONFIG_FILE))?;
+        if file.task() != TASK {
+            bail!("{} is a `{}` run, not an image classifier", path.display(), file.task());
+        }
+        Self::open_with(run, &file)
+    }
+
+    /// Opens a finished run whose saved config is `file`.
+    pub fn open_with(run: RunDir, file: &ConfigFile) -> Result<Self> {
+        let classes = run.trained_classes()?;
+        let config = ImageConfig::from_file(file, &[])?;
         Ok(Self { run, config, classes })
     }
 
@@ -82,10 +96,12 @@ impl LoadedClassifier {
 /// Evaluates a run on labelled data: `paths` is an image folder, or an IDX images file and its
 /// labels file. With `mirror`, each image's logits are averaged with its mirror image's
 /// (test-time augmentation). Writes the confusion matrix as PNG to `confusion_out` when given.
-pub fn evaluate(trained: &TrainedRun, paths: &[PathBuf], device: &Device, mirror: bool, confusion_out: Option<&Path>) -> Result<(ClassificationScores, LoadReport)> {
+pub fn evaluate(trained: &ImageRun, paths: &[PathBuf], mirror: bool, confusion_out: Option<&Path>, ctx: &UseContext) -> Result<(ClassificationScores, LoadReport)> {
     let source = DataSource::from_paths(paths)?;
-    let (set, report) = load_source(&source, trained.config.data.image, Some(&trained.classes), trained.config.run.strict)?;
-    let batches = ImageBatches::ordered(Arc::new(set), 256, PixelRange::Unit, device.clone());
+    let strict = ctx.strict || trained.config.run.strict;
+    let (set, report) = load_source(&source, trained.config.data.image, Some(&trained.classes), strict, ctx.reporter)?;
+    let device = ctx.device();
+    let batches = ImageBatches::ordered(Arc::new(set), INFERENCE_BATCH, PixelRange::Unit, device.clone());
     let model = trained.classifier(device)?;
     let scores = score_by(|images| model.logits_mirrored(images, mirror), batches.batches(0), &trained.classes);
     if let Some(path) = confusion_out {
@@ -110,9 +126,10 @@ pub struct ClassProbability {
 /// Predicts the `top_k` classes of each image file (folders are searched recursively), with
 /// `mirror` as in [`evaluate`]. Unreadable files are reported and skipped, or fail the call when
 /// `strict`.
-pub fn predict(trained: &TrainedRun, inputs: &[PathBuf], top_k: usize, mirror: bool, device: &Device, strict: bool) -> Result<Vec<Prediction>> {
-    let (set, kept) = read_images(inputs, trained.config.data.image, strict)?;
-    let batches = ImageBatches::ordered(Arc::new(set), 256, PixelRange::Unit, device.clone());
+pub fn predict(trained: &ImageRun, inputs: &[PathBuf], top_k: usize, mirror: bool, ctx: &UseContext) -> Result<Vec<Prediction>> {
+    let (set, kept) = read_images(inputs, trained.config.data.image, ctx.strict || trained.config.run.strict, ctx.reporter)?;
+    let device = ctx.device();
+    let batches = ImageBatches::ordered(Arc::new(set), INFERENCE_BATCH, PixelRange::Unit, device.clone());
     let model = trained.classifier(device)?;
     let probabilities = predict_probabilities_by(|images| model.logits_mirrored(images, mirror), batches.batches(0).map(|b| b.images));
     Ok(kept
@@ -131,7 +148,7 @@ pub fn predict(trained: &TrainedRun, inputs: &[PathBuf], top_k: usize, mirror: b
 }
 
 /// Exports the run's weights; safetensors files carry the class names and architecture.
-pub fn export(trained: &TrainedRun, format: WeightsFormat, out: &Path, device: &Device) -> Result<()> {
+pub fn export(trained: &ImageRun, format: WeightsFormat, out: &Path, device: &Device) -> Result<()> {
     let metadata = [
         ("architecture", trained.config.model.name.name().to_string()),
         ("classes", serde_json::to_string(&trained.classes)?),

@@ -5,52 +5,10 @@ use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
-use serde::{Deserialize, Serialize};
 use vitrine_core::classifier::ClassifierModel;
 use vitrine_core::config::ImageShape;
 
-/// Which network to build.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Architecture {
-    /// The reference network of `reference-models.md` (about 0.87 M parameters).
-    #[serde(rename = "fashion-cnn")]
-    FashionCnn,
-    /// A small residual network for the best accuracy (about 0.7 M parameters, ~5x the compute).
-    #[serde(rename = "resnet-small")]
-    ResnetSmall,
-}
-
-impl Architecture {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::FashionCnn => "fashion-cnn",
-            Self::ResnetSmall => "resnet-small",
-        }
-    }
-}
-
-/// The `[model]` section of an image-classification config.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ImageModelConfig {
-    pub name: Architecture,
-    /// Dropout before the classifier layers (the reference uses 0.25).
-    #[serde(default = "default_dropout")]
-    pub dropout: f64,
-    /// `resnet-small`: channels of its first stage (the next two have 2× and 4×).
-    #[serde(default = "default_width")]
-    pub width: usize,
-}
-
-impl vitrine_core::config::ModelSection for ImageModelConfig {}
-
-fn default_width() -> usize {
-    32
-}
-
-fn default_dropout() -> f64 {
-    0.25
-}
+use crate::config::DEFAULT_WIDTH;
 
 fn conv3x3(input: usize, output: usize, stride: usize, bias: bool) -> Conv2dConfig {
     Conv2dConfig::new([input, output], [3, 3])
@@ -164,7 +122,7 @@ pub struct ResnetSmall {
 
 impl ResnetSmall {
     pub fn new(shape: ImageShape, classes: usize, dropout: f64, device: &Device) -> Self {
-        Self::with_width(shape, classes, dropout, default_width(), device)
+        Self::with_width(shape, classes, dropout, DEFAULT_WIDTH, device)
     }
 
     /// Stages of `w`, `2w` and `4w` channels (`w` = 32: 0.7 M parameters; 48: 1.6 M).

@@ -10,12 +10,15 @@ use vitrine_core::classifier::{ClassifierTask, predict_probabilities};
 use vitrine_core::config::{ImageShape, OptimizerConfig};
 use vitrine_core::data::{BatchSource, ImageBatch, ImageBatches, PixelRange, load_idx};
 use vitrine_core::export::{WeightsFormat, load_weights};
+use vitrine_core::report::RunReport;
+use vitrine_core::reporter::Silent;
 use vitrine_core::run_dir::{RunDir, WEIGHTS_FILE};
-use vitrine_core::train::{TrainTask, build_optimizer};
+use vitrine_core::train::{TrainContext, TrainTask, build_optimizer};
 
-use crate::inference::{TrainedRun, export};
+use crate::config::ImageConfig;
+use crate::inference::{ImageRun, export};
 use crate::model::{FashionCnn, ResnetSmall};
-use crate::training::{ImageConfig, train};
+use crate::training::train;
 
 fn sample(file: &str) -> String {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets/fashion-mnist-sample");
@@ -50,15 +53,19 @@ fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     TRAINING.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn flex_run(config: &ImageConfig, dir: &Path) -> vitrine_core::report::RunReport {
+fn flex_run(config: &ImageConfig, dir: &Path) -> RunReport {
     let _turn = one_at_a_time();
+    train_on_flex(config, &RunDir::create(dir).unwrap(), false)
+}
+
+fn train_on_flex(config: &ImageConfig, run: &RunDir, resuming: bool) -> RunReport {
     let compute = select_device(BackendChoice::Flex).unwrap();
-    train(config, &RunDir::create(dir).unwrap(), &compute, false).unwrap()
+    train(config, &TrainContext { run, compute: &compute, resuming, reporter: &Silent }).unwrap()
 }
 
 /// Probabilities of the run's model on the first 200 sample test images.
 fn run_predictions(run: &Path) -> Vec<Vec<f32>> {
-    let trained = TrainedRun::open(run).unwrap();
+    let trained = ImageRun::open(run).unwrap();
     let model: FashionCnn = load_weights(
         FashionCnn::new(ImageShape::default(), 10, trained.config.model.dropout, &Device::flex()),
         &run.join(WEIGHTS_FILE),
@@ -140,9 +147,8 @@ fn resume_continues_at_the_next_epoch_with_the_same_state() {
     std::fs::write(dir.join("checkpoints/latest"), "epoch-1\n").unwrap();
     std::fs::remove_file(dir.join(WEIGHTS_FILE)).unwrap();
 
-    let compute = select_device(BackendChoice::Flex).unwrap();
     let _turn = one_at_a_time();
-    let report = train(&resume_config(), &RunDir::open(&dir).unwrap(), &compute, true).unwrap();
+    let report = train_on_flex(&resume_config(), &RunDir::open(&dir).unwrap(), true);
     assert_eq!(report.epochs.iter().map(|r| r.epoch).collect::<Vec<_>>(), [1, 2]);
     // Same data order, weights and Adam moments: the resumed epoch 2 matches the uninterrupted one.
     let diff = max_difference(&run_predictions(reference), &run_predictions(&dir));
@@ -154,7 +160,7 @@ fn export_then_load_gives_identical_predictions() {
     let run = reference_run();
     let _turn = one_at_a_time();
     let expected = run_predictions(run);
-    let trained = TrainedRun::open(run).unwrap();
+    let trained = ImageRun::open(run).unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let device = Device::flex();
 

@@ -1,25 +1,20 @@
-//! Training an image classifier from a config into a run directory.
+//! Training an image classifier: what this family does its own way in the shared recipe.
 
-use anyhow::{Result, bail};
+use std::marker::PhantomData;
+
+use anyhow::Result;
 use burn::prelude::*;
 use burn::store::ModuleSnapshot;
-use vitrine_core::backend::ComputeDevice;
 use vitrine_core::classifier::{ClassifierModel, ClassifierTask, score};
-use vitrine_core::config::{ExperimentConfig, ImageDataSection};
-use vitrine_core::data::{BatchSource, ImageBatches, ImageSplits, PixelRange, load_image_splits};
+use vitrine_core::config::{RunSection, TrainSection};
+use vitrine_core::data::{BatchSource, ImageBatch, ImageBatches, ImageSplits, PixelRange};
 use vitrine_core::plot::confusion_png;
-use vitrine_core::progress::Progress;
-use vitrine_core::report::{DataSummary, RunIdentity, RunReport};
-use vitrine_core::run_dir::{RunDir, WEIGHTS_FILE};
-use vitrine_core::train::{FitPlan, TrainTask, build_optimizer, fit, resume};
+use vitrine_core::report::{DataSummary, RunReport};
+use vitrine_core::train::{Batches, Built, FitOutcome, HeldOut, Recipe, TrainContext, build_optimizer, recipe};
 
-use crate::model::{Architecture, FashionCnn, ImageModelConfig, ResnetSmall};
-
-/// The `task` value of image-classification configs.
-pub const TASK: &str = "image-classification";
-
-/// A whole image-classification experiment.
-pub type ImageConfig = ExperimentConfig<ImageDataSection, ImageModelConfig>;
+use crate::config::{Architecture, ImageConfig, TASK};
+use crate::data::{batches, load_data};
+use crate::model::{FashionCnn, ResnetSmall};
 
 /// An image classifier Vitrine can build, train, save and load.
 pub trait ImageNet: ClassifierModel<Input = Tensor<4>> + ModuleSnapshot {
@@ -38,80 +33,79 @@ impl ImageNet for ResnetSmall {
     }
 }
 
-/// Loads train / valid / test as configured; validation is split off `train` when not given.
-pub fn load_data(config: &ImageConfig) -> Result<ImageSplits> {
-    let data = load_image_splits(&config.data, config.run.split_seed(), config.run.strict)?;
-    if data.train.classes.len() < 2 {
-        bail!("data.train has {} class(es); a classifier needs at least 2", data.train.classes.len());
-    }
-    Ok(data)
-}
-
-/// Trains the configured model into `run`, continuing from its last checkpoint when `resuming`.
-pub fn train(config: &ImageConfig, run: &RunDir, compute: &ComputeDevice, resuming: bool) -> Result<RunReport> {
+/// Trains the configured model into `ctx.run`, continuing from its last checkpoint when resuming.
+pub fn train(config: &ImageConfig, ctx: &TrainContext) -> Result<RunReport> {
     match config.model.name {
-        Architecture::FashionCnn => train_with::<FashionCnn>(config, run, compute, resuming),
-        Architecture::ResnetSmall => train_with::<ResnetSmall>(config, run, compute, resuming),
+        Architecture::FashionCnn => recipe::train(&ImageRecipe::<FashionCnn>::new(config), ctx),
+        Architecture::ResnetSmall => recipe::train(&ImageRecipe::<ResnetSmall>::new(config), ctx),
     }
 }
 
-fn train_with<M: ImageNet>(config: &ImageConfig, run: &RunDir, compute: &ComputeDevice, resuming: bool) -> Result<RunReport> {
-    let data = load_data(config)?;
-    let classes = data.train.classes.clone();
-    run.record_start(&config.to_toml()?, &classes, resuming)?;
-    println!("data: {}", data.describe());
+/// The image classifier's part of the recipe, for network `M`.
+struct ImageRecipe<'a, M> {
+    config: &'a ImageConfig,
+    _model: PhantomData<M>,
+}
 
-    let device = compute.device.clone();
-    let train_device = device.clone().autodiff();
-    train_device.seed(config.run.seed);
-    let model = M::build(config, classes.len(), &train_device);
-    let parameters = model.num_params();
-    println!("model: {} ({parameters} parameters)", config.model.name.name());
-    let optimizer = build_optimizer(&config.train.optimizer, config.train.grad_clip_norm);
-    let mut task = ClassifierTask::new(model, optimizer, &train_device);
-    let history = if resuming { resume(&mut task, run)? } else { Vec::new() };
-    if resuming {
-        println!("resuming {} after epoch {}", run.root().display(), history.len());
+impl<'a, M> ImageRecipe<'a, M> {
+    fn new(config: &'a ImageConfig) -> Self {
+        Self { config, _model: PhantomData }
+    }
+}
+
+impl<M: ImageNet> Recipe for ImageRecipe<'_, M> {
+    type Data = ImageSplits;
+    type Task = ClassifierTask<M, ImageBatch>;
+
+    fn task_name(&self) -> &'static str {
+        TASK
     }
 
-    let bs = config.train.batch_size;
-    let train_batches = ImageBatches::shuffled(
-        data.train.clone(),
-        bs,
-        config.run.seed,
-        config.data.augment,
-        PixelRange::Unit,
-        train_device.clone(),
-    );
-    let valid_batches = ImageBatches::ordered(data.valid.clone(), bs, PixelRange::Unit, device.clone());
-    let outcome = fit(
-        &mut task,
-        &train_batches,
-        &valid_batches,
-        &FitPlan::new(&config.train, &train_device, config.run.seed),
-        run,
-        history,
-        &mut Progress::new(),
-    )?;
-    task.save_weights(&run.file(WEIGHTS_FILE))?;
-    if outcome.stopped_early {
-        println!("early stopping: no validation improvement for {} epochs", config.train.early_stopping.as_ref().map_or(0, |e| e.patience));
+    fn run_settings(&self) -> &RunSection {
+        &self.config.run
     }
 
-    let test = match &data.test {
-        Some(test) => {
-            let model = task.model().valid();
-            let batches = ImageBatches::ordered(test.clone(), bs, PixelRange::Unit, device.clone());
-            let scores = score(&model, batches.batches(0), &classes);
-            confusion_png(&run.file("confusion.png"), &scores.confusion, &classes)?;
-            println!("test: accuracy {:.2}%, macro-F1 {:.4}", 100.0 * scores.accuracy, scores.macro_f1);
-            Some(scores)
-        }
-        None => None,
-    };
-    let who = RunIdentity { task: TASK, model: config.model.name.name(), parameters, device: &compute.description };
-    let report = RunReport { test, ..RunReport::of_fit(who, DataSummary::of_images(&data), outcome) };
-    report.write(run)?;
-    println!("run saved in {}", run.root().display());
-    Ok(report)
+    fn train_settings(&self) -> &TrainSection {
+        &self.config.train
+    }
+
+    fn resolved_toml(&self) -> Result<String> {
+        self.config.to_toml()
+    }
+
+    fn load_data(&self, ctx: &TrainContext) -> Result<ImageSplits> {
+        load_data(self.config, ctx.reporter)
+    }
+
+    fn classes(&self, data: &ImageSplits) -> Vec<String> {
+        data.train.classes.clone()
+    }
+
+    fn build(&self, data: &ImageSplits, train_device: &Device, _ctx: &TrainContext) -> Result<Built<Self::Task>> {
+        let model = M::build(self.config, data.train.classes.len(), train_device);
+        let parameters = model.num_params();
+        let optimizer = build_optimizer(&self.config.train.optimizer, self.config.train.grad_clip_norm);
+        let task = ClassifierTask::new(model, optimizer, train_device);
+        Ok(Built { task, description: self.config.model.name.name().into(), parameters })
+    }
+
+    fn batches(&self, data: &ImageSplits, train_device: &Device, device: &Device) -> Result<(Batches<ImageBatch>, Batches<ImageBatch>)> {
+        let (train, valid) = batches(self.config, data, train_device, device);
+        Ok((Box::new(train), Box::new(valid)))
+    }
+
+    fn evaluate(&self, task: &Self::Task, data: &ImageSplits, _outcome: &FitOutcome, ctx: &TrainContext) -> Result<HeldOut> {
+        let Some(test) = &data.test else { return Ok(HeldOut::default()) };
+        let classes = &data.train.classes;
+        let model = task.model().valid();
+        let batches = ImageBatches::ordered(test.clone(), self.config.train.batch_size, PixelRange::Unit, ctx.compute.device.clone());
+        let scores = score(&model, batches.batches(0), classes);
+        confusion_png(&ctx.run.file("confusion.png"), &scores.confusion, classes)?;
+        ctx.reporter.info(&format!("test: accuracy {:.2}%, macro-F1 {:.4}", 100.0 * scores.accuracy, scores.macro_f1));
+        Ok(HeldOut { test: Some(scores), ..HeldOut::default() })
+    }
+
+    fn data_summary(&self, data: &ImageSplits) -> DataSummary {
+        DataSummary::of_images(data)
+    }
 }

@@ -5,9 +5,10 @@ use burn::prelude::*;
 use burn::tensor::Distribution;
 use vitrine_core::backend::ComputeDevice;
 use vitrine_core::bench::{BenchResult, Timing};
-use vitrine_core::data::{TokenBatch, TokenInput};
 
-use crate::model::{Architecture, TextClassifier, TextModelConfig};
+use crate::config::{Architecture, TextModelConfig};
+use crate::data::{TokenBatch, TokenInput};
+use crate::model::TextClassifier;
 
 /// Times training steps and inference batches of `arch` (reference sizes, vocabulary 8000) on
 /// texts of `seq_len` tokens; see [`Timing`].

@@ -8,29 +8,42 @@ use burn::prelude::*;
 use burn::tensor::activation::softmax;
 use serde::Serialize;
 use vitrine_core::classifier::{argmax, score};
-use vitrine_core::config::TextSourceConfig;
-use vitrine_core::data::{BatchSource, SkippedRow, TokenBatches, TokenInput, load_text};
+use vitrine_core::config::ConfigFile;
+use vitrine_core::data::{BatchSource, SkippedRow};
 use vitrine_core::export::{WeightsFormat, export_weights, load_weights};
 use vitrine_core::plot::confusion_png;
 use vitrine_core::report::ClassificationScores;
 use vitrine_core::run_dir::{CONFIG_FILE, RunDir, WEIGHTS_FILE};
 
+use crate::config::{TASK, TextConfig, TextSourceConfig, resolve};
+use crate::data::{TokenBatches, TokenInput, load_text, tokenize};
 use crate::model::TextClassifier;
 use crate::tokenizer::TextTokenizer;
-use crate::training::{TOKENIZER_FILE, TextConfig, load_config, tokenize};
+use crate::training::TOKENIZER_FILE;
 
-/// A trained run, ready for inference: config, class names, tokenizer and weights.
-pub struct TrainedTextRun {
+/// A trained text run, ready for inference: config, class names, tokenizer and weights.
+pub struct TextRun {
     pub run: RunDir,
     pub config: TextConfig,
     pub classes: Vec<String>,
     pub tokenizer: TextTokenizer,
 }
 
-impl TrainedTextRun {
+impl TextRun {
+    /// Opens a finished run folder; other families' runs are a clear error.
     pub fn open(path: &Path) -> Result<Self> {
-        let (run, classes) = RunDir::open_trained(path)?;
-        let config = load_config(&run.file(CONFIG_FILE), &[])?;
+        let run = RunDir::open(path)?;
+        let file = ConfigFile::read(&run.file(CONFIG_FILE))?;
+        if file.task() != TASK {
+            bail!("{} is a `{}` run, not a text classifier", path.display(), file.task());
+        }
+        Self::open_with(run, &file)
+    }
+
+    /// Opens a finished run whose saved config is `file`.
+    pub fn open_with(run: RunDir, file: &ConfigFile) -> Result<Self> {
+        let classes = run.trained_classes()?;
+        let config = resolve(file, &[])?;
         let tokenizer = TextTokenizer::load(&run.file(TOKENIZER_FILE), config.data.tokenizer.max_len)?;
         Ok(Self { run, config, classes, tokenizer })
     }
@@ -50,7 +63,7 @@ impl TrainedTextRun {
 
 /// Evaluates a run on labelled text: one CSV/TSV/JSONL file (with the run's column names), or one
 /// `.txt` file per class named after the class (`pos.txt`, `neg.txt`). Nothing is deduplicated.
-pub fn evaluate(trained: &TrainedTextRun, paths: &[PathBuf], device: &Device, confusion_out: Option<&Path>) -> Result<(ClassificationScores, Vec<SkippedRow>)> {
+pub fn evaluate(trained: &TextRun, paths: &[PathBuf], device: &Device, strict: bool, confusion_out: Option<&Path>) -> Result<(ClassificationScores, Vec<SkippedRow>)> {
     let train = &trained.config.data.train;
     let source = match paths {
         [file] if !file.extension().is_some_and(|e| e.eq_ignore_ascii_case("txt")) => TextSourceConfig {
@@ -71,7 +84,7 @@ pub fn evaluate(trained: &TrainedTextRun, paths: &[PathBuf], device: &Device, co
             TextSourceConfig { per_class: Some(per_class), ..Default::default() }
         }
     };
-    let (set, skipped) = load_text(&source.source()?, Some(&trained.classes), trained.config.run.strict)?;
+    let (set, skipped) = load_text(&source.source()?, Some(&trained.classes), strict || trained.config.run.strict)?;
     let tokens = Arc::new(tokenize(&trained.tokenizer, &set)?);
     let batches = TokenBatches::ordered(tokens, 256, trained.tokenizer.pad_id(), device.clone());
     let scores = score(&trained.load(device)?, batches.batches(0), &trained.classes);
@@ -94,7 +107,7 @@ pub struct TextPrediction {
 }
 
 /// Predicts each text's class and its `top_tokens` most-attended tokens.
-pub fn predict(trained: &TrainedTextRun, texts: &[String], top_tokens: usize, device: &Device) -> Result<Vec<TextPrediction>> {
+pub fn predict(trained: &TextRun, texts: &[String], top_tokens: usize, device: &Device) -> Result<Vec<TextPrediction>> {
     ensure!(!texts.is_empty(), "no texts to predict");
     let model = trained.load(device)?;
     let mut out = Vec::with_capacity(texts.len());
@@ -130,7 +143,7 @@ pub fn predict(trained: &TrainedTextRun, texts: &[String], top_tokens: usize, de
 
 /// Exports the run's weights; safetensors files carry the class names, architecture and
 /// tokenizer settings (the tokenizer itself is the run's `tokenizer.json`).
-pub fn export(trained: &TrainedTextRun, format: WeightsFormat, out: &Path, device: &Device) -> Result<()> {
+pub fn export(trained: &TextRun, format: WeightsFormat, out: &Path, device: &Device) -> Result<()> {
     let metadata = [
         ("architecture", trained.config.model.name.name().to_string()),
         ("classes", serde_json::to_string(&trained.classes)?),

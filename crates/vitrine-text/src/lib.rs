@@ -1,17 +1,25 @@
 //! Review sentiment: the `text-lstm-attn` reference network, a GRU and a Transformer preset,
 //! with a Hugging Face tokenizer trained on the training split, on the shared core.
 //!
+//! - [`config`]: where labelled text comes from, the tokenizer settings, the `[model]` section.
+//! - [`data`]: reading, deduplicating and splitting labelled text; token ids and their batches.
 //! - [`tokenizer`]: WordPiece/BPE training, `tokenizer.json`, token ids.
-//! - [`model`]: the networks and their config section.
-//! - [`training`]: config → data → tokenizer → training → run directory.
+//! - [`model`]: the networks.
+//! - [`training`]: this family's part of the shared training recipe.
 //! - [`inference`]: evaluation, prediction with attention, and export of a trained run.
 //! - [`bench`]: training and inference throughput.
+//! - [`family`]: the family as the `vitrine` binary sees it.
 
 pub mod bench;
+pub mod config;
+pub mod data;
+pub mod family;
 pub mod inference;
 pub mod model;
 pub mod tokenizer;
 pub mod training;
+
+pub use family::TextFamily;
 
 #[cfg(test)]
 mod tests;

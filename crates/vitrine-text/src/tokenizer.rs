@@ -10,7 +10,7 @@ use tokenizers::models::wordpiece::{WordPiece, WordPieceTrainerBuilder};
 use tokenizers::normalizers::BertNormalizer;
 use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
 use tokenizers::{AddedToken, Tokenizer};
-use vitrine_core::config::{TokenizerConfig, TokenizerKind};
+use crate::config::{TokenizerConfig, TokenizerKind};
 
 /// The padding token, always id 0 in a trained vocabulary.
 pub const PAD: &str = "[PAD]";

@@ -2,6 +2,7 @@
 
 use std::sync::{Arc, mpsc};
 
+
 use burn::prelude::*;
 use rand::{Rng, SeedableRng, rngs::StdRng, seq::SliceRandom};
 
@@ -9,7 +10,25 @@ use super::images::ImageSet;
 use crate::config::Augment;
 
 /// How many ready batches the loader keeps ahead of the model.
-pub(super) const PREFETCH: usize = 3;
+const PREFETCH: usize = 3;
+
+/// Runs `batches` on a background thread, a few batches ahead of the consumer, so building
+/// batches never stalls compute. The thread stops when the consumer drops the iterator.
+pub fn in_background<B, I>(batches: impl FnOnce() -> I + Send + 'static) -> Box<dyn Iterator<Item = B>>
+where
+    B: Send + 'static,
+    I: Iterator<Item = B>,
+{
+    let (sender, receiver) = mpsc::sync_channel(PREFETCH);
+    std::thread::spawn(move || {
+        for batch in batches() {
+            if sender.send(batch).is_err() {
+                return; // The consumer stopped early.
+            }
+        }
+    });
+    Box::new(receiver.into_iter())
+}
 
 /// A source of batches, one pass per epoch.
 pub trait BatchSource: Send + Sync {
@@ -27,7 +46,7 @@ pub trait BatchSource: Send + Sync {
 
 /// The random stream of one epoch: a function of the seed and the epoch only, so a resumed run
 /// sees the same data order as an uninterrupted one.
-pub(super) fn epoch_rng(seed: u64, epoch: usize) -> StdRng {
+pub fn epoch_rng(seed: u64, epoch: usize) -> StdRng {
     StdRng::seed_from_u64(seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
 }
 
@@ -103,22 +122,16 @@ impl BatchSource for ImageBatches {
     }
 
     fn batches(&self, epoch: usize) -> Box<dyn Iterator<Item = ImageBatch> + '_> {
-        let (sender, receiver) = mpsc::sync_channel(PREFETCH);
         let this = self.clone();
-        std::thread::spawn(move || {
+        in_background(move || {
             let mut order: Vec<usize> = (0..this.set.len()).collect();
             let mut rng = epoch_rng(this.shuffle_seed.unwrap_or(0), epoch);
             if this.shuffle_seed.is_some() {
                 order.shuffle(&mut rng);
             }
-            for chunk in order.chunks(this.batch_size) {
-                let batch = this.build(chunk, &mut rng);
-                if sender.send(batch).is_err() {
-                    return; // The consumer stopped early.
-                }
-            }
-        });
-        Box::new(receiver.into_iter())
+            let chunks: Vec<Vec<usize>> = order.chunks(this.batch_size).map(<[usize]>::to_vec).collect();
+            chunks.into_iter().map(move |chunk| this.build(&chunk, &mut rng))
+        })
     }
 }
 

@@ -3,11 +3,11 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail, ensure};
-use indicatif::ParallelProgressIterator;
 use rayon::prelude::*;
 
 use super::images::{ImageSet, LoadReport, to_shape};
 use crate::config::ImageShape;
+use crate::reporter::Reporter;
 
 const IMAGE_EXTENSIONS: [&str; 5] = ["png", "jpg", "jpeg", "bmp", "webp"];
 
@@ -22,6 +22,7 @@ pub fn load_folder(
     shape: ImageShape,
     known_classes: Option<&[String]>,
     strict: bool,
+    reporter: &dyn Reporter,
 ) -> Result<(ImageSet, LoadReport)> {
     ensure!(root.is_dir(), "{} is not a folder", root.display());
     let mut report = LoadReport::default();
@@ -78,13 +79,17 @@ pub fn load_folder(
         }
     }
 
-    let bar = crate::progress::counter("decoding", files.len());
+    let bar = reporter.progress("decoding", files.len());
+    let done = std::sync::atomic::AtomicUsize::new(0);
     let decoded: Vec<Result<Vec<u8>, String>> = files
         .par_iter()
-        .progress_with(bar.clone())
-        .map(|(path, _)| decode(path).map(|img| to_shape(img, shape)))
+        .map(|(path, _)| {
+            let image = decode(path).map(|img| to_shape(img, shape));
+            bar.set(done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1);
+            image
+        })
         .collect();
-    bar.finish_and_clear();
+    bar.finish();
 
     let mut pixels = Vec::with_capacity(files.len() * shape.pixels());
     let mut labels = Vec::with_capacity(files.len());
@@ -96,7 +101,7 @@ pub fn load_folder(
             }
             Err(reason) if strict => bail!("{}: {reason} (strict mode)", path.display()),
             Err(reason) => {
-                eprintln!("warning: skipping {}: {reason}", path.display());
+                reporter.warn(&format!("skipping {}: {reason}", path.display()));
                 report.corrupt.push((path, reason));
             }
         }
@@ -138,6 +143,7 @@ fn read_sorted(dir: &Path) -> Result<Vec<PathBuf>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::reporter::Silent;
 
     /// A folder of two classes with one good PNG and JPEG each, plus junk.
     fn fixture(root: &Path) {
@@ -158,7 +164,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         fixture(tmp.path());
         let shape = ImageShape { channels: 1, height: 28, width: 28 };
-        let (set, report) = load_folder(tmp.path(), shape, None, false).unwrap();
+        let (set, report) = load_folder(tmp.path(), shape, None, false, &Silent).unwrap();
         assert_eq!(set.classes, ["bag", "sneaker"]);
         assert_eq!(set.labels, [0, 1]);
         assert_eq!(set.pixels.len(), 2 * 28 * 28);
@@ -166,14 +172,14 @@ mod tests {
         assert_eq!(report.corrupt.len(), 1);
         assert!(report.corrupt[0].0.ends_with("bag/broken.png"));
         let rgb = ImageShape { channels: 3, height: 8, width: 8 };
-        assert_eq!(load_folder(tmp.path(), rgb, None, false).unwrap().0.pixels.len(), 2 * 3 * 64);
+        assert_eq!(load_folder(tmp.path(), rgb, None, false, &Silent).unwrap().0.pixels.len(), 2 * 3 * 64);
     }
 
     #[test]
     fn strict_mode_fails_on_a_corrupt_image_with_its_path() {
         let tmp = tempfile::tempdir().unwrap();
         fixture(tmp.path());
-        let err = load_folder(tmp.path(), ImageShape::default(), None, true).unwrap_err();
+        let err = load_folder(tmp.path(), ImageShape::default(), None, true, &Silent).unwrap_err();
         assert!(format!("{err:#}").contains("broken.png"), "{err:#}");
     }
 
@@ -182,9 +188,9 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         fixture(tmp.path());
         let known: Vec<String> = ["sneaker", "coat", "bag"].map(String::from).to_vec();
-        let (set, _) = load_folder(tmp.path(), ImageShape::default(), Some(&known), false).unwrap();
+        let (set, _) = load_folder(tmp.path(), ImageShape::default(), Some(&known), false, &Silent).unwrap();
         assert_eq!(set.labels, [2, 0], "bag is class 2 and sneaker class 0 of the model");
-        let err = load_folder(tmp.path(), ImageShape::default(), Some(&known[..2]), false).unwrap_err();
+        let err = load_folder(tmp.path(), ImageShape::default(), Some(&known[..2]), false, &Silent).unwrap_err();
         let msg = format!("{err:#}");
         assert!(msg.contains("\"bag\"") && msg.contains("model classes") && msg.contains("folder classes"), "{msg}");
     }

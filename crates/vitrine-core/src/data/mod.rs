@@ -1,19 +1,18 @@
-//! Data sources (images and labelled text), decoded once into memory, and the batches built
-//! from them.
+//! Reading data, in one place: images (IDX files and class folders, decoded once into memory,
+//! and the batches built from them) and tables (CSV, TSV, RecBole atomic files and JSON Lines,
+//! read row by row with bad rows named by file and line) for the families that read records.
 
 mod batches;
 mod folder;
 mod idx;
 mod images;
-mod text;
-mod tokens;
+mod table;
 
-pub use batches::{BatchSource, ImageBatch, ImageBatches, PixelRange};
+pub use batches::{BatchSource, ImageBatch, ImageBatches, PixelRange, epoch_rng, in_background};
 pub use folder::{has_image_extension, load_folder};
 pub use idx::{load_idx, write_idx_images, write_idx_labels};
 pub use images::{ImageSet, LoadReport, to_shape};
-pub use text::{DedupReport, SkippedRow, TextExample, TextSet, TextSource, load_text};
-pub use tokens::{TokenBatch, TokenBatches, TokenInput, TokenizedSet};
+pub use table::{SkippedRow, TABLE_EXTENSIONS, Table, TableRow, numbered_lines};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,6 +20,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 
 use crate::config::{DataSource, ImageDataSection, ImageShape, SourceLayout};
+use crate::reporter::Reporter;
 
 /// Loads one configured source. `classes` are the known class names in label order: required
 /// to match an image folder against a trained model, and used to name IDX labels.
@@ -29,13 +29,14 @@ pub fn load_source(
     shape: ImageShape,
     classes: Option<&[String]>,
     strict: bool,
+    reporter: &dyn Reporter,
 ) -> Result<(ImageSet, LoadReport)> {
     match source.layout()? {
         SourceLayout::Idx { images, labels } => {
             let set = load_idx(&images, &labels, shape, classes)?;
             Ok((set, LoadReport::default()))
         }
-        SourceLayout::Folder(folder) => load_folder(&folder, shape, classes, strict)
+        SourceLayout::Folder(folder) => load_folder(&folder, shape, classes, strict, reporter)
             .with_context(|| format!("loading image folder {}", folder.display())),
     }
 }
@@ -68,15 +69,15 @@ impl ImageSplits {
 
 /// Loads train / valid / test as configured; validation is split off `train` (with `seed`)
 /// when not given, and `limit` applies to `train`.
-pub fn load_image_splits(d: &ImageDataSection, seed: u64, strict: bool) -> Result<ImageSplits> {
+pub fn load_image_splits(d: &ImageDataSection, seed: u64, strict: bool, reporter: &dyn Reporter) -> Result<ImageSplits> {
     let mut skipped = Vec::new();
     let mut note = |name: &str, report: &LoadReport| {
         if let Some(line) = report.summary() {
-            println!("data.{name}: {line}");
+            reporter.info(&format!("data.{name}: {line}"));
             skipped.push(format!("data.{name}: {line}"));
         }
     };
-    let (mut train, report) = load_source(&d.train, d.image, d.classes.as_deref(), strict).context("data.train")?;
+    let (mut train, report) = load_source(&d.train, d.image, d.classes.as_deref(), strict, reporter).context("data.train")?;
     note("train", &report);
     if let Some(limit) = d.limit {
         train = train.truncate(limit);
@@ -84,7 +85,7 @@ pub fn load_image_splits(d: &ImageDataSection, seed: u64, strict: bool) -> Resul
     let classes = train.classes.clone();
     // A given valid/test source, its classes matched to train's.
     let mut held_out = |name: &str, source: &DataSource| -> Result<ImageSet> {
-        let (set, report) = load_source(source, d.image, Some(&classes), strict).with_context(|| format!("data.{name}"))?;
+        let (set, report) = load_source(source, d.image, Some(&classes), strict, reporter).with_context(|| format!("data.{name}"))?;
         note(name, &report);
         Ok(set)
     };
@@ -102,7 +103,7 @@ pub fn load_image_splits(d: &ImageDataSection, seed: u64, strict: bool) -> Resul
 /// Decodes image files (folders are searched recursively, hidden files and non-images left
 /// out) into one set shaped as `shape`, labelled 0. An unreadable file is a warning and skipped,
 /// or an error when `strict`. Returns the set and the files it holds, in order.
-pub fn read_images(inputs: &[PathBuf], shape: ImageShape, strict: bool) -> Result<(ImageSet, Vec<PathBuf>)> {
+pub fn read_images(inputs: &[PathBuf], shape: ImageShape, strict: bool, reporter: &dyn Reporter) -> Result<(ImageSet, Vec<PathBuf>)> {
     let mut files = Vec::new();
     for input in inputs {
         collect_images(input, &mut files)?;
@@ -119,7 +120,7 @@ pub fn read_images(inputs: &[PathBuf], shape: ImageShape, strict: bool) -> Resul
                 kept.push(file);
             }
             Err(e) if strict => return Err(e),
-            Err(e) => eprintln!("warning: skipping {e:#}"),
+            Err(e) => reporter.warn(&format!("skipping {e:#}")),
         }
     }
     if kept.is_empty() {

@@ -1,12 +1,12 @@
 //! Tokenized text as batches of device tensors: padded to the longest text of each batch, with
 //! a mask, grouped by length for training so little compute is spent on padding.
 
-use std::sync::{Arc, mpsc};
+use std::sync::Arc;
 
 use burn::prelude::*;
 use rand::{rngs::StdRng, seq::SliceRandom};
-
-use super::batches::{BatchSource, PREFETCH, epoch_rng};
+use vitrine_core::classifier::LabelledBatch;
+use vitrine_core::data::{BatchSource, epoch_rng, in_background};
 
 /// Texts as token ids (already truncated), with their labels; tokenized once.
 #[derive(Debug, Clone, Default)]
@@ -123,16 +123,15 @@ impl BatchSource for TokenBatches {
     }
 
     fn batches(&self, epoch: usize) -> Box<dyn Iterator<Item = TokenBatch> + '_> {
-        let (sender, receiver) = mpsc::sync_channel(PREFETCH);
         let this = self.clone();
-        std::thread::spawn(move || {
-            for indices in this.order(epoch) {
-                if sender.send(this.build(&indices)).is_err() {
-                    return; // The consumer stopped early.
-                }
-            }
-        });
-        Box::new(receiver.into_iter())
+        in_background(move || this.order(epoch).into_iter().map(move |indices| this.build(&indices)))
+    }
+}
+
+impl LabelledBatch for TokenBatch {
+    type Input = TokenInput;
+    fn into_parts(self) -> (TokenInput, Tensor<1, Int>) {
+        (self.input, self.targets)
     }
 }
 

@@ -1,11 +1,13 @@
-//! Labelled text: one file per class, CSV/TSV with a header, or JSON Lines; deduplicated
-//! before splitting so that no text is both trained and tested on.
+//! Labelled text: one file per class, or a table (CSV/TSV with a header, JSON Lines) read through
+//! the core's table reader; deduplicated before splitting so that no text is both trained and
+//! tested on.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail, ensure};
 use rand::{SeedableRng, rngs::StdRng, seq::SliceRandom};
+use vitrine_core::data::{SkippedRow, Table, numbered_lines};
 
 /// One labelled text.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,18 +28,8 @@ pub struct TextSet {
 pub enum TextSource {
     /// One file per class, one text per line: `(class name, file)`.
     LinesPerClass(Vec<(String, PathBuf)>),
-    /// CSV (or TSV, by extension `.tsv`) with a header row naming the two columns.
+    /// A table (CSV, TSV or JSON Lines, by extension) with a text and a label column.
     Table { path: PathBuf, text_column: String, label_column: String },
-    /// JSON Lines: one object per line with the two fields.
-    JsonLines { path: PathBuf, text_field: String, label_field: String },
-}
-
-/// A row that was skipped, with where and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SkippedRow {
-    pub path: PathBuf,
-    pub line: u64,
-    pub reason: String,
 }
 
 /// Loads a source. Labels are matched to `known_classes` when given (an unknown label is a bad
@@ -68,48 +60,13 @@ pub fn load_text(source: &TextSource, known_classes: Option<&[String]>, strict: 
             }
         }
         TextSource::Table { path, text_column, label_column } => {
-            let tab = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("tsv"));
-            let mut reader = csv::ReaderBuilder::new()
-                .delimiter(if tab { b'\t' } else { b',' })
-                .flexible(true)
-                .from_path(path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            let headers = reader.headers().with_context(|| format!("{}: reading the header row", path.display()))?.clone();
-            let column = |name: &str| {
-                // A UTF-8 byte-order mark (as Excel writes) sticks to the first header.
-                headers.iter().position(|h| h.trim_start_matches('\u{feff}').trim() == name).with_context(|| {
-                    format!("{}: no column `{name}` in the header (columns: {:?})", path.display(), headers.iter().collect::<Vec<_>>())
-                })
-            };
-            let (text_at, label_at) = (column(text_column)?, column(label_column)?);
-            for record in reader.byte_records() {
-                let record = record.with_context(|| format!("reading {}", path.display()))?;
-                let line = record.position().map_or(0, |p| p.line());
-                let field = |at: usize, name: &str| -> Result<String, String> {
-                    let raw = record.get(at).ok_or_else(|| format!("missing column `{name}`"))?;
-                    std::str::from_utf8(raw).map(str::to_string).map_err(|e| format!("column `{name}`: invalid UTF-8 ({e})"))
-                };
-                match (field(text_at, text_column.as_str()), field(label_at, label_column.as_str())) {
-                    (Ok(text), Ok(label)) => push_row(&mut rows, text, label, text_column, label_column).or_else(|r| bad(path, line, r))?,
-                    (Err(reason), _) | (_, Err(reason)) => bad(path, line, reason)?,
+            Table::new(path)?.read(&[text_column, label_column], |row| {
+                match (row.text(0, text_column), row.text(1, label_column)) {
+                    (Ok(text), Ok(label)) => rows.push((text.to_string(), label.to_string())),
+                    (Err(reason), _) | (_, Err(reason)) => bad(path, row.line, reason)?,
                 }
-            }
-        }
-        TextSource::JsonLines { path, text_field, label_field } => {
-            let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-            for (line_no, line) in numbered_lines(&bytes) {
-                if line.iter().all(u8::is_ascii_whitespace) {
-                    continue;
-                }
-                let row = std::str::from_utf8(line)
-                    .map_err(|e| format!("invalid UTF-8 ({e})"))
-                    .and_then(|l| serde_json::from_str::<serde_json::Value>(l).map_err(|e| format!("not a JSON object ({e})")))
-                    .and_then(|v| Ok((json_field(&v, text_field)?, json_field(&v, label_field)?)));
-                match row {
-                    Ok((text, label)) => push_row(&mut rows, text, label, text_field, label_field).or_else(|r| bad(path, line_no, r))?,
-                    Err(reason) => bad(path, line_no, reason)?,
-                }
-            }
+                Ok(())
+            })?;
         }
     }
 
@@ -138,37 +95,10 @@ pub fn load_text(source: &TextSource, known_classes: Option<&[String]>, strict: 
     Ok((TextSet { examples, classes }, skipped))
 }
 
-/// The lines of a file as raw bytes (UTF-8 is checked per line), numbered from 1.
-fn numbered_lines(bytes: &[u8]) -> impl Iterator<Item = (u64, &[u8])> {
-    bytes.split(|&b| b == b'\n').enumerate().map(|(i, line)| (i as u64 + 1, line))
-}
-
-fn push_row(rows: &mut Vec<(String, String)>, text: String, label: String, text_name: &str, label_name: &str) -> Result<(), String> {
-    let (text, label) = (text.trim().to_string(), label.trim().to_string());
-    if text.is_empty() {
-        return Err(format!("`{text_name}` is empty"));
-    }
-    if label.is_empty() {
-        return Err(format!("`{label_name}` is empty"));
-    }
-    rows.push((text, label));
-    Ok(())
-}
-
-fn json_field(value: &serde_json::Value, name: &str) -> Result<String, String> {
-    match value.get(name) {
-        Some(serde_json::Value::String(s)) => Ok(s.clone()),
-        Some(serde_json::Value::Number(n)) => Ok(n.to_string()),
-        Some(serde_json::Value::Bool(b)) => Ok(b.to_string()),
-        Some(other) => Err(format!("field `{name}` is {other}, not text")),
-        None => Err(format!("missing field `{name}`")),
-    }
-}
-
 fn source_name(source: &TextSource) -> String {
     match source {
         TextSource::LinesPerClass(files) => files.iter().map(|(_, p)| p.display().to_string()).collect::<Vec<_>>().join(", "),
-        TextSource::Table { path, .. } | TextSource::JsonLines { path, .. } => path.display().to_string(),
+        TextSource::Table { path, .. } => path.display().to_string(),
     }
 }
 
@@ -307,7 +237,7 @@ mod tests {
                      \n\
                      {\"body\": \"hate it\", \"y\": 0}\n";
         let path = write(tmp.path(), "r.jsonl", jsonl.as_bytes());
-        let source = TextSource::JsonLines { path, text_field: "body".into(), label_field: "y".into() };
+        let source = TextSource::Table { path, text_column: "body".into(), label_column: "y".into() };
         let (set, skipped) = load_text(&source, None, false).unwrap();
         assert_eq!(set.classes, ["0", "1"]);
         assert_eq!(set.len(), 2);

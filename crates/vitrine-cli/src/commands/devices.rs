@@ -1,0 +1,17 @@
+//! `vitrine devices`: the wgpu adapters found, and what `--backend auto` picks.
+
+use anyhow::Result;
+use vitrine_core::backend::{BackendChoice, gpu_adapters, select_device};
+
+pub fn devices() -> Result<()> {
+    let adapters = gpu_adapters();
+    if adapters.is_empty() {
+        println!("no wgpu adapters (no Vulkan/Metal/DX12 driver found)");
+    }
+    for a in &adapters {
+        let kind = if a.is_hardware() { "hardware" } else { "software" };
+        println!("wgpu adapter: {} ({:?}, {:?}, {kind})", a.name, a.kind, a.api);
+    }
+    println!("--backend auto picks: {}", select_device(BackendChoice::Auto)?.description);
+    Ok(())
+}

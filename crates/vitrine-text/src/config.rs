@@ -1,0 +1,288 @@
+//! The text family's config: where labelled reviews come from, how they become tokens, and the
+//! networks' `[model]` section.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+use vitrine_core::config::{ConfigFile, DataConfig, ExperimentConfig, ModelSection, NoEval};
+
+use crate::data::TextSource;
+use crate::model::MAX_NGRAM_BUCKETS;
+
+/// The `task` value of text-classification configs.
+pub const TASK: &str = "text-classification";
+
+/// A whole text-classification experiment.
+pub type TextConfig = ExperimentConfig<TextDataSection, TextModelConfig>;
+
+/// The reference model and recipe (`reference-models.md`), where a config is silent.
+pub const TRAIN_DEFAULTS: &[&str] = &["model.name=\"text-lstm-attn\"", "train.epochs=5", "train.batch_size=64"];
+
+/// Reads a text config with the family's defaults and `--set` overrides, and checks the model.
+pub fn resolve(file: &ConfigFile, overrides: &[String]) -> Result<TextConfig> {
+    let config = TextConfig::from_file(file, overrides)?;
+    let m = &config.model;
+    if m.ngram_buckets.max(m.wide_buckets) > MAX_NGRAM_BUCKETS || !(2..=3).contains(&m.ngram_order) {
+        bail!("{}: model.ngram_buckets and model.wide_buckets must be at most {MAX_NGRAM_BUCKETS}, model.ngram_order 2 or 3", file.path.display());
+    }
+    if m.name == Architecture::Transformer && (m.heads == 0 || m.embedding_dim % m.heads != 0) {
+        bail!("{}: model.embedding_dim ({}) must be a multiple of model.heads ({})", file.path.display(), m.embedding_dim, m.heads);
+    }
+    Ok(config)
+}
+
+fn default_valid_fraction() -> f64 {
+    0.1
+}
+
+/// Where labelled text comes from, how it is split, and how it becomes tokens.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TextDataSection {
+    pub train: TextSourceConfig,
+    /// Validation data; when absent, `valid_fraction` of `train` is held out with the run's seed.
+    #[serde(default)]
+    pub valid: Option<TextSourceConfig>,
+    /// Test data; when absent, `test_fraction` of `train` is held out with the run's seed.
+    #[serde(default)]
+    pub test: Option<TextSourceConfig>,
+    #[serde(default = "default_valid_fraction")]
+    pub valid_fraction: f64,
+    #[serde(default = "default_valid_fraction")]
+    pub test_fraction: f64,
+    /// Drop repeated texts and texts with conflicting labels before splitting, so no text is
+    /// both trained and tested on. Turning it off inflates test scores (and is logged loudly).
+    #[serde(default = "default_true")]
+    pub dedup: bool,
+    /// Class names in label order; by default the sorted distinct labels of `train`.
+    #[serde(default)]
+    pub classes: Option<Vec<String>>,
+    /// Use only the first N training texts after the split (quick experiments).
+    #[serde(default)]
+    pub limit: Option<usize>,
+    #[serde(default)]
+    pub tokenizer: TokenizerConfig,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// One text data set on disk: a CSV/TSV/JSONL `file`, or `per_class` files of one text per line.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TextSourceConfig {
+    /// `.csv`, `.tsv` (with a header row) or `.jsonl` (one object per line).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<PathBuf>,
+    /// Class name → file with one text per line, e.g. `{ pos = "pos.txt", neg = "neg.txt" }`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_class: Option<std::collections::BTreeMap<String, PathBuf>>,
+    /// The text column (CSV/TSV) or field (JSONL) of `file`.
+    #[serde(default = "default_text_column")]
+    pub text_column: String,
+    /// The label column (CSV/TSV) or field (JSONL) of `file`.
+    #[serde(default = "default_label_column")]
+    pub label_column: String,
+}
+
+fn default_text_column() -> String {
+    "text".into()
+}
+
+fn default_label_column() -> String {
+    "label".into()
+}
+
+impl TextSourceConfig {
+    /// The loader's view of this source, or what is missing.
+    pub fn source(&self) -> Result<TextSource> {
+                match (&self.file, &self.per_class) {
+            (Some(file), None) => {
+                let ext = file.extension().map(|e| e.to_string_lossy().to_ascii_lowercase()).unwrap_or_default();
+                match ext.as_str() {
+                    "csv" | "tsv" | "jsonl" | "ndjson" => Ok(TextSource::Table {
+                        path: file.clone(),
+                        text_column: self.text_column.clone(),
+                        label_column: self.label_column.clone(),
+                    }),
+                    _ => bail!("{}: expected a .csv, .tsv or .jsonl file (or `per_class` text files)", file.display()),
+                }
+            }
+            (None, Some(files)) if files.len() >= 2 => {
+                Ok(TextSource::LinesPerClass(files.iter().map(|(c, p)| (c.clone(), p.clone())).collect()))
+            }
+            (None, Some(_)) => bail!("`per_class` needs a file for each of at least two classes"),
+            (None, None) => bail!("give `file = \"reviews.csv\"` (or .tsv/.jsonl) or `per_class = {{ pos = \"pos.txt\", neg = \"neg.txt\" }}`"),
+            (Some(_), Some(_)) => bail!("give either `file` or `per_class`, not both"),
+        }
+    }
+}
+
+/// The tokenizer: trained on the training split, or an existing `tokenizer.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokenizerConfig {
+    pub kind: TokenizerKind,
+    /// Vocabulary size to train, special tokens included.
+    pub vocab_size: usize,
+    /// Tokens seen fewer times in the training split do not enter the vocabulary.
+    pub min_frequency: u64,
+    /// Longer texts are cut to their first `max_len` tokens.
+    pub max_len: usize,
+    /// Lower-case before tokenizing (CJK text is unaffected).
+    pub lowercase: bool,
+    /// Use this Hugging Face `tokenizer.json` instead of training one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+}
+
+impl Default for TokenizerConfig {
+    fn default() -> Self {
+        Self { kind: TokenizerKind::Wordpiece, vocab_size: 8000, min_frequency: 2, max_len: 128, lowercase: true, path: None }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenizerKind {
+    Wordpiece,
+    Bpe,
+}
+
+impl DataConfig for TextDataSection {
+    fn check(&self) -> Result<()> {
+        for (name, f, given) in [("valid", self.valid_fraction, self.valid.is_some()), ("test", self.test_fraction, self.test.is_some())] {
+            if !given && !(0.0 < f && f < 1.0) {
+                bail!("data.{name}_fraction must be between 0 and 1 (exclusive), got {f}");
+            }
+        }
+        let held_out = [(self.valid_fraction, self.valid.is_none()), (self.test_fraction, self.test.is_none())]
+            .iter()
+            .filter(|(_, split)| *split)
+            .map(|(f, _)| f)
+            .sum::<f64>();
+        if held_out >= 0.9 {
+            bail!("data.valid_fraction + data.test_fraction leave almost nothing to train on ({held_out})");
+        }
+        let t = &self.tokenizer;
+        if t.max_len == 0 {
+            bail!("data.tokenizer.max_len must be at least 1");
+        }
+        if t.path.is_none() && t.vocab_size < 16 {
+            bail!("data.tokenizer.vocab_size must be at least 16, got {}", t.vocab_size);
+        }
+        for (name, source) in [("train", Some(&self.train)), ("valid", self.valid.as_ref()), ("test", self.test.as_ref())] {
+            if let Some(source) = source {
+                source.source().with_context(|| format!("data.{name}"))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+
+/// Which network to build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Architecture {
+    /// The reference of `reference-models.md`: embedding, bidirectional LSTM, attention pooling.
+    #[serde(rename = "text-lstm-attn")]
+    LstmAttention,
+    /// The same with a bidirectional GRU (fewer parameters, a little faster).
+    #[serde(rename = "text-gru-attn")]
+    GruAttention,
+    /// A small Transformer encoder with learned positions, then the same attention pooling.
+    #[serde(rename = "text-transformer")]
+    Transformer,
+}
+
+impl Architecture {
+    pub const ALL: [Architecture; 3] = [Self::LstmAttention, Self::GruAttention, Self::Transformer];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::LstmAttention => "text-lstm-attn",
+            Self::GruAttention => "text-gru-attn",
+            Self::Transformer => "text-transformer",
+        }
+    }
+}
+
+/// The `[model]` section of a text-classification config; the defaults are the reference.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TextModelConfig {
+    pub name: Architecture,
+    pub embedding_dim: usize,
+    /// Hidden size per direction (recurrent) or model width (transformer).
+    pub hidden: usize,
+    /// Width of the attention scorer `W`.
+    pub attention_dim: usize,
+    /// Dropout before the output layer.
+    pub dropout: f64,
+    /// Hashed n-gram embeddings added to the token embeddings (0: off, the reference). Gives
+    /// the network Chinese words (runs of characters) directly.
+    pub ngram_buckets: usize,
+    /// Longest n-gram hashed: 2 (bigrams) or 3 (bigrams and trigrams).
+    pub ngram_order: usize,
+    /// A "wide" linear path beside the network: class scores of hashed tokens and n-grams (up to
+    /// `ngram_order`), averaged over the text and added to the logits (0 buckets: off, the reference).
+    pub wide_buckets: usize,
+    /// Dropout on the (summed) input embeddings (0: off, the reference).
+    pub embedding_dropout: f64,
+    /// Transformer only: encoder layers, heads, feed-forward width.
+    pub layers: usize,
+    pub heads: usize,
+    pub feed_forward: usize,
+}
+
+impl ModelSection for TextModelConfig {
+    type Eval = NoEval;
+
+    /// The reference model and recipe (`reference-models.md`) where a config is silent.
+    fn defaults(_model: Option<&str>) -> &'static [&'static str] {
+        TRAIN_DEFAULTS
+    }
+}
+
+impl Default for TextModelConfig {
+    fn default() -> Self {
+        Self {
+            name: Architecture::LstmAttention,
+            embedding_dim: 128,
+            hidden: 128,
+            attention_dim: 128,
+            dropout: 0.3,
+            ngram_buckets: 0,
+            ngram_order: 2,
+            wide_buckets: 0,
+            embedding_dropout: 0.0,
+            layers: 2,
+            heads: 4,
+            feed_forward: 256,
+        }
+    }
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_sources_say_what_is_wrong() {
+        let parse = |train: &str| {
+            let text = format!("task = \"t\"\n[data]\ntrain = {train}\n");
+            TextConfig::parse(&text, &[]).map_err(|e| format!("{e:#}"))
+        };
+        let c = parse("{ file = \"r.csv\", text_column = \"review\" }").unwrap();
+        assert_eq!(c.data.train.label_column, "label");
+        assert_eq!((c.data.tokenizer.vocab_size, c.data.tokenizer.max_len, c.data.dedup), (8000, 128, true));
+        assert_eq!((c.model.name, c.train.epochs, c.train.batch_size), (Architecture::LstmAttention, 5, 64), "the reference recipe");
+        assert!(parse("{ file = \"r.xlsx\" }").unwrap_err().contains("expected a .csv, .tsv or .jsonl"));
+        assert!(parse("{ per_class = { pos = \"p.txt\" } }").unwrap_err().contains("at least two classes"));
+        assert!(parse("{ }").unwrap_err().contains("give `file"));
+        assert!(parse("{ file = \"r.csv\", text_colum = \"x\" }").unwrap_err().contains("did you mean `text_column`?"));
+    }
+}
