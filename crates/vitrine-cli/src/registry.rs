@@ -7,4 +7,5 @@ pub const FAMILIES: &[&dyn Family] = &[
     &vitrine_image::ImageFamily,
     &vitrine_text::TextFamily,
     &vitrine_generation::GenerationFamily,
+    &vitrine_recommend::RecommendFamily,
 ];

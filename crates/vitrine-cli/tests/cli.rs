@@ -455,3 +455,72 @@ fn conditional_gan_trains_generates_per_class_and_is_scored_by_a_classifier() {
     let err = fails(&["predict", run_arg, "x.png"]);
     assert!(err.contains("image-generation run") && err.contains("vitrine generate"), "{err}");
 }
+
+#[test]
+fn recommender_trains_recommends_finds_similar_items_segments_evaluates_and_exports() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("recs");
+    let r = run.to_str().unwrap();
+    let out = ok(&["train", "configs/recommend-quickstart.toml", "--set", "train.epochs=15", "--backend", "flex", "--out", r]);
+    assert!(out.contains("test: recall@10") && out.contains("popularity baseline"), "{out}");
+
+    let json: serde_json::Value = serde_json::from_str(&ok(&["recommend", r, "--user", "1", "--user", "7", "--k", "5", "--json"])).unwrap();
+    assert_eq!(json.as_array().unwrap().len(), 2);
+    assert_eq!(json[0]["items"].as_array().unwrap().len(), 5);
+    assert!(json[0]["items"][0]["name"].is_string(), "names from the item file: {json}");
+    let err = fails(&["recommend", r, "--user", "C999"]);
+    assert!(err.contains("unknown customer `C999`"), "{err}");
+
+    let all = tmp.path().join("recs.csv");
+    let out = ok(&["recommend", r, "--all-users", "--k", "3", "--out", all.to_str().unwrap()]);
+    assert!(out.contains("300 customers"), "{out}");
+    let csv = std::fs::read_to_string(&all).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 300 * 3, "a header and three rows per customer");
+    assert!(csv.starts_with("user,rank,item,name\n"), "{}", &csv[..40]);
+
+    let out = ok(&["similar", r, "--item", "50", "--k", "4"]);
+    assert!(out.contains("Star Wars") && out.lines().count() == 5, "{out}");
+    let err = fails(&["similar", r, "--item", "nope"]);
+    assert!(err.contains("unknown item `nope`"), "{err}");
+
+    let segments = tmp.path().join("segments.csv");
+    let out = ok(&["segment", r, "--k", "2..4", "--out", segments.to_str().unwrap()]);
+    assert!(out.contains("silhouette by k:") && out.contains("segment 0"), "{out}");
+    assert_eq!(std::fs::read_to_string(&segments).unwrap().lines().count(), 301);
+    assert!(tmp.path().join("segments.png").is_file());
+
+    // The run's own test split scores as it did at the end of training.
+    let test = run.join("split-test.csv");
+    let scores: serde_json::Value = serde_json::from_str(&ok(&["eval", r, "--data", test.to_str().unwrap(), "--k", "10,20", "--json"])).unwrap();
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("report.json")).unwrap()).unwrap();
+    let trained = report["held_out"].as_array().unwrap().iter().find(|f| f[0] == "test ndcg@10").unwrap()[1].as_f64().unwrap();
+    assert!((scores["at"]["10"]["ndcg"].as_f64().unwrap() - trained).abs() < 1e-6, "{scores} vs {trained}");
+    assert!(scores["at"]["20"]["recall"].as_f64().unwrap() >= scores["at"]["10"]["recall"].as_f64().unwrap());
+
+    let st = tmp.path().join("bpr.safetensors");
+    ok(&["export", r, "--out", st.to_str().unwrap()]);
+    let bytes = std::fs::read(&st).unwrap();
+    let tensors = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    assert_eq!(tensors.tensor("item_embedding.weight").unwrap().shape(), [1682, 64]);
+
+    let err = fails(&["predict", r, "x.png"]);
+    assert!(err.contains("recommendation run") && err.contains("vitrine recommend"), "{err}");
+    let err = fails(&["generate", r]);
+    assert!(err.contains("image-generation runs") && err.contains("recommendation run"), "{err}");
+    let err = fails(&["eval", r, "--data", test.to_str().unwrap(), "--mirror"]);
+    assert!(err.contains("--mirror applies to image-classification runs only"), "{err}");
+}
+
+#[test]
+fn a_shop_export_trains_from_its_config_alone_and_names_its_junk_rows() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("shop");
+    let out = ok(&["train", "configs/shop-export.toml", "--set", "train.epochs=2", "--backend", "flex", "--out", run.to_str().unwrap()]);
+    assert!(out.contains("skipped 4 bad row(s)"), "{out}");
+    assert!(out.contains("orders.csv: line 204") && out.contains("`customer` is empty"), "{out}");
+    assert!(out.contains("last Tuesday") && out.contains("SKU-99999") && out.contains("exactly"), "{out}");
+    let recs = ok(&["recommend", run.to_str().unwrap(), "--user", "C000001", "--k", "3"]);
+    assert!(recs.contains("customer C000001:") && recs.contains("SKU-"), "{recs}");
+    let err = fails(&["train", "configs/shop-export.toml", "--strict", "--out", tmp.path().join("strict").to_str().unwrap()]);
+    assert!(err.contains("orders.csv: line") , "{err}");
+}

@@ -76,6 +76,8 @@ pub struct RunReport {
     /// The epoch whose weights the run kept, when `train.restore_best` chose an earlier one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub restored_epoch: Option<usize>,
+    /// What picked the best epoch and early stopping watched (`validation loss`, `validation mrr@10`).
+    pub selected_by: String,
     pub train_seconds: f64,
     pub test: Option<ClassificationScores>,
     /// Held-out scores of models that do not classify (e.g. an autoencoder's test MSE, PSNR).
@@ -108,8 +110,12 @@ impl RunReport {
     }
 
     fn to_markdown(&self) -> String {
+        let classes = match self.data.classes.len() {
+            0 => String::new(),
+            n => format!(", {n} classes"),
+        };
         let mut md = format!(
-            "# Run report: {} ({})\n\n- model: `{}`, {} parameters\n- device: {}\n- data: {} train / {} valid{} examples, {} classes\n",
+            "# Run report: {} ({})\n\n- model: `{}`, {} parameters\n- device: {}\n- data: {} train / {} valid{} examples{classes}\n",
             self.model,
             self.task,
             self.model,
@@ -118,13 +124,12 @@ impl RunReport {
             self.data.train,
             self.data.valid,
             self.data.test.map(|t| format!(" / {t} test")).unwrap_or_default(),
-            self.data.classes.len()
         );
         for line in &self.data.skipped {
             md += &format!("- {line}\n");
         }
         if let Some(epoch) = self.restored_epoch {
-            md += &format!("- weights: those of epoch {epoch}, the lowest validation loss (train.restore_best)\n");
+            md += &format!("- weights: those of epoch {epoch}, the best {} (train.restore_best)\n", self.selected_by);
         }
         let (loss_names, score_names) = figure_names(&self.epochs);
         let accuracy = self.epochs.iter().any(|r| r.train_accuracy.is_some());

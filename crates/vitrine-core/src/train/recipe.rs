@@ -127,6 +127,7 @@ pub fn train<R: Recipe>(recipe: &R, ctx: &TrainContext) -> Result<RunReport> {
         epochs: outcome.history,
         stopped_early: outcome.stopped_early,
         restored_epoch: outcome.restored_epoch,
+        selected_by: plan.monitor.describe(),
         test: held_out.test,
         held_out: held_out.figures,
         figures: held_out.images,

@@ -1,0 +1,150 @@
+//! `two-tower`, the hybrid: a customer tower and an item tower, each over an ID embedding, the
+//! mean embedding of its feature tokens and its numbers, trained with in-batch sampled softmax
+//! (each customer's item against the other items of the batch, with the logQ correction for
+//! how often each item is drawn). Training hides items' own IDs
+//! now and then, so the item tower also places items from their features alone: that is how it
+//! recommends items nobody has bought yet.
+
+use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig};
+use burn::prelude::*;
+use burn::tensor::activation::{log_softmax, relu};
+use burn::tensor::Distribution;
+
+use super::{Recommender, ScoreContext, index_tensor};
+use crate::data::FeatureTensors;
+use crate::data::batches::RecBatch;
+
+/// One tower: ID, feature tokens and numbers → an MLP → a unit vector.
+#[derive(Module, Debug)]
+pub struct Tower {
+    id_embedding: Embedding,
+    /// Feature tokens, plus one always-zero padding row.
+    feature_embedding: Option<Embedding>,
+    numbers: Option<Linear>,
+    layers: Vec<Linear>,
+    dropout: Dropout,
+}
+
+/// The sizes a tower is built with.
+pub struct TowerShape {
+    pub ids: usize,
+    /// Feature vocabulary size, when there are features.
+    pub vocabulary: Option<usize>,
+    pub numeric_columns: usize,
+}
+
+impl Tower {
+    pub fn new(shape: &TowerShape, dim: usize, hidden: &[usize], dropout: f64, device: &Device) -> Self {
+        let embedding = |rows| EmbeddingConfig::new(rows, dim).with_initializer(Initializer::Normal { mean: 0.0, std: 0.05 }).init(device);
+        let inputs = dim * (1 + usize::from(shape.vocabulary.is_some()) + usize::from(shape.numeric_columns > 0));
+        let widths: Vec<usize> = std::iter::once(inputs).chain(hidden.iter().copied()).chain(std::iter::once(dim)).collect();
+        Self {
+            id_embedding: embedding(shape.ids),
+            feature_embedding: shape.vocabulary.map(|v| embedding(v + 1)),
+            numbers: (shape.numeric_columns > 0).then(|| LinearConfig::new(shape.numeric_columns, dim).init(device)),
+            layers: widths.windows(2).map(|w| LinearConfig::new(w[0], w[1]).init(device)).collect(),
+            dropout: DropoutConfig::new(dropout).init(),
+        }
+    }
+
+    /// Unit vectors `[b, d]` of entities `ids`; `keep_id` `[b, 1]` (1 or 0) says whose ID embedding counts.
+    fn forward(&self, ids: Tensor<1, Int>, features: Option<&FeatureTensors>, keep_id: Option<Tensor<2>>) -> Tensor<2> {
+        let mut id = self.id_embedding.weight.val().select(0, ids.clone()); // [b, d]
+        if let Some(keep) = keep_id {
+            id = id * keep;
+        }
+        let mut parts = vec![id];
+        if let (Some(table), Some(f)) = (&self.feature_embedding, features) {
+            let tokens = f.ids.clone().select(0, ids.clone()); // [b, t]
+            let mask = f.mask.clone().select(0, ids.clone()); // [b, t]
+            let [b, t] = tokens.dims();
+            let d = table.weight.dims()[1];
+            let embedded = table.weight.val().select(0, tokens.reshape([b * t])).reshape([b, t, d]);
+            let summed = (embedded * mask.clone().unsqueeze_dim::<3>(2)).sum_dim(1).reshape([b, d]);
+            parts.push(summed / (mask.sum_dim(1) + 1.0)); // a mean that stays small for few tokens
+        }
+        if let (Some(linear), Some(numbers)) = (&self.numbers, features.and_then(|f| f.numbers.clone())) {
+            parts.push(linear.forward(numbers.select(0, ids)));
+        }
+        let mut h = Tensor::cat(parts, 1);
+        let last = self.layers.len() - 1;
+        for (i, layer) in self.layers.iter().enumerate() {
+            h = layer.forward(self.dropout.forward(h));
+            if i < last {
+                h = relu(h);
+            }
+        }
+        let norm = h.clone().powi_scalar(2).sum_dim(1).sqrt() + 1e-6;
+        h / norm
+    }
+}
+
+/// The two towers and the softmax temperature.
+#[derive(Module, Debug)]
+pub struct TwoTower {
+    user_tower: Tower,
+    item_tower: Tower,
+    temperature: f64,
+    id_dropout: f64,
+}
+
+impl TwoTower {
+    pub fn new(users: &TowerShape, items: &TowerShape, dim: usize, hidden: &[usize], dropout: f64, temperature: f64, id_dropout: f64, device: &Device) -> Self {
+        Self {
+            user_tower: Tower::new(users, dim, hidden, dropout, device),
+            item_tower: Tower::new(items, dim, hidden, dropout, device),
+            temperature,
+            id_dropout,
+        }
+    }
+
+    /// Every item's vector `[items, d]`; cold-start items (and, in training, a random share of
+    /// the others) without their ID embedding.
+    fn all_items(&self, context: &ScoreContext) -> Tensor<2> {
+        let device = self.item_tower.id_embedding.weight.device();
+        let ids = Tensor::<1, Int>::arange(0..context.items as i64, &device);
+        let keep = context.warm_items.clone().map(|w| w.unsqueeze_dim::<2>(1));
+        self.item_tower.forward(ids, context.item_features.as_ref(), keep)
+    }
+}
+
+impl Recommender for TwoTower {
+    /// In-batch softmax: each customer's item must score above the batch's other items.
+    fn loss(&self, batch: RecBatch, context: &ScoreContext) -> Tensor<1> {
+        let RecBatch::Positives { users, items } = batch else { unreachable!("two-tower trains on positives") };
+        let b = users.dims()[0];
+        let device = users.device();
+        let u = self.user_tower.forward(users, context.user_features.as_ref(), None); // [b, d]
+        let keep = (self.id_dropout > 0.0).then(|| Tensor::<2>::random([b, 1], Distribution::Bernoulli(1.0 - self.id_dropout), &device));
+        let i = self.item_tower.forward(items.clone(), context.item_features.as_ref(), keep); // [b, d]
+        let mut logits = u.matmul(i.transpose()) / self.temperature; // [b, b]
+        // logQ correction (Yi et al. 2019): a popular item is a negative of many customers in a
+        // batch; subtracting the log of how often it is drawn makes in-batch softmax estimate the
+        // full softmax instead of pushing popular items down.
+        if let Some(log_frequency) = &context.item_log_frequency {
+            logits = logits - log_frequency.clone().select(0, items.clone()).unsqueeze_dim::<2>(0);
+        }
+        // The same item twice in a batch is not a negative of itself.
+        let same = items.clone().unsqueeze_dim::<2>(1).equal(items.unsqueeze_dim::<2>(0)); // [b, b]
+        let diagonal = Tensor::<2>::eye(b, &device).equal_elem(1.0);
+        let logits = logits.mask_fill(same.bool_and(diagonal.clone().bool_not()), -1e9);
+        let picked = log_softmax(logits, 1).mask_fill(diagonal.bool_not(), 0.0).sum_dim(1); // [b, 1]
+        picked.neg().mean()
+    }
+
+    fn scores(&self, users: &[u32], context: &ScoreContext) -> Tensor<2> {
+        let device = self.user_tower.id_embedding.weight.device();
+        let u = self.user_tower.forward(index_tensor(users, &device), context.user_features.as_ref(), None);
+        u.matmul(self.all_items(context).transpose())
+    }
+
+    fn item_vectors(&self, context: &ScoreContext) -> Option<Tensor<2>> {
+        Some(self.all_items(context))
+    }
+
+    fn user_vectors(&self, context: &ScoreContext) -> Option<Tensor<2>> {
+        let device = self.user_tower.id_embedding.weight.device();
+        let users = self.user_tower.id_embedding.weight.dims()[0];
+        Some(self.user_tower.forward(Tensor::arange(0..users as i64, &device), context.user_features.as_ref(), None))
+    }
+}

@@ -1,0 +1,416 @@
+//! Training a recommender: what this family does its own way in the shared recipe. One task
+//! trains every model (by gradient, or by counting for the baselines) and ranks the validation
+//! split after each epoch; the recipe keeps the epoch with the best validation MRR@10.
+
+use std::collections::HashSet;
+use std::marker::PhantomData;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Result, bail};
+use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::prelude::*;
+use vitrine_core::config::{RunSection, TrainSection};
+
+use vitrine_core::report::{DataSummary, RunReport};
+use vitrine_core::run_dir::RunDir;
+use vitrine_core::train::{
+    Batches, Built, FitOutcome, HeldOut, Metric, Monitor, PassTotals, Recipe, StepStats, TrainContext, TrainTask, build_optimizer, load_module,
+    load_optimizer, recipe, save_module, save_optimizer, sum_steps,
+};
+
+use crate::config::{Architecture, RecommendConfig, TASK};
+use crate::data::batches::{BatchKind, InteractionBatches, RecBatch};
+use crate::data::{Interaction, RecData, item_counts, load_data, save_split, seen_items, sequences};
+use crate::metrics::RankingScores;
+use crate::model::counted::{ITEM_KNN_MAX_ITEMS, ItemKnn, Popularity};
+use crate::model::factorization::{MatrixFactorization, NeuMf};
+use crate::model::sasrec::{Sasrec, SasrecShape};
+use crate::model::two_tower::{TowerShape, TwoTower};
+use crate::model::{Ranker, Recommender, ScoreContext};
+use crate::ranking;
+
+/// Trains the configured recommender into `ctx.run`, continuing from its last checkpoint when resuming.
+pub fn train(config: &RecommendConfig, ctx: &TrainContext) -> Result<RunReport> {
+    match config.model.name {
+        Architecture::Pop => recipe::train(&RecommendRecipe::<Popularity>::new(config), ctx),
+        Architecture::ItemKnn => recipe::train(&RecommendRecipe::<ItemKnn>::new(config), ctx),
+        Architecture::BprMf => recipe::train(&RecommendRecipe::<MatrixFactorization>::new(config), ctx),
+        Architecture::Neumf => recipe::train(&RecommendRecipe::<NeuMf>::new(config), ctx),
+        Architecture::TwoTower => recipe::train(&RecommendRecipe::<TwoTower>::new(config), ctx),
+        Architecture::Sasrec => recipe::train(&RecommendRecipe::<Sasrec>::new(config), ctx),
+    }
+}
+
+/// A recommender built from a config, and the batches it trains on.
+pub trait Build: Recommender + Sized {
+    fn build(config: &RecommendConfig, data: &RecData, device: &Device) -> Result<Self>;
+    fn batch_kind(config: &RecommendConfig) -> BatchKind;
+}
+
+impl Build for Popularity {
+    fn build(_: &RecommendConfig, data: &RecData, device: &Device) -> Result<Self> {
+        Ok(Popularity::new(data.items.len(), device))
+    }
+    fn batch_kind(_: &RecommendConfig) -> BatchKind {
+        BatchKind::Rows
+    }
+}
+
+impl Build for ItemKnn {
+    fn build(config: &RecommendConfig, data: &RecData, device: &Device) -> Result<Self> {
+        let items = data.items.len();
+        if items > ITEM_KNN_MAX_ITEMS {
+            bail!(
+                "item-knn keeps an item × item table: {items} items need {:.1} GB; it takes up to {ITEM_KNN_MAX_ITEMS} items (use bpr-mf or two-tower)",
+                (items * items * 8) as f64 / 1e9
+            );
+        }
+        Ok(ItemKnn::new(items, config.model.neighbours, device))
+    }
+    fn batch_kind(_: &RecommendConfig) -> BatchKind {
+        BatchKind::Rows
+    }
+}
+
+impl Build for MatrixFactorization {
+    fn build(config: &RecommendConfig, data: &RecData, device: &Device) -> Result<Self> {
+        Ok(MatrixFactorization::new(data.users.len(), data.items.len(), config.model.embedding_dim, device))
+    }
+    fn batch_kind(config: &RecommendConfig) -> BatchKind {
+        BatchKind::Pairs { negatives: config.model.negatives }
+    }
+}
+
+impl Build for NeuMf {
+    fn build(config: &RecommendConfig, data: &RecData, device: &Device) -> Result<Self> {
+        let m = &config.model;
+        Ok(NeuMf::new(data.users.len(), data.items.len(), m.embedding_dim, &m.hidden, m.dropout, device))
+    }
+    fn batch_kind(config: &RecommendConfig) -> BatchKind {
+        BatchKind::Points { negatives: config.model.negatives }
+    }
+}
+
+impl Build for TwoTower {
+    fn build(config: &RecommendConfig, data: &RecData, device: &Device) -> Result<Self> {
+        let m = &config.model;
+        let shape = |ids: usize, features: &Option<crate::data::Features>| TowerShape {
+            ids,
+            vocabulary: features.as_ref().map(|f| f.vocabulary.len()),
+            numeric_columns: features.as_ref().map_or(0, |f| f.numeric_columns.len()),
+        };
+        let (users, items) = (shape(data.users.len(), &data.user_features), shape(data.items.len(), &data.item_features));
+        Ok(TwoTower::new(&users, &items, m.embedding_dim, &m.hidden, m.dropout, m.temperature, m.id_dropout, device))
+    }
+    fn batch_kind(_: &RecommendConfig) -> BatchKind {
+        BatchKind::Positives
+    }
+}
+
+impl Build for Sasrec {
+    fn build(config: &RecommendConfig, data: &RecData, device: &Device) -> Result<Self> {
+        let m = &config.model;
+        let shape = SasrecShape {
+            items: data.items.len(),
+            dim: m.embedding_dim,
+            max_len: m.max_len,
+            layers: m.layers,
+            heads: m.heads,
+            feed_forward: m.feed_forward,
+            dropout: m.dropout,
+        };
+        Ok(Sasrec::new(&shape, device))
+    }
+    fn batch_kind(config: &RecommendConfig) -> BatchKind {
+        BatchKind::Sequences { max_len: config.model.max_len }
+    }
+}
+
+/// What ranking the validation split needs after each epoch.
+pub struct Validation {
+    context: ScoreContext,
+    relevant: Vec<Interaction>,
+    exclude: Arc<Vec<HashSet<u32>>>,
+    cutoffs: Vec<usize>,
+    counts: Vec<u64>,
+    device: Device,
+}
+
+/// Any recommender with its optimizer (none for the counted ones).
+pub struct RecommendTask<M: Recommender> {
+    pub model: M,
+    optimizer: Option<ModuleOptimizer>,
+    /// Features on the training device, for the loss.
+    context: ScoreContext,
+    /// Features on the plain device, for the validation loss.
+    valid_context: ScoreContext,
+    validation: Option<Validation>,
+    /// A counted model is in the middle of its pass.
+    counting: bool,
+    train_device: Device,
+}
+
+impl<M: Recommender> RecommendTask<M> {
+    /// A task for `model` on `train_device` (an optimizer unless the model is counted); without
+    /// `validation`, epochs end without ranking (benchmarks).
+    pub fn new(model: M, config: &RecommendConfig, context: ScoreContext, valid_context: ScoreContext, validation: Option<Validation>, train_device: &Device) -> Self {
+        let optimizer = (!M::COUNTED).then(|| build_optimizer(&config.train.optimizer, config.train.grad_clip_norm));
+        Self { model, optimizer, context, valid_context, validation, counting: false, train_device: train_device.clone() }
+    }
+}
+
+impl<M: Recommender + Clone> TrainTask for RecommendTask<M> {
+    type Batch = RecBatch;
+
+    fn train_step(&mut self, batch: RecBatch, lr: f64) -> StepStats {
+        let count = batch.count();
+        if M::COUNTED {
+            if !self.counting {
+                self.model = self.model.clone().reset();
+                self.counting = true;
+            }
+            self.model = self.model.clone().count(batch);
+            return StepStats::loss(Tensor::zeros([1], &self.train_device), count);
+        }
+        let loss = self.model.loss(batch, &self.context);
+        let grads = GradientsParams::from_grads(loss.backward(), &self.model);
+        let optimizer = self.optimizer.as_mut().expect("trained models have an optimizer");
+        self.model = optimizer.step(lr, self.model.clone(), grads);
+        StepStats::loss(loss.detach().mul_scalar(count as f32), count)
+    }
+
+    fn validate(&self, batches: &mut dyn Iterator<Item = RecBatch>) -> PassTotals {
+        if M::COUNTED {
+            return PassTotals::default();
+        }
+        let model = self.model.valid();
+        sum_steps(batches.map(|batch| {
+            let count = batch.count();
+            StepStats::loss(model.loss(batch, &self.valid_context).mul_scalar(count as f32), count)
+        }))
+    }
+
+    fn save_checkpoint(&self, dir: &Path) -> Result<()> {
+        self.save_weights(&dir.join("model.bpk"))?;
+        match &self.optimizer {
+            Some(_) => save_optimizer(&self.optimizer, &dir.join("optimizer.bpk")),
+            None => Ok(()),
+        }
+    }
+
+    fn load_checkpoint(&mut self, dir: &Path) -> Result<()> {
+        self.load_weights(&dir.join("model.bpk"))?;
+        match &self.optimizer {
+            Some(_) => load_optimizer(&mut self.optimizer, &dir.join("optimizer.bpk")),
+            None => Ok(()),
+        }
+    }
+
+    fn save_weights(&self, path: &Path) -> Result<()> {
+        save_module(&self.model, path)
+    }
+
+    fn load_weights(&mut self, path: &Path) -> Result<()> {
+        self.model = load_module(self.model.clone(), path)?;
+        Ok(())
+    }
+
+    fn end_epoch(&mut self, _epoch: usize, _run: &RunDir) -> Result<Vec<(Metric, f64)>> {
+        if M::COUNTED && self.counting {
+            self.model = self.model.clone().finish();
+            self.counting = false;
+        }
+        let Some(v) = self.validation.as_ref().filter(|v| !v.relevant.is_empty()) else { return Ok(Vec::new()) };
+        let scores = ranking::evaluate(&self.model.valid(), &v.context, &v.relevant, &v.exclude, &v.cutoffs, &v.counts, None, &v.device)?;
+        Ok(scores.named().into_iter().filter(|(name, _)| name.contains('@')).map(|(name, value)| (Metric::higher_named(name), value)).collect())
+    }
+}
+
+/// The scoring context of `data` on `device`, with `history` as each customer's known items.
+pub fn score_context(data: &RecData, history: Arc<Vec<Vec<u32>>>, device: &Device) -> ScoreContext {
+    let warm: Vec<f32> = {
+        let cold: HashSet<u32> = data.cold_items.iter().copied().collect();
+        (0..data.items.len() as u32).map(|i| if cold.contains(&i) { 0.0 } else { 1.0 }).collect()
+    };
+    let n = warm.len();
+    let counts = item_counts(&data.train, n);
+    let total = counts.iter().sum::<u64>().max(1) as f32;
+    let log_frequency: Vec<f32> = counts.iter().map(|&c| ((c as f32 + 1.0) / total).ln()).collect();
+    ScoreContext {
+        history,
+        items: data.items.len(),
+        item_features: data.item_features.as_ref().map(|f| f.tensors(device)),
+        user_features: data.user_features.as_ref().map(|f| f.tensors(device)),
+        warm_items: Some(Tensor::from_data(TensorData::new(warm, [n]), device)),
+        item_log_frequency: Some(Tensor::from_data(TensorData::new(log_frequency, [n]), device)),
+    }
+}
+
+/// The history a model reads when scoring the test split: training interactions, then the
+/// validation ones (a sequence model reads them as the latest items; every model excludes them).
+pub fn test_history(data: &RecData) -> Vec<Interaction> {
+    data.train.iter().chain(&data.valid).copied().collect()
+}
+
+struct RecommendRecipe<'a, M> {
+    config: &'a RecommendConfig,
+    _model: PhantomData<M>,
+}
+
+impl<'a, M> RecommendRecipe<'a, M> {
+    fn new(config: &'a RecommendConfig) -> Self {
+        Self { config, _model: PhantomData }
+    }
+}
+
+impl<M: Build + Clone> Recipe for RecommendRecipe<'_, M> {
+    type Data = RecData;
+    type Task = RecommendTask<M>;
+
+    fn task_name(&self) -> &'static str {
+        TASK
+    }
+
+    fn run_settings(&self) -> &RunSection {
+        &self.config.run
+    }
+
+    fn train_settings(&self) -> &TrainSection {
+        &self.config.train
+    }
+
+    fn resolved_toml(&self) -> Result<String> {
+        self.config.to_toml()
+    }
+
+    fn load_data(&self, ctx: &TrainContext) -> Result<RecData> {
+        let data = load_data(self.config, ctx.reporter)?;
+        ctx.reporter.info(&format!(
+            "data: {} customers, {} items; {} train / {} valid / {} test interactions",
+            data.users.len(),
+            data.items.len(),
+            data.train.len(),
+            data.valid.len(),
+            data.test.len()
+        ));
+        Ok(data)
+    }
+
+    fn classes(&self, _data: &RecData) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// A new run keeps its ID maps and split; a resumed one checks it reads the same data.
+    fn prepare(&self, data: &mut RecData, ctx: &TrainContext) -> Result<()> {
+        let i = &self.config.data.interactions;
+        if ctx.resuming {
+            let saved: Vec<String> = serde_json::from_str(&ctx.run.read_to_string(crate::data::ITEMS_FILE)?)?;
+            if saved != data.items.ids() {
+                bail!("the interactions or item files changed since {} started: its items differ", ctx.run.root().display());
+            }
+            return Ok(());
+        }
+        save_split(ctx.run, data, &i.user, &i.item)
+    }
+
+    fn build(&self, data: &RecData, train_device: &Device, ctx: &TrainContext) -> Result<Built<RecommendTask<M>>> {
+        let model = M::build(self.config, data, train_device)?;
+        let parameters = model.num_params();
+        let device = &ctx.compute.device;
+        let history = Arc::new(sequences(&data.train, data.users.len()));
+        let eval = self.config.eval_settings();
+        let validation = Validation {
+            context: score_context(data, history.clone(), device),
+            relevant: data.valid.clone(),
+            exclude: Arc::new(excluded(data, &data.train, eval.exclude_seen)),
+            cutoffs: eval.k.clone(),
+            counts: item_counts(&data.train, data.items.len()),
+            device: device.clone(),
+        };
+        let (context, valid_context) = (score_context(data, history.clone(), train_device), score_context(data, history, device));
+        let task = RecommendTask::new(model, self.config, context, valid_context, Some(validation), train_device);
+        Ok(Built { task, description: self.config.model.name.name().into(), parameters })
+    }
+
+    fn batches(&self, data: &RecData, train_device: &Device, device: &Device) -> Result<(Batches<RecBatch>, Batches<RecBatch>)> {
+        let kind = M::batch_kind(self.config);
+        let (users, items) = (data.users.len(), data.items.len());
+        // Training negatives are drawn among items the customer has not trained on (as RecBole
+        // does); validation ones among items outside their training and validation items.
+        let trained = Arc::new(seen_items(&data.train, users));
+        let train_sequences = Arc::new(sequences(&data.train, users));
+        let bs = self.config.train.batch_size;
+        let train = InteractionBatches::new(kind, Arc::new(data.train.clone()), trained, train_sequences, items, bs, Some(self.config.run.seed), train_device.clone());
+        // Validation sequences: the training items followed by the validation item, which alone is predicted.
+        let history = test_history(data);
+        let known = Arc::new(seen_items(&history, users));
+        let valid_sequences = Arc::new(sequences(&history, users));
+        let valid = InteractionBatches::new(kind, Arc::new(data.valid.clone()), known, valid_sequences, items, bs, None, device.clone());
+        Ok((Box::new(train), Box::new(valid)))
+    }
+
+    fn monitor(&self) -> Monitor {
+        Monitor::Score(self.config.eval_settings().monitor)
+    }
+
+    fn evaluate(&self, task: &RecommendTask<M>, data: &RecData, _outcome: &FitOutcome, ctx: &TrainContext) -> Result<HeldOut> {
+        let eval = self.config.eval_settings();
+        let device = &ctx.compute.device;
+        let history = test_history(data);
+        let exclude = excluded(data, &history, eval.exclude_seen);
+        let context = score_context(data, Arc::new(sequences(&history, data.users.len())), device);
+        let counts = item_counts(&data.train, data.items.len());
+        let model = task.model.valid();
+        let scores = ranking::evaluate(&model, &context, &data.test, &exclude, &eval.k, &counts, None, device)?;
+        ctx.reporter.info(&format!("test: {}", summary(&scores)));
+        let mut figures: Vec<(String, f64)> = scores.named().into_iter().map(|(n, v)| (format!("test {n}"), v)).collect();
+        // The baseline on the same split: most popular items first.
+        let popular = popularity_of(&counts, device);
+        let baseline = ranking::evaluate(&popular, &context, &data.test, &exclude, &eval.k, &counts, None, device)?;
+        ctx.reporter.info(&format!("test, popularity baseline: {}", summary(&baseline)));
+        figures.extend(baseline.named().into_iter().filter(|(n, _)| n.contains('@')).map(|(n, v)| (format!("pop test {n}"), v)));
+        if !data.cold.is_empty() {
+            let cold = cold_start(&model, data, &context, &eval.k, &counts, device)?;
+            ctx.reporter.info(&format!("cold start ({} new items): {}", data.cold_items.len(), summary(&cold)));
+            figures.extend(cold.named().into_iter().filter(|(n, _)| n.contains('@')).map(|(n, v)| (format!("cold-start {n}"), v)));
+            let k = eval.k[0];
+            let random = (k as f64 / data.cold_items.len() as f64).min(1.0);
+            figures.push((format!("cold-start random recall@{k}"), random));
+        }
+        Ok(HeldOut { figures, ..HeldOut::default() })
+    }
+
+    fn data_summary(&self, data: &RecData) -> DataSummary {
+        DataSummary { train: data.train.len(), valid: data.valid.len(), test: Some(data.test.len()), classes: Vec::new(), skipped: data.notes.clone() }
+    }
+}
+
+/// What each customer's ranking leaves out: their items in `history`, or nothing.
+pub fn excluded(data: &RecData, history: &[Interaction], exclude_seen: bool) -> Vec<HashSet<u32>> {
+    match exclude_seen {
+        true => seen_items(history, data.users.len()),
+        false => vec![HashSet::new(); data.users.len()],
+    }
+}
+
+/// Ranks the cold-start items (never seen in training) for the customers who interacted with
+/// them, among the cold-start items only.
+pub fn cold_start(model: &dyn Ranker, data: &RecData, context: &ScoreContext, cutoffs: &[usize], counts: &[u64], device: &Device) -> Result<RankingScores> {
+    let nothing = vec![HashSet::new(); data.users.len()];
+    ranking::evaluate(model, context, &data.cold, &nothing, cutoffs, counts, Some(&data.cold_items), device)
+}
+
+/// A popularity model holding `counts`.
+pub fn popularity_of(counts: &[u64], device: &Device) -> Popularity {
+    Popularity::with_counts(counts, device)
+}
+
+/// `recall@10 0.2466 ndcg@10 0.2928 mrr@10 … hit@10 … precision@10 …` at the first cut-off.
+pub fn summary(scores: &RankingScores) -> String {
+    let Some((k, a)) = scores.at.iter().next() else { return "no customers to score".into() };
+    format!(
+        "recall@{k} {:.4} ndcg@{k} {:.4} mrr@{k} {:.4} hit@{k} {:.4} precision@{k} {:.4} ({} customers)",
+        a.recall, a.ndcg, a.mrr, a.hit, a.precision, scores.users
+    )
+}
