@@ -58,37 +58,43 @@ impl BiRecurrent {
 
     /// `x`: `[batch, len, input]`, `mask`: `[batch, len]` → `[batch, len, 2·hidden]`, zero at padding.
     pub fn forward(&self, x: Tensor<3>, mask: Tensor<2>) -> Tensor<3> {
-        let [batch, len, _] = x.dims();
+        let [batch, len, input] = x.dims();
         let device = x.device();
-        let h = self.hidden;
+        let (h, g) = (self.hidden, self.gates * self.hidden);
+        // The input projection of every step at once, one matrix product per direction (only
+        // the recurrent product stays inside the loop).
+        let flat = x.reshape([batch * len, input]);
+        let project = |w: &Param<Tensor<2>>, b: &Param<Tensor<1>>| {
+            (flat.clone().matmul(w.val().transpose()) + b.val().unsqueeze_dim::<2>(0)).reshape([batch, len, g]).swap_dims(0, 1) // [len, batch, G·h]
+        };
+        let forward_gx = project(&self.weight_ih_l0, &self.bias_ih_l0);
+        let backward_gx = project(&self.weight_ih_l0_reverse, &self.bias_ih_l0_reverse).flip([0]); // the reverse direction reads from the end
         // Both directions step together as a leading dimension of 2: one batched matmul per step.
-        let w_ih = Tensor::stack::<3>(vec![self.weight_ih_l0.val().transpose(), self.weight_ih_l0_reverse.val().transpose()], 0); // [2, in, G·h]
+        let gx_steps = Tensor::stack::<4>(vec![forward_gx, backward_gx], 1).chunk(len, 0); // len × [1, 2, batch, G·h]
+        let time_mask = mask.swap_dims(0, 1).reshape([len, 1, batch, 1]);
+        let mask_steps = Tensor::cat(vec![time_mask.clone(), time_mask.flip([0])], 1).chunk(len, 0); // len × [1, 2, batch, 1]
         let w_hh = Tensor::stack::<3>(vec![self.weight_hh_l0.val().transpose(), self.weight_hh_l0_reverse.val().transpose()], 0); // [2, h, G·h]
-        let b_ih = Tensor::stack::<2>(vec![self.bias_ih_l0.val(), self.bias_ih_l0_reverse.val()], 0).unsqueeze_dim::<3>(1); // [2, 1, G·h]
-        let b_hh = Tensor::stack::<2>(vec![self.bias_hh_l0.val(), self.bias_hh_l0_reverse.val()], 0).unsqueeze_dim::<3>(1);
-        // Time-major steps; the reverse direction reads them from the end.
-        let steps: Vec<Tensor<2>> = x.swap_dims(0, 1).chunk(len, 0).into_iter().map(|s| s.squeeze_dim::<2>(0)).collect(); // len × [batch, in]
-        let masks: Vec<Tensor<2>> = mask.swap_dims(0, 1).chunk(len, 0).into_iter().map(|m| m.reshape([batch, 1])).collect();
+        let b_hh = Tensor::stack::<2>(vec![self.bias_hh_l0.val(), self.bias_hh_l0_reverse.val()], 0).unsqueeze_dim::<3>(1); // [2, 1, G·h]
 
         let mut state_h = Tensor::<3>::zeros([2, batch, h], &device);
         let mut state_c = Tensor::<3>::zeros([2, batch, h], &device);
         let mut outputs = Vec::with_capacity(len);
-        for t in 0..len {
-            let r = len - 1 - t;
-            let x_t = Tensor::stack::<3>(vec![steps[t].clone(), steps[r].clone()], 0); // [2, batch, in]
-            let m_t = Tensor::stack::<3>(vec![masks[t].clone(), masks[r].clone()], 0); // [2, batch, 1]
-            let gx = x_t.matmul(w_ih.clone()) + b_ih.clone(); // [2, batch, G·h]
-            let gh = state_h.clone().matmul(w_hh.clone()) + b_hh.clone();
+        for (gx, m_t) in gx_steps.into_iter().zip(mask_steps) {
+            let gx = gx.reshape([2, batch, g]);
+            let m_t = m_t.reshape([2, batch, 1]);
+            let gh = state_h.clone().matmul(w_hh.clone()) + b_hh.clone(); // [2, batch, G·h]
             let (new_h, new_c) = if self.gates == 4 {
+                // PyTorch's gate order i, f, g, o: one sigmoid over all four, tanh for g.
                 let pre = gx + gh;
-                let gate = |k: usize| sigmoid(pre.clone().narrow(2, k * h, h));
-                let c = gate(1) * state_c.clone() + gate(0) * pre.clone().narrow(2, 2 * h, h).tanh();
+                let gates = sigmoid(pre.clone());
+                let gate = |k: usize| gates.clone().narrow(2, k * h, h);
+                let c = gate(1) * state_c.clone() + gate(0) * pre.narrow(2, 2 * h, h).tanh();
                 (gate(3) * c.clone().tanh(), c)
             } else {
-                let part = |g: &Tensor<3>, k: usize| g.clone().narrow(2, k * h, h);
-                let reset = sigmoid(part(&gx, 0) + part(&gh, 0));
-                let update = sigmoid(part(&gx, 1) + part(&gh, 1));
-                let candidate = (part(&gx, 2) + reset * part(&gh, 2)).tanh();
+                // r, z, n: r and z from one sigmoid over both.
+                let rz = sigmoid(gx.clone().narrow(2, 0, 2 * h) + gh.clone().narrow(2, 0, 2 * h));
+                let (reset, update) = (rz.clone().narrow(2, 0, h), rz.narrow(2, h, h));
+                let candidate = (gx.narrow(2, 2 * h, h) + reset * gh.narrow(2, 2 * h, h)).tanh();
                 (candidate.clone() + update * (state_h.clone() - candidate), state_c.clone())
             };
             // Where the mask is 0 the state carries over unchanged.

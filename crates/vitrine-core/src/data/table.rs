@@ -92,23 +92,26 @@ impl Table {
     /// The header's column names (without type suffixes); JSON Lines files have none.
     pub fn header(&self) -> Result<Vec<String>> {
         let Layout::Delimited { delimiter, quoted } = self.layout else { return Ok(Vec::new()) };
-        let mut reader = self.reader(delimiter, quoted)?;
+        let mut reader = self.reader(delimiter, quoted, self.open()?);
         let headers = reader.byte_headers().with_context(|| format!("{}: reading the header row", self.path.display()))?;
         Ok(headers.iter().map(|h| header_name(&String::from_utf8_lossy(h)).to_string()).collect())
     }
 
-    fn reader(&self, delimiter: u8, quoted: bool) -> Result<csv::Reader<std::fs::File>> {
-        csv::ReaderBuilder::new()
-            .delimiter(delimiter)
-            .quoting(quoted)
-            .flexible(true)
-            .from_path(&self.path)
-            .with_context(|| format!("reading {}", self.path.display()))
+    fn reader<R: std::io::Read>(&self, delimiter: u8, quoted: bool, source: R) -> csv::Reader<R> {
+        csv::ReaderBuilder::new().delimiter(delimiter).quoting(quoted).flexible(true).from_reader(source)
+    }
+
+    fn open(&self) -> Result<std::fs::File> {
+        std::fs::File::open(&self.path).with_context(|| format!("reading {}", self.path.display()))
     }
 
     fn read_delimited(&self, delimiter: u8, quoted: bool, columns: &[&str], each: &mut dyn FnMut(TableRow) -> Result<()>) -> Result<()> {
         let path = &self.path;
-        let mut reader = self.reader(delimiter, quoted)?;
+        // The whole file in memory: line numbers are counted from byte offsets (the CSV reader's
+        // own line count is off by one after Windows line endings, as Excel writes them).
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let mut reader = self.reader(delimiter, quoted, bytes.as_slice());
+        let mut lines = LineCounter::default();
         let headers: Vec<String> = reader
             .byte_headers()
             .with_context(|| format!("{}: reading the header row", path.display()))?
@@ -130,7 +133,7 @@ impl Table {
             if !more {
                 return Ok(());
             }
-            let line = record.position().map_or(0, |p| p.line());
+            let line = record.position().map_or(0, |p| lines.line_at(&bytes, p.byte() as usize));
             if record.len() == 1 && record.get(0).is_some_and(|f| f.iter().all(u8::is_ascii_whitespace)) {
                 continue; // a blank line
             }
@@ -162,6 +165,27 @@ impl Table {
             each(TableRow { line, fields })?;
         }
         Ok(())
+    }
+}
+
+/// Line numbers of byte offsets met in increasing order, counted as it goes.
+#[derive(Default)]
+struct LineCounter {
+    offset: usize,
+    newlines: u64,
+}
+
+impl LineCounter {
+    /// The line (from 1) of the record starting at `offset`; line breaks at the offset belong
+    /// to the record before.
+    fn line_at(&mut self, bytes: &[u8], mut offset: usize) -> u64 {
+        while offset < bytes.len() && matches!(bytes[offset], b'\r' | b'\n') {
+            offset += 1;
+        }
+        let offset = offset.max(self.offset).min(bytes.len());
+        self.newlines += bytes[self.offset..offset].iter().filter(|&&b| b == b'\n').count() as u64;
+        self.offset = offset;
+        self.newlines + 1
     }
 }
 
@@ -210,6 +234,15 @@ mod tests {
         assert_eq!(got[2], (5, vec![Ok("short".into()), Err("missing column `label`".into())]));
         let err = format!("{:#}", rows(&path, &["text"]).unwrap_err());
         assert!(err.contains("no column `text`") && err.contains("\"review\""), "{err}");
+    }
+
+    #[test]
+    fn lines_are_counted_alike_with_windows_line_endings() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("r.csv");
+        std::fs::write(&path, "\u{feff}user,item\r\na,1\r\n\"b\r\nc\",2\r\nd,3\r\n").unwrap();
+        let got = rows(&path, &["user"]).unwrap();
+        assert_eq!(got.iter().map(|r| r.0).collect::<Vec<_>>(), [2, 3, 5], "a quoted line break spans lines 3 and 4");
     }
 
     #[test]

@@ -79,10 +79,11 @@ pub trait Recommender: Module + Send + 'static {
     fn loss(&self, batch: RecBatch, context: &ScoreContext) -> Tensor<1>;
     /// Scores `[users.len(), items]` of every item for `users`; higher is better.
     fn scores(&self, users: &[u32], context: &ScoreContext) -> Tensor<2>;
-    /// Customers scored at once when ranking every item (a model that builds a per-pair tensor
-    /// takes fewer, to bound memory).
-    fn scoring_batch(&self, _items: usize) -> usize {
-        1024
+    /// Customers scored at once when ranking every item: about 32 M scores per batch (a model
+    /// that builds a wider tensor per pair takes fewer), so memory stays bounded whatever the
+    /// number of customers.
+    fn scoring_batch(&self, items: usize) -> usize {
+        (32_000_000 / items.max(1)).clamp(1, 1024)
     }
     /// One vector per item `[items, d]` whose cosine measures similarity, when the model has one.
     fn item_vectors(&self, _context: &ScoreContext) -> Option<Tensor<2>> {

@@ -1,0 +1,251 @@
+#!/usr/bin/env python3
+"""The reference networks of reference-models.md in PyTorch, timed the way `vitrine bench` times
+Vitrine's: random inputs of the same shapes, a training step = forward, loss, backward and an
+optimizer step of the same optimizer, inference = a forward pass in eval mode (bpr-mf: every
+customer's top 10 over all items); untimed warm-up steps, then up to --steps timed ones. Prints one JSON object per line, as `vitrine bench --json` does.
+
+    python3 scripts/bench_pytorch.py --model fashion-cnn --threads 2 [--batch-size 128] [--seq-len 64]
+
+Called by scripts/bench-vs-pytorch.sh, which interleaves it with `vitrine bench`.
+"""
+import argparse
+import json
+import resource
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class FashionCNN(nn.Module):
+    def __init__(self, classes=10):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(1, 32, 3, padding=1), nn.BatchNorm2d(32)
+        self.conv2, self.bn2 = nn.Conv2d(32, 32, 3, padding=1), nn.BatchNorm2d(32)
+        self.conv3, self.bn3 = nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64)
+        self.conv4, self.bn4 = nn.Conv2d(64, 64, 3, padding=1), nn.BatchNorm2d(64)
+        self.dropout = nn.Dropout(0.25)
+        self.fc1, self.fc2 = nn.Linear(3136, 256), nn.Linear(256, classes)
+
+    def forward(self, x):
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = F.max_pool2d(F.relu(self.bn2(self.conv2(x))), 2)
+        x = F.relu(self.bn3(self.conv3(x)))
+        x = F.max_pool2d(F.relu(self.bn4(self.conv4(x))), 2)
+        x = F.relu(self.fc1(self.dropout(torch.flatten(x, 1))))
+        return self.fc2(self.dropout(x))
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, i, o, stride):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(i, o, 3, stride, 1, bias=False), nn.BatchNorm2d(o)
+        self.conv2, self.bn2 = nn.Conv2d(o, o, 3, 1, 1, bias=False), nn.BatchNorm2d(o)
+        self.shortcut = None
+        if stride != 1 or i != o:
+            self.shortcut = nn.Sequential(nn.Conv2d(i, o, 1, stride, bias=False), nn.BatchNorm2d(o))
+
+    def forward(self, x):
+        y = F.relu(self.bn1(self.conv1(x)))
+        y = self.bn2(self.conv2(y))
+        return F.relu(y + (self.shortcut(x) if self.shortcut is not None else x))
+
+
+class ResnetSmall(nn.Module):
+    def __init__(self, classes=10, w=32):
+        super().__init__()
+        self.stem, self.stem_bn = nn.Conv2d(1, w, 3, 1, 1, bias=False), nn.BatchNorm2d(w)
+        plan = [(w, w, 1), (w, w, 1), (w, 2 * w, 2), (2 * w, 2 * w, 1), (2 * w, 4 * w, 2), (4 * w, 4 * w, 1)]
+        self.blocks = nn.Sequential(*[BasicBlock(i, o, s) for i, o, s in plan])
+        self.dropout, self.fc = nn.Dropout(0.25), nn.Linear(4 * w, classes)
+
+    def forward(self, x):
+        x = self.blocks(F.relu(self.stem_bn(self.stem(x))))
+        return self.fc(self.dropout(x.mean(dim=(2, 3))))
+
+
+class TextRnnAttn(nn.Module):
+    """text-lstm-attn / text-gru-attn: embedding, bidirectional LSTM/GRU (packed, so padding is
+    skipped as Vitrine's masked recurrence skips it), additive attention pooling."""
+
+    def __init__(self, vocab=8000, cell="lstm", classes=2):
+        super().__init__()
+        self.embedding = nn.Embedding(vocab, 128)
+        rnn = nn.LSTM if cell == "lstm" else nn.GRU
+        self.rnn = rnn(128, 128, batch_first=True, bidirectional=True)
+        self.projection, self.score = nn.Linear(256, 128), nn.Linear(128, 1, bias=False)
+        self.dropout, self.output = nn.Dropout(0.3), nn.Linear(256, classes)
+
+    def forward(self, ids, mask):
+        lengths = mask.sum(1).cpu()
+        packed = nn.utils.rnn.pack_padded_sequence(self.embedding(ids), lengths, batch_first=True, enforce_sorted=False)
+        h, _ = nn.utils.rnn.pad_packed_sequence(self.rnn(packed)[0], batch_first=True, total_length=ids.shape[1])
+        scores = self.score(torch.tanh(self.projection(h))).squeeze(-1)
+        weights = torch.softmax(scores.masked_fill(mask == 0, -1e9), dim=1)
+        return self.output(self.dropout((weights.unsqueeze(-1) * h).sum(1)))
+
+
+class ConvAE(nn.Module):
+    def __init__(self, latent=32):
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(1, 32, 4, 2, 1), nn.Conv2d(32, 64, 4, 2, 1)
+        self.fc_mu, self.fc_decode = nn.Linear(3136, latent), nn.Linear(latent, 3136)
+        self.deconv1, self.deconv2 = nn.ConvTranspose2d(64, 32, 4, 2, 1), nn.ConvTranspose2d(32, 1, 4, 2, 1)
+
+    def forward(self, x):
+        z = self.fc_mu(torch.flatten(F.relu(self.conv2(F.relu(self.conv1(x)))), 1))
+        x = F.relu(self.fc_decode(z)).view(-1, 64, 7, 7)
+        return torch.sigmoid(self.deconv2(F.relu(self.deconv1(x))))
+
+
+class Generator(nn.Module):
+    def __init__(self, latent=64):
+        super().__init__()
+        self.fc, self.bn0 = nn.Linear(latent, 6272), nn.BatchNorm1d(6272)
+        self.deconv1, self.bn1 = nn.ConvTranspose2d(128, 64, 4, 2, 1), nn.BatchNorm2d(64)
+        self.deconv2 = nn.ConvTranspose2d(64, 1, 4, 2, 1)
+
+    def forward(self, z):
+        x = F.relu(self.bn0(self.fc(z))).view(-1, 128, 7, 7)
+        return torch.tanh(self.deconv2(F.relu(self.bn1(self.deconv1(x)))))
+
+
+class Discriminator(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.conv2, self.bn2 = nn.Conv2d(1, 64, 4, 2, 1), nn.Conv2d(64, 128, 4, 2, 1), nn.BatchNorm2d(128)
+        self.fc = nn.Linear(6272, 1)
+
+    def forward(self, x):
+        x = F.leaky_relu(self.conv1(x), 0.2)
+        x = F.leaky_relu(self.bn2(self.conv2(x)), 0.2)
+        return self.fc(torch.flatten(x, 1)).squeeze(1)
+
+
+class BPRMF(nn.Module):
+    def __init__(self, users, items, dim=64):
+        super().__init__()
+        self.user, self.item = nn.Embedding(users, dim), nn.Embedding(items, dim)
+        nn.init.xavier_normal_(self.user.weight)
+        nn.init.xavier_normal_(self.item.weight)
+
+
+def rate(step, warmup, steps, seconds):
+    """Steps per second after `warmup` untimed steps: up to `steps` timed ones, stopping after
+    `seconds` (at least two), as `vitrine bench` times (vitrine_core::bench::Timing::rate)."""
+    for _ in range(warmup):
+        step()
+    started, done = time.perf_counter(), 0
+    while done < steps and (done < 2 or time.perf_counter() - started < seconds):
+        step()
+        done += 1
+    return done / (time.perf_counter() - started)
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--model", required=True)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--seq-len", type=int, default=64)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--seconds", type=float, default=20.0)
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
+    m = a.model
+    text = m.startswith("text-")
+    bs = a.batch_size or (64 if text else 2048 if m == "bpr-mf" else 128)
+    adam = lambda params, lr=1e-3, betas=(0.9, 0.999): torch.optim.Adam(params, lr=lr, betas=betas)
+    if m in ("fashion-cnn", "resnet-small", "conv-ae"):
+        net = {"fashion-cnn": FashionCNN, "resnet-small": ResnetSmall, "conv-ae": ConvAE}[m]()
+        x = torch.rand(bs, 1, 28, 28)
+        y = torch.randint(0, 10, (bs,))
+        opt = adam(net.parameters())
+        loss_of = (lambda: F.mse_loss(net(x), x)) if m == "conv-ae" else (lambda: F.cross_entropy(net(x), y))
+
+        def train():
+            opt.zero_grad()
+            loss_of().backward()
+            opt.step()
+
+        infer_input = x
+    elif text:
+        net = TextRnnAttn(cell="lstm" if "lstm" in m else "gru")
+        ids = torch.randint(1, 8000, (bs, a.seq_len))
+        mask = torch.ones(bs, a.seq_len, dtype=torch.long)
+        y = torch.randint(0, 2, (bs,))
+        opt = adam(net.parameters())
+
+        def train():
+            opt.zero_grad()
+            F.cross_entropy(net(ids, mask), y).backward()
+            opt.step()
+
+        infer_input = (ids, mask)
+    elif m == "dcgan":
+        g, d = Generator(), Discriminator()
+        og, od = adam(g.parameters(), 2e-4, (0.5, 0.999)), adam(d.parameters(), 2e-4, (0.5, 0.999))
+        real = torch.rand(bs, 1, 28, 28) * 2 - 1
+        bce = nn.BCEWithLogitsLoss()
+        ones, zeros = torch.ones(bs), torch.zeros(bs)
+
+        def train():
+            od.zero_grad()
+            fake = g(torch.randn(bs, 64)).detach()
+            (bce(d(real), ones) + bce(d(fake), zeros)).backward()
+            od.step()
+            og.zero_grad()
+            bce(d(g(torch.randn(bs, 64))), ones).backward()
+            og.step()
+
+        net, infer_input = g, torch.randn(bs, 64)
+    elif m == "bpr-mf":
+        users, items = 943, 1682
+        net = BPRMF(users, items)
+        opt = adam(net.parameters())
+        u, pos, neg = torch.randint(0, users, (bs,)), torch.randint(0, items, (bs,)), torch.randint(0, items, (bs,))
+
+        def train():
+            opt.zero_grad()
+            e = net.user(u)
+            diff = (e * net.item(pos)).sum(1) - (e * net.item(neg)).sum(1)
+            (-F.logsigmoid(diff)).mean().backward()
+            opt.step()
+
+        class Rank:
+            def __call__(self, users_batch):
+                scores = net.user(users_batch) @ net.item.weight.T
+                return scores.topk(10, dim=1)
+
+        net_rank, infer_input = Rank(), torch.arange(users)
+    else:
+        raise SystemExit(f"unknown model {m}")
+    train_rate = rate(train, a.warmup, a.steps, a.seconds)
+    net.eval()
+    with torch.no_grad():
+        if m == "bpr-mf":
+            infer = lambda: net_rank(infer_input)
+            infer_bs = users
+        elif text:
+            infer = lambda: net(*infer_input)
+            infer_bs = bs
+        else:
+            infer = lambda: net(infer_input)
+            infer_bs = bs
+        infer_rate = rate(infer, a.warmup, a.steps, a.seconds)
+    print(json.dumps({
+        "model": m,
+        "backend": f"pytorch {torch.__version__}",
+        "threads": torch.get_num_threads(),
+        "batch_size": bs,
+        "train_samples_per_sec": train_rate * bs,
+        "inference_samples_per_sec": infer_rate * infer_bs,
+        "peak_memory_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
+    }))
+
+
+if __name__ == "__main__":
+    main()
