@@ -17,18 +17,24 @@ anchor="$(cd "${RECBOLE_ANCHOR:-$here/../shared/anchors/recbole}" && pwd)"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/data/vitrine-split"
-# RecBole's atomic files: tab-separated, typed headers; one file per part of the split.
-for part in train valid test; do
-  python3 - "$run/split-$part.csv" "$work/data/vitrine-split/vitrine-split.$part.inter" <<'PY'
+# RecBole's atomic files: tab-separated, typed headers; one file per part of the split. The time
+# column is each row's place in the run's order (training rows in each customer's time order, then
+# validation, then test), so a sequential model sees exactly Vitrine's sequences: many MovieLens
+# customers rated their last movies in the same second, and RecBole would order ties its own way.
+python3 - "$run" "$work/data/vitrine-split" <<'PY'
 import csv, sys
-with open(sys.argv[1], newline="", encoding="utf-8") as src, open(sys.argv[2], "w", encoding="utf-8") as dst:
-    rows = csv.reader(src)
-    next(rows)
-    dst.write("user_id:token\titem_id:token\ttimestamp:float\n")
-    for user, item, time in rows:
-        dst.write(f"{user}\t{item}\t{time}\n")
+run, out = sys.argv[1], sys.argv[2]
+order = 0
+for part in ("train", "valid", "test"):
+    with open(f"{run}/split-{part}.csv", newline="", encoding="utf-8") as src, \
+         open(f"{out}/vitrine-split.{part}.inter", "w", encoding="utf-8") as dst:
+        rows = csv.reader(src)
+        next(rows)
+        dst.write("user_id:token\titem_id:token\ttimestamp:float\n")
+        for user, item, _time in rows:
+            order += 1
+            dst.write(f"{user}\t{item}\t{order}\n")
 PY
-done
 # The anchor's run.py, but on our dataset: RecBole reads a dataset named `ml-100k` from its own
 # bundled copy whatever data_path says, so the split gets a name of its own.
 cat > "$work/run.py" <<'PY'

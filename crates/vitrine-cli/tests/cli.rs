@@ -524,3 +524,32 @@ fn a_shop_export_trains_from_its_config_alone_and_names_its_junk_rows() {
     let err = fails(&["train", "configs/shop-export.toml", "--strict", "--out", tmp.path().join("strict").to_str().unwrap()]);
     assert!(err.contains("orders.csv: line") , "{err}");
 }
+
+#[test]
+fn a_text_run_reads_item_descriptions_for_the_hybrid_recommender() {
+    // The text run of the review tests reads each movie's title; its pooled vectors join the
+    // item tower's inputs.
+    let text = text_run().canonicalize().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let sample = repo().join("datasets/movielens-sample");
+    let config = tmp.path().join("hybrid.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "task = \"recommendation\"\n[data]\ninteractions = {{ file = \"{0}/ml-100k.inter\", timestamp = \"timestamp\" }}\n\
+             items = {{ file = \"{0}/ml-100k.item\", id = \"item_id\", multi = {{ class = \" \" }}, text_run = {{ run = \"{1}\", column = \"movie_title\" }} }}\n\
+             limit = 4000\n[model]\nname = \"two-tower\"\nembedding_dim = 16\nhidden = []\n[train]\nepochs = 1\nbatch_size = 256\n",
+            sample.display(),
+            text.display()
+        ),
+    )
+    .unwrap();
+    let run = tmp.path().join("run");
+    ok(&["train", config.to_str().unwrap(), "--backend", "flex", "--out", run.to_str().unwrap()]);
+    let st = tmp.path().join("hybrid.safetensors");
+    ok(&["export", run.to_str().unwrap(), "--out", st.to_str().unwrap()]);
+    let bytes = std::fs::read(&st).unwrap();
+    let tensors = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let numbers = tensors.tensor("item_tower.numbers.weight").unwrap_or_else(|_| panic!("{:?}", tensors.names()));
+    assert_eq!(numbers.shape(), [16, 64], "the text run's 64 pooled values per title, projected to 16");
+}

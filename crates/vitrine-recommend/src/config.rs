@@ -116,6 +116,22 @@ pub struct FeatureSource {
     /// Free-text columns (titles, descriptions): their lower-cased words become features.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub text: Vec<String>,
+    /// A column of texts read by a trained Vitrine text run: its pooled vectors become features
+    /// (`{ run = "runs/reviews-csv", column = "description" }`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text_run: Option<RunColumn>,
+    /// A column of photo paths read by a trained Vitrine image run: its penultimate-layer vectors
+    /// become features (`{ run = "runs/resnet-small", column = "photo" }`; paths relative to the file's folder).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_run: Option<RunColumn>,
+}
+
+/// A column whose values a trained Vitrine run turns into vectors.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunColumn {
+    pub run: PathBuf,
+    pub column: String,
 }
 
 /// How interactions are split into train, validation and test.
@@ -225,6 +241,8 @@ pub struct RecommendModelConfig {
     /// `two-tower`: the chance that training hides an item's own ID embedding, so the tower also
     /// learns to place items from their features alone (what cold-start items have).
     pub id_dropout: f64,
+    /// `two-tower`: uniformly drawn items added to each batch's negatives (0: in-batch only).
+    pub extra_negatives: usize,
     /// `sasrec`: most recent items read, layers, heads, feed-forward width.
     pub max_len: usize,
     pub layers: usize,
@@ -243,6 +261,7 @@ impl Default for RecommendModelConfig {
             negatives: 1,
             temperature: 0.1,
             id_dropout: 0.3,
+            extra_negatives: 0,
             max_len: 50,
             layers: 2,
             heads: 2,

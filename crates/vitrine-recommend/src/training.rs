@@ -26,7 +26,7 @@ use crate::metrics::RankingScores;
 use crate::model::counted::{ITEM_KNN_MAX_ITEMS, ItemKnn, Popularity};
 use crate::model::factorization::{MatrixFactorization, NeuMf};
 use crate::model::sasrec::{Sasrec, SasrecShape};
-use crate::model::two_tower::{TowerShape, TwoTower};
+use crate::model::two_tower::{TowerShape, TwoTower, TwoTowerTraining};
 use crate::model::{Ranker, Recommender, ScoreContext};
 use crate::ranking;
 
@@ -101,7 +101,8 @@ impl Build for TwoTower {
             numeric_columns: features.as_ref().map_or(0, |f| f.numeric_columns.len()),
         };
         let (users, items) = (shape(data.users.len(), &data.user_features), shape(data.items.len(), &data.item_features));
-        Ok(TwoTower::new(&users, &items, m.embedding_dim, &m.hidden, m.dropout, m.temperature, m.id_dropout, device))
+        let training = TwoTowerTraining { temperature: m.temperature, id_dropout: m.id_dropout, extra_negatives: m.extra_negatives };
+        Ok(TwoTower::new(&users, &items, m.embedding_dim, &m.hidden, m.dropout, training, device))
     }
     fn batch_kind(_: &RecommendConfig) -> BatchKind {
         BatchKind::Positives
@@ -374,9 +375,16 @@ impl<M: Build + Clone> Recipe for RecommendRecipe<'_, M> {
             let cold = cold_start(&model, data, &context, &eval.k, &counts, device)?;
             ctx.reporter.info(&format!("cold start ({} new items): {}", data.cold_items.len(), summary(&cold)));
             figures.extend(cold.named().into_iter().filter(|(n, _)| n.contains('@')).map(|(n, v)| (format!("cold-start {n}"), v)));
+            // Two baselines for new items: chance, and the content profile (each customer's
+            // feature tokens against each new item's).
             let k = eval.k[0];
             let random = (k as f64 / data.cold_items.len() as f64).min(1.0);
             figures.push((format!("cold-start random recall@{k}"), random));
+            if let Some(profile) = crate::model::content::ContentProfile::of(data, &history, device) {
+                let content = cold_start(&profile, data, &context, &eval.k, &counts, device)?;
+                ctx.reporter.info(&format!("cold start, content-profile baseline: {}", summary(&content)));
+                figures.extend(content.named().into_iter().filter(|(n, _)| n.contains('@')).map(|(n, v)| (format!("cold-start content {n}"), v)));
+            }
         }
         Ok(HeldOut { figures, ..HeldOut::default() })
     }

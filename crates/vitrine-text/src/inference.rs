@@ -141,6 +141,22 @@ pub fn predict(trained: &TextRun, texts: &[String], top_tokens: usize, device: &
     Ok(out)
 }
 
+/// The pooled feature vector of each text (see [`TextClassifier::features`]), in order.
+pub fn text_features(trained: &TextRun, texts: &[String], device: &Device) -> Result<Vec<Vec<f32>>> {
+    let model = trained.load(device)?;
+    let mut out = Vec::with_capacity(texts.len());
+    for chunk in texts.chunks(256) {
+        let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        let ids = trained.tokenizer.encode_all(&refs)?;
+        let ids: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
+        let features = model.features(TokenInput::from_ids(&ids, trained.tokenizer.pad_id(), 1, device));
+        let [n, d] = features.dims();
+        let flat = features.into_data().try_into_vec_as::<f32>().expect("f32 data");
+        out.extend((0..n).map(|i| flat[i * d..(i + 1) * d].to_vec()));
+    }
+    Ok(out)
+}
+
 /// Exports the run's weights; safetensors files carry the class names, architecture and
 /// tokenizer settings (the tokenizer itself is the run's `tokenizer.json`).
 pub fn export(trained: &TextRun, format: WeightsFormat, out: &Path, device: &Device) -> Result<()> {

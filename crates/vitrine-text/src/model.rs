@@ -61,16 +61,25 @@ impl BiRecurrent {
         let [batch, len, input] = x.dims();
         let device = x.device();
         let (h, g) = (self.hidden, self.gates * self.hidden);
-        // The input projection of every step at once, one matrix product per direction (only
-        // the recurrent product stays inside the loop).
-        let flat = x.reshape([batch * len, input]);
-        let project = |w: &Param<Tensor<2>>, b: &Param<Tensor<1>>| {
-            (flat.clone().matmul(w.val().transpose()) + b.val().unsqueeze_dim::<2>(0)).reshape([batch, len, g]).swap_dims(0, 1) // [len, batch, G·h]
-        };
-        let forward_gx = project(&self.weight_ih_l0, &self.bias_ih_l0);
-        let backward_gx = project(&self.weight_ih_l0_reverse, &self.bias_ih_l0_reverse).flip([0]); // the reverse direction reads from the end
-        // Both directions step together as a leading dimension of 2: one batched matmul per step.
-        let gx_steps = Tensor::stack::<4>(vec![forward_gx, backward_gx], 1).chunk(len, 0); // len × [1, 2, batch, G·h]
+        // The input projection as a few large matrix products, over blocks of steps, not one
+        // small one per step; each step's piece is then cut from its block. (Autodiff gives every
+        // cut piece a gradient the size of what it was cut from, so cutting all steps from one
+        // tensor would cost len² in the backward pass; blocks keep it near len·BLOCK.)
+        const BLOCK: usize = 8;
+        let time_major = x.swap_dims(0, 1); // [len, batch, input]
+        let (mut forward_gx, mut backward_gx) = (Vec::with_capacity(len), Vec::with_capacity(len)); // len × [batch, G·h]
+        for start in (0..len).step_by(BLOCK) {
+            let n = BLOCK.min(len - start);
+            let block = time_major.clone().narrow(0, start, n).reshape([n * batch, input]);
+            for (w, b, steps) in [
+                (&self.weight_ih_l0, &self.bias_ih_l0, &mut forward_gx),
+                (&self.weight_ih_l0_reverse, &self.bias_ih_l0_reverse, &mut backward_gx),
+            ] {
+                let gx = (block.clone().matmul(w.val().transpose()) + b.val().unsqueeze_dim::<2>(0)).reshape([n, batch, g]);
+                steps.extend(gx.chunk(n, 0).into_iter().map(|s| s.reshape([batch, g])));
+            }
+        }
+        // Masks carry no gradient: cut freely. The reverse direction reads from the end.
         let time_mask = mask.swap_dims(0, 1).reshape([len, 1, batch, 1]);
         let mask_steps = Tensor::cat(vec![time_mask.clone(), time_mask.flip([0])], 1).chunk(len, 0); // len × [1, 2, batch, 1]
         let w_hh = Tensor::stack::<3>(vec![self.weight_hh_l0.val().transpose(), self.weight_hh_l0_reverse.val().transpose()], 0); // [2, h, G·h]
@@ -79,8 +88,9 @@ impl BiRecurrent {
         let mut state_h = Tensor::<3>::zeros([2, batch, h], &device);
         let mut state_c = Tensor::<3>::zeros([2, batch, h], &device);
         let mut outputs = Vec::with_capacity(len);
-        for (gx, m_t) in gx_steps.into_iter().zip(mask_steps) {
-            let gx = gx.reshape([2, batch, g]);
+        for (t, m_t) in mask_steps.into_iter().enumerate() {
+            // Both directions step together as a leading dimension of 2: one batched matmul per step.
+            let gx = Tensor::stack::<3>(vec![forward_gx[t].clone(), backward_gx[len - 1 - t].clone()], 0); // [2, batch, G·h]
             let m_t = m_t.reshape([2, batch, 1]);
             let gh = state_h.clone().matmul(w_hh.clone()) + b_hh.clone(); // [2, batch, G·h]
             let (new_h, new_c) = if self.gates == 4 {
@@ -238,8 +248,24 @@ impl TextClassifier {
 
     /// Class logits `[batch, classes]` and attention weights `[batch, len]`.
     pub fn forward_with_attention(&self, input: TokenInput) -> (Tensor<2>, Tensor<2>) {
+        let (ids, mask) = (input.ids.clone(), input.mask.clone());
+        let (pooled, weights) = self.pool(input);
+        let mut logits = self.output.forward(self.dropout.forward(pooled));
+        if let Some(wide) = &self.wide {
+            logits = logits + self.wide_logits(wide, ids, mask);
+        }
+        (logits, weights)
+    }
+
+    /// The attention-pooled text vectors `[batch, d]` before the output layer: what another model
+    /// (a recommender's item tower) can read a text as.
+    pub fn features(&self, input: TokenInput) -> Tensor<2> {
+        self.pool(input).0
+    }
+
+    /// The encoder and attention pooling: pooled vectors `[batch, d]` and weights `[batch, len]`.
+    fn pool(&self, input: TokenInput) -> (Tensor<2>, Tensor<2>) {
         let TokenInput { ids, mask } = input;
-        let ids_for_wide = self.wide.as_ref().map(|_| ids.clone());
         let mut x = self.embedding.forward(ids.clone()); // [batch, len, embedding]
         if let Some(ngrams) = &self.ngrams {
             for hashed in self.ngram_ids(ids, ngrams.weight.dims()[0]) {
@@ -259,12 +285,7 @@ impl TextClassifier {
             let padding = mask.clone().equal_elem(0.0);
             transformer.forward(TransformerEncoderInput::new(x + position.forward(positions)).mask_pad(padding))
         };
-        let (pooled, weights) = self.attention.forward(encoded, mask.clone()); // [batch, d]
-        let mut logits = self.output.forward(self.dropout.forward(pooled));
-        if let Some(wide) = &self.wide {
-            logits = logits + self.wide_logits(wide, ids_for_wide.expect("kept for the wide path"), mask);
-        }
-        (logits, weights)
+        self.attention.forward(encoded, mask) // [batch, d], [batch, len]
     }
 }
 

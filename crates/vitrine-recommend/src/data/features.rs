@@ -48,6 +48,11 @@ pub fn read_features(source: &FeatureSource, ids: &mut IdMap, strict: bool) -> R
     columns.extend(source.numeric.iter().map(String::as_str));
     let first_text = columns.len();
     columns.extend(source.text.iter().map(String::as_str));
+    let run_columns: Vec<&crate::config::RunColumn> = source.text_run.iter().chain(&source.image_run).collect();
+    let first_run = columns.len();
+    columns.extend(run_columns.iter().map(|r| r.column.as_str()));
+    // Per run column: (entity, value) of the rows that have one.
+    let mut run_values: Vec<Vec<(u32, String)>> = vec![Vec::new(); run_columns.len()];
 
     let mut vocabulary: Vec<String> = Vec::new();
     let mut token_index: HashMap<String, u32> = HashMap::new();
@@ -109,13 +114,34 @@ pub fn read_features(source: &FeatureSource, ids: &mut IdMap, strict: bool) -> R
         if let Some(at) = name_at {
             names.insert(index, field(at).to_string());
         }
+        for (r, values) in run_values.iter_mut().enumerate() {
+            let value = field(first_run + r);
+            if !value.is_empty() {
+                values.push((index, value.to_string()));
+            }
+        }
         Ok(())
     })?;
     if tokens.is_empty() {
         bail!("{}: no usable rows", path.display());
     }
+    // What trained runs read in their columns, as further numeric columns.
+    let mut numeric_columns = source.numeric.clone();
+    for (r, values) in run_columns.iter().zip(run_values) {
+        let vectors = if source.text_run.as_ref().is_some_and(|t| std::ptr::eq(t, *r)) {
+            super::run_features::texts(&r.run, &values)?
+        } else {
+            super::run_features::images(&r.run, &values, path.parent().unwrap_or(std::path::Path::new(".")))?
+        };
+        let width = vectors.first().map_or(0, |(_, v)| v.len());
+        for (index, vector) in vectors {
+            raw_numbers.entry(index).or_insert_with(|| vec![None; source.numeric.len()]).resize(numeric_columns.len(), None);
+            raw_numbers.get_mut(&index).expect("inserted").extend(vector.into_iter().map(|v| Some(v as f64)));
+        }
+        numeric_columns.extend((0..width).map(|d| format!("{}:{d}", r.column)));
+    }
     let n = ids.len();
-    let columns_n = source.numeric.len();
+    let columns_n = numeric_columns.len();
     // Standardise each numeric column over the rows that have it; a missing value is the mean (0).
     let mut numbers = vec![vec![0.0f32; columns_n]; n];
     for c in 0..columns_n {
@@ -134,7 +160,7 @@ pub fn read_features(source: &FeatureSource, ids: &mut IdMap, strict: bool) -> R
     }
     let names = source.name.as_ref().map(|_| (0..n as u32).map(|i| names.remove(&i).unwrap_or_default()).collect());
     Ok(ReadFeatures {
-        features: Features { vocabulary, tokens: all_tokens, numbers, numeric_columns: source.numeric.clone(), names },
+        features: Features { vocabulary, tokens: all_tokens, numbers, numeric_columns, names },
         skipped,
     })
 }

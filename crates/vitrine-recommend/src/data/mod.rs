@@ -5,6 +5,7 @@
 pub mod batches;
 mod features;
 mod interactions;
+mod run_features;
 
 pub use features::{FeatureTensors, Features, read_features};
 pub use interactions::{IdMap, Interaction, parse_time, read_interactions};

@@ -5,8 +5,10 @@
 //! - [`counted`]: `pop` and `item-knn`, computed with tensor ops in one pass over the data.
 //! - [`factorization`]: `bpr-mf` and `neumf`.
 //! - [`two_tower`]: the hybrid over IDs and features.
+//! - [`content`]: the content-profile baseline (features alone, no training).
 //! - [`sasrec`]: the causal Transformer over each customer's recent items.
 
+pub mod content;
 pub mod counted;
 pub mod factorization;
 pub mod sasrec;

@@ -86,15 +86,25 @@ pub struct TwoTower {
     item_tower: Tower,
     temperature: f64,
     id_dropout: f64,
+    extra_negatives: usize,
+}
+
+/// How the two towers are trained.
+pub struct TwoTowerTraining {
+    pub temperature: f64,
+    pub id_dropout: f64,
+    /// Uniformly drawn items added to each batch's negatives (mixed negative sampling).
+    pub extra_negatives: usize,
 }
 
 impl TwoTower {
-    pub fn new(users: &TowerShape, items: &TowerShape, dim: usize, hidden: &[usize], dropout: f64, temperature: f64, id_dropout: f64, device: &Device) -> Self {
+    pub fn new(users: &TowerShape, items: &TowerShape, dim: usize, hidden: &[usize], dropout: f64, training: TwoTowerTraining, device: &Device) -> Self {
         Self {
             user_tower: Tower::new(users, dim, hidden, dropout, device),
             item_tower: Tower::new(items, dim, hidden, dropout, device),
-            temperature,
-            id_dropout,
+            temperature: training.temperature,
+            id_dropout: training.id_dropout,
+            extra_negatives: training.extra_negatives,
         }
     }
 
@@ -117,7 +127,7 @@ impl Recommender for TwoTower {
         let u = self.user_tower.forward(users, context.user_features.as_ref(), None); // [b, d]
         let keep = (self.id_dropout > 0.0).then(|| Tensor::<2>::random([b, 1], Distribution::Bernoulli(1.0 - self.id_dropout), &device));
         let i = self.item_tower.forward(items.clone(), context.item_features.as_ref(), keep); // [b, d]
-        let mut logits = u.matmul(i.transpose()) / self.temperature; // [b, b]
+        let mut logits = u.clone().matmul(i.transpose()) / self.temperature; // [b, b]
         // logQ correction (Yi et al. 2019): a popular item is a negative of many customers in a
         // batch; subtracting the log of how often it is drawn makes in-batch softmax estimate the
         // full softmax instead of pushing popular items down.
@@ -125,10 +135,22 @@ impl Recommender for TwoTower {
             logits = logits - log_frequency.clone().select(0, items.clone()).unsqueeze_dim::<2>(0);
         }
         // The same item twice in a batch is not a negative of itself.
-        let same = items.clone().unsqueeze_dim::<2>(1).equal(items.unsqueeze_dim::<2>(0)); // [b, b]
-        let diagonal = Tensor::<2>::eye(b, &device).equal_elem(1.0);
-        let logits = logits.mask_fill(same.bool_and(diagonal.clone().bool_not()), -1e9);
-        let picked = log_softmax(logits, 1).mask_fill(diagonal.bool_not(), 0.0).sum_dim(1); // [b, 1]
+        let same = items.clone().unsqueeze_dim::<2>(1).equal(items.clone().unsqueeze_dim::<2>(0)); // [b, b]
+        let diagonal = Tensor::<2>::eye(b, &device);
+        let mut logits = logits.mask_fill(same.bool_and(diagonal.clone().equal_elem(0.0)), -1e9);
+        let mut positive = diagonal;
+        if self.extra_negatives > 0 {
+            // Mixed negative sampling (Yang et al. 2020): uniformly drawn items join the batch's,
+            // corrected by their own draw probability, 1 / items.
+            let n = self.extra_negatives;
+            let extra = Tensor::<1, Int>::random([n], Distribution::Uniform(0.0, context.items as f64), &device);
+            let e = self.item_tower.forward(extra.clone(), context.item_features.as_ref(), None); // [n, d]
+            let extra_logits = u.matmul(e.transpose()) / self.temperature + (context.items as f64).ln();
+            let own = items.unsqueeze_dim::<2>(1).equal(extra.unsqueeze_dim::<2>(0)); // [b, n]
+            logits = Tensor::cat(vec![logits, extra_logits.mask_fill(own, -1e9)], 1); // [b, b + n]
+            positive = Tensor::cat(vec![positive, Tensor::zeros([b, n], &device)], 1);
+        }
+        let picked = (log_softmax(logits, 1) * positive).sum_dim(1); // [b, 1]
         picked.neg().mean()
     }
 
