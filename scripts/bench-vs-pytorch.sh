@@ -16,7 +16,7 @@ rounds="${1:-3}" threads="${2:-2}"
 venv="${BENCH_VENV:-.venv-bench}"
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet torch
+  "$venv/bin/pip" install --quiet torch numpy
 fi
 [ -x target/release/vitrine ] || cargo build --release -p vitrine-cli
 export RAYON_NUM_THREADS="$threads" OMP_NUM_THREADS="$threads" MKL_NUM_THREADS="$threads"

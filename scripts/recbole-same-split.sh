@@ -17,34 +17,65 @@ anchor="$(cd "${RECBOLE_ANCHOR:-$here/../shared/anchors/recbole}" && pwd)"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/data/vitrine-split"
-# RecBole's atomic files: tab-separated, typed headers; one file per part of the split. The time
-# column is each row's place in the run's order (training rows in each customer's time order, then
-# validation, then test), so a sequential model sees exactly Vitrine's sequences: many MovieLens
-# customers rated their last movies in the same second, and RecBole would order ties its own way.
-python3 - "$run" "$work/data/vitrine-split" <<'PY'
+# RecBole's atomic files: tab-separated, typed headers; one file per part of the split.
+# General models read interactions; the time column is each row's place in the run's order.
+# Sequential models read RecBole's augmented form: each row a customer's previous items (at most
+# 50, oldest first) and the next one; training rows for every prefix of the training sequence,
+# the validation row after the training items, the test row after those and the validation item.
+# (Many MovieLens customers rated their last movies in the same second: the run's own order is
+# kept rather than RecBole's ordering of ties.)
+case "$model" in SASRec|GRU4Rec|BERT4Rec|NARM|STAMP|Caser|NextItNet|LightSANs|CORE) sequential=1 ;; *) sequential=0 ;; esac
+python3 - "$run" "$work/data/vitrine-split" "$sequential" <<'PY'
 import csv, sys
-run, out = sys.argv[1], sys.argv[2]
-order = 0
+run, out, sequential = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
+parts = {}
 for part in ("train", "valid", "test"):
-    with open(f"{run}/split-{part}.csv", newline="", encoding="utf-8") as src, \
-         open(f"{out}/vitrine-split.{part}.inter", "w", encoding="utf-8") as dst:
+    with open(f"{run}/split-{part}.csv", newline="", encoding="utf-8") as src:
         rows = csv.reader(src)
         next(rows)
-        dst.write("user_id:token\titem_id:token\ttimestamp:float\n")
-        for user, item, _time in rows:
-            order += 1
-            dst.write(f"{user}\t{item}\t{order}\n")
+        parts[part] = [(user, item) for user, item, _time in rows]
+if not sequential:
+    order = 0
+    for part, rows in parts.items():
+        with open(f"{out}/vitrine-split.{part}.inter", "w", encoding="utf-8") as dst:
+            dst.write("user_id:token\titem_id:token\ttimestamp:float\n")
+            for user, item in rows:
+                order += 1
+                dst.write(f"{user}\t{item}\t{order}\n")
+else:
+    history = {}
+    for part in ("train", "valid", "test"):
+        with open(f"{out}/vitrine-split.{part}.inter", "w", encoding="utf-8") as dst:
+            dst.write("user_id:token\titem_id_list:token_seq\titem_id:token\n")
+            for user, item in parts[part]:
+                seen = history.setdefault(user, [])
+                if seen:
+                    dst.write(f"{user}\t{' '.join(seen[-50:])}\t{item}\n")
+                seen.append(item)
 PY
 # The anchor's run.py, but on our dataset: RecBole reads a dataset named `ml-100k` from its own
 # bundled copy whatever data_path says, so the split gets a name of its own.
 cat > "$work/run.py" <<'PY'
 import sys, time, json
 from recbole.quick_start import run_recbole
+from recbole.data.dataset import sequential_dataset
+from recbole.utils import FeatureSource, FeatureType
+
+def _benchmark_presets(self):
+    # RecBole 1.2.1 counts list lengths with Series.agg(len), which current pandas reads as the
+    # length of the whole column; count per row instead.
+    for field in self.inter_feat:
+        if field + self.config["LIST_SUFFIX"] in self.inter_feat:
+            setattr(self, f"{field}_list_field", field + self.config["LIST_SUFFIX"])
+    self.set_field_property(self.item_list_length_field, FeatureType.TOKEN, FeatureSource.INTERACTION, 1)
+    self.inter_feat[self.item_list_length_field] = self.inter_feat[self.item_id_list_field].apply(len)
+
+sequential_dataset.SequentialDataset._benchmark_presets = _benchmark_presets
 model, data = sys.argv[1], sys.argv[2]
 extra = dict(a.split('=', 1) for a in sys.argv[3:])
 cfg = {'data_path': data, 'show_progress': False, 'gpu_id': '', 'use_gpu': False, 'epochs': int(extra.pop('epochs', 50)),
        'stopping_step': 5, 'eval_step': 1, 'checkpoint_dir': data + '/saved', 'log_wandb': False,
-       'benchmark_filename': ['train', 'valid', 'test'], 'load_col': {'inter': ['user_id', 'item_id', 'timestamp']}}
+       'benchmark_filename': ['train', 'valid', 'test'], 'load_col': None}
 for k, v in extra.items():
     try: cfg[k] = json.loads(v)
     except Exception: cfg[k] = v
@@ -53,4 +84,4 @@ r = run_recbole(model=model, dataset='vitrine-split', config_dict=cfg)
 print('RESULT', model, json.dumps({'test': {k: float(v) for k, v in r['test_result'].items()}, 'valid_best': float(r['best_valid_score']), 'seconds': time.time() - t}))
 PY
 cd "$work"
-PYTHONPATH="$anchor/stub" "$python" "$work/run.py" "$model" "$work/data" "$@" 2>&1 | grep -E "^RESULT|Error" || true
+PYTHONPATH="$anchor/stub" "$python" "$work/run.py" "$model" "$work/data" "$@" 2>&1 | grep -E "^RESULT|Error|^  File|^    " | tail -${RECBOLE_TRACE_LINES:-4} || true

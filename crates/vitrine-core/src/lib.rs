@@ -12,6 +12,7 @@ pub mod config;
 pub mod data;
 pub mod export;
 pub mod family;
+pub mod history;
 pub mod metrics;
 pub mod plot;
 pub mod report;

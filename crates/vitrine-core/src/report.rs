@@ -6,7 +6,7 @@ use serde::Serialize;
 use crate::metrics::{ClassScores, ConfusionMatrix};
 use crate::run_dir::RunDir;
 use crate::data::ImageSplits;
-use crate::train::{EpochRecord, figure_names};
+use crate::history::{EpochRecord, figure_names};
 
 /// Scores of a classifier on labelled data.
 #[derive(Debug, Clone, Serialize)]

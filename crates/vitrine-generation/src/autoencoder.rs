@@ -15,10 +15,10 @@ use vitrine_core::train::{
 };
 
 use crate::config::GenerationConfig;
-use crate::data::pixel_range;
-use crate::grid::{ImageBatchData, save_grid};
+use crate::data::{held_out, pixel_range};
+use crate::grid::{GRID_COLUMNS, ImageBatchData, sample_grid_name, save_grid};
 use crate::model::{ConvAe, Reconstruction, kl_per_pixel};
-use crate::training::{GRID_COLUMNS, GeneratorTask, held_out, sample_grid_name};
+use crate::task::GeneratorTask;
 
 /// A VAE's two parts of the loss, reported beside it.
 const MSE: Metric = Metric::loss("mse");

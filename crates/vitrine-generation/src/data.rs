@@ -2,7 +2,7 @@
 
 use anyhow::{Result, bail};
 use burn::prelude::*;
-use vitrine_core::data::{ImageBatches, ImageSplits, PixelRange, load_image_splits};
+use vitrine_core::data::{ImageBatches, ImageSet, ImageSplits, PixelRange, load_image_splits};
 use vitrine_core::reporter::Reporter;
 
 use crate::config::{Architecture, GenerationConfig};
@@ -31,4 +31,12 @@ pub fn batches(config: &GenerationConfig, data: &ImageSplits, train_device: &Dev
     let (bs, range) = (config.train.batch_size, pixel_range(config.model.name));
     let train = ImageBatches::shuffled(data.train.clone(), bs, config.run.seed, config.data.augment, range, train_device.clone());
     (train, ImageBatches::ordered(data.valid.clone(), bs, range, device.clone()))
+}
+
+/// The held-out images scored at the end (the test split when there is one) and their name.
+pub fn held_out(data: &ImageSplits) -> (&'static str, std::sync::Arc<ImageSet>) {
+    match &data.test {
+        Some(test) => ("test", test.clone()),
+        None => ("valid", data.valid.clone()),
+    }
 }

@@ -16,10 +16,11 @@ use vitrine_core::train::{
 };
 
 use crate::config::GenerationConfig;
-use crate::grid::{ImageBatchData, save_grid};
+use crate::data::held_out;
+use crate::grid::{GRID_COLUMNS, ImageBatchData, sample_grid_name, save_grid};
 use crate::model::Gan;
 use crate::scoring::{SampleScorer, normal_noise};
-use crate::training::{GRID_COLUMNS, GeneratorTask, held_out, sample_grid_name};
+use crate::task::GeneratorTask;
 
 /// The generator's loss, reported beside the discriminator's (the main loss).
 const G_LOSS: Metric = Metric::loss("g_loss");

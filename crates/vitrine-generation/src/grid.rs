@@ -7,6 +7,16 @@ use burn::prelude::*;
 use image::{DynamicImage, GrayImage, RgbImage};
 use vitrine_core::run_dir::save_atomic;
 
+/// Sample grids of each epoch, `samples/epoch-NNN.png`.
+pub const SAMPLES_DIR: &str = "samples";
+/// Images per grid row, and rows of a GAN's grid when unconditional.
+pub const GRID_COLUMNS: usize = 8;
+
+/// The run-relative path of an epoch's sample grid.
+pub fn sample_grid_name(epoch: usize) -> String {
+    format!("{SAMPLES_DIR}/epoch-{epoch:03}.png")
+}
+
 /// Pixels between grid cells, drawn in mid grey so black and white images both stand out.
 const GAP: u32 = 2;
 const GAP_SHADE: u8 = 128;

@@ -5,7 +5,7 @@
 //! - [`data`]: the configured image splits in each model's pixel range.
 //! - [`model`]: the networks.
 //! - [`training`]: this family's part of the shared training recipe, with one task per model:
-//!   [`autoencoder`] and [`gan`] (two networks, two optimizers).
+//!   [`autoencoder`] and [`gan`] (two networks, two optimizers), each a [`task::GeneratorTask`].
 //! - [`scoring`]: samples scored by a classifier's features ([`frechet`]: the distance itself).
 //! - [`inference`]: generate, reconstruct, interpolate, evaluate and export a trained run.
 //! - [`grid`]: image grids as PNG.
@@ -23,6 +23,7 @@ pub mod grid;
 pub mod inference;
 pub mod model;
 pub mod scoring;
+pub mod task;
 pub mod training;
 
 pub use family::GenerationFamily;

@@ -26,7 +26,8 @@ use crate::model::factorization::{MatrixFactorization, NeuMf};
 use crate::model::sasrec::Sasrec;
 use crate::model::two_tower::TwoTower;
 use crate::ranking::{self, RankRequest};
-use crate::training::{Build, RecommendTask, score_context};
+use crate::model::build::Build;
+use crate::training::{RecommendTask, score_context};
 
 /// Times `arch` as `vitrine bench --model` asks.
 pub fn bench(arch: Architecture, request: &BenchRequest) -> Result<BenchResult> {

@@ -173,6 +173,7 @@ impl TrainedRun for Opened {
                 let k = *ks(matches, &[10])?.first().expect("at least one");
                 if args::flag(matches, "all_users") {
                     let out = args::value::<PathBuf>(matches, "out").expect("clap requires --out");
+                    create_parent(&out)?;
                     let n = run.recommend_all(k, &out, ctx.device(), ctx.reporter)?;
                     let text = format!("wrote the top {k} items of {n} customers to {}\n", out.display());
                     return Ok(Output { json: serde_json::json!({ "customers": n, "k": k, "out": out }), text });
@@ -200,6 +201,7 @@ impl TrainedRun for Opened {
                 let seed = args::value::<u64>(matches, "seed").unwrap_or(7);
                 let csv = args::value::<PathBuf>(matches, "out").unwrap_or_else(|| run.file("segments.csv"));
                 let png = csv.with_extension("png");
+                create_parent(&csv)?;
                 let (segmentation, vectors) = segment(&run, &ks, restarts, seed, ctx.device())?;
                 let mut rows = String::from("user,segment\n");
                 for (u, s) in segmentation.assignment.iter().enumerate() {
@@ -212,6 +214,14 @@ impl TrainedRun for Opened {
             }
             _ => bail!("`{name}` does not apply to {}", self.run.root().display()),
         }
+    }
+}
+
+/// Creates the folder a file is to be written in.
+fn create_parent(path: &Path) -> Result<()> {
+    match path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(parent) => std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display())),
+        None => Ok(()),
     }
 }
 

@@ -25,7 +25,8 @@ use crate::model::sasrec::Sasrec;
 use crate::model::two_tower::TwoTower;
 use crate::model::{Ranker, ScoreContext};
 use crate::ranking::{self, RankRequest};
-use crate::training::{Build, score_context};
+use crate::model::build::Build;
+use crate::training::score_context;
 
 /// A trained recommendation run: its config, ID maps, split, features and model.
 pub struct RecommendRun {

@@ -20,13 +20,14 @@ use vitrine_core::train::{
 };
 
 use crate::config::{Architecture, RecommendConfig, TASK};
-use crate::data::batches::{BatchKind, InteractionBatches, RecBatch};
+use crate::data::batches::{InteractionBatches, RecBatch};
 use crate::data::{Interaction, RecData, item_counts, load_data, save_split, seen_items, sequences};
 use crate::metrics::RankingScores;
-use crate::model::counted::{ITEM_KNN_MAX_ITEMS, ItemKnn, Popularity};
+use crate::model::build::Build;
+use crate::model::counted::{ItemKnn, Popularity};
 use crate::model::factorization::{MatrixFactorization, NeuMf};
-use crate::model::sasrec::{Sasrec, SasrecShape};
-use crate::model::two_tower::{TowerShape, TwoTower, TwoTowerTraining};
+use crate::model::sasrec::Sasrec;
+use crate::model::two_tower::TwoTower;
 use crate::model::{Ranker, Recommender, ScoreContext};
 use crate::ranking;
 
@@ -39,92 +40,6 @@ pub fn train(config: &RecommendConfig, ctx: &TrainContext) -> Result<RunReport> 
         Architecture::Neumf => recipe::train(&RecommendRecipe::<NeuMf>::new(config), ctx),
         Architecture::TwoTower => recipe::train(&RecommendRecipe::<TwoTower>::new(config), ctx),
         Architecture::Sasrec => recipe::train(&RecommendRecipe::<Sasrec>::new(config), ctx),
-    }
-}
-
-/// A recommender built from a config, and the batches it trains on.
-pub trait Build: Recommender + Sized {
-    fn build(config: &RecommendConfig, data: &RecData, device: &Device) -> Result<Self>;
-    fn batch_kind(config: &RecommendConfig) -> BatchKind;
-}
-
-impl Build for Popularity {
-    fn build(_: &RecommendConfig, data: &RecData, device: &Device) -> Result<Self> {
-        Ok(Popularity::new(data.items.len(), device))
-    }
-    fn batch_kind(_: &RecommendConfig) -> BatchKind {
-        BatchKind::Rows
-    }
-}
-
-impl Build for ItemKnn {
-    fn build(config: &RecommendConfig, data: &RecData, device: &Device) -> Result<Self> {
-        let items = data.items.len();
-        if items > ITEM_KNN_MAX_ITEMS {
-            bail!(
-                "item-knn keeps an item × item table: {items} items need {:.1} GB; it takes up to {ITEM_KNN_MAX_ITEMS} items (use bpr-mf or two-tower)",
-                (items * items * 8) as f64 / 1e9
-            );
-        }
-        Ok(ItemKnn::new(items, config.model.neighbours, device))
-    }
-    fn batch_kind(_: &RecommendConfig) -> BatchKind {
-        BatchKind::Rows
-    }
-}
-
-impl Build for MatrixFactorization {
-    fn build(config: &RecommendConfig, data: &RecData, device: &Device) -> Result<Self> {
-        Ok(MatrixFactorization::new(data.users.len(), data.items.len(), config.model.embedding_dim, device))
-    }
-    fn batch_kind(config: &RecommendConfig) -> BatchKind {
-        BatchKind::Pairs { negatives: config.model.negatives }
-    }
-}
-
-impl Build for NeuMf {
-    fn build(config: &RecommendConfig, data: &RecData, device: &Device) -> Result<Self> {
-        let m = &config.model;
-        Ok(NeuMf::new(data.users.len(), data.items.len(), m.embedding_dim, &m.hidden, m.dropout, device))
-    }
-    fn batch_kind(config: &RecommendConfig) -> BatchKind {
-        BatchKind::Points { negatives: config.model.negatives }
-    }
-}
-
-impl Build for TwoTower {
-    fn build(config: &RecommendConfig, data: &RecData, device: &Device) -> Result<Self> {
-        let m = &config.model;
-        let shape = |ids: usize, features: &Option<crate::data::Features>| TowerShape {
-            ids,
-            vocabulary: features.as_ref().map(|f| f.vocabulary.len()),
-            numeric_columns: features.as_ref().map_or(0, |f| f.numeric_columns.len()),
-        };
-        let (users, items) = (shape(data.users.len(), &data.user_features), shape(data.items.len(), &data.item_features));
-        let training = TwoTowerTraining { temperature: m.temperature, id_dropout: m.id_dropout, extra_negatives: m.extra_negatives };
-        Ok(TwoTower::new(&users, &items, m.embedding_dim, &m.hidden, m.dropout, training, device))
-    }
-    fn batch_kind(_: &RecommendConfig) -> BatchKind {
-        BatchKind::Positives
-    }
-}
-
-impl Build for Sasrec {
-    fn build(config: &RecommendConfig, data: &RecData, device: &Device) -> Result<Self> {
-        let m = &config.model;
-        let shape = SasrecShape {
-            items: data.items.len(),
-            dim: m.embedding_dim,
-            max_len: m.max_len,
-            layers: m.layers,
-            heads: m.heads,
-            feed_forward: m.feed_forward,
-            dropout: m.dropout,
-        };
-        Ok(Sasrec::new(&shape, device))
-    }
-    fn batch_kind(config: &RecommendConfig) -> BatchKind {
-        BatchKind::Sequences { max_len: config.model.max_len }
     }
 }
 
@@ -394,12 +309,20 @@ impl<M: Build + Clone> Recipe for RecommendRecipe<'_, M> {
     }
 }
 
-/// What each customer's ranking leaves out: their items in `history`, or nothing.
+/// What each customer's ranking leaves out: their items in `history` (or nothing), and the
+/// cold-start items, which are scored in their own evaluation: every interaction with them is
+/// held out, so here they could only be misses.
 pub fn excluded(data: &RecData, history: &[Interaction], exclude_seen: bool) -> Vec<HashSet<u32>> {
-    match exclude_seen {
+    let mut sets = match exclude_seen {
         true => seen_items(history, data.users.len()),
         false => vec![HashSet::new(); data.users.len()],
+    };
+    if !data.cold_items.is_empty() {
+        for set in &mut sets {
+            set.extend(data.cold_items.iter().copied());
+        }
     }
+    sets
 }
 
 /// Ranks the cold-start items (never seen in training) for the customers who interacted with

@@ -7,8 +7,18 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use vitrine_core::config::{ConfigFile, DataConfig, ExperimentConfig, ModelSection, NoEval};
 
-use crate::data::TextSource;
-use crate::model::MAX_NGRAM_BUCKETS;
+
+/// The most hashed n-gram buckets the model's hashing can address without integer overflow.
+pub const MAX_NGRAM_BUCKETS: usize = 200_000;
+
+/// Where labelled text comes from.
+#[derive(Debug, Clone)]
+pub enum TextSource {
+    /// One file per class, one text per line: `(class name, file)`.
+    LinesPerClass(Vec<(String, PathBuf)>),
+    /// A table (CSV, TSV or JSON Lines, by extension) with a text and a label column.
+    Table { path: PathBuf, text_column: String, label_column: String },
+}
 
 /// The `task` value of text-classification configs.
 pub const TASK: &str = "text-classification";

@@ -7,14 +7,12 @@ use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, 
 use burn::prelude::*;
 use burn::tensor::activation::{sigmoid, softmax};
 use vitrine_core::classifier::ClassifierModel;
-use crate::config::{Architecture, TextModelConfig};
+use crate::config::{Architecture, MAX_NGRAM_BUCKETS, TextModelConfig};
 use crate::data::TokenInput;
 
 /// Output scale of the wide path's table; see [`TextClassifier::wide_logits`].
 const WIDE_SCALE: f32 = 20.0;
 
-/// The most hashed n-gram buckets `ngram_ids` can address without integer overflow.
-pub const MAX_NGRAM_BUCKETS: usize = 200_000;
 
 /// A bidirectional recurrent layer (LSTM or GRU) that honours the padding mask: each direction
 /// updates its state only at real tokens, so the backward direction starts at each text's last

@@ -6,10 +6,10 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 
-use super::history::{EpochRecord, Monitor, insert_figure, write_metrics};
-use super::task::{Running, TrainTask};
+use super::task::{MetricKind, Running, TrainTask};
 use crate::config::{EarlyStopping, ScheduleConfig, TrainSection};
 use crate::data::BatchSource;
+use crate::history::{EpochRecord, Monitor, Score, write_metrics};
 use crate::reporter::Reporter;
 use crate::run_dir::{RunDir, write_atomic};
 
@@ -134,7 +134,15 @@ pub fn fit<T: TrainTask>(
             }
         }
         for (metric, value) in task.end_epoch(epoch, run)? {
-            insert_figure(&mut record, metric.name.into_owned(), metric.kind, value);
+            let name = metric.name.into_owned();
+            match metric.kind {
+                MetricKind::Loss => {
+                    record.losses.insert(name, value);
+                }
+                MetricKind::Score { higher_is_better } => {
+                    record.scores.insert(name, Score { value, higher_is_better });
+                }
+            }
         }
         record.seconds = started.elapsed().as_secs_f64();
         reporter.info(&epoch_line(&record, plan.epochs));

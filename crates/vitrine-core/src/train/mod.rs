@@ -3,13 +3,12 @@
 //! each epoch, and optimizers.
 
 mod fit;
-mod history;
 mod optim;
 pub mod recipe;
 mod task;
 
 pub use fit::{BEST_WEIGHTS_FILE, FitOutcome, FitPlan, fit, resume};
-pub use history::{EpochRecord, Monitor, Score, figure_names, write_metrics};
+pub use crate::history::{EpochRecord, Monitor, Score, figure_names, write_metrics};
 pub use optim::{build_optimizer, load_module, load_optimizer, save_module, save_optimizer};
 pub use recipe::{Batches, Built, HeldOut, Recipe, TrainContext};
 pub use task::{Metric, MetricKind, PassTotals, StepStats, TrainTask, sum_steps};

@@ -6,7 +6,7 @@ use anyhow::Result;
 use burn::prelude::*;
 
 use super::fit::{FitOutcome, FitPlan, fit, resume};
-use super::history::Monitor;
+use crate::history::Monitor;
 use super::task::TrainTask;
 use crate::backend::ComputeDevice;
 use crate::config::{RunSection, TrainSection};

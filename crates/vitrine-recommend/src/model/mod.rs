@@ -8,6 +8,7 @@
 //! - [`content`]: the content-profile baseline (features alone, no training).
 //! - [`sasrec`]: the causal Transformer over each customer's recent items.
 
+pub mod build;
 pub mod content;
 pub mod counted;
 pub mod factorization;

@@ -4,7 +4,8 @@
 mod sources;
 mod tokens;
 
-pub use sources::{DedupReport, TextExample, TextSet, TextSource, load_text};
+pub use crate::config::TextSource;
+pub use sources::{DedupReport, TextExample, TextSet, load_text};
 pub use tokens::{TokenBatch, TokenBatches, TokenInput, TokenizedSet};
 
 use anyhow::{Context, Result, bail};

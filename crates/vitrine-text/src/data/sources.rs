@@ -9,6 +9,8 @@ use anyhow::{Context, Result, bail, ensure};
 use rand::{SeedableRng, rngs::StdRng, seq::SliceRandom};
 use vitrine_core::data::{SkippedRow, Table, numbered_lines};
 
+use crate::config::TextSource;
+
 /// One labelled text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TextExample {
@@ -21,15 +23,6 @@ pub struct TextExample {
 pub struct TextSet {
     pub examples: Vec<TextExample>,
     pub classes: Vec<String>,
-}
-
-/// Where labelled text comes from.
-#[derive(Debug, Clone)]
-pub enum TextSource {
-    /// One file per class, one text per line: `(class name, file)`.
-    LinesPerClass(Vec<(String, PathBuf)>),
-    /// A table (CSV, TSV or JSON Lines, by extension) with a text and a label column.
-    Table { path: PathBuf, text_column: String, label_column: String },
 }
 
 /// Loads a source. Labels are matched to `known_classes` when given (an unknown label is a bad

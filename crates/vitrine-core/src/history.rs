@@ -1,11 +1,11 @@
-//! The record of each epoch, and the files made from it: `metrics.csv` and the curves.
+//! The record of each epoch, what early stopping watches, and the files made from the record:
+//! `metrics.csv` and the curves.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
-use super::task::MetricKind;
 use crate::plot::{Series, line_chart};
 use crate::run_dir::RunDir;
 
@@ -85,18 +85,6 @@ pub fn figure_names(history: &[EpochRecord]) -> (Vec<&str>, Vec<&str>) {
     let losses: BTreeSet<&str> = history.iter().flat_map(|r| r.losses.keys().map(String::as_str)).collect();
     let scores: BTreeSet<&str> = history.iter().flat_map(|r| r.scores.keys().map(String::as_str)).collect();
     (losses.into_iter().collect(), scores.into_iter().collect())
-}
-
-/// Which of the two maps a figure of `kind` belongs in.
-pub(super) fn insert_figure(record: &mut EpochRecord, name: String, kind: MetricKind, value: f64) {
-    match kind {
-        MetricKind::Loss => {
-            record.losses.insert(name, value);
-        }
-        MetricKind::Score { higher_is_better } => {
-            record.scores.insert(name, Score { value, higher_is_better });
-        }
-    }
 }
 
 /// Rewrites `metrics.csv` and the curves from the whole history.
