@@ -243,7 +243,8 @@ fn config_show_prints_every_default() {
     assert!(err.contains("data.augment.erase") && err.contains("1.5"), "{err}");
 }
 
-/// One text run on the shipped English CSV, trained once through the CLI and shared by the tests.
+/// One text run of the reference network on the shipped English CSV, trained once through the CLI
+/// and shared by the tests.
 fn text_run() -> &'static Path {
     static RUN: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
     &RUN.get_or_init(|| {
@@ -252,6 +253,8 @@ fn text_run() -> &'static Path {
         let out = ok(&[
             "train",
             "configs/reviews-csv.toml",
+            "--set",
+            "model.name=\"text-lstm-attn\"",
             "--set",
             "train.epochs=2",
             "--set",
@@ -283,6 +286,9 @@ fn text_run_trains_evaluates_predicts_and_exports() {
     let eval = ok(&["eval", r, "--data", "datasets/amazon-review-snippets/reviews.csv", "--json"]);
     let json: serde_json::Value = serde_json::from_str(&eval).unwrap();
     assert!(json["auroc"].as_f64().unwrap() > 0.5 && json["per_class"].as_array().unwrap().len() == 2, "{json}");
+    assert!(json["baseline_accuracy"].as_f64().unwrap() > 0.7, "the classical baseline beside the model: {json}");
+    let human = ok(&["eval", r, "--data", "datasets/amazon-review-snippets/reviews.csv"]);
+    assert!(human.contains("baseline accuracy") && human.contains("logistic regression"), "{human}");
 
     let out = ok(&["predict", r, "--text", "I love this camera, great pictures", "--text", "Terrible, it broke and support never answered", "--json"]);
     let predictions: serde_json::Value = serde_json::from_str(&out).unwrap();

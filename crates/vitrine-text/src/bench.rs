@@ -6,11 +6,11 @@ use burn::tensor::Distribution;
 use vitrine_core::backend::ComputeDevice;
 use vitrine_core::bench::{BenchResult, Timing};
 
-use crate::config::{Architecture, TextModelConfig};
+use crate::config::{Architecture, model_defaults};
 use crate::data::{TokenBatch, TokenInput};
 use crate::model::TextClassifier;
 
-/// Times training steps and inference batches of `arch` (reference sizes, vocabulary 8000) on
+/// Times training steps and inference batches of `arch` (its default sizes, vocabulary 8000) on
 /// texts of `seq_len` tokens; see [`Timing`].
 pub fn bench(arch: Architecture, compute: &ComputeDevice, batch_size: usize, seq_len: usize, timing: Timing) -> Result<BenchResult> {
     let vocab = 8000;
@@ -24,7 +24,7 @@ pub fn bench(arch: Architecture, compute: &ComputeDevice, batch_size: usize, seq
         input: input(&train_device),
         targets: Tensor::<1, Int>::random([batch_size], Distribution::Uniform(0.0, 2.0), &train_device),
     };
-    let config = TextModelConfig { name: arch, ..Default::default() };
+    let config = model_defaults(arch);
     let model = TextClassifier::new(&config, vocab, seq_len.max(128), 2, &train_device);
     Ok(timing.measure(arch.name(), model, train, input(&compute.device), compute))
 }

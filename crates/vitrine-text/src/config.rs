@@ -26,8 +26,26 @@ pub const TASK: &str = "text-classification";
 /// A whole text-classification experiment.
 pub type TextConfig = ExperimentConfig<TextDataSection, TextModelConfig>;
 
-/// The reference model and recipe (`reference-models.md`), where a config is silent.
-pub const TRAIN_DEFAULTS: &[&str] = &["model.name=\"text-lstm-attn\"", "train.epochs=5", "train.batch_size=64"];
+/// The reference recipe (`reference-models.md`) for the networks, where a config is silent.
+pub const TRAIN_DEFAULTS: &[&str] = &["train.epochs=5", "train.batch_size=64"];
+
+/// `text-ngram`'s recipe, also what a config that names no model gets: many short epochs with
+/// weight decay, stopped when the validation loss stops falling, the best epoch kept.
+pub const NGRAM_DEFAULTS: &[&str] = &[
+    "model.name=\"text-ngram\"",
+    "model.embedding_dim=16",
+    "model.hidden=0",
+    "model.dropout=0.5",
+    "model.embedding_dropout=0.3",
+    "model.ngram_buckets=100000",
+    "model.ngram_order=3",
+    "train.epochs=30",
+    "train.batch_size=32",
+    "train.optimizer.lr=0.005",
+    "train.optimizer.weight_decay=1e-6",
+    "train.early_stopping.patience=3",
+    "train.restore_best=true",
+];
 
 /// Reads a text config with the family's defaults and `--set` overrides, and checks the model.
 pub fn resolve(file: &ConfigFile, overrides: &[String]) -> Result<TextConfig> {
@@ -40,6 +58,12 @@ pub fn resolve(file: &ConfigFile, overrides: &[String]) -> Result<TextConfig> {
         bail!("{}: model.embedding_dim ({}) must be a multiple of model.heads ({})", file.path.display(), m.embedding_dim, m.heads);
     }
     Ok(config)
+}
+
+/// The `[model]` section a config naming only `arch` resolves to.
+pub fn model_defaults(arch: Architecture) -> TextModelConfig {
+    let text = format!("task = \"{TASK}\"\n[data]\ntrain = {{ file = \"texts.csv\" }}\n[model]\nname = \"{}\"\n", arch.name());
+    TextConfig::parse(&text, &[]).expect("every model's defaults resolve").model
 }
 
 fn default_valid_fraction() -> f64 {
@@ -205,16 +229,21 @@ pub enum Architecture {
     /// A small Transformer encoder with learned positions, then the same attention pooling.
     #[serde(rename = "text-transformer")]
     Transformer,
+    /// fastText-style: hashed token and n-gram embeddings averaged over the text, then linear
+    /// (or one small hidden layer). The default for a config that names no model.
+    #[serde(rename = "text-ngram")]
+    Ngram,
 }
 
 impl Architecture {
-    pub const ALL: [Architecture; 3] = [Self::LstmAttention, Self::GruAttention, Self::Transformer];
+    pub const ALL: [Architecture; 4] = [Self::Ngram, Self::LstmAttention, Self::GruAttention, Self::Transformer];
 
     pub fn name(self) -> &'static str {
         match self {
             Self::LstmAttention => "text-lstm-attn",
             Self::GruAttention => "text-gru-attn",
             Self::Transformer => "text-transformer",
+            Self::Ngram => "text-ngram",
         }
     }
 }
@@ -225,7 +254,8 @@ impl Architecture {
 pub struct TextModelConfig {
     pub name: Architecture,
     pub embedding_dim: usize,
-    /// Hidden size per direction (recurrent) or model width (transformer).
+    /// Hidden size per direction (recurrent), model width (transformer), or the width of
+    /// `text-ngram`'s hidden layer (0: none, a linear model over the averaged embeddings).
     pub hidden: usize,
     /// Width of the attention scorer `W`.
     pub attention_dim: usize,
@@ -250,9 +280,13 @@ pub struct TextModelConfig {
 impl ModelSection for TextModelConfig {
     type Eval = NoEval;
 
-    /// The reference model and recipe (`reference-models.md`) where a config is silent.
-    fn defaults(_model: Option<&str>) -> &'static [&'static str] {
-        TRAIN_DEFAULTS
+    /// `text-ngram`'s recipe for it and for a config naming no model; the reference recipe
+    /// (`reference-models.md`) for the networks.
+    fn defaults(model: Option<&str>) -> &'static [&'static str] {
+        match model {
+            None | Some("text-ngram") => NGRAM_DEFAULTS,
+            Some(_) => TRAIN_DEFAULTS,
+        }
     }
 }
 
@@ -289,7 +323,10 @@ mod tests {
         let c = parse("{ file = \"r.csv\", text_column = \"review\" }").unwrap();
         assert_eq!(c.data.train.label_column, "label");
         assert_eq!((c.data.tokenizer.vocab_size, c.data.tokenizer.max_len, c.data.dedup), (8000, 128, true));
-        assert_eq!((c.model.name, c.train.epochs, c.train.batch_size), (Architecture::LstmAttention, 5, 64), "the reference recipe");
+        assert_eq!((c.model.name, c.model.hidden, c.train.epochs, c.train.restore_best), (Architecture::Ngram, 0, 30, true), "no model named: text-ngram's recipe");
+        let named = |name: &str| TextConfig::parse(&format!("task = \"t\"\n[data]\ntrain = {{ file = \"r.csv\" }}\n[model]\nname = \"{name}\"\n"), &[]).unwrap();
+        let reference = named("text-lstm-attn");
+        assert_eq!((reference.model.hidden, reference.train.epochs, reference.train.batch_size, reference.train.restore_best), (128, 5, 64, false), "the reference recipe");
         assert!(parse("{ file = \"r.xlsx\" }").unwrap_err().contains("expected a .csv, .tsv or .jsonl"));
         assert!(parse("{ per_class = { pos = \"p.txt\" } }").unwrap_err().contains("at least two classes"));
         assert!(parse("{ }").unwrap_err().contains("give `file"));

@@ -13,10 +13,11 @@ use vitrine_core::report::RunReport;
 use vitrine_core::run_dir::RunDir;
 use vitrine_core::train::TrainContext;
 
+use crate::baseline::BASELINE;
 use crate::config::{Architecture, TASK, TextConfig, resolve};
 use crate::inference::{TextPrediction, TextRun, evaluate, export, predict};
 
-/// Review sentiment: `text-lstm-attn`, `text-gru-attn` and `text-transformer`.
+/// Review sentiment: `text-ngram`, `text-lstm-attn`, `text-gru-attn` and `text-transformer`.
 pub struct TextFamily;
 
 impl Family for TextFamily {
@@ -101,12 +102,17 @@ impl TrainedRun for TextRun {
 
     fn evaluate(&self, data: &[PathBuf], matches: &ArgMatches, ctx: &UseContext) -> Result<Output> {
         let png = args::value::<PathBuf>(matches, "confusion_png").unwrap_or_else(|| self.run.file("eval-confusion.png"));
-        let (scores, skipped) = evaluate(self, data, ctx.device(), ctx.strict, Some(&png))?;
-        for row in &skipped {
+        let evaluation = evaluate(self, data, ctx.device(), ctx.strict, Some(&png))?;
+        for row in &evaluation.skipped {
             ctx.reporter.info(&format!("data: skipped {row}"));
         }
-        let text = format!("{}confusion matrix drawn to {}\n", scores.to_text(&self.classes), png.display());
-        Output::of(text, &scores)
+        let mut text = evaluation.scores.to_text(&self.classes);
+        match evaluation.baseline_accuracy {
+            Some(accuracy) => text += &format!("baseline accuracy {:.2}%: {BASELINE}, fitted on this run's training split\n", 100.0 * accuracy),
+            None => text += "baseline: none (this run kept no training split to fit it on)\n",
+        }
+        text += &format!("confusion matrix drawn to {}\n", png.display());
+        Output::of(text, &evaluation)
     }
 
     fn predict(&self, inputs: &[PathBuf], matches: &ArgMatches, ctx: &UseContext) -> Result<Output> {

@@ -15,8 +15,9 @@ use vitrine_core::plot::confusion_png;
 use vitrine_core::report::ClassificationScores;
 use vitrine_core::run_dir::{CONFIG_FILE, RunDir, WEIGHTS_FILE};
 
-use crate::config::{TASK, TextConfig, TextSourceConfig, resolve};
-use crate::data::{TokenBatches, TokenInput, load_text, tokenize};
+use crate::baseline::ClassicalBaseline;
+use crate::config::{TASK, TextConfig, TextSource, TextSourceConfig, resolve};
+use crate::data::{SPLIT_FILES, TokenBatches, TokenInput, load_text, tokenize};
 use crate::model::TextClassifier;
 use crate::tokenizer::TextTokenizer;
 use crate::training::TOKENIZER_FILE;
@@ -59,11 +60,36 @@ impl TextRun {
         );
         Ok(load_weights(model, &self.run.file(WEIGHTS_FILE), self.config.model.name.name())?.valid())
     }
+
+    /// The classical baseline fitted on the run's own training split, if it kept one.
+    pub fn baseline(&self) -> Result<Option<ClassicalBaseline>> {
+        let path = self.run.file(SPLIT_FILES[0]);
+        if !path.is_file() {
+            return Ok(None);
+        }
+        let train = &self.config.data.train;
+        let source = TextSource::Table { path, text_column: train.text_column.clone(), label_column: train.label_column.clone() };
+        let (set, _) = load_text(&source, Some(&self.classes), false)?;
+        let (texts, labels) = set.texts_and_labels();
+        Ok(Some(ClassicalBaseline::fit(&texts, &labels, self.classes.len())?))
+    }
+}
+
+/// A run's scores on labelled text, beside the classical baseline's.
+#[derive(Debug, Serialize)]
+pub struct TextEvaluation {
+    #[serde(flatten)]
+    pub scores: ClassificationScores,
+    /// The accuracy of the classical baseline ([`crate::baseline`]) fitted on the run's training split, on the same texts (runs
+    /// that kept no split have none).
+    pub baseline_accuracy: Option<f64>,
+    #[serde(skip)]
+    pub skipped: Vec<SkippedRow>,
 }
 
 /// Evaluates a run on labelled text: one CSV/TSV/JSONL file (with the run's column names), or one
 /// `.txt` file per class named after the class (`pos.txt`, `neg.txt`). Nothing is deduplicated.
-pub fn evaluate(trained: &TextRun, paths: &[PathBuf], device: &Device, strict: bool, confusion_out: Option<&Path>) -> Result<(ClassificationScores, Vec<SkippedRow>)> {
+pub fn evaluate(trained: &TextRun, paths: &[PathBuf], device: &Device, strict: bool, confusion_out: Option<&Path>) -> Result<TextEvaluation> {
     let train = &trained.config.data.train;
     let source = match paths {
         [file] if !file.extension().is_some_and(|e| e.eq_ignore_ascii_case("txt")) => TextSourceConfig {
@@ -91,7 +117,11 @@ pub fn evaluate(trained: &TextRun, paths: &[PathBuf], device: &Device, strict: b
     if let Some(path) = confusion_out {
         confusion_png(path, &scores.confusion, &trained.classes)?;
     }
-    Ok((scores, skipped))
+    let baseline_accuracy = trained.baseline()?.map(|baseline| {
+        let (texts, labels) = set.texts_and_labels();
+        baseline.accuracy(&texts, &labels)
+    });
+    Ok(TextEvaluation { scores, baseline_accuracy, skipped })
 }
 
 /// The predicted class of one text, and the tokens the model weighed most.

@@ -1,5 +1,6 @@
-//! The review-sentiment networks: `text-lstm-attn` (the reference), `text-gru-attn` and
-//! `text-transformer`, all ending in additive attention pooling masked at padding.
+//! The review-sentiment models: `text-ngram` (fastText-style averaged n-gram embeddings), and the
+//! networks `text-lstm-attn` (the reference), `text-gru-attn` and `text-transformer`, which end in
+//! additive attention pooling masked at padding.
 
 use burn::module::Param;
 use burn::nn::transformer::{TransformerEncoder, TransformerEncoderConfig, TransformerEncoderInput};
@@ -146,8 +147,9 @@ impl AttentionPooling {
     }
 }
 
-/// Any of the three networks: embedding → encoder → attention pooling → dropout → linear.
-/// Field names are the PyTorch module names of the README's reference implementation.
+/// Any of the models: embedding (+ hashed n-grams) → encoder → attention pooling → dropout →
+/// linear; `text-ngram` averages the embeddings instead (→ optional hidden layer → dropout →
+/// linear). Field names are the PyTorch module names of the README's reference implementation.
 #[derive(Module, Debug)]
 pub struct TextClassifier {
     embedding: Embedding,
@@ -159,7 +161,9 @@ pub struct TextClassifier {
     gru: Option<BiRecurrent>,
     position: Option<Embedding>,
     transformer: Option<TransformerEncoder>,
-    attention: AttentionPooling,
+    attention: Option<AttentionPooling>,
+    /// `text-ngram`'s optional hidden layer over the averaged embeddings.
+    hidden: Option<Linear>,
     dropout: Dropout,
     output: Linear,
 }
@@ -169,8 +173,13 @@ impl TextClassifier {
     pub fn new(config: &TextModelConfig, vocab_size: usize, max_len: usize, classes: usize, device: &Device) -> Self {
         let c = config;
         assert!(c.ngram_buckets.max(c.wide_buckets) <= MAX_NGRAM_BUCKETS, "bucket counts are checked when the config loads");
-        let (mut lstm, mut gru, mut position, mut transformer) = (None, None, None, None);
+        let (mut lstm, mut gru, mut position, mut transformer, mut hidden) = (None, None, None, None, None);
         let encoded = match c.name {
+            Architecture::Ngram if c.hidden > 0 => {
+                hidden = Some(LinearConfig::new(c.embedding_dim, c.hidden).init(device));
+                c.hidden
+            }
+            Architecture::Ngram => c.embedding_dim,
             Architecture::LstmAttention => {
                 lstm = Some(BiRecurrent::new(c.embedding_dim, c.hidden, 4, device));
                 2 * c.hidden
@@ -202,7 +211,8 @@ impl TextClassifier {
             gru,
             position,
             transformer,
-            attention: AttentionPooling::new(encoded, c.attention_dim, device),
+            attention: (c.name != Architecture::Ngram).then(|| AttentionPooling::new(encoded, c.attention_dim, device)),
+            hidden,
             dropout: DropoutConfig::new(c.dropout).init(),
             output: LinearConfig::new(encoded, classes).init(device),
         }
@@ -244,7 +254,8 @@ impl TextClassifier {
         (scores * mask).sum_dim(1).reshape([batch, classes]) / count * WIDE_SCALE
     }
 
-    /// Class logits `[batch, classes]` and attention weights `[batch, len]`.
+    /// Class logits `[batch, classes]` and attention weights `[batch, len]` (`text-ngram` weighs
+    /// every real token alike).
     pub fn forward_with_attention(&self, input: TokenInput) -> (Tensor<2>, Tensor<2>) {
         let (ids, mask) = (input.ids.clone(), input.mask.clone());
         let (pooled, weights) = self.pool(input);
@@ -271,6 +282,9 @@ impl TextClassifier {
             }
         }
         let x = self.embedding_dropout.forward(x);
+        let Some(attention) = &self.attention else {
+            return average(x, mask, self.hidden.as_ref());
+        };
         let encoded = if let Some(lstm) = &self.lstm {
             lstm.forward(x, mask.clone())
         } else if let Some(gru) = &self.gru {
@@ -283,8 +297,21 @@ impl TextClassifier {
             let padding = mask.clone().equal_elem(0.0);
             transformer.forward(TransformerEncoderInput::new(x + position.forward(positions)).mask_pad(padding))
         };
-        self.attention.forward(encoded, mask) // [batch, d], [batch, len]
+        attention.forward(encoded, mask) // [batch, d], [batch, len]
     }
+}
+
+/// `text-ngram`'s pooling: the mean of `x` `[batch, len, d]` over real tokens, through the hidden
+/// layer when there is one; the weights are each real token's share.
+fn average(x: Tensor<3>, mask: Tensor<2>, hidden: Option<&Linear>) -> (Tensor<2>, Tensor<2>) {
+    let [batch, _, d] = x.dims();
+    let weights = mask.clone() / mask.sum_dim(1).clamp_min(1.0); // [batch, len]
+    let pooled = weights.clone().unsqueeze_dim::<3>(1).matmul(x).reshape([batch, d]);
+    let pooled = match hidden {
+        Some(layer) => burn::tensor::activation::relu(layer.forward(pooled)),
+        None => pooled,
+    };
+    (pooled, weights)
 }
 
 impl ClassifierModel for TextClassifier {

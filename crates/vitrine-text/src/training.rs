@@ -12,10 +12,20 @@ use vitrine_core::plot::confusion_png;
 use vitrine_core::report::{DataSummary, RunReport};
 use vitrine_core::train::{Batches, Built, FitOutcome, HeldOut, Recipe, TrainContext, build_optimizer, recipe};
 
-use crate::config::{TASK, TextConfig};
+use crate::baseline::{BASELINE, ClassicalBaseline};
+use crate::config::{Architecture, TASK, TextConfig};
 use crate::data::{SPLIT_FILES, TextData, TokenBatch, TokenBatches, TokenizedSet, load_data, tokenize};
 use crate::model::TextClassifier;
 use crate::tokenizer::TextTokenizer;
+
+/// Below this many training texts the recurrent and Transformer networks rarely beat `text-ngram`.
+const SMALL_FOR_NETWORKS: usize = 10_000;
+
+/// The classical baseline fitted on the run's training texts, scored on its test texts.
+fn baseline_accuracy(texts: &TextData) -> Result<f64> {
+    let ((train, train_labels), (test, test_labels)) = (texts.train.texts_and_labels(), texts.test.texts_and_labels());
+    Ok(ClassicalBaseline::fit(&train, &train_labels, texts.classes.len())?.accuracy(&test, &test_labels))
+}
 
 /// The file a run keeps its tokenizer in.
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
@@ -112,6 +122,13 @@ impl Recipe for TextRecipe<'_> {
             tokenizer.vocab_size(),
             config.data.tokenizer.max_len
         ));
+        if config.model.name != Architecture::Ngram && texts.train.len() < SMALL_FOR_NETWORKS {
+            ctx.reporter.warn(&format!(
+                "{} training texts is a small set for {}: below ~{SMALL_FOR_NETWORKS} texts `text-ngram` (model.name = \"text-ngram\") or the classical baseline in the report usually does better",
+                texts.train.len(),
+                config.model.name.name()
+            ));
+        }
         let (valid, test) = (Arc::new(tokenize(&tokenizer, &texts.valid)?), Arc::new(tokenize(&tokenizer, &texts.test)?));
         data.tokens = Some(Tokens { tokenizer, train, valid, test });
         Ok(())
@@ -145,7 +162,9 @@ impl Recipe for TextRecipe<'_> {
             scores.macro_f1,
             scores.auroc.map(|a| format!(", AUROC {a:.4}")).unwrap_or_default()
         ));
-        Ok(HeldOut { test: Some(scores), ..HeldOut::default() })
+        let baseline = baseline_accuracy(&data.texts)?;
+        ctx.reporter.info(&format!("test: accuracy {:.2}% for the classical baseline on the same split ({BASELINE})", 100.0 * baseline));
+        Ok(HeldOut { test: Some(scores), figures: vec![(format!("test accuracy, {BASELINE} (same split)"), baseline)], ..HeldOut::default() })
     }
 
     fn data_summary(&self, data: &TextTraining) -> DataSummary {

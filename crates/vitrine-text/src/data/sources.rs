@@ -105,6 +105,11 @@ pub struct DedupReport {
 }
 
 impl TextSet {
+    /// The texts and their labels, in order.
+    pub fn texts_and_labels(&self) -> (Vec<&str>, Vec<u32>) {
+        self.examples.iter().map(|e| (e.text.as_str(), e.label)).unzip()
+    }
+
     /// The set as JSON Lines, one `{text_key: …, label_key: class name}` object per text: a file
     /// the JSONL reader (and so `vitrine eval`) takes back with the same keys.
     pub fn to_jsonl(&self, text_key: &str, label_key: &str) -> String {
