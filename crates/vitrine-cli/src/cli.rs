@@ -123,7 +123,7 @@ pub struct ExportArgs {
 /// `vitrine bench`.
 #[derive(Args)]
 pub struct BenchArgs {
-    /// The model to measure (see the list above) [default: fashion-cnn].
+    /// The model to measure (see the list above).
     #[arg(long, default_value = "fashion-cnn")]
     pub model: String,
     /// One backend, or every CPU backend plus wgpu where a hardware GPU exists [default: all].

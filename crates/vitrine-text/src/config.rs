@@ -269,6 +269,9 @@ pub struct TextModelConfig {
     /// A "wide" linear path beside the network: class scores of hashed tokens and n-grams (up to
     /// `ngram_order`), averaged over the text and added to the logits (0 buckets: off, the reference).
     pub wide_buckets: usize,
+    /// With a wide path: average the wide path's and the network's class probabilities (a
+    /// two-model ensemble trained together) instead of adding their logits.
+    pub ensemble: bool,
     /// Dropout on the (summed) input embeddings (0: off, the reference).
     pub embedding_dropout: f64,
     /// Transformer only: encoder layers, heads, feed-forward width.
@@ -301,6 +304,7 @@ impl Default for TextModelConfig {
             ngram_buckets: 0,
             ngram_order: 2,
             wide_buckets: 0,
+            ensemble: false,
             embedding_dropout: 0.0,
             layers: 2,
             heads: 4,

@@ -66,9 +66,13 @@ fn tiny(name: Architecture) -> TextModelConfig {
     TextModelConfig { name, embedding_dim: 16, hidden: 12, attention_dim: 8, layers: 1, heads: 2, feed_forward: 32, ..Default::default() }
 }
 
+/// A text's pooled vector and logits, one after the other (`text-ngram` starts with a zero output
+/// layer, so its logits alone cannot show a difference), and its token weights.
 fn outputs(model: &TextClassifier, input: TokenInput) -> (Vec<f32>, Vec<f32>) {
+    let features = model.features(input.clone());
     let (logits, weights) = model.forward_with_attention(input);
-    (logits.into_data().try_into_vec_as::<f32>().unwrap(), weights.into_data().try_into_vec_as::<f32>().unwrap())
+    let values = Tensor::cat(vec![features, logits], 1).into_data().try_into_vec_as::<f32>().unwrap();
+    (values, weights.into_data().try_into_vec_as::<f32>().unwrap())
 }
 
 fn max_difference(a: &[f32], b: &[f32]) -> f32 {
@@ -88,6 +92,7 @@ fn padding_never_changes_the_output() {
         tiny(Architecture::Transformer),
         with_ngrams(Architecture::LstmAttention),
         TextModelConfig { wide_buckets: 40, ..with_ngrams(Architecture::GruAttention) },
+        TextModelConfig { wide_buckets: 40, ensemble: true, ..with_ngrams(Architecture::LstmAttention) },
         with_ngrams(Architecture::Ngram),
         TextModelConfig { hidden: 0, ..with_ngrams(Architecture::Ngram) },
     ];
@@ -100,7 +105,7 @@ fn padding_never_changes_the_output() {
         let (padded, padded_weights) = outputs(&model, TokenInput::from_ids(&[short], 0, 12, &device));
         let (batched, _) = outputs(&model, TokenInput::from_ids(&[long, short], 0, 0, &device));
         assert!(max_difference(&alone, &padded) < 1e-5, "{arch:?}: {alone:?} vs {padded:?}");
-        assert!(max_difference(&alone, &batched[2..]) < 1e-5, "{arch:?}: {alone:?} vs {batched:?}");
+        assert!(max_difference(&alone, &batched[alone.len()..]) < 1e-5, "{arch:?}: {alone:?} vs {batched:?}");
         assert!(max_difference(&alone_weights, &padded_weights[..4]) < 1e-5, "{arch:?}");
         assert!(padded_weights[4..].iter().all(|&w| w == 0.0), "{arch:?}: padding gets no attention");
 
@@ -275,6 +280,6 @@ fn a_config_naming_no_model_trains_text_ngram_beside_the_classical_baseline() {
     let accuracy = report.test.unwrap().accuracy;
     let baseline = report.held_out.iter().find(|(name, _)| name.contains("TF-IDF")).expect("the report has the baseline").1;
     assert!(baseline > 0.7, "the baseline learns the sample: {baseline}");
-    // Well above chance; on this 2,400-text sample it is still below the baseline (README).
-    assert!(accuracy > 0.7, "text-ngram learns the sample: {accuracy} (baseline {baseline})");
+    // Well above chance; on this 2,400-text sample it is still 3–5 points below the baseline (README).
+    assert!(accuracy > 0.76, "text-ngram learns the sample: {accuracy} (baseline {baseline})");
 }
