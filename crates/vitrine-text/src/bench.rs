@@ -25,6 +25,6 @@ pub fn bench(arch: Architecture, compute: &ComputeDevice, batch_size: usize, seq
         targets: Tensor::<1, Int>::random([batch_size], Distribution::Uniform(0.0, 2.0), &train_device),
     };
     let config = model_defaults(arch);
-    let model = TextClassifier::new(&config, vocab, seq_len.max(128), 2, &train_device);
+    let model = TextClassifier::new(&config, vocab, seq_len.max(128), 2, &train_device)?;
     Ok(timing.measure(arch.name(), model, train, input(&compute.device), compute))
 }

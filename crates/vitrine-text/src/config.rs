@@ -26,6 +26,9 @@ pub const TASK: &str = "text-classification";
 /// A whole text-classification experiment.
 pub type TextConfig = ExperimentConfig<TextDataSection, TextModelConfig>;
 
+/// Fine-tuning a pretrained encoder: a few epochs at a small learning rate, the best kept.
+pub const BERT_DEFAULTS: &[&str] = &["model.dropout=0.1", "train.epochs=3", "train.batch_size=32", "train.optimizer.lr=3e-5", "train.restore_best=true"];
+
 /// The reference recipe (`reference-models.md`) for the networks, where a config is silent.
 pub const TRAIN_DEFAULTS: &[&str] = &["train.epochs=5", "train.batch_size=64"];
 
@@ -49,7 +52,15 @@ pub const NGRAM_DEFAULTS: &[&str] = &[
 
 /// Reads a text config with the family's defaults and `--set` overrides, and checks the model.
 pub fn resolve(file: &ConfigFile, overrides: &[String]) -> Result<TextConfig> {
-    let config = TextConfig::from_file(file, overrides)?;
+    let mut config = TextConfig::from_file(file, overrides)?;
+    match (config.model.name, &config.model.pretrained) {
+        (Architecture::Bert, None) => bail!("{}: text-bert needs model.pretrained = \"DIR\" (a Hugging Face BERT directory: config.json, model.safetensors, tokenizer.json)", file.path.display()),
+        (Architecture::Bert, Some(dir)) => {
+            config.data.tokenizer.path.get_or_insert_with(|| dir.join("tokenizer.json"));
+        }
+        (_, Some(_)) => bail!("{}: model.pretrained applies to text-bert only", file.path.display()),
+        (_, None) => {}
+    }
     let m = &config.model;
     if m.ngram_buckets.max(m.wide_buckets) > MAX_NGRAM_BUCKETS || !(2..=3).contains(&m.ngram_order) {
         bail!("{}: model.ngram_buckets and model.wide_buckets must be at most {MAX_NGRAM_BUCKETS}, model.ngram_order 2 or 3", file.path.display());
@@ -233,10 +244,13 @@ pub enum Architecture {
     /// (or one small hidden layer). The default for a config that names no model.
     #[serde(rename = "text-ngram")]
     Ngram,
+    /// A pretrained BERT-family encoder (`model.pretrained`), its `[CLS]` vector, dropout, linear.
+    #[serde(rename = "text-bert")]
+    Bert,
 }
 
 impl Architecture {
-    pub const ALL: [Architecture; 4] = [Self::Ngram, Self::LstmAttention, Self::GruAttention, Self::Transformer];
+    pub const ALL: [Architecture; 5] = [Self::Ngram, Self::LstmAttention, Self::GruAttention, Self::Transformer, Self::Bert];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -244,6 +258,7 @@ impl Architecture {
             Self::GruAttention => "text-gru-attn",
             Self::Transformer => "text-transformer",
             Self::Ngram => "text-ngram",
+            Self::Bert => "text-bert",
         }
     }
 }
@@ -272,6 +287,10 @@ pub struct TextModelConfig {
     /// With a wide path: average the wide path's and the network's class probabilities (a
     /// two-model ensemble trained together) instead of adding their logits.
     pub ensemble: bool,
+    /// `text-bert`: a directory with a Hugging Face BERT's `config.json`, `model.safetensors` and
+    /// `tokenizer.json` (its tokenizer is the run's unless `data.tokenizer.path` names another).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pretrained: Option<PathBuf>,
     /// Dropout on the (summed) input embeddings (0: off, the reference).
     pub embedding_dropout: f64,
     /// Transformer only: encoder layers, heads, feed-forward width.
@@ -288,6 +307,7 @@ impl ModelSection for TextModelConfig {
     fn defaults(model: Option<&str>) -> &'static [&'static str] {
         match model {
             None | Some("text-ngram") => NGRAM_DEFAULTS,
+            Some("text-bert") => BERT_DEFAULTS,
             Some(_) => TRAIN_DEFAULTS,
         }
     }
@@ -305,6 +325,7 @@ impl Default for TextModelConfig {
             ngram_order: 2,
             wide_buckets: 0,
             ensemble: false,
+            pretrained: None,
             embedding_dropout: 0.0,
             layers: 2,
             heads: 4,

@@ -17,7 +17,8 @@ use crate::baseline::BASELINE;
 use crate::config::{Architecture, TASK, TextConfig, resolve};
 use crate::inference::{TextPrediction, TextRun, evaluate, export, predict};
 
-/// Review sentiment: `text-ngram`, `text-lstm-attn`, `text-gru-attn` and `text-transformer`.
+/// Review sentiment: `text-ngram`, `text-lstm-attn`, `text-gru-attn`, `text-transformer` and
+/// `text-bert` (a pretrained encoder the user supplies).
 pub struct TextFamily;
 
 impl Family for TextFamily {
@@ -39,6 +40,9 @@ impl Family for TextFamily {
 
     fn bench(&self, model: &str, request: &BenchRequest) -> Result<BenchResult> {
         let arch = Architecture::ALL.into_iter().find(|a| a.name() == model).expect("the binary asks only for our models");
+        if arch == Architecture::Bert {
+            bail!("text-bert's speed depends on the encoder you supply: time a short run instead (vitrine train CONFIG --set train.epochs=1)");
+        }
         let seq_len = args::value::<usize>(request.args, "seq_len").unwrap_or(64);
         let mut result = crate::bench::bench(arch, request.compute, request.batch_size.unwrap_or(64), seq_len, request.timing)?;
         result.extra.insert("seq_len".into(), seq_len.into());

@@ -57,7 +57,7 @@ impl TextRun {
             self.config.data.tokenizer.max_len,
             self.classes.len(),
             device,
-        );
+        )?;
         Ok(load_weights(model, &self.run.file(WEIGHTS_FILE), self.config.model.name.name())?.valid())
     }
 

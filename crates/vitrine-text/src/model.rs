@@ -8,6 +8,9 @@ use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, 
 use burn::prelude::*;
 use burn::tensor::activation::{sigmoid, softmax};
 use vitrine_core::classifier::ClassifierModel;
+use anyhow::{Context, Result, bail};
+
+use crate::bert::{BertConfig, BertModel};
 use crate::config::{Architecture, MAX_NGRAM_BUCKETS, TextModelConfig};
 use crate::data::TokenInput;
 
@@ -152,7 +155,8 @@ impl AttentionPooling {
 /// linear). Field names are the PyTorch module names of the README's reference implementation.
 #[derive(Module, Debug)]
 pub struct TextClassifier {
-    embedding: Embedding,
+    /// The token embedding of every model but `text-bert` (whose encoder has its own).
+    embedding: Option<Embedding>,
     ngrams: Option<Embedding>,
     ngram_order: usize,
     /// Average the wide path's and the network's probabilities instead of adding logits.
@@ -163,6 +167,8 @@ pub struct TextClassifier {
     gru: Option<BiRecurrent>,
     position: Option<Embedding>,
     transformer: Option<TransformerEncoder>,
+    /// `text-bert`'s pretrained encoder (Hugging Face names under `bert.`).
+    bert: Option<BertModel>,
     attention: Option<AttentionPooling>,
     /// `text-ngram`'s optional hidden layer over the averaged embeddings.
     hidden: Option<Linear>,
@@ -172,11 +178,22 @@ pub struct TextClassifier {
 
 impl TextClassifier {
     /// `max_len`: the longest input (sizes the transformer's position table).
-    pub fn new(config: &TextModelConfig, vocab_size: usize, max_len: usize, classes: usize, device: &Device) -> Self {
+    /// `text-bert` reads its encoder's sizes from `model.pretrained`'s `config.json` (its weights
+    /// come from [`TextClassifier::load_pretrained`] or a run's own weights).
+    pub fn new(config: &TextModelConfig, vocab_size: usize, max_len: usize, classes: usize, device: &Device) -> Result<Self> {
         let c = config;
         assert!(c.ngram_buckets.max(c.wide_buckets) <= MAX_NGRAM_BUCKETS, "bucket counts are checked when the config loads");
-        let (mut lstm, mut gru, mut position, mut transformer, mut hidden) = (None, None, None, None, None);
+        let (mut lstm, mut gru, mut position, mut transformer, mut hidden, mut bert) = (None, None, None, None, None, None);
         let encoded = match c.name {
+            Architecture::Bert => {
+                let dir = c.pretrained.as_deref().context("text-bert needs model.pretrained (checked when the config loads)")?;
+                let encoder = BertConfig::read(dir)?;
+                if encoder.vocab_size != vocab_size {
+                    bail!("{}: vocab_size {} does not match the tokenizer's {vocab_size} tokens", dir.join(crate::bert::CONFIG_FILE).display(), encoder.vocab_size);
+                }
+                bert = Some(BertModel::new(&encoder, device));
+                encoder.hidden_size
+            }
             Architecture::Ngram if c.hidden > 0 => {
                 hidden = Some(LinearConfig::new(c.embedding_dim, c.hidden).init(device));
                 c.hidden
@@ -209,8 +226,9 @@ impl TextClassifier {
         } else {
             (EmbeddingConfig::new(1, 1).initializer, LinearConfig::new(1, 1).initializer)
         };
-        Self {
-            embedding: EmbeddingConfig::new(vocab_size, c.embedding_dim).with_initializer(embedding_init.clone()).init(device),
+        Ok(Self {
+            embedding: (c.name != Architecture::Bert)
+                .then(|| EmbeddingConfig::new(vocab_size, c.embedding_dim).with_initializer(embedding_init.clone()).init(device)),
             ngrams: (c.ngram_buckets > 0)
                 .then(|| EmbeddingConfig::new(c.ngram_buckets, c.embedding_dim).with_initializer(embedding_init.clone()).init(device)),
             ngram_order: c.ngram_order,
@@ -223,11 +241,20 @@ impl TextClassifier {
             gru,
             position,
             transformer,
-            attention: (c.name != Architecture::Ngram).then(|| AttentionPooling::new(encoded, c.attention_dim, device)),
+            attention: (!matches!(c.name, Architecture::Ngram | Architecture::Bert)).then(|| AttentionPooling::new(encoded, c.attention_dim, device)),
+            bert,
             hidden,
             dropout: DropoutConfig::new(c.dropout).init(),
             output: LinearConfig::new(encoded, classes).with_initializer(output_init).init(device),
+        })
+    }
+
+    /// Replaces `text-bert`'s encoder with the pretrained one of `model.pretrained`.
+    pub fn load_pretrained(mut self, config: &TextModelConfig, device: &Device) -> Result<Self> {
+        if let Some(dir) = config.pretrained.as_deref().filter(|_| self.bert.is_some()) {
+            self.bert = Some(BertModel::load(dir, device)?.0);
         }
+        Ok(self)
     }
 
     /// Hashed ids `[batch, len]` of the n-grams starting at each token, for n = 2..=order (past
@@ -294,7 +321,12 @@ impl TextClassifier {
     /// The encoder and attention pooling: pooled vectors `[batch, d]` and weights `[batch, len]`.
     fn pool(&self, input: TokenInput) -> (Tensor<2>, Tensor<2>) {
         let TokenInput { ids, mask } = input;
-        let mut x = self.embedding.forward(ids.clone()); // [batch, len, embedding]
+        let (Some(embedding), None) = (&self.embedding, &self.bert) else {
+            let bert = self.bert.as_ref().expect("a model without a token embedding is text-bert");
+            let shares = mask.clone() / mask.clone().sum_dim(1).clamp_min(1.0);
+            return (bert.forward(ids, mask).1, shares); // the pooled [CLS] vector
+        };
+        let mut x = embedding.forward(ids.clone()); // [batch, len, embedding]
         if let Some(ngrams) = &self.ngrams {
             for hashed in self.ngram_ids(ids, ngrams.weight.dims()[0]) {
                 x = x + ngrams.forward(hashed);

@@ -99,7 +99,7 @@ fn padding_never_changes_the_output() {
     for config in configs {
         let arch = (config.name, config.ngram_buckets, config.wide_buckets);
         device.seed(3);
-        let model = TextClassifier::new(&config, 20, 16, 2, &device);
+        let model = TextClassifier::new(&config, 20, 16, 2, &device).unwrap();
         let (alone, alone_weights) = outputs(&model, TokenInput::from_ids(&[short], 0, 0, &device));
         // Padded to 12 tokens on its own, and padded to the longer text of a batch.
         let (padded, padded_weights) = outputs(&model, TokenInput::from_ids(&[short], 0, 12, &device));
@@ -215,7 +215,7 @@ fn export_uses_pytorch_names_and_loads_back_identically() {
     let trained = TextRun::open(run).unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let device = Device::flex();
-    let fresh = || TextClassifier::new(&trained.config.model, trained.tokenizer.vocab_size(), 128, 2, &device);
+    let fresh = || TextClassifier::new(&trained.config.model, trained.tokenizer.vocab_size(), 128, 2, &device).unwrap();
 
     let bpk = tmp.path().join("model.bpk");
     export(&trained, WeightsFormat::Burnpack, &bpk, &device).unwrap();
@@ -258,7 +258,7 @@ fn weights_of_another_architecture_are_a_clear_error() {
     let run = reference_run();
     let _turn = one_at_a_time();
     let device = Device::flex();
-    let gru = TextClassifier::new(&TextModelConfig { name: Architecture::GruAttention, ..tiny(Architecture::GruAttention) }, 100, 128, 2, &device);
+    let gru = TextClassifier::new(&TextModelConfig { name: Architecture::GruAttention, ..tiny(Architecture::GruAttention) }, 100, 128, 2, &device).unwrap();
     let err = load_weights(gru, &run.join(WEIGHTS_FILE), "text-gru-attn").unwrap_err().to_string();
     assert!(err.contains("does not match the text-gru-attn architecture"), "{err}");
 }
@@ -282,4 +282,47 @@ fn a_config_naming_no_model_trains_text_ngram_beside_the_classical_baseline() {
     assert!(baseline > 0.7, "the baseline learns the sample: {baseline}");
     // Well above chance; on this 2,400-text sample it is still 3–5 points below the baseline (README).
     assert!(accuracy > 0.76, "text-ngram learns the sample: {accuracy} (baseline {baseline})");
+}
+
+#[test]
+fn text_bert_fine_tunes_from_its_transformers_fixture_and_predicts() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/tiny-bert");
+    let tmp = tempfile::tempdir().unwrap();
+    // Reviews in the fixture's small vocabulary, the sentiment carried by one word.
+    let mut csv = String::from("review,label\n");
+    let fillers = ["the", "is", "was", "after", "a", "week", "fast", "life"];
+    for (i, noun) in ["battery", "screen", "support", "delivery"].iter().enumerate() {
+        for (j, a) in fillers.iter().enumerate() {
+            for b in &fillers[j..] {
+                let (good, bad) = if (i + j) % 2 == 0 { ("great", "terrible") } else { ("good", "bad") };
+                csv += &format!("{a} {noun} {good} {b},pos\n{a} {noun} {bad} {b},neg\n");
+            }
+        }
+    }
+    let data = tmp.path().join("reviews.csv");
+    std::fs::write(&data, csv).unwrap();
+    let text = format!(
+        "task = \"text-classification\"\n[data]\ntrain = {{ file = \"{}\", text_column = \"review\" }}\n[model]\nname = \"text-bert\"\npretrained = \"{}\"\n",
+        data.display(),
+        fixture.display()
+    );
+    let file = vitrine_core::config::ConfigFile::from_text(Path::new("bert.toml"), text).unwrap();
+    let config = crate::config::resolve(&file, &["train.epochs=6".into(), "train.optimizer.lr=3e-3".into()]).unwrap();
+    assert_eq!(config.data.tokenizer.path.as_deref(), Some(fixture.join("tokenizer.json").as_path()), "the encoder's own tokenizer");
+    let run = tmp.path().join("run");
+    let report = flex_run(&config, &run);
+    let (first, last) = (&report.epochs[0], report.epochs.last().unwrap());
+    assert!(last.train_loss < 0.7 * first.train_loss, "fine-tuning lowers the loss: {first:?} -> {last:?}");
+    assert!(report.test.as_ref().unwrap().accuracy > 0.8, "{:?}", report.test);
+    let _turn = one_at_a_time();
+    let trained = TextRun::open(&run).unwrap();
+    let texts = vec!["a battery great week".to_string(), "the screen terrible is".to_string()];
+    let predictions = predict(&trained, &texts, 2, &Device::flex()).unwrap();
+    assert_eq!(predictions.iter().map(|p| p.label.as_str()).collect::<Vec<_>>(), ["pos", "neg"], "{predictions:?}");
+    assert_eq!(predictions[0].top_tokens[0].0, "[CLS]", "the encoder's tokenizer frames the text");
+    // A config naming the model without the directory is refused, by name.
+    let missing = format!("task = \"text-classification\"\n[data]\ntrain = {{ file = \"r.csv\" }}\n[model]\nname = \"text-bert\"\n");
+    let file = vitrine_core::config::ConfigFile::from_text(Path::new("bert.toml"), missing).unwrap();
+    let err = format!("{:#}", crate::config::resolve(&file, &[]).err().unwrap());
+    assert!(err.contains("model.pretrained"), "{err}");
 }

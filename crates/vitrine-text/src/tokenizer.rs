@@ -9,7 +9,7 @@ use tokenizers::models::bpe::{BPE, BpeTrainerBuilder};
 use tokenizers::models::wordpiece::{WordPiece, WordPieceTrainerBuilder};
 use tokenizers::normalizers::BertNormalizer;
 use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
-use tokenizers::{AddedToken, Tokenizer};
+use tokenizers::{AddedToken, Tokenizer, TruncationParams};
 use crate::config::{TokenizerConfig, TokenizerKind};
 
 /// The padding token, always id 0 in a trained vocabulary.
@@ -24,6 +24,8 @@ const PAD_ALIASES: [&str; 3] = [PAD, "<pad>", "<|pad|>"];
 pub struct TextTokenizer {
     inner: Tokenizer,
     pad_id: u32,
+    /// Add the tokenizer's own special tokens (a pretrained model's `[CLS]`/`[SEP]`).
+    special_tokens: bool,
     max_len: usize,
 }
 
@@ -70,12 +72,19 @@ impl TextTokenizer {
         Self::wrap(inner, max_len).with_context(|| format!("{}", path.display()))
     }
 
-    fn wrap(inner: Tokenizer, max_len: usize) -> Result<Self> {
+    fn wrap(mut inner: Tokenizer, max_len: usize) -> Result<Self> {
         let pad_id = PAD_ALIASES
             .iter()
             .find_map(|t| inner.token_to_id(t))
             .with_context(|| format!("the vocabulary has no padding token (one of {PAD_ALIASES:?})"))?;
-        Ok(Self { inner, pad_id, max_len })
+        // A pretrained model's tokenizer frames each text (`[CLS] … [SEP]`): its own truncation
+        // keeps the frame when a text is cut; ours have no frame and are cut below.
+        let special_tokens = inner.get_post_processor().is_some();
+        if special_tokens {
+            let truncation = TruncationParams { max_length: max_len, ..Default::default() };
+            inner.with_truncation(Some(truncation)).map_err(|e| anyhow!("setting truncation: {e}"))?;
+        }
+        Ok(Self { inner, pad_id, max_len, special_tokens })
     }
 
     /// Writes `tokenizer.json`.
@@ -104,7 +113,7 @@ impl TextTokenizer {
     pub fn encode_tokens(&self, texts: &[&str]) -> Result<Vec<(Vec<u32>, Vec<String>)>> {
         let encodings = self
             .inner
-            .encode_batch(texts.to_vec(), false)
+            .encode_batch(texts.to_vec(), self.special_tokens)
             .map_err(|e| anyhow!("tokenizing: {e}"))?;
         let unk = self.inner.token_to_id(UNK).unwrap_or(self.pad_id);
         Ok(encodings

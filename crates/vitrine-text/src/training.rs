@@ -137,7 +137,8 @@ impl Recipe for TextRecipe<'_> {
     fn build(&self, data: &TextTraining, train_device: &Device, _ctx: &TrainContext) -> Result<Built<Self::Task>> {
         let (config, classes) = (self.config, &data.texts.classes);
         let vocab = data.tokens().tokenizer.vocab_size();
-        let model = TextClassifier::new(&config.model, vocab, config.data.tokenizer.max_len, classes.len(), train_device);
+        let model = TextClassifier::new(&config.model, vocab, config.data.tokenizer.max_len, classes.len(), train_device)?
+            .load_pretrained(&config.model, train_device)?;
         let parameters = model.num_params();
         let optimizer = build_optimizer(&config.train.optimizer, config.train.grad_clip_norm);
         Ok(Built { task: ClassifierTask::new(model, optimizer, train_device), description: config.model.name.name().into(), parameters })
