@@ -8,6 +8,7 @@ use burn::module::Module;
 use burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
+use burn::tensor::Gradients;
 use burn::tensor::activation::softmax;
 
 use crate::data::ImageBatch;
@@ -19,6 +20,12 @@ use crate::train::{PassTotals, StepStats, TrainTask, load_module, load_optimizer
 pub trait ClassifierModel: Module + Send + 'static {
     type Input: Send + 'static;
     fn logits(&self, input: Self::Input) -> Tensor<2>;
+
+    /// One step's gradients in groups, each with a factor on the learning rate: all at ×1 unless
+    /// the model trains parts at their own rates (a pretrained encoder more slowly than its head).
+    fn learning_rate_groups(&self, grads: &mut Gradients) -> Vec<(f64, GradientsParams)> {
+        vec![(1.0, GradientsParams::from_module(grads, self))]
+    }
 }
 
 /// A batch with class labels.
@@ -75,9 +82,12 @@ where
         let count = targets.dims()[0];
         let logits = self.model.logits(input);
         let loss = self.loss.forward(logits.clone(), targets.clone());
-        let grads = GradientsParams::from_grads(loss.backward(), &self.model);
+        let mut grads = loss.backward();
+        let groups = self.model.learning_rate_groups(&mut grads);
         let optimizer = self.optimizer.as_mut().expect("optimizer present between steps");
-        self.model = optimizer.step(lr, self.model.clone(), grads);
+        for (factor, group) in groups {
+            self.model = optimizer.step(lr * factor, self.model.clone(), group);
+        }
         StepStats {
             loss_sum: loss.detach().mul_scalar(count as f32),
             correct: Some(count_correct(logits.detach(), targets)),

@@ -27,7 +27,9 @@ pub const TASK: &str = "text-classification";
 pub type TextConfig = ExperimentConfig<TextDataSection, TextModelConfig>;
 
 /// Fine-tuning a pretrained encoder: a few epochs at a small learning rate, the best kept.
-pub const BERT_DEFAULTS: &[&str] = &["model.dropout=0.1", "train.epochs=3", "train.batch_size=32", "train.optimizer.lr=3e-5", "train.restore_best=true"];
+/// The head learns at 10× the encoder's rate (1e-4 and 1e-5).
+pub const BERT_DEFAULTS: &[&str] =
+    &["model.dropout=0.1", "model.encoder_lr=0.1", "train.epochs=3", "train.batch_size=32", "train.optimizer.lr=1e-4", "train.restore_best=true"];
 
 /// The reference recipe (`reference-models.md`) for the networks, where a config is silent.
 pub const TRAIN_DEFAULTS: &[&str] = &["train.epochs=5", "train.batch_size=64"];
@@ -62,6 +64,9 @@ pub fn resolve(file: &ConfigFile, overrides: &[String]) -> Result<TextConfig> {
         (_, None) => {}
     }
     let m = &config.model;
+    if !(m.encoder_lr > 0.0 && m.encoder_lr <= 10.0) {
+        bail!("{}: model.encoder_lr must be in (0, 10], a factor of train.optimizer.lr, got {}", file.path.display(), m.encoder_lr);
+    }
     if m.ngram_buckets.max(m.wide_buckets) > MAX_NGRAM_BUCKETS || !(2..=3).contains(&m.ngram_order) {
         bail!("{}: model.ngram_buckets and model.wide_buckets must be at most {MAX_NGRAM_BUCKETS}, model.ngram_order 2 or 3", file.path.display());
     }
@@ -291,6 +296,8 @@ pub struct TextModelConfig {
     /// `tokenizer.json` (its tokenizer is the run's unless `data.tokenizer.path` names another).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pretrained: Option<PathBuf>,
+    /// `text-bert`: the encoder's learning rate as a factor of the new head's (`train.optimizer.lr`).
+    pub encoder_lr: f64,
     /// Dropout on the (summed) input embeddings (0: off, the reference).
     pub embedding_dropout: f64,
     /// Transformer only: encoder layers, heads, feed-forward width.
@@ -326,6 +333,7 @@ impl Default for TextModelConfig {
             wide_buckets: 0,
             ensemble: false,
             pretrained: None,
+            encoder_lr: 1.0,
             embedding_dropout: 0.0,
             layers: 2,
             heads: 4,

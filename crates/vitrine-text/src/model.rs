@@ -5,7 +5,9 @@
 use burn::module::Param;
 use burn::nn::transformer::{TransformerEncoder, TransformerEncoderConfig, TransformerEncoderInput};
 use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig};
+use burn::optim::GradientsParams;
 use burn::prelude::*;
+use burn::tensor::Gradients;
 use burn::tensor::activation::{sigmoid, softmax};
 use vitrine_core::classifier::ClassifierModel;
 use anyhow::{Context, Result, bail};
@@ -169,6 +171,8 @@ pub struct TextClassifier {
     transformer: Option<TransformerEncoder>,
     /// `text-bert`'s pretrained encoder (Hugging Face names under `bert.`).
     bert: Option<BertModel>,
+    /// The encoder's learning rate as a factor of the head's.
+    encoder_lr: f64,
     attention: Option<AttentionPooling>,
     /// `text-ngram`'s optional hidden layer over the averaged embeddings.
     hidden: Option<Linear>,
@@ -243,6 +247,7 @@ impl TextClassifier {
             transformer,
             attention: (!matches!(c.name, Architecture::Ngram | Architecture::Bert)).then(|| AttentionPooling::new(encoded, c.attention_dim, device)),
             bert,
+            encoder_lr: c.encoder_lr,
             hidden,
             dropout: DropoutConfig::new(c.dropout).init(),
             output: LinearConfig::new(encoded, classes).with_initializer(output_init).init(device),
@@ -373,5 +378,16 @@ impl ClassifierModel for TextClassifier {
 
     fn logits(&self, input: TokenInput) -> Tensor<2> {
         self.forward_with_attention(input).0
+    }
+
+    /// `text-bert`'s encoder at `model.encoder_lr` times the learning rate, the head at ×1.
+    fn learning_rate_groups(&self, grads: &mut Gradients) -> Vec<(f64, GradientsParams)> {
+        match &self.bert {
+            Some(bert) if self.encoder_lr != 1.0 => {
+                let encoder = GradientsParams::from_module(grads, bert);
+                vec![(self.encoder_lr, encoder), (1.0, GradientsParams::from_module(grads, self))]
+            }
+            _ => vec![(1.0, GradientsParams::from_module(grads, self))],
+        }
     }
 }

@@ -307,7 +307,12 @@ fn text_bert_fine_tunes_from_its_transformers_fixture_and_predicts() {
         fixture.display()
     );
     let file = vitrine_core::config::ConfigFile::from_text(Path::new("bert.toml"), text).unwrap();
-    let config = crate::config::resolve(&file, &["train.epochs=6".into(), "train.optimizer.lr=3e-3".into()]).unwrap();
+    let resolve = |extra: &[&str]| {
+        let mut overrides: Vec<String> = vec!["train.epochs=6".into(), "train.optimizer.lr=3e-3".into(), "model.encoder_lr=1".into()];
+        overrides.extend(extra.iter().map(|s| s.to_string()));
+        crate::config::resolve(&file, &overrides).unwrap()
+    };
+    let config = resolve(&[]);
     assert_eq!(config.data.tokenizer.path.as_deref(), Some(fixture.join("tokenizer.json").as_path()), "the encoder's own tokenizer");
     let run = tmp.path().join("run");
     let report = flex_run(&config, &run);
@@ -320,6 +325,29 @@ fn text_bert_fine_tunes_from_its_transformers_fixture_and_predicts() {
     let predictions = predict(&trained, &texts, 2, &Device::flex()).unwrap();
     assert_eq!(predictions.iter().map(|p| p.label.as_str()).collect::<Vec<_>>(), ["pos", "neg"], "{predictions:?}");
     assert_eq!(predictions[0].top_tokens[0].0, "[CLS]", "the encoder's tokenizer frames the text");
+    drop(_turn);
+
+    // The encoder learns at its own rate: at 1e-4 of the head's it stays where transformers left
+    // it (its pooled vectors on the fixture's texts barely move), at the same rate it moves away.
+    #[derive(serde::Deserialize)]
+    struct Expected {
+        input_ids: Vec<Vec<u32>>,
+        pooler_output: Vec<Vec<f32>>,
+    }
+    let expected: Expected = serde_json::from_str(&std::fs::read_to_string(fixture.join("expected.json")).unwrap()).unwrap();
+    let want: Vec<f32> = expected.pooler_output.concat();
+    let moved = |run: &Path| {
+        let _turn = one_at_a_time();
+        let model = TextRun::open(run).unwrap().load(&Device::flex()).unwrap();
+        let ids: Vec<&[u32]> = expected.input_ids.iter().map(|ids| ids.as_slice()).collect();
+        let pooled = model.features(TokenInput::from_ids(&ids, 0, 0, &Device::flex()));
+        max_difference(&pooled.into_data().try_into_vec_as::<f32>().unwrap(), &want)
+    };
+    let slow = tmp.path().join("slow-encoder");
+    flex_run(&resolve(&["model.encoder_lr=1e-4"]), &slow);
+    let (slow_moved, full_moved) = (moved(&slow), moved(&run));
+    assert!(slow_moved < 1e-2 && full_moved > 0.1, "encoder moved {slow_moved} at 1e-4 of the rate, {full_moved} at the full rate");
+
     // A config naming the model without the directory is refused, by name.
     let missing = format!("task = \"text-classification\"\n[data]\ntrain = {{ file = \"r.csv\" }}\n[model]\nname = \"text-bert\"\n");
     let file = vitrine_core::config::ConfigFile::from_text(Path::new("bert.toml"), missing).unwrap();
