@@ -4,11 +4,13 @@
 //! at least 2 training texts, C = 10, L-BFGS), so that no network is reported without it.
 
 use std::collections::HashMap;
+use std::path::Path;
 
 use anyhow::{Result, anyhow, ensure};
 use argmin::core::{CostFunction, Error, Executor, Gradient, State};
 use argmin::solver::linesearch::MoreThuenteLineSearch;
 use argmin::solver::quasinewton::LBFGS;
+use serde::{Deserialize, Serialize};
 
 /// How the baseline is described in logs and reports.
 pub const BASELINE: &str = "TF-IDF character 1–3-grams + logistic regression";
@@ -18,7 +20,11 @@ const MIN_DF: usize = 2;
 const C: f64 = 10.0;
 const MAX_ITERATIONS: u64 = 1000;
 
+/// The file a run blending its model with the baseline keeps the fitted baseline in.
+pub const BASELINE_FILE: &str = "baseline.json";
+
 /// A fitted baseline: the vocabulary with its idf weights and the regression's weights.
+#[derive(Serialize, Deserialize)]
 pub struct ClassicalBaseline {
     vocabulary: HashMap<String, u32>,
     idf: Vec<f64>,
@@ -61,12 +67,31 @@ impl ClassicalBaseline {
 
     /// The predicted class of one text.
     pub fn predict(&self, text: &str) -> u32 {
-        let scores = scores(&self.features(text), &self.weights, self.outputs, self.idf.len() + 1);
+        vitrine_core::classifier::argmax(&self.probabilities(text)) as u32
+    }
+
+    /// The class probabilities of one text.
+    pub fn probabilities(&self, text: &str) -> Vec<f32> {
+        let z = scores(&self.features(text), &self.weights, self.outputs, self.idf.len() + 1);
         if self.outputs == 1 {
-            u32::from(scores[0] > 0.0)
-        } else {
-            vitrine_core::classifier::argmax(&scores.iter().map(|&s| s as f32).collect::<Vec<_>>()) as u32
+            let p = sigmoid(z[0]) as f32;
+            return vec![1.0 - p, p];
         }
+        let max = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let sum: f64 = z.iter().map(|s| (s - max).exp()).sum();
+        z.iter().map(|s| ((s - max).exp() / sum) as f32).collect()
+    }
+
+    /// Writes the fitted baseline as JSON.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let json = serde_json::to_vec(self)?;
+        vitrine_core::run_dir::save_atomic(path, |tmp| Ok(std::fs::write(tmp, &json)?))
+    }
+
+    /// Reads a baseline written by [`ClassicalBaseline::save`].
+    pub fn load(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| anyhow!("reading {}: {e}", path.display()))?;
+        serde_json::from_slice(&bytes).map_err(|e| anyhow!("{}: not a saved baseline ({e})", path.display()))
     }
 
     /// The share of `texts` whose predicted class is their label.
@@ -221,6 +246,11 @@ mod tests {
         let baseline = ClassicalBaseline::fit(&texts, &labels, 2).unwrap();
         assert_eq!(baseline.accuracy(&texts, &labels), 1.0);
         assert_eq!(baseline.accuracy(&["great screen", "awful screen"], &[0, 1]), 1.0);
+        let p = baseline.probabilities("great screen");
+        assert!((p[0] + p[1] - 1.0).abs() < 1e-6 && p[0] > 0.5, "{p:?}");
+        let tmp = tempfile::tempdir().unwrap();
+        baseline.save(&tmp.path().join(BASELINE_FILE)).unwrap();
+        assert_eq!(ClassicalBaseline::load(&tmp.path().join(BASELINE_FILE)).unwrap().probabilities("great screen"), p);
         let three: Vec<u32> = (0..12).map(|i| (i % 3) as u32).collect();
         assert!(ClassicalBaseline::fit(&texts, &three, 3).unwrap().accuracy(&texts, &three) > 0.9, "three classes fit their own training texts");
     }

@@ -292,6 +292,9 @@ pub struct TextModelConfig {
     /// With a wide path: average the wide path's and the network's class probabilities (a
     /// two-model ensemble trained together) instead of adding their logits.
     pub ensemble: bool,
+    /// Average the trained model's class probabilities with those of the classical baseline
+    /// (TF-IDF + logistic regression, fitted on the run's training split and kept in the run).
+    pub blend_baseline: bool,
     /// `text-bert`: a directory with a Hugging Face BERT's `config.json`, `model.safetensors` and
     /// `tokenizer.json` (its tokenizer is the run's unless `data.tokenizer.path` names another).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -332,6 +335,7 @@ impl Default for TextModelConfig {
             ngram_order: 2,
             wide_buckets: 0,
             ensemble: false,
+            blend_baseline: false,
             pretrained: None,
             encoder_lr: 1.0,
             embedding_dropout: 0.0,

@@ -7,7 +7,7 @@ use anyhow::{Result, bail, ensure};
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
 use serde::Serialize;
-use vitrine_core::classifier::{argmax, score};
+use vitrine_core::classifier::{ClassifierModel, argmax, score, score_by};
 use vitrine_core::config::ConfigFile;
 use vitrine_core::data::{BatchSource, SkippedRow};
 use vitrine_core::export::{WeightsFormat, export_weights, load_weights};
@@ -15,9 +15,9 @@ use vitrine_core::plot::confusion_png;
 use vitrine_core::report::ClassificationScores;
 use vitrine_core::run_dir::{CONFIG_FILE, RunDir, WEIGHTS_FILE};
 
-use crate::baseline::ClassicalBaseline;
+use crate::baseline::{BASELINE_FILE, ClassicalBaseline};
 use crate::config::{TASK, TextConfig, TextSource, TextSourceConfig, resolve};
-use crate::data::{SPLIT_FILES, TokenBatches, TokenInput, load_text, tokenize};
+use crate::data::{SPLIT_FILES, TokenBatches, TokenInput, TokenizedSet, load_text, tokenize};
 use crate::model::TextClassifier;
 use crate::tokenizer::TextTokenizer;
 use crate::training::TOKENIZER_FILE;
@@ -28,6 +28,9 @@ pub struct TextRun {
     pub config: TextConfig,
     pub classes: Vec<String>,
     pub tokenizer: TextTokenizer,
+    /// The fitted classical baseline whose probabilities are averaged with the model's
+    /// (`model.blend_baseline`).
+    pub blend: Option<ClassicalBaseline>,
 }
 
 impl TextRun {
@@ -46,7 +49,8 @@ impl TextRun {
         let classes = run.trained_classes()?;
         let config = resolve(file, &[])?;
         let tokenizer = TextTokenizer::load(&run.file(TOKENIZER_FILE), config.data.tokenizer.max_len)?;
-        Ok(Self { run, config, classes, tokenizer })
+        let blend = config.model.blend_baseline.then(|| ClassicalBaseline::load(&run.file(BASELINE_FILE))).transpose()?;
+        Ok(Self { run, config, classes, tokenizer, blend })
     }
 
     /// The trained model in inference mode.
@@ -73,6 +77,29 @@ impl TextRun {
         let (texts, labels) = set.texts_and_labels();
         Ok(Some(ClassicalBaseline::fit(&texts, &labels, self.classes.len())?))
     }
+}
+
+/// Scores labelled token ids; with `blend`, the model's class probabilities averaged with the
+/// classical baseline's on the same `texts` (in the same order).
+#[allow(clippy::too_many_arguments)]
+pub fn score_texts(model: &TextClassifier, tokens: Arc<TokenizedSet>, texts: &[&str], blend: Option<&ClassicalBaseline>, classes: &[String], batch_size: usize, pad_id: u32, device: &Device) -> ClassificationScores {
+    let batches = TokenBatches::ordered(tokens, batch_size, pad_id, device.clone());
+    let Some(baseline) = blend else {
+        return score(model, batches.batches(0), classes);
+    };
+    let next = std::cell::Cell::new(0usize);
+    score_by(
+        |input: TokenInput| {
+            let probabilities = softmax(model.logits(input), 1);
+            let [n, k] = probabilities.dims();
+            let start = next.replace(next.get() + n);
+            let rows: Vec<f32> = texts[start..start + n].iter().flat_map(|t| baseline.probabilities(t)).collect();
+            let theirs = Tensor::<2>::from_data(TensorData::new(rows, [n, k]), device);
+            ((probabilities + theirs) * 0.5).clamp_min(1e-7).log()
+        },
+        batches.batches(0),
+        classes,
+    )
 }
 
 /// A run's scores on labelled text, beside the classical baseline's.
@@ -112,8 +139,8 @@ pub fn evaluate(trained: &TextRun, paths: &[PathBuf], device: &Device, strict: b
     };
     let (set, skipped) = load_text(&source.source()?, Some(&trained.classes), strict || trained.config.run.strict)?;
     let tokens = Arc::new(tokenize(&trained.tokenizer, &set)?);
-    let batches = TokenBatches::ordered(tokens, 256, trained.tokenizer.pad_id(), device.clone());
-    let scores = score(&trained.load(device)?, batches.batches(0), &trained.classes);
+    let texts = set.texts_and_labels().0;
+    let scores = score_texts(&trained.load(device)?, tokens, &texts, trained.blend.as_ref(), &trained.classes, 256, trained.tokenizer.pad_id(), device);
     if let Some(path) = confusion_out {
         confusion_png(path, &scores.confusion, &trained.classes)?;
     }
@@ -149,7 +176,12 @@ pub fn predict(trained: &TextRun, texts: &[String], top_tokens: usize, device: &
         let (logits, weights) = model.forward_with_attention(input);
         let [n, k] = logits.dims();
         let len = weights.dims()[1];
-        let probs = softmax(logits, 1).into_data().try_into_vec_as::<f32>().expect("f32 data");
+        let mut probs = softmax(logits, 1).into_data().try_into_vec_as::<f32>().expect("f32 data");
+        if let Some(baseline) = &trained.blend {
+            for (p, theirs) in probs.iter_mut().zip(refs.iter().flat_map(|t| baseline.probabilities(t))) {
+                *p = 0.5 * (*p + theirs);
+            }
+        }
         let weights = weights.into_data().try_into_vec_as::<f32>().expect("f32 data");
         for i in 0..n {
             let p = &probs[i * k..(i + 1) * k];

@@ -282,6 +282,22 @@ fn a_config_naming_no_model_trains_text_ngram_beside_the_classical_baseline() {
     assert!(baseline > 0.7, "the baseline learns the sample: {baseline}");
     // Well above chance; on this 2,400-text sample it is still 3–5 points below the baseline (README).
     assert!(accuracy > 0.76, "text-ngram learns the sample: {accuracy} (baseline {baseline})");
+
+    // Blended with the baseline: the fitted baseline is kept in the run, and `eval` and `predict`
+    // blend as the report did.
+    let blended_config = TextConfig::parse(&text, &["train.epochs=6".into(), "model.blend_baseline=true".into()]).unwrap();
+    let blended_run = tmp.path().join("blended");
+    let blended = flex_run(&blended_config, &blended_run).test.unwrap();
+    assert!(blended_run.join(crate::baseline::BASELINE_FILE).is_file());
+    assert!(blended.accuracy > 0.76, "{}", blended.accuracy);
+    let _turn = one_at_a_time();
+    let trained = TextRun::open(&blended_run).unwrap();
+    assert!(trained.blend.is_some());
+    let split_test = blended_run.join(crate::data::SPLIT_FILES[2]);
+    let rescored = crate::inference::evaluate(&trained, &[split_test], &Device::flex(), false, None).unwrap().scores;
+    assert_eq!((rescored.accuracy, rescored.auroc), (blended.accuracy, blended.auroc), "eval blends as training did");
+    let p = &predict(&trained, &[PROBES[0].to_string()], 1, &Device::flex()).unwrap()[0];
+    assert!((p.probabilities.iter().map(|c| c.1).sum::<f32>() - 1.0).abs() < 1e-5, "{p:?}");
 }
 
 #[test]

@@ -5,27 +5,21 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use burn::prelude::*;
-use vitrine_core::classifier::{ClassifierTask, score};
+use vitrine_core::classifier::ClassifierTask;
 use vitrine_core::config::{RunSection, TrainSection};
-use vitrine_core::data::BatchSource;
 use vitrine_core::plot::confusion_png;
 use vitrine_core::report::{DataSummary, RunReport};
 use vitrine_core::train::{Batches, Built, FitOutcome, HeldOut, Recipe, TrainContext, build_optimizer, recipe};
 
-use crate::baseline::{BASELINE, ClassicalBaseline};
+use crate::baseline::{BASELINE, BASELINE_FILE, ClassicalBaseline};
 use crate::config::{Architecture, TASK, TextConfig};
 use crate::data::{SPLIT_FILES, TextData, TokenBatch, TokenBatches, TokenizedSet, load_data, tokenize};
+use crate::inference::score_texts;
 use crate::model::TextClassifier;
 use crate::tokenizer::TextTokenizer;
 
 /// Below this many training texts the recurrent and Transformer networks rarely beat `text-ngram`.
 const SMALL_FOR_NETWORKS: usize = 10_000;
-
-/// The classical baseline fitted on the run's training texts, scored on its test texts.
-fn baseline_accuracy(texts: &TextData) -> Result<f64> {
-    let ((train, train_labels), (test, test_labels)) = (texts.train.texts_and_labels(), texts.test.texts_and_labels());
-    Ok(ClassicalBaseline::fit(&train, &train_labels, texts.classes.len())?.accuracy(&test, &test_labels))
-}
 
 /// The file a run keeps its tokenizer in.
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
@@ -152,10 +146,15 @@ impl Recipe for TextRecipe<'_> {
     }
 
     fn evaluate(&self, task: &Self::Task, data: &TextTraining, _outcome: &FitOutcome, ctx: &TrainContext) -> Result<HeldOut> {
-        let (tokens, classes) = (data.tokens(), &data.texts.classes);
+        let (tokens, texts, classes) = (data.tokens(), &data.texts, &data.texts.classes);
+        let ((train, train_labels), (test, test_labels)) = (texts.train.texts_and_labels(), texts.test.texts_and_labels());
+        let baseline = ClassicalBaseline::fit(&train, &train_labels, classes.len())?;
+        let blend = self.config.model.blend_baseline.then_some(&baseline);
+        if blend.is_some() {
+            baseline.save(&ctx.run.file(BASELINE_FILE))?;
+        }
         let model = task.model().valid();
-        let batches = TokenBatches::ordered(tokens.test.clone(), self.config.train.batch_size, tokens.tokenizer.pad_id(), ctx.compute.device.clone());
-        let scores = score(&model, batches.batches(0), classes);
+        let scores = score_texts(&model, tokens.test.clone(), &test, blend, classes, self.config.train.batch_size, tokens.tokenizer.pad_id(), &ctx.compute.device);
         confusion_png(&ctx.run.file("confusion.png"), &scores.confusion, classes)?;
         ctx.reporter.info(&format!(
             "test: accuracy {:.2}%, macro-F1 {:.4}{}",
@@ -163,7 +162,7 @@ impl Recipe for TextRecipe<'_> {
             scores.macro_f1,
             scores.auroc.map(|a| format!(", AUROC {a:.4}")).unwrap_or_default()
         ));
-        let baseline = baseline_accuracy(&data.texts)?;
+        let baseline = baseline.accuracy(&test, &test_labels);
         ctx.reporter.info(&format!("test: accuracy {:.2}% for the classical baseline on the same split ({BASELINE})", 100.0 * baseline));
         Ok(HeldOut { test: Some(scores), figures: vec![(format!("test accuracy, {BASELINE} (same split)"), baseline)], ..HeldOut::default() })
     }
