@@ -10,7 +10,7 @@ use clap::{Arg, ArgMatches};
 
 use crate::backend::ComputeDevice;
 use crate::bench::{BenchResult, Timing};
-use crate::config::{ConfigFile, RunSection};
+use crate::config::{ConfigFile, RunSection, Settings};
 use crate::export::WeightsFormat;
 use crate::report::RunReport;
 use crate::reporter::Reporter;
@@ -57,6 +57,26 @@ pub trait Experiment {
     fn run_section_mut(&mut self) -> &mut RunSection;
     /// Trains into `ctx.run` (continuing it when `ctx.resuming`).
     fn train(&self, ctx: &TrainContext) -> Result<RunReport>;
+}
+
+/// A family's resolved config with the function that trains it: every family's [`Experiment`].
+pub struct Configured<C: Settings> {
+    pub config: C,
+    pub train: fn(&C, &TrainContext) -> Result<RunReport>,
+}
+
+impl<C: Settings> Experiment for Configured<C> {
+    fn to_toml(&self) -> Result<String> {
+        self.config.resolved_toml()
+    }
+
+    fn run_section_mut(&mut self) -> &mut RunSection {
+        self.config.run_mut()
+    }
+
+    fn train(&self, ctx: &TrainContext) -> Result<RunReport> {
+        (self.train)(&self.config, ctx)
+    }
 }
 
 /// What a command on a trained run needs besides its arguments.

@@ -9,12 +9,10 @@ use clap::{Arg, ArgMatches, Command, value_parser};
 use vitrine_core::bench::BenchResult;
 use vitrine_core::config::{ConfigFile, RunSection};
 use vitrine_core::export::WeightsFormat;
-use vitrine_core::family::{BenchRequest, Experiment, Family, Output, TrainedRun, UseContext, args};
-use vitrine_core::report::RunReport;
+use vitrine_core::family::{BenchRequest, Configured, Experiment, Family, Output, TrainedRun, UseContext, args};
 use vitrine_core::run_dir::RunDir;
-use vitrine_core::train::TrainContext;
 
-use crate::config::{Architecture, GenerationConfig, TASK, resolve};
+use crate::config::{Architecture, TASK, resolve};
 use crate::grid::{save_each, save_grid};
 use crate::inference::{GenerationRun, evaluate, export, generate, interpolate, reconstruct};
 
@@ -31,7 +29,7 @@ impl Family for GenerationFamily {
     }
 
     fn resolve(&self, file: &ConfigFile, overrides: &[String]) -> Result<Box<dyn Experiment>> {
-        Ok(Box::new(GenerationExperiment(resolve(file, overrides)?)))
+        Ok(Box::new(Configured { config: resolve(file, overrides)?, train: crate::training::train }))
     }
 
     fn open(&self, run: RunDir, config: &ConfigFile) -> Result<Box<dyn TrainedRun>> {
@@ -82,23 +80,6 @@ impl Family for GenerationFamily {
                 .arg(Arg::new("steps").long("steps").value_parser(value_parser!(usize)).default_value("10").help("Images in the strip, both ends included"))
                 .arg(out("The strip to write [default: <run>/interpolation.png]")),
         ]
-    }
-}
-
-/// A resolved config, ready to train.
-struct GenerationExperiment(GenerationConfig);
-
-impl Experiment for GenerationExperiment {
-    fn to_toml(&self) -> Result<String> {
-        self.0.to_toml()
-    }
-
-    fn run_section_mut(&mut self) -> &mut RunSection {
-        &mut self.0.run
-    }
-
-    fn train(&self, ctx: &TrainContext) -> Result<RunReport> {
-        crate::training::train(&self.0, ctx)
     }
 }
 

@@ -6,7 +6,7 @@ use std::marker::PhantomData;
 
 use anyhow::Result;
 use burn::prelude::*;
-use vitrine_core::config::{RunSection, TrainSection};
+use vitrine_core::config::Settings;
 use vitrine_core::data::{ImageBatch, ImageSplits};
 use vitrine_core::report::{DataSummary, RunReport};
 use vitrine_core::train::{Batches, Built, FitOutcome, HeldOut, Recipe, TrainContext, recipe};
@@ -45,16 +45,8 @@ impl<T: GeneratorTask> Recipe for GenerationRecipe<'_, T> {
         TASK
     }
 
-    fn run_settings(&self) -> &RunSection {
-        &self.config.run
-    }
-
-    fn train_settings(&self) -> &TrainSection {
-        &self.config.train
-    }
-
-    fn resolved_toml(&self) -> Result<String> {
-        self.config.to_toml()
+    fn settings(&self) -> &dyn Settings {
+        self.config
     }
 
     fn load_data(&self, ctx: &TrainContext) -> Result<ImageSplits> {

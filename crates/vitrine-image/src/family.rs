@@ -8,12 +8,10 @@ use clap::{Arg, ArgMatches, value_parser};
 use vitrine_core::bench::BenchResult;
 use vitrine_core::config::{ConfigFile, RunSection};
 use vitrine_core::export::WeightsFormat;
-use vitrine_core::family::{BenchRequest, Experiment, Family, Output, TrainedRun, UseContext, args};
-use vitrine_core::report::RunReport;
+use vitrine_core::family::{BenchRequest, Configured, Experiment, Family, Output, TrainedRun, UseContext, args};
 use vitrine_core::run_dir::RunDir;
-use vitrine_core::train::TrainContext;
 
-use crate::config::{Architecture, ImageConfig, TASK, resolve};
+use crate::config::{Architecture, TASK, resolve};
 use crate::inference::{ImageRun, evaluate, export, predict};
 
 /// Product-image classification: `fashion-cnn` and `resnet-small`.
@@ -29,7 +27,7 @@ impl Family for ImageFamily {
     }
 
     fn resolve(&self, file: &ConfigFile, overrides: &[String]) -> Result<Box<dyn Experiment>> {
-        Ok(Box::new(ImageExperiment(resolve(file, overrides)?)))
+        Ok(Box::new(Configured { config: resolve(file, overrides)?, train: crate::training::train }))
     }
 
     fn open(&self, run: RunDir, config: &ConfigFile) -> Result<Box<dyn TrainedRun>> {
@@ -54,23 +52,6 @@ impl Family for ImageFamily {
                 .help("Image runs: how many classes to show per image"),
             args::mirror(),
         ]
-    }
-}
-
-/// A resolved config, ready to train.
-struct ImageExperiment(ImageConfig);
-
-impl Experiment for ImageExperiment {
-    fn to_toml(&self) -> Result<String> {
-        self.0.to_toml()
-    }
-
-    fn run_section_mut(&mut self) -> &mut RunSection {
-        &mut self.0.run
-    }
-
-    fn train(&self, ctx: &TrainContext) -> Result<RunReport> {
-        crate::training::train(&self.0, ctx)
     }
 }
 

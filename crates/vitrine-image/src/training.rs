@@ -6,7 +6,7 @@ use anyhow::Result;
 use burn::prelude::*;
 use burn::store::ModuleSnapshot;
 use vitrine_core::classifier::{ClassifierModel, ClassifierTask, score};
-use vitrine_core::config::{RunSection, TrainSection};
+use vitrine_core::config::Settings;
 use vitrine_core::data::{BatchSource, ImageBatch, ImageBatches, ImageSplits, PixelRange};
 use vitrine_core::plot::confusion_png;
 use vitrine_core::report::{DataSummary, RunReport};
@@ -61,16 +61,8 @@ impl<M: ImageNet> Recipe for ImageRecipe<'_, M> {
         TASK
     }
 
-    fn run_settings(&self) -> &RunSection {
-        &self.config.run
-    }
-
-    fn train_settings(&self) -> &TrainSection {
-        &self.config.train
-    }
-
-    fn resolved_toml(&self) -> Result<String> {
-        self.config.to_toml()
+    fn settings(&self) -> &dyn Settings {
+        self.config
     }
 
     fn load_data(&self, ctx: &TrainContext) -> Result<ImageSplits> {

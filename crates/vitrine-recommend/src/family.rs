@@ -9,11 +9,9 @@ use clap::{Arg, ArgAction, ArgMatches, Command, value_parser};
 use vitrine_core::bench::BenchResult;
 use vitrine_core::config::{ConfigFile, RunSection};
 use vitrine_core::export::WeightsFormat;
-use vitrine_core::family::{BenchRequest, Experiment, Family, Output, TrainedRun, UseContext, args};
-use vitrine_core::report::RunReport;
+use vitrine_core::family::{BenchRequest, Configured, Experiment, Family, Output, TrainedRun, UseContext, args};
 use vitrine_core::reporter::Silent;
 use vitrine_core::run_dir::RunDir;
-use vitrine_core::train::TrainContext;
 
 use crate::config::{Architecture, RecommendConfig, TASK, resolve};
 use crate::inference::{RecommendRun, Recommendations};
@@ -67,7 +65,7 @@ impl Family for RecommendFamily {
     }
 
     fn resolve(&self, file: &ConfigFile, overrides: &[String]) -> Result<Box<dyn Experiment>> {
-        Ok(Box::new(RecommendExperiment(resolve(file, overrides)?)))
+        Ok(Box::new(Configured { config: resolve(file, overrides)?, train: crate::training::train }))
     }
 
     fn open(&self, run: RunDir, config: &ConfigFile) -> Result<Box<dyn TrainedRun>> {
@@ -117,23 +115,6 @@ impl Family for RecommendFamily {
                 .arg(args::seed())
                 .arg(Arg::new("out").long("out").value_name("FILE").value_parser(value_parser!(PathBuf)).help("The CSV of customer → segment [default: <run>/segments.csv]; the scatter plot goes beside it")),
         ]
-    }
-}
-
-/// A resolved config, ready to train.
-struct RecommendExperiment(RecommendConfig);
-
-impl Experiment for RecommendExperiment {
-    fn to_toml(&self) -> Result<String> {
-        self.0.to_toml()
-    }
-
-    fn run_section_mut(&mut self) -> &mut RunSection {
-        &mut self.0.run
-    }
-
-    fn train(&self, ctx: &TrainContext) -> Result<RunReport> {
-        crate::training::train(&self.0, ctx)
     }
 }
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use anyhow::{Result, bail};
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
-use vitrine_core::config::{RunSection, TrainSection};
+use vitrine_core::config::Settings;
 
 use vitrine_core::report::{DataSummary, RunReport};
 use vitrine_core::run_dir::RunDir;
@@ -188,16 +188,8 @@ impl<M: Build + Clone> Recipe for RecommendRecipe<'_, M> {
         TASK
     }
 
-    fn run_settings(&self) -> &RunSection {
-        &self.config.run
-    }
-
-    fn train_settings(&self) -> &TrainSection {
-        &self.config.train
-    }
-
-    fn resolved_toml(&self) -> Result<String> {
-        self.config.to_toml()
+    fn settings(&self) -> &dyn Settings {
+        self.config
     }
 
     fn load_data(&self, ctx: &TrainContext) -> Result<RecData> {

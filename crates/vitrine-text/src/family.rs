@@ -8,13 +8,11 @@ use clap::{Arg, ArgAction, ArgMatches, value_parser};
 use vitrine_core::bench::BenchResult;
 use vitrine_core::config::{ConfigFile, RunSection};
 use vitrine_core::export::WeightsFormat;
-use vitrine_core::family::{BenchRequest, Experiment, Family, Output, TrainedRun, UseContext, args};
-use vitrine_core::report::RunReport;
+use vitrine_core::family::{BenchRequest, Configured, Experiment, Family, Output, TrainedRun, UseContext, args};
 use vitrine_core::run_dir::RunDir;
-use vitrine_core::train::TrainContext;
 
 use crate::baseline::BASELINE;
-use crate::config::{Architecture, TASK, TextConfig, resolve};
+use crate::config::{Architecture, TASK, resolve};
 use crate::inference::{TextPrediction, TextRun, evaluate, export, predict};
 
 /// Review sentiment: `text-ngram`, `text-lstm-attn`, `text-gru-attn`, `text-transformer` and
@@ -31,7 +29,7 @@ impl Family for TextFamily {
     }
 
     fn resolve(&self, file: &ConfigFile, overrides: &[String]) -> Result<Box<dyn Experiment>> {
-        Ok(Box::new(TextExperiment(resolve(file, overrides)?)))
+        Ok(Box::new(Configured { config: resolve(file, overrides)?, train: crate::training::train }))
     }
 
     fn open(&self, run: RunDir, config: &ConfigFile) -> Result<Box<dyn TrainedRun>> {
@@ -75,23 +73,6 @@ impl Family for TextFamily {
 
     fn bench_args(&self) -> Vec<Arg> {
         vec![Arg::new("seq_len").long("seq-len").value_parser(value_parser!(usize)).default_value("64").help("Text models: tokens per text")]
-    }
-}
-
-/// A resolved config, ready to train.
-struct TextExperiment(TextConfig);
-
-impl Experiment for TextExperiment {
-    fn to_toml(&self) -> Result<String> {
-        self.0.to_toml()
-    }
-
-    fn run_section_mut(&mut self) -> &mut RunSection {
-        &mut self.0.run
-    }
-
-    fn train(&self, ctx: &TrainContext) -> Result<RunReport> {
-        crate::training::train(&self.0, ctx)
     }
 }
 

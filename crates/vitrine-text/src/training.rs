@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use burn::prelude::*;
 use vitrine_core::classifier::ClassifierTask;
-use vitrine_core::config::{RunSection, TrainSection};
+use vitrine_core::config::Settings;
 use vitrine_core::plot::confusion_png;
 use vitrine_core::report::{DataSummary, RunReport};
 use vitrine_core::train::{Batches, Built, FitOutcome, HeldOut, Recipe, TrainContext, build_optimizer, recipe};
@@ -69,16 +69,8 @@ impl Recipe for TextRecipe<'_> {
         TASK
     }
 
-    fn run_settings(&self) -> &RunSection {
-        &self.config.run
-    }
-
-    fn train_settings(&self) -> &TrainSection {
-        &self.config.train
-    }
-
-    fn resolved_toml(&self) -> Result<String> {
-        self.config.to_toml()
+    fn settings(&self) -> &dyn Settings {
+        self.config
     }
 
     fn load_data(&self, ctx: &TrainContext) -> Result<TextTraining> {

@@ -106,6 +106,33 @@ impl ConfigFile {
     }
 }
 
+/// What the shared training recipe reads of any family's resolved config.
+pub trait Settings {
+    fn run(&self) -> &RunSection;
+    fn run_mut(&mut self) -> &mut RunSection;
+    fn train(&self) -> &TrainSection;
+    /// The resolved config, defaults included, as TOML (saved in a new run).
+    fn resolved_toml(&self) -> Result<String>;
+}
+
+impl<D: DataConfig + Serialize + DeserializeOwned, M: ModelSection> Settings for ExperimentConfig<D, M> {
+    fn run(&self) -> &RunSection {
+        &self.run
+    }
+
+    fn run_mut(&mut self) -> &mut RunSection {
+        &mut self.run
+    }
+
+    fn train(&self) -> &TrainSection {
+        &self.train
+    }
+
+    fn resolved_toml(&self) -> Result<String> {
+        self.to_toml()
+    }
+}
+
 impl<D: DataConfig + Serialize + DeserializeOwned, M: ModelSection> ExperimentConfig<D, M> {
     /// Parses a config file with `--set key=value` overrides and the family's defaults, and
     /// checks it; errors name the file.

@@ -9,7 +9,7 @@ use super::fit::{FitOutcome, FitPlan, fit, resume};
 use crate::history::Monitor;
 use super::task::TrainTask;
 use crate::backend::ComputeDevice;
-use crate::config::{RunSection, TrainSection};
+use crate::config::Settings;
 use crate::data::BatchSource;
 use crate::report::{ClassificationScores, DataSummary, RunReport};
 use crate::reporter::Reporter;
@@ -56,10 +56,8 @@ pub trait Recipe {
 
     /// The `task` value of the family's configs, for the report.
     fn task_name(&self) -> &'static str;
-    fn run_settings(&self) -> &RunSection;
-    fn train_settings(&self) -> &TrainSection;
-    /// The resolved config, saved in a new run.
-    fn resolved_toml(&self) -> Result<String>;
+    /// The resolved config: its `[run]` and `[train]` sections, and the TOML a new run saves.
+    fn settings(&self) -> &dyn Settings;
 
     /// Loads and splits the data, saying what was skipped.
     fn load_data(&self, ctx: &TrainContext) -> Result<Self::Data>;
@@ -93,12 +91,12 @@ pub trait Recipe {
 pub fn train<R: Recipe>(recipe: &R, ctx: &TrainContext) -> Result<RunReport> {
     let (run, reporter) = (ctx.run, ctx.reporter);
     let mut data = recipe.load_data(ctx)?;
-    run.record_start(&recipe.resolved_toml()?, &recipe.classes(&data), ctx.resuming)?;
+    run.record_start(&recipe.settings().resolved_toml()?, &recipe.classes(&data), ctx.resuming)?;
     recipe.prepare(&mut data, ctx)?;
 
     let device = ctx.compute.device.clone();
     let train_device = device.clone().autodiff();
-    let seed = recipe.run_settings().seed;
+    let seed = recipe.settings().run().seed;
     train_device.seed(seed);
     let Built { mut task, description, parameters } = recipe.build(&data, &train_device, ctx)?;
     reporter.info(&format!("model: {description} ({parameters} parameters)"));
@@ -107,7 +105,7 @@ pub fn train<R: Recipe>(recipe: &R, ctx: &TrainContext) -> Result<RunReport> {
         reporter.info(&format!("resuming {} after epoch {}", run.root().display(), history.len()));
     }
     let (train_batches, valid_batches) = recipe.batches(&data, &train_device, &device)?;
-    let settings = recipe.train_settings();
+    let settings = recipe.settings().train();
     let plan = FitPlan { monitor: recipe.monitor(), ..FitPlan::new(settings, &train_device, seed) };
     let outcome: FitOutcome = fit(&mut task, train_batches.as_ref(), valid_batches.as_ref(), &plan, run, history, reporter)?;
     task.save_weights(&run.file(WEIGHTS_FILE))?;
