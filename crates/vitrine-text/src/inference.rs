@@ -139,15 +139,14 @@ pub fn evaluate(trained: &TextRun, paths: &[PathBuf], device: &Device, strict: b
     };
     let (set, skipped) = load_text(&source.source()?, Some(&trained.classes), strict || trained.config.run.strict)?;
     let tokens = Arc::new(tokenize(&trained.tokenizer, &set)?);
-    let texts = set.texts_and_labels().0;
+    let (texts, labels) = set.texts_and_labels();
     let scores = score_texts(&trained.load(device)?, tokens, &texts, trained.blend.as_ref(), &trained.classes, 256, trained.tokenizer.pad_id(), device);
     if let Some(path) = confusion_out {
         confusion_png(path, &scores.confusion, &trained.classes)?;
     }
-    let baseline_accuracy = trained.baseline()?.map(|baseline| {
-        let (texts, labels) = set.texts_and_labels();
-        baseline.accuracy(&texts, &labels)
-    });
+    // A blended run keeps its fitted baseline; others fit it again from their training split.
+    let fitted = if trained.blend.is_some() { None } else { trained.baseline()? };
+    let baseline_accuracy = trained.blend.as_ref().or(fitted.as_ref()).map(|baseline| baseline.accuracy(&texts, &labels));
     Ok(TextEvaluation { scores, baseline_accuracy, skipped })
 }
 
