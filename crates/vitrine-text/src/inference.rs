@@ -91,15 +91,24 @@ pub fn score_texts(model: &TextClassifier, tokens: Arc<TokenizedSet>, texts: &[&
     score_by(
         |input: TokenInput| {
             let probabilities = softmax(model.logits(input), 1);
-            let [n, k] = probabilities.dims();
+            let n = probabilities.dims()[0];
             let start = next.replace(next.get() + n);
-            let rows: Vec<f32> = texts[start..start + n].iter().flat_map(|t| baseline.probabilities(t)).collect();
-            let theirs = Tensor::<2>::from_data(TensorData::new(rows, [n, k]), device);
-            ((probabilities + theirs) * 0.5).clamp_min(1e-7).log()
+            blended(probabilities, &texts[start..start + n], Some(baseline)).clamp_min(1e-7).log()
         },
         batches.batches(0),
         classes,
     )
+}
+
+/// Class probabilities `[n, classes]` of `texts`, averaged with the baseline's when there is one.
+fn blended(probabilities: Tensor<2>, texts: &[&str], blend: Option<&ClassicalBaseline>) -> Tensor<2> {
+    let Some(baseline) = blend else {
+        return probabilities;
+    };
+    let [n, k] = probabilities.dims();
+    let rows: Vec<f32> = texts.iter().flat_map(|t| baseline.probabilities(t)).collect();
+    let theirs = Tensor::<2>::from_data(TensorData::new(rows, [n, k]), &probabilities.device());
+    (probabilities + theirs) * 0.5
 }
 
 /// A run's scores on labelled text, beside the classical baseline's.
@@ -175,12 +184,7 @@ pub fn predict(trained: &TextRun, texts: &[String], top_tokens: usize, device: &
         let (logits, weights) = model.forward_with_attention(input);
         let [n, k] = logits.dims();
         let len = weights.dims()[1];
-        let mut probs = softmax(logits, 1).into_data().try_into_vec_as::<f32>().expect("f32 data");
-        if let Some(baseline) = &trained.blend {
-            for (p, theirs) in probs.iter_mut().zip(refs.iter().flat_map(|t| baseline.probabilities(t))) {
-                *p = 0.5 * (*p + theirs);
-            }
-        }
+        let probs = blended(softmax(logits, 1), &refs, trained.blend.as_ref()).into_data().try_into_vec_as::<f32>().expect("f32 data");
         let weights = weights.into_data().try_into_vec_as::<f32>().expect("f32 data");
         for i in 0..n {
             let p = &probs[i * k..(i + 1) * k];

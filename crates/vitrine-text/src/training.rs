@@ -108,7 +108,8 @@ impl Recipe for TextRecipe<'_> {
             tokenizer.vocab_size(),
             config.data.tokenizer.max_len
         ));
-        if config.model.name != Architecture::Ngram && texts.train.len() < SMALL_FOR_NETWORKS {
+        // A pretrained encoder is meant for small sets; networks learning from scratch are not.
+        if !matches!(config.model.name, Architecture::Ngram | Architecture::Bert) && texts.train.len() < SMALL_FOR_NETWORKS {
             ctx.reporter.warn(&format!(
                 "{} training texts is a small set for {}: below ~{SMALL_FOR_NETWORKS} texts `text-ngram` (model.name = \"text-ngram\") or the classical baseline in the report usually does better",
                 texts.train.len(),
@@ -120,11 +121,12 @@ impl Recipe for TextRecipe<'_> {
         Ok(())
     }
 
-    fn build(&self, data: &TextTraining, train_device: &Device, _ctx: &TrainContext) -> Result<Built<Self::Task>> {
+    fn build(&self, data: &TextTraining, train_device: &Device, ctx: &TrainContext) -> Result<Built<Self::Task>> {
         let (config, classes) = (self.config, &data.texts.classes);
         let vocab = data.tokens().tokenizer.vocab_size();
-        let model = TextClassifier::new(&config.model, vocab, config.data.tokenizer.max_len, classes.len(), train_device)?
-            .load_pretrained(&config.model, train_device)?;
+        let model = TextClassifier::new(&config.model, vocab, config.data.tokenizer.max_len, classes.len(), train_device)?;
+        // A resumed run's checkpoint replaces every weight: the pretrained encoder is read only for a new run.
+        let model = if ctx.resuming { model } else { model.load_pretrained(&config.model, train_device)? };
         let parameters = model.num_params();
         let optimizer = build_optimizer(&config.train.optimizer, config.train.grad_clip_norm);
         Ok(Built { task: ClassifierTask::new(model, optimizer, train_device), description: config.model.name.name().into(), parameters })
