@@ -48,9 +48,11 @@ pub fn read_features(source: &FeatureSource, ids: &mut IdMap, strict: bool) -> R
     columns.extend(source.numeric.iter().map(String::as_str));
     let first_text = columns.len();
     columns.extend(source.text.iter().map(String::as_str));
-    let run_columns: Vec<&crate::config::RunColumn> = source.text_run.iter().chain(&source.image_run).collect();
+    // (is a text run, the column it reads): text runs first, then image runs.
+    let run_columns: Vec<(bool, &crate::config::RunColumn)> =
+        source.text_run.iter().map(|r| (true, r)).chain(source.image_run.iter().map(|r| (false, r))).collect();
     let first_run = columns.len();
-    columns.extend(run_columns.iter().map(|r| r.column.as_str()));
+    columns.extend(run_columns.iter().map(|(_, r)| r.column.as_str()));
     // Per run column: (entity, value) of the rows that have one.
     let mut run_values: Vec<Vec<(u32, String)>> = vec![Vec::new(); run_columns.len()];
 
@@ -127,8 +129,8 @@ pub fn read_features(source: &FeatureSource, ids: &mut IdMap, strict: bool) -> R
     }
     // What trained runs read in their columns, as further numeric columns.
     let mut numeric_columns = source.numeric.clone();
-    for (r, values) in run_columns.iter().zip(run_values) {
-        let vectors = if source.text_run.as_ref().is_some_and(|t| std::ptr::eq(t, *r)) {
+    for ((is_text, r), values) in run_columns.iter().zip(run_values) {
+        let vectors = if *is_text {
             super::run_features::texts(&r.run, &values)?
         } else {
             super::run_features::images(&r.run, &values, path.parent().unwrap_or(std::path::Path::new(".")))?
