@@ -58,6 +58,10 @@ pub struct TrainArgs {
     /// Fail on the first unreadable input instead of skipping it (same as --set run.strict=true).
     #[arg(long)]
     pub strict: bool,
+    /// Class names in the data that differ from the config's: a TOML file of "name" = "class"
+    /// lines (same as --set data.class_map=FILE).
+    #[arg(long, value_name = "FILE", conflicts_with = "resume")]
+    pub class_map: Option<PathBuf>,
     #[command(flatten)]
     pub backend: BackendArg,
 }
@@ -82,6 +86,11 @@ pub struct RunArgs {
     /// Fail on the first unreadable input instead of skipping it.
     #[arg(long)]
     pub strict: bool,
+    /// Class names in the data (folders, labels) that differ from the run's, beyond case, spaces,
+    /// hyphens, underscores and slashes: a TOML file of "name" = "class" lines. Predictions are
+    /// shown under these names.
+    #[arg(long, value_name = "FILE")]
+    pub class_map: Option<PathBuf>,
     #[command(flatten)]
     pub backend: BackendArg,
 }

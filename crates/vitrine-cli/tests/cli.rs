@@ -155,6 +155,45 @@ fn mirror_averaging_sees_an_image_and_its_mirror_alike() {
 }
 
 #[test]
+fn folder_names_map_to_the_run_classes_for_eval_predict_and_train() {
+    let run = trained_run().to_str().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let (folder, map) = (tmp.path().join("shop"), tmp.path().join("map.toml"));
+    // A shop's export: lower case and hyphens, and "t-shirt" for "T-shirt/top".
+    let names = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle-boot"];
+    image_folder(&folder, &names);
+    let err = fails(&["eval", run, "--data", folder.to_str().unwrap()]);
+    assert!(err.contains("\"t-shirt\"") && err.contains("nearest is \"T-shirt/top\""), "{err}");
+    assert!(!err.contains("\"ankle-boot\""), "case and hyphens alone are matched: {err}");
+
+    std::fs::write(&map, "\"t-shirt\" = \"T-shirt/top\"\n").unwrap();
+    let eval = ok(&["eval", run, "--data", folder.to_str().unwrap(), "--class-map", map.to_str().unwrap(), "--json"]);
+    let json: serde_json::Value = serde_json::from_str(&eval).unwrap();
+    assert_eq!(json["examples"], 60);
+    assert!(json["accuracy"].as_f64().unwrap() > 0.5, "{json}");
+    let predicted = ok(&["predict", run, folder.join("t-shirt").to_str().unwrap(), "--class-map", map.to_str().unwrap(), "--top-k", "10"]);
+    assert!(predicted.contains("t-shirt ") && !predicted.contains("T-shirt/top"), "classes shown under the map's names:\n{predicted}");
+
+    // Training: the config's class names, the folder's own names, the same map.
+    let config = tmp.path().join("shop.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "task = \"image-classification\"\n[data]\ntrain = {{ folder = {:?} }}\nclasses = {:?}\n[model]\nname = \"fashion-cnn\"\n[train]\nepochs = 1\nbatch_size = 16\n",
+            folder.to_str().unwrap(),
+            ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+        ),
+    )
+    .unwrap();
+    let out = tmp.path().join("run");
+    let err = fails(&["train", config.to_str().unwrap(), "--backend", "flex", "--out", out.to_str().unwrap()]);
+    assert!(err.contains("t-shirt") && err.contains("nearest"), "{err}");
+    ok(&["train", config.to_str().unwrap(), "--class-map", map.to_str().unwrap(), "--backend", "flex", "--out", out.to_str().unwrap()]);
+    let classes = std::fs::read_to_string(out.join("classes.json")).unwrap();
+    assert!(classes.contains("T-shirt/top") && classes.contains("Ankle boot"), "{classes}");
+}
+
+#[test]
 fn predict_names_classes_for_files_and_folders() {
     let run = trained_run();
     let tmp = tempfile::tempdir().unwrap();

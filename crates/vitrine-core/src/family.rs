@@ -11,6 +11,7 @@ use clap::{Arg, ArgMatches};
 use crate::backend::ComputeDevice;
 use crate::bench::{BenchResult, Timing};
 use crate::config::{ConfigFile, RunSection, Settings};
+use crate::data::ClassMap;
 use crate::export::WeightsFormat;
 use crate::report::RunReport;
 use crate::reporter::Reporter;
@@ -86,6 +87,8 @@ pub struct UseContext<'a> {
     pub reporter: &'a dyn Reporter,
     /// Fail on the first unreadable input instead of skipping it.
     pub strict: bool,
+    /// Names in the data (folders, labels) for the run's classes, from `--class-map`.
+    pub class_map: &'a ClassMap,
 }
 
 impl UseContext<'_> {

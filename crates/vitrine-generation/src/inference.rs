@@ -7,7 +7,7 @@ use anyhow::{Result, bail, ensure};
 use burn::prelude::*;
 use serde::Serialize;
 use vitrine_core::config::{ConfigFile, DataSource};
-use vitrine_core::data::{BatchSource, ImageBatches, LoadReport, PixelRange, load_source, read_images};
+use vitrine_core::data::{BatchSource, ClassMatcher, ImageBatches, LoadReport, PixelRange, load_source, read_images};
 use vitrine_core::export::{WeightsFormat, export_weights, load_weights};
 use vitrine_core::family::UseContext;
 use vitrine_core::run_dir::{CONFIG_FILE, RunDir, WEIGHTS_FILE};
@@ -196,8 +196,8 @@ pub fn evaluate(trained: &GenerationRun, paths: &[PathBuf], classifier: Option<&
     let arch = trained.architecture();
     let device = ctx.device();
     // Autoencoders ignore labels, so any folder of images will do; GANs need the run's classes.
-    let classes = (arch == Architecture::Dcgan).then_some(trained.classes.as_slice());
-    let (set, report) = load_source(&source, trained.config.data.image, classes, ctx.strict || trained.config.run.strict, ctx.reporter)?;
+    let classes = (arch == Architecture::Dcgan).then(|| ClassMatcher::new(&trained.classes, ctx.class_map)).transpose()?;
+    let (set, report) = load_source(&source, trained.config.data.image, classes.as_ref(), ctx.strict || trained.config.run.strict, ctx.reporter)?;
     let mut scores = GenerationScores { model: arch.name().into(), examples: set.len(), mse: None, psnr: None, samples: None, classifier: None };
     match arch {
         Architecture::ConvAe => {

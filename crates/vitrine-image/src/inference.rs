@@ -8,7 +8,7 @@ use burn::prelude::*;
 use serde::Serialize;
 use vitrine_core::classifier::{argmax, predict_probabilities_by, score_by};
 use vitrine_core::config::{ConfigFile, DataSource};
-use vitrine_core::data::{BatchSource, ImageBatches, LoadReport, PixelRange, load_source, read_images};
+use vitrine_core::data::{BatchSource, ClassMatcher, ImageBatches, LoadReport, PixelRange, load_source, read_images};
 use vitrine_core::family::UseContext;
 use vitrine_core::export::{WeightsFormat, export_weights, load_weights};
 use vitrine_core::plot::confusion_png;
@@ -99,7 +99,8 @@ impl LoadedClassifier {
 pub fn evaluate(trained: &ImageRun, paths: &[PathBuf], mirror: bool, confusion_out: Option<&Path>, ctx: &UseContext) -> Result<(ClassificationScores, LoadReport)> {
     let source = DataSource::from_paths(paths)?;
     let strict = ctx.strict || trained.config.run.strict;
-    let (set, report) = load_source(&source, trained.config.data.image, Some(&trained.classes), strict, ctx.reporter)?;
+    let classes = ClassMatcher::new(&trained.classes, ctx.class_map)?;
+    let (set, report) = load_source(&source, trained.config.data.image, Some(&classes), strict, ctx.reporter)?;
     let device = ctx.device();
     let batches = ImageBatches::ordered(Arc::new(set), INFERENCE_BATCH, PixelRange::Unit, device.clone());
     let model = trained.classifier(device)?;
@@ -124,7 +125,7 @@ pub struct ClassProbability {
 }
 
 /// Predicts the `top_k` classes of each image file (folders are searched recursively), with
-/// `mirror` as in [`evaluate`]. Unreadable files are reported and skipped, or fail the call when
+/// `mirror` as in [`evaluate`], classes named as `--class-map` names them. Unreadable files are reported and skipped, or fail the call when
 /// `strict`.
 pub fn predict(trained: &ImageRun, inputs: &[PathBuf], top_k: usize, mirror: bool, ctx: &UseContext) -> Result<Vec<Prediction>> {
     let (set, kept) = read_images(inputs, trained.config.data.image, ctx.strict || trained.config.run.strict, ctx.reporter)?;
@@ -139,7 +140,7 @@ pub fn predict(trained: &ImageRun, inputs: &[PathBuf], top_k: usize, mirror: boo
             let mut top = Vec::new();
             for _ in 0..top_k.min(probs.len()) {
                 let best = argmax(&probs);
-                top.push(ClassProbability { class: trained.classes[best].clone(), probability: probs[best] });
+                top.push(ClassProbability { class: ctx.class_map.name_of(&trained.classes[best]).to_string(), probability: probs[best] });
                 probs[best] = f32::NEG_INFINITY;
             }
             Prediction { path, top }

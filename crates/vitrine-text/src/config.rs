@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
-use vitrine_core::config::{ConfigFile, DataConfig, ExperimentConfig, ModelSection, NoEval};
+use vitrine_core::config::{ClassMapSetting, ConfigFile, DataConfig, ExperimentConfig, ModelSection, NoEval};
 
 
 /// The most hashed n-gram buckets the model's hashing can address without integer overflow.
@@ -108,6 +108,10 @@ pub struct TextDataSection {
     /// Class names in label order; by default the sorted distinct labels of `train`.
     #[serde(default)]
     pub classes: Option<Vec<String>>,
+    /// Labels that differ from the class names (beyond case, spaces, hyphens, underscores and
+    /// slashes): a TOML file or inline table of `"label" = "class"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_map: Option<ClassMapSetting>,
     /// Use only the first N training texts after the split (quick experiments).
     #[serde(default)]
     pub limit: Option<usize>,

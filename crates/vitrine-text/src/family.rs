@@ -87,7 +87,7 @@ impl TrainedRun for TextRun {
 
     fn evaluate(&self, data: &[PathBuf], matches: &ArgMatches, ctx: &UseContext) -> Result<Output> {
         let png = args::value::<PathBuf>(matches, "confusion_png").unwrap_or_else(|| self.run.file("eval-confusion.png"));
-        let evaluation = evaluate(self, data, ctx.device(), ctx.strict, Some(&png))?;
+        let evaluation = evaluate(self, data, ctx.class_map, ctx.device(), ctx.strict, Some(&png))?;
         for row in &evaluation.skipped {
             ctx.reporter.info(&format!("data: skipped {row}"));
         }
@@ -113,7 +113,10 @@ impl TrainedRun for TextRun {
             bail!("give texts to classify with --text \"...\" (repeatable) or --file reviews.txt");
         }
         let top_tokens = args::value::<usize>(matches, "top_tokens").unwrap_or(5);
-        let predictions = predict(self, &texts, top_tokens, ctx.device())?;
+        let mut predictions = predict(self, &texts, top_tokens, ctx.device())?;
+        for p in &mut predictions {
+            p.label = ctx.class_map.name_of(&p.label).to_string();
+        }
         Output::of(predictions_text(&predictions), &predictions)
     }
 

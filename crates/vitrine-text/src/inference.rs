@@ -9,7 +9,7 @@ use burn::tensor::activation::softmax;
 use serde::Serialize;
 use vitrine_core::classifier::{ClassifierModel, argmax, score, score_by};
 use vitrine_core::config::ConfigFile;
-use vitrine_core::data::{BatchSource, SkippedRow};
+use vitrine_core::data::{BatchSource, ClassMap, ClassMatcher, SkippedRow};
 use vitrine_core::export::{WeightsFormat, export_weights, load_weights};
 use vitrine_core::plot::confusion_png;
 use vitrine_core::report::ClassificationScores;
@@ -73,7 +73,7 @@ impl TextRun {
         }
         let train = &self.config.data.train;
         let source = TextSource::Table { path, text_column: train.text_column.clone(), label_column: train.label_column.clone() };
-        let (set, _) = load_text(&source, Some(&self.classes), false)?;
+        let (set, _) = load_text(&source, Some(&ClassMatcher::exact(&self.classes)), false)?;
         let (texts, labels) = set.texts_and_labels();
         Ok(Some(ClassicalBaseline::fit(&texts, &labels, self.classes.len())?))
     }
@@ -125,7 +125,8 @@ pub struct TextEvaluation {
 
 /// Evaluates a run on labelled text: one CSV/TSV/JSONL file (with the run's column names), or one
 /// `.txt` file per class named after the class (`pos.txt`, `neg.txt`). Nothing is deduplicated.
-pub fn evaluate(trained: &TextRun, paths: &[PathBuf], device: &Device, strict: bool, confusion_out: Option<&Path>) -> Result<TextEvaluation> {
+pub fn evaluate(trained: &TextRun, paths: &[PathBuf], class_map: &ClassMap, device: &Device, strict: bool, confusion_out: Option<&Path>) -> Result<TextEvaluation> {
+    let matcher = ClassMatcher::new(&trained.classes, class_map)?;
     let train = &trained.config.data.train;
     let source = match paths {
         [file] if !file.extension().is_some_and(|e| e.eq_ignore_ascii_case("txt")) => TextSourceConfig {
@@ -137,16 +138,14 @@ pub fn evaluate(trained: &TextRun, paths: &[PathBuf], device: &Device, strict: b
         _ => {
             let mut per_class = std::collections::BTreeMap::new();
             for path in paths {
-                let class = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-                if !trained.classes.contains(&class) {
-                    bail!("{}: a per-class text file must be named after one of the run's classes {:?}", path.display(), trained.classes);
-                }
-                per_class.insert(class, path.clone());
+                let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+                let class = matcher.find(&stem).map_err(|reason| anyhow::anyhow!("{}: a per-class text file is named after one of the run's classes: {reason}", path.display()))?;
+                per_class.insert(trained.classes[class].clone(), path.clone());
             }
             TextSourceConfig { per_class: Some(per_class), ..Default::default() }
         }
     };
-    let (set, skipped) = load_text(&source.source()?, Some(&trained.classes), strict || trained.config.run.strict)?;
+    let (set, skipped) = load_text(&source.source()?, Some(&matcher), strict || trained.config.run.strict)?;
     let tokens = Arc::new(tokenize(&trained.tokenizer, &set)?);
     let (texts, labels) = set.texts_and_labels();
     let scores = score_texts(&trained.load(device)?, tokens, &texts, trained.blend.as_ref(), &trained.classes, 256, trained.tokenizer.pad_id(), device);

@@ -6,6 +6,7 @@ use std::sync::OnceLock;
 use burn::prelude::*;
 use burn::store::{ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
 use vitrine_core::backend::{BackendChoice, select_device};
+use vitrine_core::data::ClassMap;
 use vitrine_core::export::{WeightsFormat, load_weights};
 use vitrine_core::report::RunReport;
 use vitrine_core::reporter::Silent;
@@ -169,7 +170,7 @@ fn short_training_on_the_sample_learns() {
     assert_eq!(crate::data::SPLIT_FILES.map(lines), [1600, 300, 300]);
     let trained = TextRun::open(&tmp.path().join("run")).unwrap();
     let split_test = tmp.path().join("run").join(crate::data::SPLIT_FILES[2]);
-    let evaluation = crate::inference::evaluate(&trained, &[split_test], &Device::flex(), false, None).unwrap();
+    let evaluation = crate::inference::evaluate(&trained, &[split_test], &ClassMap::default(), &Device::flex(), false, None).unwrap();
     let rescored = &evaluation.scores;
     assert!(evaluation.skipped.is_empty());
     assert_eq!((rescored.examples, rescored.accuracy), (test.examples, test.accuracy));
@@ -294,7 +295,7 @@ fn a_config_naming_no_model_trains_text_ngram_beside_the_classical_baseline() {
     let trained = TextRun::open(&blended_run).unwrap();
     assert!(trained.blend.is_some());
     let split_test = blended_run.join(crate::data::SPLIT_FILES[2]);
-    let rescored = crate::inference::evaluate(&trained, &[split_test], &Device::flex(), false, None).unwrap().scores;
+    let rescored = crate::inference::evaluate(&trained, &[split_test], &ClassMap::default(), &Device::flex(), false, None).unwrap().scores;
     assert_eq!((rescored.accuracy, rescored.auroc), (blended.accuracy, blended.auroc), "eval blends as training did");
     let p = &predict(&trained, &[PROBES[0].to_string()], 1, &Device::flex()).unwrap()[0];
     assert!((p.probabilities.iter().map(|c| c.1).sum::<f32>() - 1.0).abs() < 1e-5, "{p:?}");

@@ -45,7 +45,11 @@ pub fn train(args: &TrainArgs) -> Result<()> {
             let path = args.config.as_deref().expect("clap requires a config without --resume");
             let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "run".into());
             // Resolved before the run folder exists, so a bad config leaves nothing behind.
-            let experiment = resolve(&ConfigFile::read(path)?, &args.set)?;
+            let mut overrides = args.set.clone();
+            if let Some(map) = &args.class_map {
+                overrides.push(format!("data.class_map={:?}", map.display().to_string()));
+            }
+            let experiment = resolve(&ConfigFile::read(path)?, &overrides)?;
             let out = args.out.clone().unwrap_or_else(|| RunDir::unique_path(Path::new("runs"), &stem));
             (experiment, RunDir::create(&out)?, false)
         }
@@ -54,6 +58,10 @@ pub fn train(args: &TrainArgs) -> Result<()> {
     section.strict |= args.strict;
     let compute = device_for(args.backend.backend, section)?;
     reporter.info(&format!("device: {}", compute.description));
-    experiment.train(&TrainContext { run: &run, compute: &compute, resuming, reporter: &reporter })?;
-    Ok(())
+    let trained = experiment.train(&TrainContext { run: &run, compute: &compute, resuming, reporter: &reporter });
+    if trained.is_err() && !resuming && !run.file("checkpoints/latest").exists() {
+        // Failed before its first epoch (unreadable data, say): no half-made run folder is left.
+        let _ = std::fs::remove_dir_all(run.root());
+    }
+    trained.map(|_| ())
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
-use super::DataConfig;
+use super::{ClassMapSetting, DataConfig};
 
 /// Where image data comes from and how images are shaped.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -23,6 +23,10 @@ pub struct ImageDataSection {
     /// Class names in label order (IDX files carry none; image folders name their own).
     #[serde(default)]
     pub classes: Option<Vec<String>>,
+    /// Folder names that differ from the class names (beyond case, spaces, hyphens, underscores
+    /// and slashes): a TOML file or inline table of `"folder" = "class"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_map: Option<ClassMapSetting>,
     /// Use only the first N training examples (quick experiments).
     #[serde(default)]
     pub limit: Option<usize>,

@@ -6,7 +6,7 @@ mod overrides;
 mod sections;
 
 pub use image::{Augment, DataSource, ImageDataSection, ImageShape, SourceLayout};
-pub use sections::{EarlyStopping, OptimizerConfig, OptimizerKind, RunSection, ScheduleConfig, ScheduleKind, TrainSection};
+pub use sections::{ClassMapSetting, EarlyStopping, OptimizerConfig, OptimizerKind, RunSection, ScheduleConfig, ScheduleKind, TrainSection};
 
 use std::path::{Path, PathBuf};
 

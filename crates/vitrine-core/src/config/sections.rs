@@ -1,5 +1,8 @@
 //! The sections every family shares: `[run]` and `[train]`.
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
 use serde::{Deserialize, Serialize};
 
 use crate::backend::BackendChoice;
@@ -153,3 +156,12 @@ pub struct EarlyStopping {
     pub min_delta: f64,
 }
 
+
+/// `data.class_map`: a TOML file of `"name in the data" = "run class"` lines, or that table
+/// inline, for class names in the data that differ from the run's.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum ClassMapSetting {
+    File(PathBuf),
+    Inline(BTreeMap<String, String>),
+}

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail, ensure};
 use rayon::prelude::*;
 
+use super::classes::ClassMatcher;
 use super::images::{ImageSet, LoadReport, to_shape};
 use crate::config::ImageShape;
 use crate::reporter::Reporter;
@@ -13,14 +14,14 @@ const IMAGE_EXTENSIONS: [&str; 5] = ["png", "jpg", "jpeg", "bmp", "webp"];
 
 /// Loads every image under `root/<class>/`, decoding in parallel.
 ///
-/// With `known_classes`, folder names are matched to those classes by name (a folder class the
-/// model does not know is an error listing both sets); otherwise the sorted folder names are
-/// the classes. Hidden files and non-images are counted and skipped; an image that does not
+/// With `known_classes`, folder names are matched to those classes (see [`ClassMatcher`]; a
+/// folder matching no class is an error naming the nearest); otherwise the sorted folder names
+/// are the classes. Hidden files and non-images are counted and skipped; an image that does not
 /// decode is reported with its path and skipped, or fails the load when `strict`.
 pub fn load_folder(
     root: &Path,
     shape: ImageShape,
-    known_classes: Option<&[String]>,
+    known_classes: Option<&ClassMatcher>,
     strict: bool,
     reporter: &dyn Reporter,
 ) -> Result<(ImageSet, LoadReport)> {
@@ -43,36 +44,31 @@ pub fn load_folder(
         root.display()
     );
 
-    let classes: Vec<String> = match known_classes {
+    let (classes, labels): (Vec<String>, Vec<usize>) = match known_classes {
         Some(known) => {
-            let unknown: Vec<&str> = class_dirs
-                .iter()
-                .map(|(name, _)| name.as_str())
-                .filter(|name| !known.iter().any(|k| k == name))
-                .collect();
+            let found: Vec<Result<usize, String>> = class_dirs.iter().map(|(name, _)| known.find(name)).collect();
+            let unknown: Vec<&String> = found.iter().filter_map(|r| r.as_ref().err()).collect();
             if !unknown.is_empty() {
                 bail!(
-                    "{}: folder class(es) {:?} are unknown to the model.\n  model classes:  {:?}\n  folder classes: {:?}",
+                    "{}: {} folder(s) match none of the model's classes:\n  {}",
                     root.display(),
-                    unknown,
-                    known,
-                    class_dirs.iter().map(|(n, _)| n).collect::<Vec<_>>()
+                    unknown.len(),
+                    unknown.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("\n  ")
                 );
             }
-            known.to_vec()
+            (known.classes().to_vec(), found.into_iter().map(|r| r.expect("checked above")).collect())
         }
-        None => class_dirs.iter().map(|(name, _)| name.clone()).collect(),
+        None => (class_dirs.iter().map(|(name, _)| name.clone()).collect(), (0..class_dirs.len()).collect()),
     };
 
     let mut files: Vec<(PathBuf, u32)> = Vec::new();
-    for (name, dir) in &class_dirs {
-        let label = classes.iter().position(|c| c == name).expect("matched above") as u32;
+    for ((_, dir), &label) in class_dirs.iter().zip(&labels) {
         for file in read_sorted(dir)? {
             let file_name = file_name(&file);
             if file_name.starts_with('.') {
                 report.hidden += 1;
             } else if file.is_file() && has_image_extension(&file) {
-                files.push((file, label));
+                files.push((file, label as u32));
             } else {
                 report.not_images += 1;
             }
@@ -187,11 +183,15 @@ mod tests {
     fn classes_are_matched_to_a_model_by_name() {
         let tmp = tempfile::tempdir().unwrap();
         fixture(tmp.path());
-        let known: Vec<String> = ["sneaker", "coat", "bag"].map(String::from).to_vec();
-        let (set, _) = load_folder(tmp.path(), ImageShape::default(), Some(&known), false, &Silent).unwrap();
+        let known: Vec<String> = ["Sneaker", "coat", "Bag"].map(String::from).to_vec();
+        let matcher = ClassMatcher::exact(&known);
+        let (set, _) = load_folder(tmp.path(), ImageShape::default(), Some(&matcher), false, &Silent).unwrap();
         assert_eq!(set.labels, [2, 0], "bag is class 2 and sneaker class 0 of the model");
-        let err = load_folder(tmp.path(), ImageShape::default(), Some(&known[..2]), false, &Silent).unwrap_err();
+        assert_eq!(set.classes, known);
+        let two = ClassMatcher::exact(&["SNEAKER".into(), "coat".into()]);
+        let err = load_folder(tmp.path(), ImageShape::default(), Some(&two), false, &Silent).unwrap_err();
         let msg = format!("{err:#}");
-        assert!(msg.contains("\"bag\"") && msg.contains("model classes") && msg.contains("folder classes"), "{msg}");
+        assert!(msg.contains("\"bag\" is none of the classes") && msg.contains("nearest"), "{msg}");
+        assert!(!msg.contains("\"sneaker\" is none"), "{msg}");
     }
 }

@@ -3,12 +3,14 @@
 //! read row by row with bad rows named by file and line) for the families that read records.
 
 mod batches;
+mod classes;
 mod folder;
 mod idx;
 mod images;
 mod table;
 
 pub use batches::{BatchSource, ImageBatch, ImageBatches, PixelRange, epoch_rng, in_background};
+pub use classes::{ClassMap, ClassMatcher, fold};
 pub use folder::{has_image_extension, load_folder};
 pub use idx::{load_idx, write_idx_images, write_idx_labels};
 pub use images::{ImageSet, LoadReport, to_shape};
@@ -22,18 +24,18 @@ use anyhow::{Context, Result, bail};
 use crate::config::{DataSource, ImageDataSection, ImageShape, SourceLayout};
 use crate::reporter::Reporter;
 
-/// Loads one configured source. `classes` are the known class names in label order: required
-/// to match an image folder against a trained model, and used to name IDX labels.
+/// Loads one configured source. `classes` are the known classes in label order: required to
+/// match an image folder against a trained model, and used to name IDX labels.
 pub fn load_source(
     source: &DataSource,
     shape: ImageShape,
-    classes: Option<&[String]>,
+    classes: Option<&ClassMatcher>,
     strict: bool,
     reporter: &dyn Reporter,
 ) -> Result<(ImageSet, LoadReport)> {
     match source.layout()? {
         SourceLayout::Idx { images, labels } => {
-            let set = load_idx(&images, &labels, shape, classes)?;
+            let set = load_idx(&images, &labels, shape, classes.map(ClassMatcher::classes))?;
             Ok((set, LoadReport::default()))
         }
         SourceLayout::Folder(folder) => load_folder(&folder, shape, classes, strict, reporter)
@@ -77,12 +79,14 @@ pub fn load_image_splits(d: &ImageDataSection, seed: u64, strict: bool, reporter
             skipped.push(format!("data.{name}: {line}"));
         }
     };
-    let (mut train, report) = load_source(&d.train, d.image, d.classes.as_deref(), strict, reporter).context("data.train")?;
+    let map = ClassMap::from_setting(d.class_map.as_ref())?;
+    let named = d.classes.as_deref().map(|classes| ClassMatcher::new(classes, &map)).transpose().context("data.classes")?;
+    let (mut train, report) = load_source(&d.train, d.image, named.as_ref(), strict, reporter).context("data.train")?;
     note("train", &report);
     if let Some(limit) = d.limit {
         train = train.truncate(limit);
     }
-    let classes = train.classes.clone();
+    let classes = ClassMatcher::new(&train.classes, &map)?;
     // A given valid/test source, its classes matched to train's.
     let mut held_out = |name: &str, source: &DataSource| -> Result<ImageSet> {
         let (set, report) = load_source(source, d.image, Some(&classes), strict, reporter).with_context(|| format!("data.{name}"))?;

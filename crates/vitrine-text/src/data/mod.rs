@@ -9,7 +9,7 @@ pub use sources::{DedupReport, TextExample, TextSet, load_text};
 pub use tokens::{TokenBatch, TokenBatches, TokenInput, TokenizedSet};
 
 use anyhow::{Context, Result, bail};
-use vitrine_core::data::SkippedRow;
+use vitrine_core::data::{ClassMap, ClassMatcher, SkippedRow};
 use vitrine_core::reporter::Reporter;
 
 use crate::config::{TextConfig, TextDataSection, TextSourceConfig};
@@ -30,7 +30,7 @@ pub struct TextData {
 }
 
 /// Loads one configured source, deduplicated when configured, and notes what was dropped.
-fn load_source(name: &str, source: &TextSourceConfig, classes: Option<&[String]>, section: &TextDataSection, strict: bool, notes: &mut Vec<String>, reporter: &dyn Reporter) -> Result<TextSet> {
+fn load_source(name: &str, source: &TextSourceConfig, classes: Option<&ClassMatcher>, section: &TextDataSection, strict: bool, notes: &mut Vec<String>, reporter: &dyn Reporter) -> Result<TextSet> {
     let (set, skipped) = load_text(&source.source()?, classes, strict).with_context(|| format!("data.{name}"))?;
     if let Some(line) = skipped_summary(&skipped) {
         reporter.info(&format!("data.{name}: {line}"));
@@ -72,13 +72,16 @@ pub fn load_data(config: &TextConfig, reporter: &dyn Reporter) -> Result<TextDat
         reporter.warn(warning);
         notes.push(warning.to_string());
     }
-    let all = load_source("train", &d.train, d.classes.as_deref(), d, strict, &mut notes, reporter)?;
+    let map = ClassMap::from_setting(d.class_map.as_ref())?;
+    let named = d.classes.as_deref().map(|classes| ClassMatcher::new(classes, &map)).transpose().context("data.classes")?;
+    let all = load_source("train", &d.train, named.as_ref(), d, strict, &mut notes, reporter)?;
     let classes = all.classes.clone();
+    let matcher = ClassMatcher::new(&classes, &map)?;
     if classes.len() < 2 {
         bail!("data.train has {} class(es) ({classes:?}); a classifier needs at least 2", classes.len());
     }
     let mut given = |name, source: &Option<TextSourceConfig>| {
-        source.as_ref().map(|s| load_source(name, s, Some(&classes), d, strict, &mut notes, reporter)).transpose()
+        source.as_ref().map(|s| load_source(name, s, Some(&matcher), d, strict, &mut notes, reporter)).transpose()
     };
     let (valid_given, test_given) = (given("valid", &d.valid)?, given("test", &d.test)?);
     let valid_fraction = if valid_given.is_some() { 0.0 } else { d.valid_fraction };

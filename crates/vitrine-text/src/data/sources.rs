@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail, ensure};
 use rand::{SeedableRng, rngs::StdRng, seq::SliceRandom};
-use vitrine_core::data::{SkippedRow, Table, numbered_lines};
+use vitrine_core::data::{ClassMatcher, SkippedRow, Table, numbered_lines};
 
 use crate::config::TextSource;
 
@@ -29,7 +29,7 @@ pub struct TextSet {
 /// row); otherwise the sorted distinct labels are the classes. Bad rows (missing column, empty
 /// text, unknown label, invalid UTF-8) are skipped and returned with file and line, or fail the
 /// load when `strict`.
-pub fn load_text(source: &TextSource, known_classes: Option<&[String]>, strict: bool) -> Result<(TextSet, Vec<SkippedRow>)> {
+pub fn load_text(source: &TextSource, known_classes: Option<&ClassMatcher>, strict: bool) -> Result<(TextSet, Vec<SkippedRow>)> {
     let mut rows: Vec<(String, String)> = Vec::new();
     let mut skipped: Vec<SkippedRow> = Vec::new();
     let mut bad = |path: &PathBuf, line: u64, reason: String| -> Result<()> {
@@ -63,22 +63,26 @@ pub fn load_text(source: &TextSource, known_classes: Option<&[String]>, strict: 
         }
     }
 
-    let classes: Vec<String> = match known_classes {
-        Some(known) => known.to_vec(),
-        None => rows.iter().map(|(_, l)| l.clone()).collect::<BTreeSet<_>>().into_iter().collect(),
+    let matcher = match known_classes {
+        Some(known) => known.clone(),
+        None => ClassMatcher::exact(&rows.iter().map(|(_, l)| l.clone()).collect::<BTreeSet<_>>().into_iter().collect::<Vec<_>>()),
     };
-    let index: HashMap<&str, u32> = classes.iter().enumerate().map(|(i, c)| (c.as_str(), i as u32)).collect();
+    let classes = matcher.classes().to_vec();
+    // Each distinct label matched once (a data set has few labels and many rows).
+    let mut index: HashMap<String, Result<u32, String>> = HashMap::new();
     let mut examples = Vec::with_capacity(rows.len());
     let mut unknown: Vec<String> = Vec::new();
     for (text, label) in rows {
-        match index.get(label.as_str()) {
-            Some(&l) => examples.push(TextExample { text, label: l }),
-            None => unknown.push(label),
+        let found = index.entry(label.clone()).or_insert_with(|| matcher.find(&label).map(|i| i as u32));
+        match found {
+            Ok(l) => examples.push(TextExample { text, label: *l }),
+            Err(_) => unknown.push(label),
         }
     }
     if !unknown.is_empty() {
         let distinct: BTreeSet<&String> = unknown.iter().collect();
-        let message = format!("{} row(s) with labels {distinct:?} not among the classes {classes:?}", unknown.len());
+        let reasons: Vec<&String> = distinct.iter().filter_map(|l| index[l.as_str()].as_ref().err()).collect();
+        let message = format!("{} row(s) with labels {distinct:?} not among the classes: {}", unknown.len(), reasons.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("; "));
         if strict {
             bail!("{}: {message}", source_name(source));
         }
@@ -212,7 +216,7 @@ mod tests {
         let path = write(tmp.path(), "reviews.csv", csv.as_bytes());
         let source = TextSource::Table { path: path.clone(), text_column: "review".into(), label_column: "sentiment".into() };
         let known: Vec<String> = vec!["negative".into(), "positive".into()];
-        let (set, skipped) = load_text(&source, Some(&known), false).unwrap();
+        let (set, skipped) = load_text(&source, Some(&ClassMatcher::exact(&known)), false).unwrap();
         assert_eq!(set.examples, [
             TextExample { text: "Great, fast delivery".into(), label: 1 },
             TextExample { text: "Broke after\na week".into(), label: 0 },
@@ -224,6 +228,25 @@ mod tests {
         let wrong = TextSource::Table { path, text_column: "text".into(), label_column: "sentiment".into() };
         let err = load_text(&wrong, None, false).unwrap_err().to_string();
         assert!(err.contains("no column `text`") && err.contains("review"), "{err}");
+    }
+
+    #[test]
+    fn labels_match_the_classes_ignoring_case_and_through_a_class_map() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = write(tmp.path(), "r.csv", b"text,label\ngood,Positive\nbad,NEG\nmeh,mixed\nfine,pos\n");
+        let source = TextSource::Table { path, text_column: "text".into(), label_column: "label".into() };
+        let known: Vec<String> = vec!["negative".into(), "positive".into()];
+        let map: vitrine_core::data::ClassMap = {
+            let file = write(tmp.path(), "map.toml", b"neg = \"negative\"\n");
+            vitrine_core::data::ClassMap::read(&file).unwrap()
+        };
+        let matcher = ClassMatcher::new(&known, &map).unwrap();
+        let (set, skipped) = load_text(&source, Some(&matcher), false).unwrap();
+        let labels: Vec<u32> = set.examples.iter().map(|e| e.label).collect();
+        assert_eq!(labels, [1, 0], "Positive by case, NEG through the map");
+        let reason = &skipped[0].reason;
+        assert!(reason.contains("\"mixed\"") && reason.contains("\"pos\"") && reason.contains("nearest is \"positive\""), "{reason}");
+        assert!(load_text(&source, Some(&matcher), true).unwrap_err().to_string().contains("nearest"));
     }
 
     #[test]
