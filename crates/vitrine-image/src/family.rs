@@ -14,7 +14,7 @@ use vitrine_core::run_dir::RunDir;
 use crate::config::{Architecture, TASK, resolve};
 use crate::inference::{ImageRun, evaluate, export, predict};
 
-/// Product-image classification: `fashion-cnn` and `resnet-small`.
+/// Product-image classification: `fashion-cnn`, `resnet-small` and the torchvision backbones.
 pub struct ImageFamily;
 
 impl Family for ImageFamily {
@@ -36,7 +36,29 @@ impl Family for ImageFamily {
 
     fn bench(&self, model: &str, request: &BenchRequest) -> Result<BenchResult> {
         let arch = Architecture::ALL.into_iter().find(|a| a.name() == model).expect("the binary asks only for our models");
-        crate::bench::bench(arch, request.compute, request.batch_size.unwrap_or(128), request.timing)
+        match args::value::<PathBuf>(request.args, "data") {
+            Some(folder) => {
+                let size = args::value::<usize>(request.args, "image_size").unwrap_or(224);
+                crate::bench::bench_folder(arch, &folder, size, request.compute, request.batch_size, request.timing)
+            }
+            None => crate::bench::bench(arch, request.compute, request.batch_size, request.timing),
+        }
+    }
+
+    fn bench_args(&self) -> Vec<Arg> {
+        vec![
+            Arg::new("data")
+                .long("data")
+                .value_name("FOLDER")
+                .value_parser(value_parser!(PathBuf))
+                .help("Image models: stream photos from this folder (one sub-folder per class) and time the loader alone too"),
+            Arg::new("image_size")
+                .long("image-size")
+                .value_name("PIXELS")
+                .value_parser(value_parser!(usize))
+                .default_value("224")
+                .help("Image models with --data: the input size photos are cropped and resized to"),
+        ]
     }
 
     fn eval_args(&self) -> Vec<Arg> {

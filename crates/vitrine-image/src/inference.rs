@@ -17,6 +17,7 @@ use vitrine_core::run_dir::{CONFIG_FILE, RunDir, WEIGHTS_FILE};
 
 use crate::config::{Architecture, ImageConfig, TASK};
 use crate::data::INFERENCE_BATCH;
+use crate::backbones::{Backbone, save_torchvision};
 use crate::model::{FashionCnn, ResnetSmall};
 use crate::training::ImageNet;
 
@@ -55,6 +56,7 @@ impl ImageRun {
         Ok(match self.config.model.name {
             Architecture::FashionCnn => LoadedClassifier::FashionCnn(self.load(device)?),
             Architecture::ResnetSmall => LoadedClassifier::ResnetSmall(self.load(device)?),
+            _ => LoadedClassifier::Backbone(self.load(device)?),
         })
     }
 }
@@ -64,6 +66,7 @@ impl ImageRun {
 pub enum LoadedClassifier {
     FashionCnn(FashionCnn),
     ResnetSmall(ResnetSmall),
+    Backbone(Backbone),
 }
 
 impl LoadedClassifier {
@@ -72,6 +75,7 @@ impl LoadedClassifier {
         match self {
             Self::FashionCnn(m) => m.forward(images),
             Self::ResnetSmall(m) => m.forward(images),
+            Self::Backbone(m) => m.forward(images),
         }
     }
 
@@ -89,6 +93,7 @@ impl LoadedClassifier {
         match self {
             Self::FashionCnn(m) => m.features(images),
             Self::ResnetSmall(m) => m.features(images),
+            Self::Backbone(m) => m.features(images),
         }
     }
 }
@@ -100,7 +105,7 @@ pub fn evaluate(trained: &ImageRun, paths: &[PathBuf], mirror: bool, confusion_o
     let source = DataSource::from_paths(paths)?;
     let strict = ctx.strict || trained.config.run.strict;
     let classes = ClassMatcher::new(&trained.classes, ctx.class_map)?;
-    let (set, report) = load_source(&source, trained.config.data.image, Some(&classes), strict, ctx.reporter)?;
+    let (set, report) = load_source(&source, trained.config.data.image, Some(&classes), strict, trained.config.data.stream, ctx.reporter)?;
     let device = ctx.device();
     let batches = ImageBatches::ordered(Arc::new(set), INFERENCE_BATCH, PixelRange::Unit, device.clone());
     let model = trained.classifier(device)?;
@@ -148,7 +153,8 @@ pub fn predict(trained: &ImageRun, inputs: &[PathBuf], top_k: usize, mirror: boo
         .collect())
 }
 
-/// Exports the run's weights; safetensors files carry the class names and architecture.
+/// Exports the run's weights; safetensors files carry the class names and architecture, and a
+/// torchvision backbone's are in torchvision's layout (its `state_dict` names).
 pub fn export(trained: &ImageRun, format: WeightsFormat, out: &Path, device: &Device) -> Result<()> {
     let metadata = [
         ("architecture", trained.config.model.name.name().to_string()),
@@ -158,5 +164,10 @@ pub fn export(trained: &ImageRun, format: WeightsFormat, out: &Path, device: &De
     match trained.config.model.name {
         Architecture::FashionCnn => export_weights(&trained.load::<FashionCnn>(device)?, format, out, &metadata),
         Architecture::ResnetSmall => export_weights(&trained.load::<ResnetSmall>(device)?, format, out, &metadata),
+        _ if format == WeightsFormat::Safetensors => {
+            let model = trained.load::<Backbone>(device)?;
+            save_torchvision(&model, out, &metadata)
+        }
+        _ => export_weights(&trained.load::<Backbone>(device)?, format, out, &metadata),
     }
 }

@@ -9,6 +9,7 @@
 //! - [`bench`]: training and inference throughput.
 //! - [`family`]: the family as the `vitrine` binary sees it.
 
+pub mod backbones;
 pub mod bench;
 pub mod config;
 pub mod data;

@@ -7,7 +7,7 @@ use burn::prelude::*;
 use burn::store::{ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
 use vitrine_core::backend::{BackendChoice, select_device};
 use vitrine_core::classifier::{ClassifierTask, predict_probabilities};
-use vitrine_core::config::{ImageShape, OptimizerConfig};
+use vitrine_core::config::{ConfigFile, ImageShape, OptimizerConfig};
 use vitrine_core::data::{BatchSource, ImageBatch, ImageBatches, PixelRange, load_idx};
 use vitrine_core::export::{WeightsFormat, load_weights};
 use vitrine_core::report::RunReport;
@@ -222,4 +222,87 @@ fn wgpu_trains_a_few_steps() {
     let losses: Vec<f32> = (0..5).map(|_| task.train_step(fixed.clone(), 1e-2).loss_sum.into_scalar::<f32>() / 6.0).collect();
     assert!(losses.iter().all(|l| l.is_finite()), "{losses:?}");
     assert!(losses[4] < losses[0], "memorising one batch lowers its loss: {losses:?}");
+}
+
+/// A fine-tuning run of torchvision's ResNet-18 (the committed reduced-width fixture) on the
+/// sample at 3×32×32, with `extra` lines in `[model]`.
+fn fine_tuning_config(extra: &str) -> ImageConfig {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/backbones/resnet18.safetensors");
+    let text = format!(
+        r#"
+task = "image-classification"
+[data]
+train = {{ images = "{}", labels = "{}" }}
+test = {{ images = "{}", labels = "{}" }}
+limit = 1600
+image = {{ channels = 3, height = 32, width = 32 }}
+[model]
+name = "resnet18"
+width = 4
+pretrained = "{}"
+{extra}
+[train]
+epochs = 8
+"#,
+        sample("train-images-idx3-ubyte.gz"),
+        sample("train-labels-idx1-ubyte.gz"),
+        sample("t10k-images-idx3-ubyte.gz"),
+        sample("t10k-labels-idx1-ubyte.gz"),
+        fixture.display()
+    );
+    crate::config::resolve(&ConfigFile::from_text(Path::new("fine-tune.toml"), text).unwrap(), &[]).unwrap()
+}
+
+/// One tensor of a safetensors file as f32 values.
+fn safetensor(path: &Path, name: &str) -> Vec<f32> {
+    let bytes = std::fs::read(path).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    file.tensor(name).unwrap().data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()
+}
+
+#[test]
+fn a_pretrained_backbone_fine_tunes_freezes_and_exports_in_torchvisions_layout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/backbones/resnet18.safetensors");
+    let c = fine_tuning_config("");
+    assert_eq!((c.train.batch_size, c.model.backbone_lr(), c.train.restore_best), (32, 0.1, true), "the fine-tuning recipe");
+    let report = flex_run(&c, &tmp.path().join("tuned"));
+    let (first, last) = (&report.epochs[0], report.epochs.last().unwrap());
+    assert!(last.train_loss < 0.9 * first.train_loss, "loss falls: {first:?} -> {last:?}");
+    let accuracy = report.test.unwrap().accuracy;
+    assert!(accuracy > 0.4, "well above chance (0.1): {accuracy} after {:?}", report.epochs);
+    let exported = tmp.path().join("tuned.safetensors");
+    export(&ImageRun::open(&tmp.path().join("tuned")).unwrap(), WeightsFormat::Safetensors, &exported, &Device::flex()).unwrap();
+    let names = |path: &Path| -> Vec<String> {
+        let bytes = std::fs::read(path).unwrap();
+        let mut names: Vec<String> = safetensors::SafeTensors::deserialize(&bytes).unwrap().names().into_iter().map(String::from).collect();
+        names.retain(|n| !n.ends_with("num_batches_tracked"));
+        names.sort();
+        names
+    };
+    assert_eq!(names(&exported), names(&fixture), "torchvision's state_dict names");
+    let moved = |name: &str| safetensor(&exported, name) != safetensor(&fixture, name);
+    assert!(moved("conv1.weight") && moved("layer4.1.conv2.weight"), "the backbone fine-tunes");
+
+    let frozen = flex_run(&fine_tuning_config("freeze_backbone = true"), &tmp.path().join("frozen"));
+    assert!(frozen.epochs.last().unwrap().train_loss < frozen.epochs[0].train_loss, "the head alone learns");
+    export(&ImageRun::open(&tmp.path().join("frozen")).unwrap(), WeightsFormat::Safetensors, &exported, &Device::flex()).unwrap();
+    assert!(!moved("conv1.weight") && !moved("layer4.1.conv2.weight"), "a frozen backbone keeps torchvision's weights");
+    assert!(moved("fc.weight"), "the new head trains");
+}
+
+#[test]
+fn backbone_settings_are_checked() {
+    let file = |model: &str| {
+        let text = format!("task = \"image-classification\"\n[data]\ntrain = {{ folder = \"f\" }}\n[model]\n{model}\n");
+        ConfigFile::from_text(Path::new("x.toml"), text).unwrap()
+    };
+    let err = crate::config::resolve(&file("name = \"fashion-cnn\"\npretrained = \"r.safetensors\""), &[]).unwrap_err().to_string();
+    assert!(err.contains("model.pretrained") && err.contains("resnet18"), "{err}");
+    let err = crate::config::resolve(&file("name = \"resnet18\"\nwidth_mult = 0.5"), &[]).unwrap_err().to_string();
+    assert!(err.contains("width_mult"), "{err}");
+    let err = crate::config::resolve(&file("name = \"resnet50\"\nbackbone_lr = 3.0"), &[]).unwrap_err().to_string();
+    assert!(err.contains("backbone_lr"), "{err}");
+    let ok = crate::config::resolve(&file("name = \"mobilenet-v3-small\"\nwidth_mult = 0.5\nfreeze_stages = 2"), &[]).unwrap();
+    assert_eq!((ok.model.backbone_lr(), ok.train.batch_size), (1.0, 32), "no pretrained weights: one learning rate");
 }

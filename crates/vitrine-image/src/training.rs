@@ -12,13 +12,47 @@ use vitrine_core::plot::confusion_png;
 use vitrine_core::report::{DataSummary, RunReport};
 use vitrine_core::train::{Batches, Built, FitOutcome, HeldOut, Recipe, TrainContext, build_optimizer, recipe};
 
-use crate::config::{Architecture, ImageConfig, TASK};
+use crate::config::{Architecture, ImageConfig, ImageModelConfig, TASK};
 use crate::data::{batches, load_data};
+use crate::backbones::{Backbone, Mobilenet, MobilenetSize, Resnet, ResnetDepth, load_torchvision};
 use crate::model::{FashionCnn, ResnetSmall};
 
 /// An image classifier Vitrine can build, train, save and load.
 pub trait ImageNet: ClassifierModel<Input = Tensor<4>> + ModuleSnapshot {
     fn build(config: &ImageConfig, classes: usize, device: &Device) -> Self;
+
+    /// The network with the config's pretrained weights, for a new run.
+    fn load_pretrained(self, _config: &ImageConfig) -> Result<Self> {
+        Ok(self)
+    }
+}
+
+impl ImageNet for Backbone {
+    fn build(config: &ImageConfig, classes: usize, device: &Device) -> Self {
+        build_backbone(&config.model, classes, device)
+    }
+
+    fn load_pretrained(self, config: &ImageConfig) -> Result<Self> {
+        match &config.model.pretrained {
+            // Frozen parameters stay frozen: loading keeps each parameter's gradient setting.
+            Some(path) => load_torchvision(self, path, false),
+            None => Ok(self),
+        }
+    }
+}
+
+/// The configured torchvision network, frozen and with its backbone learning rate as configured.
+pub fn build_backbone(m: &ImageModelConfig, classes: usize, device: &Device) -> Backbone {
+        let net = match m.name {
+            Architecture::Resnet18 => Backbone::Resnet(Resnet::new(ResnetDepth::R18, m.width(), classes, m.dropout, device)),
+            Architecture::Resnet34 => Backbone::Resnet(Resnet::new(ResnetDepth::R34, m.width(), classes, m.dropout, device)),
+            Architecture::Resnet50 => Backbone::Resnet(Resnet::new(ResnetDepth::R50, m.width(), classes, m.dropout, device)),
+            Architecture::MobilenetV3Large => Backbone::Mobilenet(Mobilenet::new(MobilenetSize::Large, m.width_mult, classes, m.dropout, device)),
+            Architecture::MobilenetV3Small => Backbone::Mobilenet(Mobilenet::new(MobilenetSize::Small, m.width_mult, classes, m.dropout, device)),
+            Architecture::FashionCnn | Architecture::ResnetSmall => unreachable!("{} is not a torchvision backbone", m.name.name()),
+        };
+    let frozen = if m.freeze_backbone { usize::MAX } else { m.freeze_stages };
+    net.with_backbone_lr(m.backbone_lr()).freeze(frozen)
 }
 
 impl ImageNet for FashionCnn {
@@ -29,7 +63,7 @@ impl ImageNet for FashionCnn {
 
 impl ImageNet for ResnetSmall {
     fn build(config: &ImageConfig, classes: usize, device: &Device) -> Self {
-        ResnetSmall::with_width(config.data.image, classes, config.model.dropout, config.model.width, device)
+        ResnetSmall::with_width(config.data.image, classes, config.model.dropout, config.model.width(), device)
     }
 }
 
@@ -38,6 +72,7 @@ pub fn train(config: &ImageConfig, ctx: &TrainContext) -> Result<RunReport> {
     match config.model.name {
         Architecture::FashionCnn => recipe::train(&ImageRecipe::<FashionCnn>::new(config), ctx),
         Architecture::ResnetSmall => recipe::train(&ImageRecipe::<ResnetSmall>::new(config), ctx),
+        _ => recipe::train(&ImageRecipe::<Backbone>::new(config), ctx),
     }
 }
 
@@ -73,8 +108,12 @@ impl<M: ImageNet> Recipe for ImageRecipe<'_, M> {
         data.train.classes.clone()
     }
 
-    fn build(&self, data: &ImageSplits, train_device: &Device, _ctx: &TrainContext) -> Result<Built<Self::Task>> {
-        let model = M::build(self.config, data.train.classes.len(), train_device);
+    fn build(&self, data: &ImageSplits, train_device: &Device, ctx: &TrainContext) -> Result<Built<Self::Task>> {
+        let mut model = M::build(self.config, data.train.classes.len(), train_device);
+        if !ctx.resuming {
+            // A resumed run's checkpoint replaces the weights anyway.
+            model = model.load_pretrained(self.config)?;
+        }
         let parameters = model.num_params();
         let optimizer = build_optimizer(&self.config.train.optimizer, self.config.train.grad_clip_norm);
         let task = ClassifierTask::new(model, optimizer, train_device);

@@ -34,6 +34,10 @@ pub struct ImageDataSection {
     pub image: ImageShape,
     #[serde(default)]
     pub augment: Augment,
+    /// Leave image folders on disk and decode each photo when a batch needs it (on worker
+    /// threads, ahead of the model): memory that does not grow with the number of photos.
+    #[serde(default)]
+    pub stream: bool,
 }
 
 fn default_valid_fraction() -> f64 {
@@ -119,6 +123,10 @@ pub struct Augment {
     /// Probability of random erasing (Zhong et al. 2017): one rectangle of 2–40% of the image, of
     /// aspect ratio 0.3–3.3, filled with random pixels.
     pub erase: f64,
+    /// Random resized crop (torchvision's `RandomResizedCrop`): a random 8–100% of the photo, of
+    /// aspect ratio 3/4–4/3, resized to the input size; taken from the full-size photo when
+    /// `data.stream` is on.
+    pub resized_crop: bool,
 }
 
 impl DataConfig for ImageDataSection {

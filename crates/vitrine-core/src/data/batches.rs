@@ -1,10 +1,12 @@
 //! Batches as device tensors, built on a background thread so loading never stalls compute.
 
+use std::borrow::Cow;
 use std::sync::{Arc, mpsc};
 
 
 use burn::prelude::*;
 use rand::{Rng, SeedableRng, rngs::StdRng, seq::SliceRandom};
+use rayon::prelude::*;
 
 use super::images::ImageSet;
 use crate::config::Augment;
@@ -97,6 +99,10 @@ impl ImageBatches {
         &self.device
     }
 
+    pub fn batch_size(&self) -> usize {
+        self.batch_size
+    }
+
     /// Shuffled batches, augmented as configured (training).
     pub fn shuffled(
         set: Arc<ImageSet>,
@@ -140,9 +146,8 @@ impl ImageBatches {
         let shape = self.set.shape;
         let (c, h, w) = (shape.channels, shape.height, shape.width);
         let mut pixels = Vec::with_capacity(indices.len() * shape.pixels());
-        for &i in indices {
+        for image in self.sources(indices, rng) {
             let start = pixels.len();
-            let image = self.set.image(i);
             let flip = self.augment.flip && rng.random_bool(0.5);
             let s = self.augment.shift as i32;
             let (dy, dx) = if s > 0 { (rng.random_range(-s..=s) as isize, rng.random_range(-s..=s) as isize) } else { (0, 0) };
@@ -185,6 +190,36 @@ impl ImageBatches {
     }
 }
 
+impl ImageBatches {
+    /// The images at `indices` as bytes of the set's shape, cropped when configured: decoded in
+    /// parallel when streamed or cropped, borrowed otherwise. Crop boxes are drawn first, in order,
+    /// so the random stream does not depend on thread timing.
+    fn sources(&self, indices: &[usize], rng: &mut StdRng) -> Vec<Cow<'_, [u8]>> {
+        if self.augment.resized_crop {
+            let crops: Vec<[f64; 4]> = indices.iter().map(|_| resized_crop_box(rng)).collect();
+            return indices.par_iter().zip(crops).map(|(&i, crop)| Cow::Owned(self.set.image_cropped(i, crop))).collect();
+        }
+        match self.set.is_streamed() {
+            true => indices.par_iter().map(|&i| self.set.image(i)).collect(),
+            false => indices.iter().map(|&i| self.set.image(i)).collect(),
+        }
+    }
+}
+
+/// torchvision's `RandomResizedCrop` box as fractions (left, top, width, height): 8–100% of the
+/// area, aspect ratio 3/4–4/3 (log-uniform), the whole image when ten draws do not fit.
+fn resized_crop_box(rng: &mut StdRng) -> [f64; 4] {
+    for _ in 0..10 {
+        let area = rng.random_range(0.08..1.0);
+        let aspect = rng.random_range((3.0f64 / 4.0).ln()..(4.0f64 / 3.0).ln()).exp();
+        let (w, h) = ((area * aspect).sqrt(), (area / aspect).sqrt());
+        if w <= 1.0 && h <= 1.0 {
+            return [rng.random_range(0.0..=1.0 - w), rng.random_range(0.0..=1.0 - h), w, h];
+        }
+    }
+    [0.0, 0.0, 1.0, 1.0]
+}
+
 /// Random erasing's rectangle (top, left, height, width): 2–40% of the image, aspect 0.3–3.3,
 /// as in Zhong et al.; `None` when no draw in ten fits (tiny images).
 fn erase_box(h: usize, w: usize, rng: &mut StdRng) -> Option<(usize, usize, usize, usize)> {
@@ -209,7 +244,7 @@ mod tests {
         // Five 1×2×3 images whose pixels encode their index.
         let shape = ImageShape { channels: 1, height: 2, width: 3 };
         let pixels = (0..5u8).flat_map(|i| [i, 0, 0, 0, 0, 255]).collect();
-        Arc::new(ImageSet { shape, pixels, labels: vec![0, 1, 2, 0, 1], classes: vec!["a".into(), "b".into(), "c".into()] })
+        Arc::new(ImageSet::in_memory(shape, pixels, vec![0, 1, 2, 0, 1], vec!["a".into(), "b".into(), "c".into()]))
     }
 
     #[test]
@@ -245,7 +280,7 @@ mod tests {
     #[test]
     fn flip_mirrors_rows() {
         let shape = ImageShape { channels: 1, height: 1, width: 3 };
-        let set = Arc::new(ImageSet { shape, pixels: vec![0, 128, 255], labels: vec![0], classes: vec!["a".into()] });
+        let set = Arc::new(ImageSet::in_memory(shape, vec![0, 128, 255], vec![0], vec!["a".into()]));
         let augment = Augment { flip: true, ..Augment::default() };
         let seen: Vec<Vec<f32>> = (0..20)
             .map(|epoch| {
@@ -260,7 +295,7 @@ mod tests {
     #[test]
     fn erasing_replaces_one_small_rectangle() {
         let shape = ImageShape { channels: 1, height: 10, width: 10 };
-        let set = Arc::new(ImageSet { shape, pixels: vec![255; 100], labels: vec![0], classes: vec!["a".into()] });
+        let set = Arc::new(ImageSet::in_memory(shape, vec![255; 100], vec![0], vec!["a".into()]));
         let augment = Augment { erase: 1.0, ..Augment::default() };
         for epoch in 0..20 {
             let b = ImageBatches::shuffled(set.clone(), 1, 5, augment, PixelRange::Unit, Device::flex());

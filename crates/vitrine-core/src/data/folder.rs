@@ -12,7 +12,8 @@ use crate::reporter::Reporter;
 
 const IMAGE_EXTENSIONS: [&str; 5] = ["png", "jpg", "jpeg", "bmp", "webp"];
 
-/// Loads every image under `root/<class>/`, decoding in parallel.
+/// Loads every image under `root/<class>/`, decoding in parallel; with `stream`, only reads each
+/// file's header (to skip what does not decode) and leaves the pixels on disk.
 ///
 /// With `known_classes`, folder names are matched to those classes (see [`ClassMatcher`]; a
 /// folder matching no class is an error naming the nearest); otherwise the sorted folder names
@@ -23,6 +24,7 @@ pub fn load_folder(
     shape: ImageShape,
     known_classes: Option<&ClassMatcher>,
     strict: bool,
+    stream: bool,
     reporter: &dyn Reporter,
 ) -> Result<(ImageSet, LoadReport)> {
     ensure!(root.is_dir(), "{} is not a folder", root.display());
@@ -75,25 +77,30 @@ pub fn load_folder(
         }
     }
 
-    let bar = reporter.progress("decoding", files.len());
+    let bar = reporter.progress(if stream { "checking" } else { "decoding" }, files.len());
     let done = std::sync::atomic::AtomicUsize::new(0);
     let decoded: Vec<Result<Vec<u8>, String>> = files
         .par_iter()
         .map(|(path, _)| {
-            let image = decode(path).map(|img| to_shape(img, shape));
+            let image = match stream {
+                true => check_header(path).map(|_| Vec::new()),
+                false => decode(path).map(|img| to_shape(img, shape)),
+            };
             bar.set(done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1);
             image
         })
         .collect();
     bar.finish();
 
-    let mut pixels = Vec::with_capacity(files.len() * shape.pixels());
+    let mut pixels = Vec::with_capacity(if stream { 0 } else { files.len() * shape.pixels() });
+    let mut kept = Vec::new();
     let mut labels = Vec::with_capacity(files.len());
     for ((path, label), result) in files.into_iter().zip(decoded) {
         match result {
             Ok(bytes) => {
                 pixels.extend(bytes);
                 labels.push(label);
+                kept.push(path);
             }
             Err(reason) if strict => bail!("{}: {reason} (strict mode)", path.display()),
             Err(reason) => {
@@ -103,7 +110,21 @@ pub fn load_folder(
         }
     }
     ensure!(!labels.is_empty(), "{} holds no readable images", root.display());
-    Ok((ImageSet { shape, pixels, labels, classes }, report))
+    let set = match stream {
+        true => ImageSet::on_disk(shape, kept, labels, classes),
+        false => ImageSet::in_memory(shape, pixels, labels, classes),
+    };
+    Ok((set, report))
+}
+
+/// Reads a file's format and size only, as a cheap check that a streamed image will decode.
+fn check_header(path: &Path) -> Result<(u32, u32), String> {
+    image::ImageReader::open(path)
+        .map_err(|e| e.to_string())?
+        .with_guessed_format()
+        .map_err(|e| e.to_string())?
+        .into_dimensions()
+        .map_err(|e| format!("not a readable image: {e}"))
 }
 
 fn decode(path: &Path) -> Result<image::DynamicImage, String> {
@@ -160,22 +181,43 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         fixture(tmp.path());
         let shape = ImageShape { channels: 1, height: 28, width: 28 };
-        let (set, report) = load_folder(tmp.path(), shape, None, false, &Silent).unwrap();
+        let (set, report) = load_folder(tmp.path(), shape, None, false, false, &Silent).unwrap();
         assert_eq!(set.classes, ["bag", "sneaker"]);
         assert_eq!(set.labels, [0, 1]);
-        assert_eq!(set.pixels.len(), 2 * 28 * 28);
+        assert_eq!(set.memory_bytes(), 2 * 28 * 28);
         assert_eq!((report.hidden, report.not_images), (1, 2));
         assert_eq!(report.corrupt.len(), 1);
         assert!(report.corrupt[0].0.ends_with("bag/broken.png"));
         let rgb = ImageShape { channels: 3, height: 8, width: 8 };
-        assert_eq!(load_folder(tmp.path(), rgb, None, false, &Silent).unwrap().0.pixels.len(), 2 * 3 * 64);
+        assert_eq!(load_folder(tmp.path(), rgb, None, false, false, &Silent).unwrap().0.memory_bytes(), 2 * 3 * 64);
+    }
+
+    #[test]
+    fn a_streamed_folder_keeps_paths_and_decodes_on_use() {
+        let tmp = tempfile::tempdir().unwrap();
+        fixture(tmp.path());
+        let shape = ImageShape { channels: 3, height: 8, width: 8 };
+        let (decoded, _) = load_folder(tmp.path(), shape, None, false, false, &Silent).unwrap();
+        let (streamed, report) = load_folder(tmp.path(), shape, None, false, true, &Silent).unwrap();
+        assert!(streamed.is_streamed() && streamed.memory_bytes() == 0);
+        assert_eq!(report.corrupt.len(), 1, "the broken header is found without decoding");
+        assert_eq!(streamed.labels, decoded.labels);
+        for i in 0..2 {
+            assert_eq!(streamed.image(i), decoded.image(i), "image {i} decodes the same on use");
+        }
+        let whole = streamed.image_cropped(0, [0.0, 0.0, 1.0, 1.0]);
+        assert_eq!(whole, *decoded.image(0), "a crop of the whole photo is the photo");
+        let corner = streamed.image_cropped(0, [0.0, 0.0, 0.25, 0.25]);
+        assert_eq!(corner.len(), shape.pixels());
+        assert_ne!(corner, whole, "a corner is not the whole photo");
+        assert!(load_folder(tmp.path(), shape, None, true, true, &Silent).is_err(), "strict mode still refuses the broken file");
     }
 
     #[test]
     fn strict_mode_fails_on_a_corrupt_image_with_its_path() {
         let tmp = tempfile::tempdir().unwrap();
         fixture(tmp.path());
-        let err = load_folder(tmp.path(), ImageShape::default(), None, true, &Silent).unwrap_err();
+        let err = load_folder(tmp.path(), ImageShape::default(), None, true, false, &Silent).unwrap_err();
         assert!(format!("{err:#}").contains("broken.png"), "{err:#}");
     }
 
@@ -185,11 +227,11 @@ mod tests {
         fixture(tmp.path());
         let known: Vec<String> = ["Sneaker", "coat", "Bag"].map(String::from).to_vec();
         let matcher = ClassMatcher::exact(&known);
-        let (set, _) = load_folder(tmp.path(), ImageShape::default(), Some(&matcher), false, &Silent).unwrap();
+        let (set, _) = load_folder(tmp.path(), ImageShape::default(), Some(&matcher), false, false, &Silent).unwrap();
         assert_eq!(set.labels, [2, 0], "bag is class 2 and sneaker class 0 of the model");
         assert_eq!(set.classes, known);
         let two = ClassMatcher::exact(&["SNEAKER".into(), "coat".into()]);
-        let err = load_folder(tmp.path(), ImageShape::default(), Some(&two), false, &Silent).unwrap_err();
+        let err = load_folder(tmp.path(), ImageShape::default(), Some(&two), false, false, &Silent).unwrap_err();
         let msg = format!("{err:#}");
         assert!(msg.contains("\"bag\" is none of the classes") && msg.contains("nearest"), "{msg}");
         assert!(!msg.contains("\"sneaker\" is none"), "{msg}");

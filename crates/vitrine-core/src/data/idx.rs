@@ -55,7 +55,7 @@ pub fn load_idx(
         }
         out
     };
-    Ok(ImageSet { shape, pixels, labels, classes })
+    Ok(ImageSet::in_memory(shape, pixels, labels, classes))
 }
 
 /// Reads an unsigned-byte IDX file with `rank` dimensions: its sizes and data.
@@ -150,7 +150,7 @@ mod tests {
             let set = load_idx(&images, &labels, shape, None).unwrap();
             assert_eq!(set.len(), 5);
             assert_eq!(set.classes, ["0", "1", "2"]);
-            assert_eq!(set.image(1), [4, 5, 6, 7]);
+            assert_eq!(*set.image(1), [4, 5, 6, 7]);
         }
     }
 

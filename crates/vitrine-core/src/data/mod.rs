@@ -25,12 +25,14 @@ use crate::config::{DataSource, ImageDataSection, ImageShape, SourceLayout};
 use crate::reporter::Reporter;
 
 /// Loads one configured source. `classes` are the known classes in label order: required to
-/// match an image folder against a trained model, and used to name IDX labels.
+/// match an image folder against a trained model, and used to name IDX labels. With `stream`, a
+/// folder's images stay on disk (IDX files are always read whole).
 pub fn load_source(
     source: &DataSource,
     shape: ImageShape,
     classes: Option<&ClassMatcher>,
     strict: bool,
+    stream: bool,
     reporter: &dyn Reporter,
 ) -> Result<(ImageSet, LoadReport)> {
     match source.layout()? {
@@ -38,7 +40,7 @@ pub fn load_source(
             let set = load_idx(&images, &labels, shape, classes.map(ClassMatcher::classes))?;
             Ok((set, LoadReport::default()))
         }
-        SourceLayout::Folder(folder) => load_folder(&folder, shape, classes, strict, reporter)
+        SourceLayout::Folder(folder) => load_folder(&folder, shape, classes, strict, stream, reporter)
             .with_context(|| format!("loading image folder {}", folder.display())),
     }
 }
@@ -81,7 +83,7 @@ pub fn load_image_splits(d: &ImageDataSection, seed: u64, strict: bool, reporter
     };
     let map = ClassMap::from_setting(d.class_map.as_ref())?;
     let named = d.classes.as_deref().map(|classes| ClassMatcher::new(classes, &map)).transpose().context("data.classes")?;
-    let (mut train, report) = load_source(&d.train, d.image, named.as_ref(), strict, reporter).context("data.train")?;
+    let (mut train, report) = load_source(&d.train, d.image, named.as_ref(), strict, d.stream, reporter).context("data.train")?;
     note("train", &report);
     if let Some(limit) = d.limit {
         train = train.truncate(limit);
@@ -89,7 +91,7 @@ pub fn load_image_splits(d: &ImageDataSection, seed: u64, strict: bool, reporter
     let classes = ClassMatcher::new(&train.classes, &map)?;
     // A given valid/test source, its classes matched to train's.
     let mut held_out = |name: &str, source: &DataSource| -> Result<ImageSet> {
-        let (set, report) = load_source(source, d.image, Some(&classes), strict, reporter).with_context(|| format!("data.{name}"))?;
+        let (set, report) = load_source(source, d.image, Some(&classes), strict, d.stream, reporter).with_context(|| format!("data.{name}"))?;
         note(name, &report);
         Ok(set)
     };
@@ -130,7 +132,7 @@ pub fn read_images(inputs: &[PathBuf], shape: ImageShape, strict: bool, reporter
     if kept.is_empty() {
         bail!("none of the inputs could be read as images");
     }
-    let set = ImageSet { shape, pixels, labels: vec![0; kept.len()], classes: vec!["?".into()] };
+    let set = ImageSet::in_memory(shape, pixels, vec![0; kept.len()], vec!["?".into()]);
     Ok((set, kept))
 }
 
