@@ -77,7 +77,13 @@ def build(arch: str, full_width: bool):
 
 
 def randomise_batch_norm(model: nn.Module, generator: torch.Generator):
+    """Random batch-norm statistics and affine parameters, and linear layers at 1/sqrt(fan-in)
+    instead of torchvision's N(0, 0.01) for MobileNet, so that logits are of order 1 and a
+    1e-4 comparison means something."""
     for m in model.modules():
+        if isinstance(m, nn.Linear):
+            m.weight.data = torch.randn(m.weight.shape, generator=generator) / m.in_features**0.5
+            m.bias.data = 0.1 * torch.randn(m.out_features, generator=generator)
         if isinstance(m, nn.BatchNorm2d):
             n = m.num_features
             m.weight.data = 1 + 0.2 * torch.randn(n, generator=generator)

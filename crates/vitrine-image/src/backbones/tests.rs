@@ -78,8 +78,11 @@ fn backbones_match_torchvision_to_1e4() {
         let fresh_logits = fresh.forward_normalized(input.clone()).into_data().try_to_vec::<f32>().unwrap();
         let model = load_torchvision(build(arch, &device), &fixtures().join(format!("{arch}.safetensors")), true).unwrap().valid();
         let logits = model.forward_normalized(input).into_data().try_to_vec::<f32>().unwrap();
+        // To 1e-4 of the logits' scale (at least 1): float sums in another order drift with depth
+        // and width, e.g. full-width ResNet-50's logits of ~10 differ by ~1e-4.
+        let scale = expected.iter().fold(1.0f32, |m, v| m.max(v.abs()));
         let difference = max_difference(&logits, expected);
-        assert!(difference < 1e-4, "{arch}: logits differ from torchvision's by {difference}");
+        assert!(difference < 1e-4 * scale, "{arch}: logits differ from torchvision's by {difference} (largest logit {scale})");
         assert!(max_difference(&fresh_logits, expected) > 1e-2, "{arch}: a fresh network should not match");
     }
 }
