@@ -154,3 +154,23 @@ fn pickled_pth_checkpoints_load_like_safetensors() {
         assert!(difference < 1e-4, "{arch}.pth: logits differ from torchvision's by {difference}");
     }
 }
+
+#[test]
+fn every_backbone_fine_tunes_from_its_fixture() {
+    use vitrine_core::classifier::ClassifierTask;
+    use vitrine_core::config::{ImageShape, OptimizerConfig};
+    use vitrine_core::data::{BatchSource, ImageBatch, ImageBatches, PixelRange, load_idx};
+    use vitrine_core::train::{TrainTask, build_optimizer};
+
+    let device = Device::flex().autodiff();
+    let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets/fashion-mnist-sample");
+    let shape = ImageShape { channels: 3, height: 32, width: 32 };
+    let set = load_idx(&samples.join("train-images-idx3-ubyte.gz"), &samples.join("train-labels-idx1-ubyte.gz"), shape, None).unwrap().truncate(64);
+    let batch: ImageBatch = ImageBatches::ordered(std::sync::Arc::new(set), 64, PixelRange::Unit, device.clone()).batches(0).next().unwrap();
+    for arch in ARCHES {
+        let model = load_torchvision(build_for(arch, 10, &device).with_backbone_lr(0.1), &fixtures().join(format!("{arch}.safetensors")), false).unwrap();
+        let mut task = ClassifierTask::<Backbone, ImageBatch>::new(model, build_optimizer(&OptimizerConfig::default(), None), &device);
+        let losses: Vec<f32> = (0..15).map(|_| task.train_step(batch.clone(), 3e-3).loss_sum.into_scalar() / 64.0).collect();
+        assert!(losses[14] < 0.7 * losses[0], "{arch}: the loss falls: {losses:?}");
+    }
+}
