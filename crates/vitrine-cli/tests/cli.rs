@@ -258,13 +258,13 @@ fn bad_input_is_explained_not_panicked() {
     let err = fails(&["eval", "no/such/run", "--data", "x"]);
     assert!(err.contains("no/such/run"), "{err}");
 
-    // An image folder with a class the model does not know lists both sets.
+    // An image folder with a class the model does not know names it and the nearest class.
     let run = trained_run();
     let folder = tmp.path().join("eval");
     image_folder(&folder, &["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]);
     std::fs::create_dir_all(folder.join("Smartwatch")).unwrap();
     let err = fails(&["eval", run.to_str().unwrap(), "--data", folder.to_str().unwrap()]);
-    assert!(err.contains("Smartwatch") && err.contains("model classes"), "{err}");
+    assert!(err.contains("\"Smartwatch\" is none of the classes") && err.contains("nearest is"), "{err}");
 }
 
 #[test]

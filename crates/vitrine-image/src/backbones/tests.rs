@@ -170,7 +170,7 @@ fn every_backbone_fine_tunes_from_its_fixture() {
     for arch in ARCHES {
         let model = load_torchvision(build_for(arch, 10, &device).with_backbone_lr(0.1), &fixtures().join(format!("{arch}.safetensors")), false).unwrap();
         let mut task = ClassifierTask::<Backbone, ImageBatch>::new(model, build_optimizer(&OptimizerConfig::default(), None), &device);
-        let losses: Vec<f32> = (0..15).map(|_| task.train_step(batch.clone(), 3e-3).loss_sum.into_scalar() / 64.0).collect();
+        let losses: Vec<f32> = (0..15).map(|_| task.train_step(batch.clone(), 3e-3).loss_sum.into_scalar::<f32>() / 64.0).collect();
         assert!(losses[14] < 0.7 * losses[0], "{arch}: the loss falls: {losses:?}");
     }
 }
