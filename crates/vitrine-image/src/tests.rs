@@ -25,23 +25,19 @@ fn sample(file: &str) -> String {
     dir.join(file).display().to_string()
 }
 
-fn config(extra: &str) -> ImageConfig {
-    let text = format!(
-        r#"
-task = "image-classification"
-[data]
-train = {{ images = "{}", labels = "{}" }}
-test = {{ images = "{}", labels = "{}" }}
-valid_fraction = 0.2
-{extra}
-[model]
-name = "fashion-cnn"
-"#,
+/// `[data]`'s train and test lines for the shipped sample.
+fn sample_sources() -> String {
+    format!(
+        "train = {{ images = \"{}\", labels = \"{}\" }}\ntest = {{ images = \"{}\", labels = \"{}\" }}",
         sample("train-images-idx3-ubyte.gz"),
         sample("train-labels-idx1-ubyte.gz"),
         sample("t10k-images-idx3-ubyte.gz"),
         sample("t10k-labels-idx1-ubyte.gz"),
-    );
+    )
+}
+
+fn config(extra: &str) -> ImageConfig {
+    let text = format!("task = \"image-classification\"\n[data]\n{}\nvalid_fraction = 0.2\n{extra}\n[model]\nname = \"fashion-cnn\"\n", sample_sources());
     ImageConfig::parse(&text, &[]).unwrap()
 }
 
@@ -232,8 +228,7 @@ fn fine_tuning_config(extra: &str) -> ImageConfig {
         r#"
 task = "image-classification"
 [data]
-train = {{ images = "{}", labels = "{}" }}
-test = {{ images = "{}", labels = "{}" }}
+{}
 limit = 1600
 image = {{ channels = 3, height = 32, width = 32 }}
 [model]
@@ -244,10 +239,7 @@ pretrained = "{}"
 [train]
 epochs = 8
 "#,
-        sample("train-images-idx3-ubyte.gz"),
-        sample("train-labels-idx1-ubyte.gz"),
-        sample("t10k-images-idx3-ubyte.gz"),
-        sample("t10k-labels-idx1-ubyte.gz"),
+        sample_sources(),
         fixture.display()
     );
     crate::config::resolve(&ConfigFile::from_text(Path::new("fine-tune.toml"), text).unwrap(), &[]).unwrap()
