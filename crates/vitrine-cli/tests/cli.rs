@@ -194,6 +194,32 @@ fn folder_names_map_to_the_run_classes_for_eval_predict_and_train() {
 }
 
 #[test]
+fn a_streamed_photo_folder_trains_evaluates_and_benches() {
+    let tmp = tempfile::tempdir().unwrap();
+    let folder = tmp.path().join("photos");
+    image_folder(&folder, &["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle-boot"]);
+    let config = tmp.path().join("stream.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "task = \"image-classification\"\n[data]\ntrain = {{ folder = {:?} }}\nstream = true\nimage = {{ channels = 3, height = 32, width = 32 }}\naugment = {{ flip = true, resized_crop = true }}\n[model]\nname = \"fashion-cnn\"\n[train]\nepochs = 2\nbatch_size = 16\n",
+            folder.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let run = tmp.path().join("run");
+    let out = ok(&["train", config.to_str().unwrap(), "--backend", "flex", "--out", run.to_str().unwrap()]);
+    assert!(out.contains("epoch 2/2"), "{out}");
+    let json: serde_json::Value = serde_json::from_str(&ok(&["eval", run.to_str().unwrap(), "--data", folder.to_str().unwrap(), "--json"])).unwrap();
+    assert_eq!(json["examples"], 60);
+
+    let bench = ok(&["bench", "--model", "fashion-cnn", "--backend", "flex", "--data", folder.to_str().unwrap(), "--image-size", "32", "--steps", "2", "--warmup", "0", "--json"]);
+    let bench: serde_json::Value = serde_json::from_str(&bench).unwrap();
+    assert_eq!(bench[0]["images"], 60);
+    assert!(bench[0]["loader_images_per_sec"].as_f64().unwrap() > 0.0 && bench[0]["train_samples_per_sec"].as_f64().unwrap() > 0.0, "{bench}");
+}
+
+#[test]
 fn predict_names_classes_for_files_and_folders() {
     let run = trained_run();
     let tmp = tempfile::tempdir().unwrap();
