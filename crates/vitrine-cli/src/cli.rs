@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Command, CommandFactory, Parser};
 use vitrine_core::backend::BackendChoice;
+use vitrine_core::data::ClassMap;
 use vitrine_core::export::WeightsFormat;
 use vitrine_core::family::Family;
 
@@ -93,6 +94,13 @@ pub struct RunArgs {
     pub class_map: Option<PathBuf>,
     #[command(flatten)]
     pub backend: BackendArg,
+}
+
+impl RunArgs {
+    /// The `--class-map` file, read (an empty map without one).
+    pub fn class_map(&self) -> anyhow::Result<ClassMap> {
+        Ok(self.class_map.as_deref().map(ClassMap::read).transpose()?.unwrap_or_default())
+    }
 }
 
 /// `vitrine eval`.

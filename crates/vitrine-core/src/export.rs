@@ -26,12 +26,25 @@ impl std::str::FromStr for WeightsFormat {
 }
 
 /// Writes `model`'s weights to `path`. Safetensors files follow PyTorch's `state_dict`
-/// conventions (linear weights `[out, in]`, batch-norm `weight`/`bias`) and carry `metadata`.
+/// conventions (linear weights `[out, in]`, batch-norm `weight`/`bias`, no enum variant names)
+/// and carry `metadata`.
 pub fn export_weights<M: Module + ModuleSnapshot>(
     model: &M,
     format: WeightsFormat,
     path: &Path,
     metadata: &[(&str, String)],
+) -> Result<()> {
+    export_weights_renamed(model, format, path, metadata, &[])
+}
+
+/// [`export_weights`], with safetensors names rewritten by `renames` (a regex and its
+/// replacement, applied in turn): for a model whose PyTorch original names its parts otherwise.
+pub fn export_weights_renamed<M: Module + ModuleSnapshot>(
+    model: &M,
+    format: WeightsFormat,
+    path: &Path,
+    metadata: &[(&str, String)],
+    renames: &[(String, String)],
 ) -> Result<()> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
@@ -39,7 +52,10 @@ pub fn export_weights<M: Module + ModuleSnapshot>(
     crate::run_dir::save_atomic(path, |tmp| match format {
         WeightsFormat::Burnpack => model.clone().save_file(tmp).context("writing burnpack"),
         WeightsFormat::Safetensors => {
-            let mut store = SafetensorsStore::from_file(tmp).with_to_adapter(BurnToPyTorchAdapter);
+            let mut store = SafetensorsStore::from_file(tmp).with_to_adapter(BurnToPyTorchAdapter).skip_enum_variants(true);
+            for (from, to) in renames {
+                store = store.with_key_remapping(from, to);
+            }
             for (key, value) in metadata {
                 store = store.metadata(*key, value.clone());
             }

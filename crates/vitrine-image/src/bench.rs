@@ -4,7 +4,6 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
 
 use anyhow::Result;
 use burn::prelude::*;
@@ -55,7 +54,7 @@ pub fn bench_folder(arch: Architecture, folder: &Path, size: usize, compute: &Co
     train_device.seed(0);
     let training = ImageBatches::shuffled(set.clone(), batch_size, 0, augment, PixelRange::Unit, train_device.clone());
     let inference = ImageBatches::ordered(set, batch_size, PixelRange::Unit, compute.device.clone());
-    let loader = images_per_sec(&training, batch_size, timing, |_| ());
+    let loader = batches_per_sec(&training, timing, |_| ()) * batch_size as f64;
     let mut result = match arch {
         Architecture::FashionCnn => streamed(arch, FashionCnn::new(shape, classes, 0.25, &train_device), &training, &inference, timing, compute),
         Architecture::ResnetSmall => streamed(arch, ResnetSmall::new(shape, classes, 0.25, &train_device), &training, &inference, timing, compute),
@@ -77,38 +76,27 @@ fn streamed<M: ClassifierModel<Input = Tensor<4>>>(
     timing: Timing,
     compute: &ComputeDevice,
 ) -> BenchResult {
-    let batch_size = training.batch_size();
     let mut task = ClassifierTask::<M, ImageBatch>::new(model, build_optimizer(&OptimizerConfig::default(), None), training.device());
-    let train = images_per_sec(training, batch_size, timing, |batch| {
+    let train = batches_per_sec(training, timing, |batch| {
         let _: f32 = task.train_step(batch, 1e-3).loss_sum.into_scalar();
     });
     let model = task.model().valid();
-    let infer = images_per_sec(inference, batch_size, timing, |batch| {
+    let infer = batches_per_sec(inference, timing, |batch| {
         let _ = model.logits(batch.images).into_data();
     });
-    BenchResult::new(arch.name(), compute, batch_size, train / batch_size as f64, infer / batch_size as f64)
+    BenchResult::new(arch.name(), compute, training.batch_size(), train, infer)
 }
 
-/// Images per second through `step`, fed batch after batch by `source` (epoch after epoch), after
-/// `timing.warmup` untimed batches.
-fn images_per_sec(source: &ImageBatches, batch_size: usize, timing: Timing, mut step: impl FnMut(ImageBatch)) -> f64 {
+/// Batches per second through `step` (see [`Timing::rate`]), fed by `source` epoch after epoch.
+fn batches_per_sec(source: &ImageBatches, timing: Timing, mut step: impl FnMut(ImageBatch)) -> f64 {
     let mut epoch = 0;
     let mut batches = source.batches(epoch);
-    let mut next = move || loop {
-        if let Some(batch) = batches.next() {
-            return batch;
-        }
-        epoch += 1;
-        batches = source.batches(epoch);
-    };
-    for _ in 0..timing.warmup {
-        step(next());
-    }
-    let started = Instant::now();
-    let mut done = 0;
-    while done < timing.steps.max(1) && (done < 2 || started.elapsed() < timing.budget) {
-        step(next());
-        done += 1;
-    }
-    (done * batch_size) as f64 / started.elapsed().as_secs_f64()
+    timing.rate(|| {
+        let batch = batches.next().unwrap_or_else(|| {
+            epoch += 1;
+            batches = source.batches(epoch);
+            batches.next().expect("a loaded folder has images")
+        });
+        step(batch);
+    })
 }

@@ -130,8 +130,8 @@ pub struct ClassProbability {
 }
 
 /// Predicts the `top_k` classes of each image file (folders are searched recursively), with
-/// `mirror` as in [`evaluate`], classes named as `--class-map` names them. Unreadable files are reported and skipped, or fail the call when
-/// `strict`.
+/// `mirror` as in [`evaluate`], classes named as `--class-map` names them. Unreadable files are
+/// reported and skipped, or fail the call when `strict`.
 pub fn predict(trained: &ImageRun, inputs: &[PathBuf], top_k: usize, mirror: bool, ctx: &UseContext) -> Result<Vec<Prediction>> {
     let (set, kept) = read_images(inputs, trained.config.data.image, ctx.strict || trained.config.run.strict, ctx.reporter)?;
     let device = ctx.device();
@@ -164,10 +164,6 @@ pub fn export(trained: &ImageRun, format: WeightsFormat, out: &Path, device: &De
     match trained.config.model.name {
         Architecture::FashionCnn => export_weights(&trained.load::<FashionCnn>(device)?, format, out, &metadata),
         Architecture::ResnetSmall => export_weights(&trained.load::<ResnetSmall>(device)?, format, out, &metadata),
-        _ if format == WeightsFormat::Safetensors => {
-            let model = trained.load::<Backbone>(device)?;
-            save_torchvision(&model, out, &metadata)
-        }
-        _ => export_weights(&trained.load::<Backbone>(device)?, format, out, &metadata),
+        _ => save_torchvision(&trained.load::<Backbone>(device)?, format, out, &metadata),
     }
 }

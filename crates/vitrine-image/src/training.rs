@@ -43,14 +43,14 @@ impl ImageNet for Backbone {
 
 /// The configured torchvision network, frozen and with its backbone learning rate as configured.
 pub fn build_backbone(m: &ImageModelConfig, classes: usize, device: &Device) -> Backbone {
-        let net = match m.name {
-            Architecture::Resnet18 => Backbone::Resnet(Resnet::new(ResnetDepth::R18, m.width(), classes, m.dropout, device)),
-            Architecture::Resnet34 => Backbone::Resnet(Resnet::new(ResnetDepth::R34, m.width(), classes, m.dropout, device)),
-            Architecture::Resnet50 => Backbone::Resnet(Resnet::new(ResnetDepth::R50, m.width(), classes, m.dropout, device)),
-            Architecture::MobilenetV3Large => Backbone::Mobilenet(Mobilenet::new(MobilenetSize::Large, m.width_mult, classes, m.dropout, device)),
-            Architecture::MobilenetV3Small => Backbone::Mobilenet(Mobilenet::new(MobilenetSize::Small, m.width_mult, classes, m.dropout, device)),
-            Architecture::FashionCnn | Architecture::ResnetSmall => unreachable!("{} is not a torchvision backbone", m.name.name()),
-        };
+    let net = match m.name {
+        Architecture::Resnet18 => Backbone::Resnet(Resnet::new(ResnetDepth::R18, m.width(), classes, m.dropout, device)),
+        Architecture::Resnet34 => Backbone::Resnet(Resnet::new(ResnetDepth::R34, m.width(), classes, m.dropout, device)),
+        Architecture::Resnet50 => Backbone::Resnet(Resnet::new(ResnetDepth::R50, m.width(), classes, m.dropout, device)),
+        Architecture::MobilenetV3Large => Backbone::Mobilenet(Mobilenet::new(MobilenetSize::Large, m.width_mult, classes, m.dropout, device)),
+        Architecture::MobilenetV3Small => Backbone::Mobilenet(Mobilenet::new(MobilenetSize::Small, m.width_mult, classes, m.dropout, device)),
+        Architecture::FashionCnn | Architecture::ResnetSmall => unreachable!("{} is not a torchvision backbone", m.name.name()),
+    };
     let frozen = if m.freeze_backbone { usize::MAX } else { m.freeze_stages };
     net.with_backbone_lr(m.backbone_lr()).freeze(frozen)
 }

@@ -2,7 +2,6 @@
 
 use anyhow::Result;
 use clap::ArgMatches;
-use vitrine_core::data::ClassMap;
 use vitrine_core::family::UseContext;
 
 use super::{device_for, open_run, print, refuse_foreign_flags};
@@ -14,7 +13,7 @@ pub fn eval(args: &EvalArgs, matches: &ArgMatches) -> Result<()> {
     refuse_foreign_flags(matches, family, |f| f.eval_args())?;
     let compute = device_for(args.on.backend.backend, trained.run_section())?;
     let reporter = Terminal::new(args.on.json);
-    let class_map = args.on.class_map.as_deref().map(ClassMap::read).transpose()?.unwrap_or_default();
+    let class_map = args.on.class_map()?;
     let ctx = UseContext { compute: &compute, reporter: &reporter, strict: args.on.strict, class_map: &class_map };
     print(&trained.evaluate(&args.data, matches, &ctx)?, args.on.json)
 }

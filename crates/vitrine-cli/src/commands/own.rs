@@ -2,7 +2,6 @@
 
 use anyhow::{Result, bail};
 use clap::ArgMatches;
-use vitrine_core::data::ClassMap;
 use vitrine_core::family::UseContext;
 
 use super::{device_for, open_run, print};
@@ -19,7 +18,7 @@ pub fn run(name: &str, args: &RunArgs, matches: &ArgMatches) -> Result<()> {
     }
     let compute = device_for(args.backend.backend, trained.run_section())?;
     let reporter = Terminal::new(args.json);
-    let class_map = args.class_map.as_deref().map(ClassMap::read).transpose()?.unwrap_or_default();
+    let class_map = args.class_map()?;
     let ctx = UseContext { compute: &compute, reporter: &reporter, strict: args.strict, class_map: &class_map };
     print(&trained.command(name, matches, &ctx)?, args.json)
 }

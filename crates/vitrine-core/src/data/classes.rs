@@ -45,10 +45,6 @@ impl ClassMap {
         }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
     /// The data's name for `class` (the first map entry naming it), for showing predictions in the
     /// user's own names.
     pub fn name_of<'a>(&'a self, class: &'a str) -> &'a str {
@@ -57,7 +53,7 @@ impl ClassMap {
 }
 
 /// A class name with case and separators folded: `T-shirt/top` → `t shirt top`.
-pub fn fold(name: &str) -> String {
+fn fold(name: &str) -> String {
     name.split(|c: char| c.is_whitespace() || matches!(c, '-' | '_' | '/'))
         .filter(|part| !part.is_empty())
         .map(str::to_lowercase)
@@ -75,13 +71,14 @@ pub struct ClassMatcher {
 impl ClassMatcher {
     /// Every map value must name one of `classes`.
     pub fn new(classes: &[String], map: &ClassMap) -> Result<Self> {
-        let bare = Self { classes: classes.to_vec(), map: ClassMap::default() };
+        let mut matcher = Self::exact(classes);
         for (name, class) in &map.entries {
-            if let Err(reason) = bare.find(class) {
+            if let Err(reason) = matcher.find(class) {
                 bail!("{}: \"{name}\" = \"{class}\": {reason}", map.origin);
             }
         }
-        Ok(Self { classes: classes.to_vec(), map: map.clone() })
+        matcher.map = map.clone();
+        Ok(matcher)
     }
 
     /// Classes matched exactly, with no map.
@@ -107,12 +104,13 @@ impl ClassMatcher {
         let matches: Vec<usize> = (0..self.classes.len()).filter(|&i| fold(&self.classes[i]) == folded).collect();
         match matches[..] {
             [i] => Ok(i),
-            [] => Err(format!(
-                "\"{name}\" is none of the classes {:?}; nearest is \"{}\" (map it with --class-map FILE or data.class_map: \"{name}\" = \"{}\")",
-                self.classes,
-                self.nearest(name),
-                self.nearest(name)
-            )),
+            [] => {
+                let nearest = self.nearest(name);
+                Err(format!(
+                    "\"{name}\" is none of the classes {:?}; nearest is \"{nearest}\" (map it with --class-map FILE or data.class_map: \"{name}\" = \"{nearest}\")",
+                    self.classes
+                ))
+            }
             _ => Err(format!(
                 "\"{name}\" could be any of {:?}; name one with --class-map FILE or data.class_map",
                 matches.iter().map(|&i| &self.classes[i]).collect::<Vec<_>>()

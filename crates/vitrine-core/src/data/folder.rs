@@ -6,7 +6,7 @@ use anyhow::{Context, Result, bail, ensure};
 use rayon::prelude::*;
 
 use super::classes::ClassMatcher;
-use super::images::{ImageSet, LoadReport, to_shape};
+use super::images::{ImageSet, LoadReport, check_header, decode, to_shape};
 use crate::config::ImageShape;
 use crate::reporter::Reporter;
 
@@ -115,20 +115,6 @@ pub fn load_folder(
         false => ImageSet::in_memory(shape, pixels, labels, classes),
     };
     Ok((set, report))
-}
-
-/// A reader of `path` that knows its format (from its first bytes, whatever the extension).
-fn reader(path: &Path) -> Result<image::ImageReader<std::io::BufReader<std::fs::File>>, String> {
-    image::ImageReader::open(path).map_err(|e| e.to_string())?.with_guessed_format().map_err(|e| e.to_string())
-}
-
-/// Reads a file's format and size only, as a cheap check that a streamed image will decode.
-fn check_header(path: &Path) -> Result<(u32, u32), String> {
-    reader(path)?.into_dimensions().map_err(|e| format!("not a readable image: {e}"))
-}
-
-fn decode(path: &Path) -> Result<image::DynamicImage, String> {
-    reader(path)?.decode().map_err(|e| format!("not a readable image: {e}"))
 }
 
 /// Whether the file name ends in an image extension we decode (any letter case).

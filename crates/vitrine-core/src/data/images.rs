@@ -110,11 +110,7 @@ impl ImageSet {
     /// A streamed file, decoded. The loader checked its header, so failing now means the file
     /// changed or is truncated: a black image stands in, with a warning, rather than ending the run.
     fn decode_file(&self, path: &Path) -> DynamicImage {
-        let decoded = image::ImageReader::open(path)
-            .map_err(|e| e.to_string())
-            .and_then(|r| r.with_guessed_format().map_err(|e| e.to_string()))
-            .and_then(|r| r.decode().map_err(|e| e.to_string()));
-        decoded.unwrap_or_else(|e| {
+        decode(path).unwrap_or_else(|e| {
             eprintln!("warning: {}: {e}; a black image stands in for it", path.display());
             DynamicImage::new_luma8(self.shape.width as u32, self.shape.height as u32)
         })
@@ -163,6 +159,21 @@ impl ImageSet {
         }
         counts
     }
+}
+
+/// A reader of `path` that knows its format (from its first bytes, whatever the extension).
+fn reader(path: &Path) -> Result<image::ImageReader<std::io::BufReader<std::fs::File>>, String> {
+    image::ImageReader::open(path).map_err(|e| e.to_string())?.with_guessed_format().map_err(|e| e.to_string())
+}
+
+/// Reads a file's format and size only, as a cheap check that a streamed image will decode.
+pub(super) fn check_header(path: &Path) -> Result<(u32, u32), String> {
+    reader(path)?.into_dimensions().map_err(|e| format!("not a readable image: {e}"))
+}
+
+/// Decodes an image file of any format the `image` crate reads.
+pub(super) fn decode(path: &Path) -> Result<DynamicImage, String> {
+    reader(path)?.decode().map_err(|e| format!("not a readable image: {e}"))
 }
 
 /// Channel-major bytes of `shape` back into an image.

@@ -10,7 +10,7 @@ mod images;
 mod table;
 
 pub use batches::{BatchSource, ImageBatch, ImageBatches, PixelRange, epoch_rng, in_background};
-pub use classes::{ClassMap, ClassMatcher, fold};
+pub use classes::{ClassMap, ClassMatcher};
 pub use folder::{has_image_extension, load_folder};
 pub use idx::{load_idx, write_idx_images, write_idx_labels};
 pub use images::{ImageSet, LoadReport, to_shape};
@@ -137,12 +137,7 @@ pub fn read_images(inputs: &[PathBuf], shape: ImageShape, strict: bool, reporter
 }
 
 fn decode_file(path: &Path, shape: ImageShape) -> Result<Vec<u8>> {
-    let image = image::ImageReader::open(path)
-        .with_context(|| format!("{}", path.display()))?
-        .with_guessed_format()
-        .with_context(|| format!("{}", path.display()))?
-        .decode()
-        .with_context(|| format!("{}: not a readable image", path.display()))?;
+    let image = images::decode(path).map_err(|reason| anyhow::anyhow!("{}: {reason}", path.display()))?;
     Ok(to_shape(image, shape))
 }
 

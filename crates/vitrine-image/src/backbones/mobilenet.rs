@@ -222,11 +222,6 @@ impl Mobilenet {
         hard_swish(self.hidden.forward(pooled))
     }
 
-    /// Stages a config can freeze: the stem and each block.
-    pub fn stages(&self) -> usize {
-        1 + self.blocks.len()
-    }
-
     /// The first `n` of (stem, blocks...) frozen, and with `n` past the blocks the last
     /// convolution and `classifier.0` too (the whole backbone).
     pub fn freeze(mut self, n: usize) -> Self {

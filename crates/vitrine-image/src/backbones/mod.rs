@@ -10,14 +10,14 @@ pub mod resnet;
 
 use std::path::Path;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use burn::module::Module;
 use burn::optim::GradientsParams;
 use burn::prelude::*;
-use burn::store::{ApplyResult, BurnToPyTorchAdapter, ModuleSnapshot, PyTorchToBurnAdapter, PytorchStore, SafetensorsStore};
+use burn::store::{ApplyResult, KeyRemapper, ModuleSnapshot, PathFilter, PyTorchToBurnAdapter, PytorchStore, SafetensorsStore};
 use burn::tensor::Gradients;
 use vitrine_core::classifier::ClassifierModel;
-use vitrine_core::run_dir::save_atomic;
+use vitrine_core::export::{WeightsFormat, export_weights_renamed};
 
 pub use mobilenet::{Mobilenet, MobilenetSize};
 pub use resnet::{Resnet, ResnetDepth};
@@ -88,14 +88,6 @@ impl Backbone {
         }
     }
 
-    /// How many stages `freeze` counts (stem first).
-    pub fn stages(&self) -> usize {
-        match self {
-            Self::Resnet(_) => Resnet::STAGES,
-            Self::Mobilenet(m) => m.stages(),
-        }
-    }
-
     /// The first `n` stages frozen; `n` past the last stage freezes everything but the head.
     pub fn freeze(self, n: usize) -> Self {
         match self {
@@ -148,29 +140,24 @@ pub fn load_torchvision(mut model: Backbone, path: &Path, head: bool) -> Result<
     if !path.is_file() {
         bail!("pretrained weights {} do not exist", path.display());
     }
-    let pairs = model.name_pairs();
-    let remaps: Vec<(String, String)> = pairs.iter().map(|p| (NamePair::pattern(&p.torch), format!("{}.", p.ours))).collect();
+    let remaps: Vec<(String, String)> = model.name_pairs().iter().map(|p| (NamePair::pattern(&p.torch), format!("{}.", p.ours))).collect();
+    let remapper = KeyRemapper::from_patterns(remaps).expect("escaped prefixes are valid patterns");
     // The head is `fc` (ResNet) or `classifier` (MobileNet) in this crate's names.
     let not_head: fn(&str, &str) -> bool = |path, _| !path.split('.').any(|part| part == "fc" || part == "classifier");
+    let filter = if head { PathFilter::all() } else { PathFilter::new().with_predicate(not_head) };
+    let failed = |e: &dyn std::fmt::Display| anyhow::anyhow!("{}: {e}", path.display());
     let is_pickle = path.extension().is_some_and(|e| e == "pth" || e == "pt" || e == "bin");
     let result: ApplyResult = if is_pickle {
-        let mut store = PytorchStore::from_file(path).map_indices_contiguous(false).allow_partial(true);
-        for (from, to) in &remaps {
-            store = store.with_key_remapping(from, to);
-        }
-        if !head {
-            store = store.with_predicate(not_head);
-        }
-        model.load_from(&mut store).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+        let mut store = PytorchStore::from_file(path).map_indices_contiguous(false).allow_partial(true).remap(remapper).filter(filter);
+        model.load_from(&mut store).map_err(|e| failed(&e))?
     } else {
-        let mut store = SafetensorsStore::from_file(path).with_from_adapter(PyTorchToBurnAdapter).skip_enum_variants(true).allow_partial(true);
-        for (from, to) in &remaps {
-            store = store.with_key_remapping(from, to);
-        }
-        if !head {
-            store = store.with_predicate(not_head);
-        }
-        model.load_from(&mut store).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+        let mut store = SafetensorsStore::from_file(path)
+            .with_from_adapter(PyTorchToBurnAdapter)
+            .skip_enum_variants(true)
+            .allow_partial(true)
+            .remap(remapper)
+            .filter(filter);
+        model.load_from(&mut store).map_err(|e| failed(&e))?
     };
     let missing: Vec<&String> = result.missing.iter().map(|(name, _)| name).filter(|name| head || not_head(name, "")).collect();
     if !missing.is_empty() {
@@ -187,26 +174,14 @@ pub fn load_torchvision(mut model: Backbone, path: &Path, head: bool) -> Result<
     Ok(model)
 }
 
-/// Writes `model` as a safetensors file in torchvision's layout: its `state_dict` names, linear
-/// weights `[out, in]`, batch norm `weight`/`bias`, so that torchvision's `load_state_dict` takes
-/// it as it is; `metadata` goes into the file's header.
-pub fn save_torchvision(model: &Backbone, out: &Path, metadata: &[(&str, String)]) -> Result<()> {
-    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
-    }
-    save_atomic(out, |tmp| {
-        let mut store = SafetensorsStore::from_file(tmp).with_to_adapter(BurnToPyTorchAdapter).skip_enum_variants(true);
-        // Applied in turn: reversed so that `classifier.` → `classifier.3.` runs before `hidden.` →
-        // `classifier.0.` and never renames its result.
-        for pair in model.name_pairs().iter().rev() {
-            store = store.with_key_remapping(NamePair::pattern(&pair.ours), format!("{}.", pair.torch));
-        }
-        for (key, value) in metadata {
-            store = store.metadata(*key, value.clone());
-        }
-        model.save_into(&mut store).map_err(|e| anyhow::anyhow!("writing safetensors: {e}"))
-    })
-    .with_context(|| format!("exporting weights to {}", out.display()))
+/// Writes `model` in `format`; safetensors files in torchvision's layout: its `state_dict` names,
+/// linear weights `[out, in]`, batch norm `weight`/`bias`, so that torchvision's `load_state_dict`
+/// takes it as it is; `metadata` goes into the file's header.
+pub fn save_torchvision(model: &Backbone, format: WeightsFormat, out: &Path, metadata: &[(&str, String)]) -> Result<()> {
+    // Applied in turn: reversed so that `classifier.` → `classifier.3.` runs before `hidden.` →
+    // `classifier.0.` and never renames its result.
+    let renames: Vec<(String, String)> = model.name_pairs().iter().rev().map(|p| (NamePair::pattern(&p.ours), format!("{}.", p.torch))).collect();
+    export_weights_renamed(model, format, out, metadata, &renames)
 }
 
 impl ClassifierModel for Backbone {

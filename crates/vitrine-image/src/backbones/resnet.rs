@@ -156,9 +156,6 @@ impl Resnet {
         x.mean_dim(3).mean_dim(2).flatten(1, 3)
     }
 
-    /// Stages a config can freeze: the stem and `layer1` to `layer4`.
-    pub const STAGES: usize = 5;
-
     /// The first `n` of (stem, layer1, ..., layer4) frozen: no gradients flow into them.
     pub fn freeze(mut self, n: usize) -> Self {
         if n >= 1 {

@@ -95,7 +95,7 @@ fn export_writes_torchvisions_state_dict_back() {
         let source = fixtures().join(format!("{arch}.safetensors"));
         let model = load_torchvision(build(arch, &device), &source, true).unwrap();
         let out = tmp.path().join(format!("{arch}.safetensors"));
-        save_torchvision(&model, &out, &[("architecture", arch.to_string())]).unwrap();
+        save_torchvision(&model, WeightsFormat::Safetensors, &out, &[("architecture", arch.to_string())]).unwrap();
         let (original, exported) = (tensors(&source), tensors(&out));
         // torchvision's `num_batches_tracked` counters are not weights; its load_state_dict fills them in.
         let weights: BTreeMap<&String, &(Vec<usize>, Vec<f32>)> = original.iter().filter(|(k, _)| !k.ends_with("num_batches_tracked")).collect();
