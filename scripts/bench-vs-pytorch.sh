@@ -18,6 +18,7 @@ if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet torch numpy
 fi
+"$venv/bin/python" -c 'import torchvision' 2>/dev/null || "$venv/bin/pip" install --quiet torchvision
 [ -x target/release/vitrine ] || cargo build --release -p vitrine-cli
 export RAYON_NUM_THREADS="$threads" OMP_NUM_THREADS="$threads" MKL_NUM_THREADS="$threads"
 results="$(mktemp)"
@@ -34,6 +35,7 @@ cases=(
   "conv-ae|--model conv-ae|--model conv-ae"
   "dcgan|--model dcgan|--model dcgan"
   "bpr-mf, ML-100K sizes|--model bpr-mf|--model bpr-mf"
+  "resnet18, 3×224×224, batch 32|--model resnet18|--model resnet18"
 )
 timing="--warmup 2 --steps 30 --seconds 10"
 for round in $(seq "$rounds"); do

@@ -143,6 +143,10 @@ def rate(step, warmup, steps, seconds):
     return done / (time.perf_counter() - started)
 
 
+# Vitrine's names for torchvision's constructors (vitrine bench uses 3×224×224, batch 32).
+TORCHVISION = {"resnet18": "resnet18", "resnet50": "resnet50", "mobilenet-v3-large": "mobilenet_v3_large"}
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--model", required=True)
@@ -157,11 +161,17 @@ def main():
     torch.manual_seed(0)
     m = a.model
     text = m.startswith("text-")
-    bs = a.batch_size or (64 if text else 2048 if m == "bpr-mf" else 128)
+    bs = a.batch_size or (64 if text else 2048 if m == "bpr-mf" else 32 if m in TORCHVISION else 128)
     adam = lambda params, lr=1e-3, betas=(0.9, 0.999): torch.optim.Adam(params, lr=lr, betas=betas)
-    if m in ("fashion-cnn", "resnet-small", "conv-ae"):
-        net = {"fashion-cnn": FashionCNN, "resnet-small": ResnetSmall, "conv-ae": ConvAE}[m]()
-        x = torch.rand(bs, 1, 28, 28)
+    if m in ("fashion-cnn", "resnet-small", "conv-ae") or m in TORCHVISION:
+        if m in TORCHVISION:
+            import torchvision  # only these cases need it
+
+            net = getattr(torchvision.models, TORCHVISION[m])(num_classes=10)
+            x = torch.rand(bs, 3, 224, 224)
+        else:
+            net = {"fashion-cnn": FashionCNN, "resnet-small": ResnetSmall, "conv-ae": ConvAE}[m]()
+            x = torch.rand(bs, 1, 28, 28)
         y = torch.randint(0, 10, (bs,))
         opt = adam(net.parameters())
         loss_of = (lambda: F.mse_loss(net(x), x)) if m == "conv-ae" else (lambda: F.cross_entropy(net(x), y))
