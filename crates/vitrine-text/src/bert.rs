@@ -6,7 +6,9 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::optim::GradientsParams;
 use burn::prelude::*;
+use burn::tensor::Gradients;
 use burn::store::{ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
 use burn::tensor::activation::{gelu, softmax};
 use serde::Deserialize;
@@ -209,6 +211,23 @@ impl BertModel {
             bail!("{}: not a BertModel checkpoint of this config, missing {:?}", path.display(), result.missing);
         }
         Ok((model, config))
+    }
+
+    /// The encoder's gradients in learning-rate groups, each with its factor: the pooler and the
+    /// top layer at `top`, each layer below at `decay` times the one above, the embeddings below
+    /// the lowest layer.
+    pub fn learning_rate_groups(&self, grads: &mut Gradients, top: f64, decay: f64) -> Vec<(f64, GradientsParams)> {
+        if decay == 1.0 {
+            return vec![(top, GradientsParams::from_module(grads, self))];
+        }
+        let mut groups = vec![(top, GradientsParams::from_module(grads, &self.pooler))];
+        let mut factor = top;
+        for layer in self.encoder.layer.iter().rev() {
+            groups.push((factor, GradientsParams::from_module(grads, layer)));
+            factor *= decay;
+        }
+        groups.push((factor, GradientsParams::from_module(grads, &self.embeddings)));
+        groups
     }
 
     /// Hidden states `[batch, len, hidden]` and the pooled `[CLS]` vector `[batch, hidden]` of token

@@ -67,6 +67,12 @@ pub fn resolve(file: &ConfigFile, overrides: &[String]) -> Result<TextConfig> {
     if !(m.encoder_lr > 0.0 && m.encoder_lr <= 10.0) {
         bail!("{}: model.encoder_lr must be in (0, 10], a factor of train.optimizer.lr, got {}", file.path.display(), m.encoder_lr);
     }
+    if !(m.layer_decay > 0.0 && m.layer_decay <= 1.0) {
+        bail!("{}: model.layer_decay must be in (0, 1], got {}", file.path.display(), m.layer_decay);
+    }
+    if m.name != Architecture::Bert && (m.pooling != Pooling::Cls || m.layer_decay != 1.0) {
+        bail!("{}: model.pooling and model.layer_decay apply to text-bert only (the other networks pool by attention already)", file.path.display());
+    }
     if m.ngram_buckets.max(m.wide_buckets) > MAX_NGRAM_BUCKETS || !(2..=3).contains(&m.ngram_order) {
         bail!("{}: model.ngram_buckets and model.wide_buckets must be at most {MAX_NGRAM_BUCKETS}, model.ngram_order 2 or 3", file.path.display());
     }
@@ -253,9 +259,20 @@ pub enum Architecture {
     /// (or one small hidden layer). The default for a config that names no model.
     #[serde(rename = "text-ngram")]
     Ngram,
-    /// A pretrained BERT-family encoder (`model.pretrained`), its `[CLS]` vector, dropout, linear.
+    /// A pretrained BERT-family encoder (`model.pretrained`), its `[CLS]` vector (or attention
+    /// pooling), dropout, linear.
     #[serde(rename = "text-bert")]
     Bert,
+}
+
+/// How `text-bert` turns its hidden states into one vector per text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pooling {
+    /// The `[CLS]` token's state through BERT's own pooler (dense + tanh), as `BertForSequenceClassification`.
+    Cls,
+    /// Additive attention over every real token's final state, learnt with the head.
+    Attention,
 }
 
 impl Architecture {
@@ -305,6 +322,11 @@ pub struct TextModelConfig {
     pub pretrained: Option<PathBuf>,
     /// `text-bert`: the encoder's learning rate as a factor of the new head's (`train.optimizer.lr`).
     pub encoder_lr: f64,
+    /// `text-bert`: each encoder layer learns at this factor times the rate of the layer above
+    /// (layer-wise decay; the embeddings below the lowest layer); 1: one rate for the encoder.
+    pub layer_decay: f64,
+    /// `text-bert`: `cls` or `attention`.
+    pub pooling: Pooling,
     /// Dropout on the (summed) input embeddings (0: off, the reference).
     pub embedding_dropout: f64,
     /// Transformer only: encoder layers, heads, feed-forward width.
@@ -342,6 +364,8 @@ impl Default for TextModelConfig {
             blend_baseline: false,
             pretrained: None,
             encoder_lr: 1.0,
+            layer_decay: 1.0,
+            pooling: Pooling::Cls,
             embedding_dropout: 0.0,
             layers: 2,
             heads: 4,

@@ -13,7 +13,7 @@ use vitrine_core::classifier::ClassifierModel;
 use anyhow::{Context, Result, bail};
 
 use crate::bert::{BertConfig, BertModel};
-use crate::config::{Architecture, MAX_NGRAM_BUCKETS, TextModelConfig};
+use crate::config::{Architecture, MAX_NGRAM_BUCKETS, Pooling, TextModelConfig};
 use crate::data::TokenInput;
 
 /// Output scale of the wide path's table; see [`TextClassifier::wide_logits`].
@@ -173,6 +173,8 @@ pub struct TextClassifier {
     bert: Option<BertModel>,
     /// The encoder's learning rate as a factor of the head's.
     encoder_lr: f64,
+    /// Each encoder layer's rate as a factor of the layer above's.
+    layer_decay: f64,
     attention: Option<AttentionPooling>,
     /// `text-ngram`'s optional hidden layer over the averaged embeddings.
     hidden: Option<Linear>,
@@ -245,9 +247,15 @@ impl TextClassifier {
             gru,
             position,
             transformer,
-            attention: (!matches!(c.name, Architecture::Ngram | Architecture::Bert)).then(|| AttentionPooling::new(encoded, c.attention_dim, device)),
+            attention: match c.name {
+                Architecture::Ngram => false,
+                Architecture::Bert => c.pooling == Pooling::Attention,
+                _ => true,
+            }
+            .then(|| AttentionPooling::new(encoded, c.attention_dim, device)),
             bert,
             encoder_lr: c.encoder_lr,
+            layer_decay: c.layer_decay,
             hidden,
             dropout: DropoutConfig::new(c.dropout).init(),
             output: LinearConfig::new(encoded, classes).with_initializer(output_init).init(device),
@@ -328,8 +336,11 @@ impl TextClassifier {
         let TokenInput { ids, mask } = input;
         let (Some(embedding), None) = (&self.embedding, &self.bert) else {
             let bert = self.bert.as_ref().expect("a model without a token embedding is text-bert");
-            let shares = mask.clone() / mask.clone().sum_dim(1).clamp_min(1.0);
-            return (bert.forward(ids, mask).1, shares); // the pooled [CLS] vector
+            let (states, cls) = bert.forward(ids, mask.clone());
+            return match &self.attention {
+                Some(attention) => attention.forward(states, mask),
+                None => (cls, mask.clone() / mask.sum_dim(1).clamp_min(1.0)), // the pooled [CLS] vector
+            };
         };
         let mut x = embedding.forward(ids.clone()); // [batch, len, embedding]
         if let Some(ngrams) = &self.ngrams {
@@ -380,12 +391,14 @@ impl ClassifierModel for TextClassifier {
         self.forward_with_attention(input).0
     }
 
-    /// `text-bert`'s encoder at `model.encoder_lr` times the learning rate, the head at ×1.
+    /// `text-bert`'s encoder at `model.encoder_lr` times the learning rate (its lower layers less
+    /// by `model.layer_decay`), the head at ×1.
     fn learning_rate_groups(&self, grads: &mut Gradients) -> Vec<(f64, GradientsParams)> {
         match &self.bert {
-            Some(bert) if self.encoder_lr != 1.0 => {
-                let encoder = GradientsParams::from_module(grads, bert);
-                vec![(self.encoder_lr, encoder), (1.0, GradientsParams::from_module(grads, self))]
+            Some(bert) if self.encoder_lr != 1.0 || self.layer_decay != 1.0 => {
+                let mut groups = bert.learning_rate_groups(grads, self.encoder_lr, self.layer_decay);
+                groups.push((1.0, GradientsParams::from_module(grads, self)));
+                groups
             }
             _ => vec![(1.0, GradientsParams::from_module(grads, self))],
         }

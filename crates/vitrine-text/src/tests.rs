@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::store::{ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
 use vitrine_core::backend::{BackendChoice, select_device};
@@ -365,9 +366,46 @@ fn text_bert_fine_tunes_from_its_transformers_fixture_and_predicts() {
     let (slow_moved, full_moved) = (moved(&slow), moved(&run));
     assert!(slow_moved < 1e-2 && full_moved > 0.1, "encoder moved {slow_moved} at 1e-4 of the rate, {full_moved} at the full rate");
 
+    // Attention pooling over the final states, with layer-wise rates, fine-tunes as well.
+    let attention = tmp.path().join("attention");
+    let report = flex_run(&resolve(&["model.pooling=\"attention\"", "model.layer_decay=0.5"]), &attention);
+    let (first, last) = (&report.epochs[0], report.epochs.last().unwrap());
+    assert!(last.train_loss < 0.7 * first.train_loss, "attention pooling: {first:?} -> {last:?}");
+    assert!(report.test.as_ref().unwrap().accuracy > 0.8, "attention pooling: {:?}", report.test);
+
     // A config naming the model without the directory is refused, by name.
     let missing = format!("task = \"text-classification\"\n[data]\ntrain = {{ file = \"r.csv\" }}\n[model]\nname = \"text-bert\"\n");
     let file = vitrine_core::config::ConfigFile::from_text(Path::new("bert.toml"), missing).unwrap();
     let err = format!("{:#}", crate::config::resolve(&file, &[]).err().unwrap());
     assert!(err.contains("model.pretrained"), "{err}");
+}
+
+#[test]
+fn text_bert_layer_decay_gives_each_layer_its_rate() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/tiny-bert");
+    let config = TextModelConfig {
+        name: Architecture::Bert,
+        pretrained: Some(fixture.clone()),
+        encoder_lr: 0.1,
+        layer_decay: 0.5,
+        ..Default::default()
+    };
+    let device = Device::flex().autodiff();
+    let vocab = crate::bert::BertConfig::read(&fixture).unwrap().vocab_size;
+    let model = {
+        let _turn = one_at_a_time();
+        TextClassifier::new(&config, vocab, 16, 2, &device).unwrap()
+    };
+    let ids: Vec<&[u32]> = vec![&[2, 7, 9, 3], &[2, 11, 3]];
+    let loss = model.forward_with_attention(TokenInput::from_ids(&ids, 0, 0, &device)).0.powi_scalar(2).mean();
+    let mut grads = loss.backward();
+    let groups = vitrine_core::classifier::ClassifierModel::learning_rate_groups(&model, &mut grads);
+    let factors: Vec<f64> = groups.iter().map(|(factor, _)| *factor).collect();
+    // The fixture has two layers: pooler and top layer at 0.1, the lower layer at 0.05, the
+    // embeddings at 0.025, the new head at 1.
+    assert_eq!(factors, [0.1, 0.1, 0.05, 0.025, 1.0]);
+    assert!(groups.iter().all(|(_, group)| !group.is_empty()), "every group has gradients");
+    let grouped: usize = groups.iter().map(|(_, group)| group.len()).sum();
+    let all = GradientsParams::from_module(&mut model.forward_with_attention(TokenInput::from_ids(&ids, 0, 0, &device)).0.mean().backward(), &model).len();
+    assert_eq!(grouped, all, "each parameter's gradient in exactly one group");
 }
