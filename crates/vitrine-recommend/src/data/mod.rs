@@ -12,7 +12,7 @@ pub use interactions::{IdMap, Interaction, parse_time, read_interactions};
 
 use std::collections::{BTreeMap, HashSet};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use rand::{SeedableRng, rngs::StdRng, seq::SliceRandom};
 use vitrine_core::reporter::Reporter;
 use vitrine_core::run_dir::RunDir;
@@ -115,6 +115,9 @@ pub fn load_data(config: &RecommendConfig, reporter: &dyn Reporter) -> Result<Re
         }
     }
     let seed = config.run.split_seed();
+    if d.split.kind == SplitKind::Files && config.eval_settings().cold_start_items > 0.0 {
+        bail!("eval.cold_start_items holds items out of a split Vitrine makes; with data.split.kind = \"files\" the split is given");
+    }
     let (cold, cold_items) = match (&item_features, config.eval_settings().cold_start_items) {
         (Some(features), share) if share > 0.0 => hold_out_cold_items(&mut rows, features, items.len(), share, seed),
         _ => (Vec::new(), Vec::new()),
@@ -125,6 +128,23 @@ pub fn load_data(config: &RecommendConfig, reporter: &dyn Reporter) -> Result<Re
     let (train, valid, test) = match d.split.kind {
         SplitKind::Random => split_random(&rows, &users, d.split.valid, d.split.test, seed),
         SplitKind::LeaveOneOut => split_leave_one_out(&rows, users.len()),
+        SplitKind::Files => {
+            let mut part = |file: &Option<std::path::PathBuf>, name: &str| -> Result<Vec<Interaction>> {
+                let file = file.clone().context("checked when the config loads")?;
+                let source = crate::config::InteractionSource { file, ..d.interactions.clone() };
+                let read = read_interactions(&source, &mut users, &mut items, d.items.is_some(), d.implicit_threshold, None, strict)?;
+                report_skipped(name, &read.skipped, &mut note);
+                Ok(read.rows)
+            };
+            let (valid, test) = (part(&d.split.valid_file, "data.split.valid_file")?, part(&d.split.test_file, "data.split.test_file")?);
+            if let Some(f) = &mut item_features {
+                f.extend_to(items.len());
+            }
+            if let Some(f) = &mut user_features {
+                f.extend_to(users.len());
+            }
+            (rows, valid, test)
+        }
     };
     if train.is_empty() || test.is_empty() {
         bail!("too little data: {} training and {} test interactions", train.len(), test.len());

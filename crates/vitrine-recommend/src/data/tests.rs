@@ -101,3 +101,31 @@ fn a_shop_export_loads_from_its_config_alone() {
     assert_eq!(data.train.len() + data.valid.len() + data.test.len(), 6, "six good rows, none dropped without a threshold");
     assert!(data.notes.iter().any(|n| n.contains("skipped 4 bad row(s)")), "{:?}", data.notes);
 }
+
+#[test]
+fn a_split_made_elsewhere_is_read_from_three_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let header = "customer,sku,stars,date\n";
+    let train = write(tmp.path(), "train.csv", &format!("{header}C1,S1,5,2024-05-01\nC1,S2,4,2024-05-02\nC2,S1,5,2024-05-01\nC2,S3,3,2024-05-02\n"));
+    let valid = write(tmp.path(), "valid.csv", &format!("{header}C1,S3,5,2024-05-03\n"));
+    let test = write(tmp.path(), "test.csv", &format!("{header}C2,S4,5,2024-05-04\nC3,S1,5,2024-05-04\nC2,,5,2024-05-04\n"));
+    let split = format!("split = {{ kind = \"files\", valid_file = \"{valid}\", test_file = \"{test}\" }}");
+    let data = load_data(&config(tmp.path(), &train, &split), &Silent).unwrap();
+    let named = |part: &[Interaction]| -> Vec<(String, String)> {
+        part.iter().map(|r| (data.users.id(r.user).to_string(), data.items.id(r.item).to_string())).collect()
+    };
+    assert_eq!(named(&data.train).len(), 4, "the training file as it is");
+    assert_eq!(named(&data.valid), [("C1".to_string(), "S3".to_string())]);
+    assert_eq!(named(&data.test), [("C2".to_string(), "S4".to_string()), ("C3".to_string(), "S1".to_string())], "new items and customers of the test file join the maps");
+    assert!(data.notes.iter().any(|n| n.contains("data.split.test_file") && n.contains("1 bad row")), "{:?}", data.notes);
+
+    // Half a split, or split files beside a random split, is refused by name.
+    let text = |split: &str| format!("task = \"recommendation\"\n[data]\ninteractions = {{ file = \"{train}\", user = \"customer\", item = \"sku\" }}\n{split}\n");
+    for (split, expect) in [
+        (format!("split = {{ kind = \"files\", valid_file = \"{valid}\" }}"), "needs data.split.valid_file and data.split.test_file"),
+        (format!("split = {{ kind = \"random\", valid_file = \"{valid}\", test_file = \"{test}\" }}"), "go with data.split.kind = \"files\""),
+    ] {
+        let err = resolve(&ConfigFile::from_text(&tmp.path().join("c.toml"), text(&split)).unwrap(), &[]).unwrap_err();
+        assert!(format!("{err:#}").contains(expect), "{err:#}");
+    }
+}
