@@ -6,6 +6,7 @@ use std::path::Path;
 use anyhow::{Context, Result, anyhow, ensure};
 use tokenizers::models::TrainerWrapper;
 use tokenizers::models::bpe::{BPE, BpeTrainerBuilder};
+use tokenizers::models::wordlevel::{WordLevel, WordLevelTrainerBuilder};
 use tokenizers::models::wordpiece::{WordPiece, WordPieceTrainerBuilder};
 use tokenizers::normalizers::BertNormalizer;
 use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
@@ -54,6 +55,17 @@ impl TextTokenizer {
                     .special_tokens(special)
                     .show_progress(false)
                     .build()
+                    .into(),
+            ),
+            TokenizerKind::Word => (
+                WordLevel::builder().unk_token(UNK.into()).build().map_err(|e| anyhow!("building the word model: {e}"))?.into(),
+                WordLevelTrainerBuilder::default()
+                    .vocab_size(config.vocab_size)
+                    .min_frequency(config.min_frequency)
+                    .special_tokens(special)
+                    .show_progress(false)
+                    .build()
+                    .map_err(|e| anyhow!("building the word trainer: {e}"))?
                     .into(),
             ),
         };
@@ -163,6 +175,24 @@ mod tests {
         let sample = ["Delivery was fast, 物流很快", "terrible screen"];
         assert_eq!(loaded.encode_all(&sample).unwrap(), tokenizer.encode_all(&sample).unwrap());
         assert_eq!(loaded.vocab_size(), tokenizer.vocab_size());
+    }
+
+    #[test]
+    fn word_vocabularies_are_the_same_every_time() {
+        // Every count in this corpus ties: the WordPiece and BPE trainers order such merges by
+        // hash-map order (their vocabularies differ from run to run), the word trainer by name.
+        let config = TokenizerConfig { kind: TokenizerKind::Word, vocab_size: 200, min_frequency: 1, ..Default::default() };
+        let vocab = || {
+            let tokenizer = TextTokenizer::train(corpus().iter(), &config).unwrap();
+            let mut v: Vec<(String, u32)> = tokenizer.inner.get_vocab(true).into_iter().collect();
+            v.sort();
+            (v, tokenizer.encode_tokens(&["Battery life was GREAT, 物流很快"]).unwrap())
+        };
+        let first = vocab();
+        assert_eq!(first.1[0].1, ["battery", "life", "was", "great", ",", "物", "流", "很", "快"], "whole words, CJK per character");
+        for _ in 0..3 {
+            assert_eq!(vocab(), first);
+        }
     }
 
     #[test]
