@@ -5,14 +5,16 @@
 # both pinned to the same number of threads. Prints one Markdown table: network, phase, samples/s
 # of each (median of the rounds, min–max), their ratio, and each process's peak memory.
 #
-#   scripts/bench-vs-pytorch.sh [ROUNDS] [THREADS]      # defaults: 3 rounds, 2 threads
+#   scripts/bench-vs-pytorch.sh [ROUNDS] [THREADS] [ONLY]   # defaults: 3 rounds, 2 threads, every network
+#
+# ONLY: measure just the networks whose names contain it (e.g. `bpr-mf`).
 #
 # Creates a virtualenv with PyTorch from PyPI at $BENCH_VENV (default .venv-bench) the first time;
 # builds Vitrine in release mode when target/release/vitrine is missing. Inputs are random tensors
 # of the real shapes on both sides (throughput does not depend on the pixel values).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-rounds="${1:-3}" threads="${2:-2}"
+rounds="${1:-3}" threads="${2:-2}" only="${3:-}"
 venv="${BENCH_VENV:-.venv-bench}"
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
@@ -41,6 +43,7 @@ timing="--warmup 2 --steps 30 --seconds 10"
 for round in $(seq "$rounds"); do
   for case in "${cases[@]}"; do
     IFS='|' read -r name vflags pflags <<< "$case"
+    [[ "$name" == *"$only"* ]] || continue
     echo "round $round: $name" >&2
     # shellcheck disable=SC2086
     v=$(target/release/vitrine bench $vflags --backend flex $timing --single)

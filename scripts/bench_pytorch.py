@@ -2,7 +2,7 @@
 """The reference networks of reference-models.md in PyTorch, timed the way `vitrine bench` times
 Vitrine's: random inputs of the same shapes, a training step = forward, loss, backward and an
 optimizer step of the same optimizer, inference = a forward pass in eval mode (bpr-mf: every
-customer's top 10 over all items); untimed warm-up steps, then up to --steps timed ones. Prints one JSON object per line, as `vitrine bench --json` does.
+customer's top 10 over all items, their training items left out); untimed warm-up steps, then up to --steps timed ones. Prints one JSON object per line, as `vitrine bench --json` does.
 
     python3 scripts/bench_pytorch.py --model fashion-cnn --threads 2 [--batch-size 128] [--seq-len 64]
 
@@ -225,9 +225,15 @@ def main():
             (-F.logsigmoid(diff)).mean().backward()
             opt.step()
 
+        # Each customer's training items left out of the ranking (as Vitrine and RecBole do):
+        # 80,000 drawn (customer, item) pairs, set to -inf as RecBole's full-sort evaluation does.
+        g = torch.Generator().manual_seed(0)
+        seen_u, seen_i = torch.randint(0, users, (80_000,), generator=g), torch.randint(0, items, (80_000,), generator=g)
+
         class Rank:
             def __call__(self, users_batch):
                 scores = net.user(users_batch) @ net.item.weight.T
+                scores[seen_u, seen_i] = float("-inf")
                 return scores.topk(10, dim=1)
 
         net_rank, infer_input = Rank(), torch.arange(users)

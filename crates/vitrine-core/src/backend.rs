@@ -104,6 +104,14 @@ fn rank(kind: wgpu::DeviceType) -> u8 {
     }
 }
 
+/// Whether `device` computes in host memory (the CPU backends), where reading a tensor back
+/// costs a copy at most.
+pub fn computes_in_host_memory(device: &Device) -> bool {
+    #[allow(deprecated)]
+    let cpu = [Device::flex(), Device::ndarray()];
+    cpu.contains(&device.clone().without_autodiff())
+}
+
 /// Resolves a choice to a device. `auto` never picks a software wgpu adapter; `wgpu` may.
 pub fn select_device(choice: BackendChoice) -> Result<ComputeDevice> {
     match choice {

@@ -1,12 +1,15 @@
 //! Full ranking in bounded memory: customers scored a batch at a time against every item (or a
 //! candidate set), their known items pushed to the bottom and the top `k` picked on the device;
-//! only `k` item indices per customer come back to the host.
+//! only `k` item indices per customer come back to the host. On a CPU backend the scores are
+//! already in host memory, and the top `k` are selected there (a partial selection per row: a
+//! full sort, what burn's `topk` does, costs log₂(items) times as much).
 
 use std::collections::{HashMap, HashSet};
 
 use anyhow::Result;
 use burn::prelude::*;
 use burn::tensor::IndexingUpdateOp;
+use rayon::prelude::*;
 
 use crate::data::Interaction;
 use crate::metrics::{RankingMetrics, RankingScores};
@@ -43,9 +46,9 @@ pub fn rank(
         if let Some((picked, _)) = &candidates {
             scores = scores.select(1, picked.clone()); // [b, candidates]
         }
-        let b = batch.len();
+        // Positions `r · width + column` of the items each customer must not be offered.
+        let mut excluded = Vec::new();
         if let Some(exclude) = request.exclude {
-            let mut flat = Vec::new();
             for (r, &u) in batch.iter().enumerate() {
                 for &item in &exclude[u as usize] {
                     let column = match &candidates {
@@ -53,18 +56,12 @@ pub fn rank(
                         None => Some(item as usize),
                     };
                     if let Some(c) = column {
-                        flat.push((r * width + c) as u32);
+                        excluded.push((r * width + c) as u32);
                     }
                 }
             }
-            if !flat.is_empty() {
-                let n = flat.len();
-                let penalty = Tensor::<1>::full([n], -1e30, device);
-                scores = scores.reshape([b * width]).select_assign(0, index_tensor(&flat, device), penalty, IndexingUpdateOp::Add).reshape([b, width]);
-            }
         }
-        let (_, top) = scores.topk_with_indices(k, 1);
-        let top = top.into_data().convert::<i64>().try_into_vec::<i64>().expect("int indices");
+        let top = top_k(scores, &excluded, k, device);
         for (r, &u) in batch.iter().enumerate() {
             let mut items: Vec<u32> = top[r * k..(r + 1) * k]
                 .iter()
@@ -78,6 +75,52 @@ pub fn rank(
         }
     }
     Ok(())
+}
+
+/// The column indices `[rows · k]` of each row's `k` highest scores, best first, the flat
+/// positions `excluded` pushed to the bottom first.
+fn top_k(scores: Tensor<2>, excluded: &[u32], k: usize, device: &Device) -> Vec<i64> {
+    let [rows, width] = scores.dims();
+    if !vitrine_core::backend::computes_in_host_memory(device) {
+        let scores = match excluded.len() {
+            0 => scores,
+            n => {
+                let penalty = Tensor::<1>::full([n], -1e30, device);
+                scores.reshape([rows * width]).select_assign(0, index_tensor(excluded, device), penalty, IndexingUpdateOp::Add).reshape([rows, width])
+            }
+        };
+        let (_, top) = scores.topk_with_indices(k, 1);
+        return top.into_data().convert::<i64>().try_into_vec::<i64>().expect("int indices");
+    }
+    let mut values = scores.into_data().convert::<f32>().try_into_vec::<f32>().expect("float scores");
+    for &position in excluded {
+        values[position as usize] -= 1e30;
+    }
+    values.par_chunks(width.max(1)).flat_map_iter(|row| top_of_row(row, k)).collect()
+}
+
+/// The indices of `row`'s `k` highest values, best first; of equal values the first.
+fn top_of_row(row: &[f32], k: usize) -> Vec<i64> {
+    if k <= 64 && k < row.len() {
+        // One pass keeping the best k in order: most values lose to the k-th at one comparison.
+        let mut best: Vec<(f32, usize)> = Vec::with_capacity(k + 1);
+        for (i, &v) in row.iter().enumerate() {
+            if best.len() == k && v <= best[k - 1].0 {
+                continue;
+            }
+            best.insert(best.partition_point(|&(b, _)| b >= v), (v, i));
+            best.truncate(k);
+        }
+        return best.into_iter().map(|(_, i)| i as i64).collect();
+    }
+    let better = |a: &usize, b: &usize| row[*b].total_cmp(&row[*a]).then(a.cmp(b));
+    let mut order: Vec<usize> = (0..row.len()).collect();
+    if k < order.len() {
+        order.select_nth_unstable_by(k, better);
+        order.truncate(k);
+    }
+    order.sort_unstable_by(better);
+    order.into_iter().map(|i| i as i64).collect()
 }
 
 /// Ranking metrics of `model` on the held-out `relevant` interactions: every customer with one is
@@ -105,4 +148,29 @@ pub fn evaluate(
         Ok(())
     })?;
     Ok(metrics.scores())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_host_selection_picks_what_burns_topk_picks() {
+        assert_eq!(top_of_row(&[0.5, 2.0, -1.0, 2.0, 7.0], 3), [4, 1, 3], "best first, of equal values the first");
+        assert_eq!(top_of_row(&[0.5, 2.0], 5), [1, 0], "k above the row's length: the whole row");
+        let long: Vec<f32> = (0..500).map(|i| ((i * 37) % 101) as f32).collect();
+        assert_eq!(top_of_row(&long, 100), top_of_row(&long, 100)[..100], "selection path");
+        assert_eq!(top_of_row(&long, 20)[..], top_of_row(&long, 100)[..20], "the one-pass path agrees with the selection");
+        let device = Device::flex();
+        let (rows, width, k) = (7, 300, 10);
+        let values: Vec<f32> = (0..rows * width).map(|i| ((i * 7919) % 10007) as f32 / 10007.0).collect();
+        let scores = Tensor::<2>::from_data(TensorData::new(values, [rows, width]), &device);
+        let (_, expected) = scores.clone().topk_with_indices(k, 1);
+        let expected = expected.into_data().convert::<i64>().try_into_vec::<i64>().unwrap();
+        assert_eq!(top_k(scores.clone(), &[], k, &device), expected);
+        // Excluded positions drop out: row 0's best and row 1's second best.
+        let (best, second) = (expected[0] as u32, expected[k + 1] as u32);
+        let top = top_k(scores, &[best, (width as u32) + second], k, &device);
+        assert!(!top[..k].contains(&(best as i64)) && top[k] == expected[k] && !top[k..2 * k].contains(&(second as i64)));
+    }
 }
