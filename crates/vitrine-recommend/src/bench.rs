@@ -40,6 +40,9 @@ pub fn bench(arch: Architecture, request: &BenchRequest) -> Result<BenchResult> 
             42,
         ),
     };
+    if args::flag(request.args, "sparse_updates") && arch != Architecture::BprMf {
+        anyhow::bail!("--sparse-updates applies to bpr-mf only");
+    }
     match arch {
         Architecture::Pop => measure::<Popularity>(arch, &data, request),
         Architecture::ItemKnn => measure::<ItemKnn>(arch, &data, request),
@@ -61,7 +64,8 @@ fn config_for(arch: Architecture) -> Result<RecommendConfig> {
 }
 
 fn measure<M: Build + Clone>(arch: Architecture, data: &RecData, request: &BenchRequest) -> Result<BenchResult> {
-    let config = config_for(arch)?;
+    let mut config = config_for(arch)?;
+    config.model.sparse_updates = args::flag(request.args, "sparse_updates");
     let compute = request.compute;
     let batch_size = request.batch_size.unwrap_or(config.train.batch_size);
     let train_device = compute.device.clone().autodiff();

@@ -39,6 +39,11 @@ fn check(config: &RecommendConfig) -> Result<()> {
         ensure!(m.max_len >= 2, "model.max_len must be at least 2");
         ensure!(m.heads > 0 && m.embedding_dim % m.heads == 0, "model.embedding_dim ({}) must be a multiple of model.heads ({})", m.embedding_dim, m.heads);
     }
+    if m.sparse_updates {
+        ensure!(m.name == Architecture::BprMf, "model.sparse_updates applies to bpr-mf only");
+        ensure!(config.train.optimizer.kind == vitrine_core::config::OptimizerKind::Adam, "model.sparse_updates steps with row-wise Adam: leave train.optimizer.kind at \"adam\"");
+        ensure!(config.train.grad_clip_norm.is_none(), "model.sparse_updates does not clip gradients: remove train.grad_clip_norm");
+    }
     if m.name == Architecture::TwoTower && d.items.is_none() && d.users.is_none() {
         bail!("two-tower is the hybrid recommender: give data.items and/or data.users feature files (without them, use bpr-mf)");
     }
@@ -260,6 +265,9 @@ pub struct RecommendModelConfig {
     pub id_dropout: f64,
     /// `two-tower`: uniformly drawn items added to each batch's negatives (0: in-batch only).
     pub extra_negatives: usize,
+    /// `bpr-mf`: each step updates only the embedding rows its batch uses, with row-wise Adam
+    /// (PyTorch's `SparseAdam`): for catalogues of millions, where a dense step touches every row.
+    pub sparse_updates: bool,
     /// `sasrec`: most recent items read, layers, heads, feed-forward width.
     pub max_len: usize,
     pub layers: usize,
@@ -279,6 +287,7 @@ impl Default for RecommendModelConfig {
             temperature: 0.1,
             id_dropout: 0.3,
             extra_negatives: 0,
+            sparse_updates: false,
             max_len: 50,
             layers: 2,
             heads: 2,

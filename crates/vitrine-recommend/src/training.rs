@@ -27,6 +27,7 @@ use crate::model::build::Build;
 use crate::model::counted::{ItemKnn, Popularity};
 use crate::model::factorization::{MatrixFactorization, NeuMf};
 use crate::model::sasrec::Sasrec;
+use crate::model::sparse::RowAdam;
 use crate::model::two_tower::TwoTower;
 use crate::model::{Ranker, Recommender, ScoreContext};
 use crate::ranking;
@@ -43,6 +44,9 @@ pub fn train(config: &RecommendConfig, ctx: &TrainContext) -> Result<RunReport> 
     }
 }
 
+/// A checkpoint's row-wise Adam moments (`model.sparse_updates`).
+const ROW_ADAM_FILE: &str = "row-adam.bpk";
+
 /// What ranking the validation split needs after each epoch.
 pub struct Validation {
     context: ScoreContext,
@@ -57,6 +61,8 @@ pub struct Validation {
 pub struct RecommendTask<M: Recommender> {
     pub model: M,
     optimizer: Option<ModuleOptimizer>,
+    /// With `model.sparse_updates`, the row-wise Adam that replaces the optimizer.
+    row_adam: Option<RowAdam>,
     /// Features on the training device, for the loss.
     context: ScoreContext,
     /// Features on the plain device, for the validation loss.
@@ -71,8 +77,10 @@ impl<M: Recommender> RecommendTask<M> {
     /// A task for `model` on `train_device` (an optimizer unless the model is counted); without
     /// `validation`, epochs end without ranking (benchmarks).
     pub fn new(model: M, config: &RecommendConfig, context: ScoreContext, valid_context: ScoreContext, validation: Option<Validation>, train_device: &Device) -> Self {
-        let optimizer = (!M::COUNTED).then(|| build_optimizer(&config.train.optimizer, config.train.grad_clip_norm));
-        Self { model, optimizer, context, valid_context, validation, counting: false, train_device: train_device.clone() }
+        let sparse = config.model.sparse_updates;
+        let optimizer = (!M::COUNTED && !sparse).then(|| build_optimizer(&config.train.optimizer, config.train.grad_clip_norm));
+        let row_adam = sparse.then(|| RowAdam::new(&model.row_tables(), &config.train.optimizer, &train_device.clone().without_autodiff()));
+        Self { model, optimizer, row_adam, context, valid_context, validation, counting: false, train_device: train_device.clone() }
     }
 }
 
@@ -88,6 +96,10 @@ impl<M: Recommender + Clone> TrainTask for RecommendTask<M> {
             }
             self.model = self.model.clone().count(batch);
             return StepStats::loss(Tensor::zeros([1], &self.train_device), count);
+        }
+        if let Some(adam) = self.row_adam.as_mut() {
+            let loss = self.model.row_step(batch, lr, adam);
+            return StepStats::loss(loss.mul_scalar(count as f32), count);
         }
         let loss = self.model.loss(batch, &self.context);
         let grads = GradientsParams::from_grads(loss.backward(), &self.model);
@@ -109,6 +121,9 @@ impl<M: Recommender + Clone> TrainTask for RecommendTask<M> {
 
     fn save_checkpoint(&self, dir: &Path) -> Result<()> {
         self.save_weights(&dir.join("model.bpk"))?;
+        if let Some(adam) = &self.row_adam {
+            save_module(adam, &dir.join(ROW_ADAM_FILE))?;
+        }
         match &self.optimizer {
             Some(_) => save_optimizer(&self.optimizer, &dir.join("optimizer.bpk")),
             None => Ok(()),
@@ -117,6 +132,9 @@ impl<M: Recommender + Clone> TrainTask for RecommendTask<M> {
 
     fn load_checkpoint(&mut self, dir: &Path) -> Result<()> {
         self.load_weights(&dir.join("model.bpk"))?;
+        if let Some(adam) = self.row_adam.take() {
+            self.row_adam = Some(load_module(adam, &dir.join(ROW_ADAM_FILE))?);
+        }
         match &self.optimizer {
             Some(_) => load_optimizer(&mut self.optimizer, &dir.join("optimizer.bpk")),
             None => Ok(()),

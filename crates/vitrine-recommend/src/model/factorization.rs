@@ -5,6 +5,7 @@ use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, 
 use burn::prelude::*;
 use burn::tensor::activation::relu;
 
+use super::sparse::{RowAdam, distinct_rows};
 use super::{Recommender, ScoreContext, index_tensor, softplus_neg_mean};
 use crate::data::batches::RecBatch;
 
@@ -47,6 +48,38 @@ impl Recommender for MatrixFactorization {
     fn scores(&self, users: &[u32], _context: &ScoreContext) -> Tensor<2> {
         let device = self.user_embedding.weight.device();
         self.users(index_tensor(users, &device)).matmul(self.item_embedding.weight.val().transpose())
+    }
+
+    fn row_tables(&self) -> Vec<[usize; 2]> {
+        vec![self.user_embedding.weight.dims(), self.item_embedding.weight.dims()]
+    }
+
+    /// BPR on copies of just the rows the batch uses, whose gradients then move those rows.
+    fn row_step(&mut self, batch: RecBatch, lr: f64, adam: &mut RowAdam) -> Tensor<1> {
+        let RecBatch::Pairs { users, positives, negatives } = batch else { unreachable!("bpr-mf trains on pairs") };
+        let [b, n] = negatives.dims();
+        let device = users.device();
+        let host = |t: Tensor<1, Int>| t.into_data().convert::<i64>().try_into_vec::<i64>().expect("int ids");
+        let (user_rows, user_at) = distinct_rows(&host(users));
+        let items: Vec<i64> = host(positives).into_iter().chain(host(negatives.reshape([b * n]))).collect();
+        let (item_rows, item_at) = distinct_rows(&items);
+        let leaf = |table: &Embedding, rows: &[u32]| {
+            let inner = table.weight.val().inner();
+            Tensor::<2>::from_inner(inner.clone().select(0, index_tensor(rows, &inner.device()))).require_grad()
+        };
+        let (u_rows, i_rows) = (leaf(&self.user_embedding, &user_rows), leaf(&self.item_embedding, &item_rows));
+        let u = u_rows.clone().select(0, index_tensor(&user_at, &device)); // [b, d]
+        let d = u.dims()[1];
+        let picked = i_rows.clone().select(0, index_tensor(&item_at, &device)); // [b + b·n, d]
+        let positive = (u.clone() * picked.clone().narrow(0, 0, b)).sum_dim(1); // [b, 1]
+        let negative = picked.narrow(0, b, b * n).reshape([b, n, d]).matmul(u.unsqueeze_dim::<3>(2)).reshape([b, n]);
+        let loss = softplus_neg_mean((positive - negative).reshape([b * n]));
+        let grads = loss.backward();
+        let step = adam.next_step();
+        let (Some(gu), Some(gi)) = (u_rows.grad(&grads), i_rows.grad(&grads)) else { unreachable!("both leaves are in the loss") };
+        adam.update(0, &mut self.user_embedding.weight, &user_rows, gu, lr, step);
+        adam.update(1, &mut self.item_embedding.weight, &item_rows, gi, lr, step);
+        loss.detach()
     }
 
     fn item_vectors(&self, _context: &ScoreContext) -> Option<Tensor<2>> {

@@ -13,6 +13,7 @@ pub mod content;
 pub mod counted;
 pub mod factorization;
 pub mod sasrec;
+pub mod sparse;
 pub mod two_tower;
 
 use std::sync::Arc;
@@ -80,6 +81,16 @@ pub trait Recommender: Module + Send + 'static {
     }
     /// The mean loss of a training (or validation) batch.
     fn loss(&self, batch: RecBatch, context: &ScoreContext) -> Tensor<1>;
+    /// The `[rows, d]` shapes of the tables a row-wise step updates (`model.sparse_updates`);
+    /// none for a model without that path.
+    fn row_tables(&self) -> Vec<[usize; 2]> {
+        Vec::new()
+    }
+    /// One training step that updates only the rows of its tables that `batch` uses, with
+    /// `adam`; the batch's mean loss.
+    fn row_step(&mut self, _batch: RecBatch, _lr: f64, _adam: &mut sparse::RowAdam) -> Tensor<1> {
+        unreachable!("row steps are offered only for models with row tables (checked when the config loads)")
+    }
     /// Scores `[users.len(), items]` of every item for `users`; higher is better.
     fn scores(&self, users: &[u32], context: &ScoreContext) -> Tensor<2>;
     /// Customers scored at once when ranking every item: about 32 M scores per batch (a model
