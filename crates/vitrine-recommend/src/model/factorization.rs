@@ -32,6 +32,16 @@ impl MatrixFactorization {
     }
 }
 
+/// BPR's `-log σ(u·p − u·n)` of customer vectors `[b, d]`, their positives `[b, d]` and their
+/// sampled negatives `[b·n, d]` (n per customer, in order).
+fn bpr_loss(u: Tensor<2>, positives: Tensor<2>, negatives: Tensor<2>) -> Tensor<1> {
+    let [b, d] = u.dims();
+    let n = negatives.dims()[0] / b;
+    let positive = (u.clone() * positives).sum_dim(1); // [b, 1]
+    let negative = negatives.reshape([b, n, d]).matmul(u.unsqueeze_dim::<3>(2)).reshape([b, n]); // [b, n]
+    softplus_neg_mean((positive - negative).reshape([b * n]))
+}
+
 impl Recommender for MatrixFactorization {
     /// BPR: `-log σ(u·p − u·n)` over each positive and its sampled negatives.
     fn loss(&self, batch: RecBatch, _context: &ScoreContext) -> Tensor<1> {
@@ -39,10 +49,8 @@ impl Recommender for MatrixFactorization {
         let [b, n] = negatives.dims();
         let u = self.users(users); // [b, d]
         let items = self.item_embedding.weight.val();
-        let positive = (u.clone() * items.clone().select(0, positives)).sum_dim(1); // [b, 1]
-        let negative = items.select(0, negatives.reshape([b * n])).reshape([b, n, u.dims()[1]]); // [b, n, d]
-        let negative = negative.matmul(u.unsqueeze_dim::<3>(2)).reshape([b, n]); // [b, n]
-        softplus_neg_mean((positive - negative).reshape([b * n]))
+        let negative = items.clone().select(0, negatives.reshape([b * n])); // [b·n, d]
+        bpr_loss(u, items.select(0, positives), negative)
     }
 
     fn scores(&self, users: &[u32], _context: &ScoreContext) -> Tensor<2> {
@@ -69,11 +77,8 @@ impl Recommender for MatrixFactorization {
         };
         let (u_rows, i_rows) = (leaf(&self.user_embedding, &user_rows), leaf(&self.item_embedding, &item_rows));
         let u = u_rows.clone().select(0, index_tensor(&user_at, &device)); // [b, d]
-        let d = u.dims()[1];
         let picked = i_rows.clone().select(0, index_tensor(&item_at, &device)); // [b + b·n, d]
-        let positive = (u.clone() * picked.clone().narrow(0, 0, b)).sum_dim(1); // [b, 1]
-        let negative = picked.narrow(0, b, b * n).reshape([b, n, d]).matmul(u.unsqueeze_dim::<3>(2)).reshape([b, n]);
-        let loss = softplus_neg_mean((positive - negative).reshape([b * n]));
+        let loss = bpr_loss(u, picked.clone().narrow(0, 0, b), picked.narrow(0, b, b * n));
         let grads = loss.backward();
         let step = adam.next_step();
         let (Some(gu), Some(gi)) = (u_rows.grad(&grads), i_rows.grad(&grads)) else { unreachable!("both leaves are in the loss") };
