@@ -1,8 +1,8 @@
 //! Full ranking in bounded memory: customers scored a batch at a time against every item (or a
 //! candidate set), their known items pushed to the bottom and the top `k` picked on the device;
 //! only `k` item indices per customer come back to the host. On a CPU backend the scores are
-//! already in host memory, and the top `k` are selected there (a partial selection per row: a
-//! full sort, what burn's `topk` does, costs log₂(items) times as much).
+//! already in host memory, and the top `k` are selected there in one pass per row (burn's `topk`
+//! sorts each whole row).
 
 use std::collections::{HashMap, HashSet};
 

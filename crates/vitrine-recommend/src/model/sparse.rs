@@ -104,10 +104,9 @@ mod tests {
         let device = Device::flex();
         let config = OptimizerConfig { lr: 0.1, ..OptimizerConfig::default() };
         let mut adam = RowAdam::new(&[[4, 2]], &config, &device);
-        let weight = Param::from_tensor(Tensor::<2>::from_data(TensorData::new(vec![1.0f32, 2., 3., 4., 5., 6., 7., 8.], [4, 2]), &device.clone().autodiff()));
+        let mut weight = Param::from_tensor(Tensor::<2>::from_data(TensorData::new(vec![1.0f32, 2., 3., 4., 5., 6., 7., 8.], [4, 2]), &device.clone().autodiff()));
         let grad = Tensor::<2>::from_data(TensorData::new(vec![0.5f32, -2.0, 1.0, 0.0], [2, 2]), &device);
         let step = adam.next_step();
-        let mut weight = weight;
         adam.update(0, &mut weight, &[1, 3], grad, 0.1, step);
         let values = weight.val().inner().into_data().try_into_vec::<f32>().unwrap();
         // Adam's first step moves each weight by lr · sign(gradient) (0 where the gradient is 0).
