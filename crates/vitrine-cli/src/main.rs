@@ -10,6 +10,7 @@ mod terminal;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    vitrine_core::backend::keep_freed_memory_for_reuse();
     // Anything that asks burn for its default device stays on the CPU rather than probing GPUs;
     // the device for real work is always chosen explicitly. Set before any thread starts.
     if std::env::var_os("BURN_DEVICE").is_none() {

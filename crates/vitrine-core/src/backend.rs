@@ -104,6 +104,21 @@ fn rank(kind: wgpu::DeviceType) -> u8 {
     }
 }
 
+/// Keeps freed memory in the process for the next tensor instead of handing it back to the
+/// operating system. Every training step allocates and frees hundreds of tensors of the same
+/// sizes; by default glibc maps each block over 128 KiB afresh and unmaps it when freed, so the
+/// next tensor pays a page fault per 4 KiB (a third of a 32→32-channel convolution's input
+/// gradient at batch 128). Call once, before any thread starts.
+pub fn keep_freed_memory_for_reuse() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    unsafe {
+        // 32 MiB is the largest mmap threshold glibc accepts; the trim threshold keeps freed
+        // memory at the top of the heap instead of returning it.
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+    }
+}
+
 /// Whether `device` computes in host memory (the CPU backends), where reading a tensor back
 /// costs a copy at most.
 pub fn computes_in_host_memory(device: &Device) -> bool {
@@ -177,6 +192,141 @@ mod tests {
         let has_hardware = gpu_adapters().iter().any(GpuAdapter::is_hardware);
         assert_eq!(selected.backend == BackendChoice::Wgpu, has_hardware, "{}", selected.description);
         assert!(!selected.description.contains("software"));
+    }
+
+    /// The patched burn-flex (patches/burn-flex) computes 2-D convolutions, transposed
+    /// convolutions and all their gradients its own way; burn-ndarray keeps upstream's.
+    #[test]
+    fn flex_convolutions_and_their_gradients_match_ndarray() {
+        use burn::tensor::module::{conv_transpose2d, conv2d};
+        use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
+        use burn::tensor::{Tensor, TensorData};
+
+        enum Op {
+            Conv(ConvOptions<2>),
+            Transpose(ConvTransposeOptions<2>),
+        }
+        // (input [n, c, h, w], weight, operation)
+        let cases = [
+            ([3, 1, 9, 9], [4, 1, 3, 3], Op::Conv(ConvOptions::new([1, 1], [1, 1], [1, 1], 1))),
+            ([2, 3, 10, 7], [5, 3, 4, 4], Op::Conv(ConvOptions::new([2, 2], [1, 1], [1, 1], 1))),
+            ([2, 4, 9, 8], [6, 2, 3, 2], Op::Conv(ConvOptions::new([2, 1], [0, 2], [2, 1], 2))),
+            ([1, 2, 8, 8], [3, 2, 3, 3], Op::Conv(ConvOptions::new_with_padding([1, 2], [(0, 2), (1, 0)], [1, 1], 1))),
+            ([2, 4, 5, 5], [4, 3, 4, 4], Op::Transpose(ConvTransposeOptions::new([2, 2], [1, 1], [0, 0], [1, 1], 1))),
+            ([2, 3, 4, 6], [3, 2, 3, 3], Op::Transpose(ConvTransposeOptions::new([2, 3], [1, 0], [1, 2], [1, 1], 1))),
+            ([1, 4, 5, 4], [4, 2, 3, 3], Op::Transpose(ConvTransposeOptions::new([1, 2], [1, 1], [0, 1], [2, 1], 2))),
+        ];
+        let mut state = 12345u64;
+        let mut random = |len: usize| -> Vec<f32> {
+            (0..len)
+                .map(|_| {
+                    state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+                })
+                .collect()
+        };
+        for (case, (x_shape, w_shape, op)) in cases.iter().enumerate() {
+            let bias_len = match op {
+                Op::Conv(_) => w_shape[0],
+                Op::Transpose(options) => w_shape[1] * options.groups,
+            };
+            let (x, w, b) = (random(x_shape.iter().product()), random(w_shape.iter().product()), random(bias_len));
+            // Output, and the gradients of half the output's squared norm.
+            let run = |device: Device| -> [Vec<f32>; 4] {
+                let device = device.autodiff();
+                let x = Tensor::<4>::from_data(TensorData::new(x.clone(), *x_shape), &device).require_grad();
+                let w = Tensor::<4>::from_data(TensorData::new(w.clone(), *w_shape), &device).require_grad();
+                let b = Tensor::<1>::from_data(TensorData::new(b.clone(), [bias_len]), &device).require_grad();
+                let y = match op {
+                    Op::Conv(options) => conv2d(x.clone(), w.clone(), Some(b.clone()), options.clone()),
+                    Op::Transpose(options) => conv_transpose2d(x.clone(), w.clone(), Some(b.clone()), options.clone()),
+                };
+                let grads = (y.clone() * y.clone()).sum().div_scalar(2.0).backward();
+                let values = |t: Tensor<4>| t.into_data().try_to_vec::<f32>().unwrap();
+                [
+                    values(y),
+                    values(x.grad(&grads).unwrap()),
+                    values(w.grad(&grads).unwrap()),
+                    b.grad(&grads).unwrap().into_data().try_to_vec::<f32>().unwrap(),
+                ]
+            };
+            #[allow(deprecated)] // burn-ndarray keeps upstream's formulation: the reference here
+            let (flex, reference) = (run(Device::flex()), run(Device::ndarray()));
+            for (what, (got, want)) in ["output", "input gradient", "weight gradient", "bias gradient"].iter().zip(flex.iter().zip(&reference)) {
+                assert_eq!(got.len(), want.len(), "case {case}: {what} size");
+                let scale = want.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+                let worst = got.iter().zip(want).map(|(g, w)| (g - w).abs()).fold(0.0f32, f32::max);
+                assert!(worst <= 1e-5 * scale, "case {case}: {what} differs by {worst} (scale {scale})");
+            }
+        }
+    }
+
+    /// The patched burn-flex also computes batch normalization its own way.
+    #[test]
+    fn flex_batch_norm_and_its_gradients_match_ndarray() {
+        use burn::tensor::module::batch_norm_train;
+        use burn::tensor::{Tensor, TensorData};
+
+        // Images (statistics over batch and pixels) and feature rows (over the batch alone).
+        for shape in [[4, 3, 5, 6], [16, 40, 1, 1]] {
+            let len: usize = shape.iter().product();
+            let channels = shape[1];
+            let x: Vec<f32> = (0..len).map(|i| ((i * 7919 % 101) as f32 / 101.0 - 0.3) * (1.0 + (i % channels) as f32)).collect();
+            let gamma: Vec<f32> = (0..channels).map(|c| 0.5 + c as f32 * 0.1).collect();
+            let beta: Vec<f32> = (0..channels).map(|c| c as f32 * 0.2 - 0.1).collect();
+            let run = |device: Device| -> Vec<Vec<f32>> {
+                let device = device.autodiff();
+                let x = Tensor::<4>::from_data(TensorData::new(x.clone(), shape), &device).require_grad();
+                let gamma = Tensor::<1>::from_data(TensorData::new(gamma.clone(), [channels]), &device).require_grad();
+                let beta = Tensor::<1>::from_data(TensorData::new(beta.clone(), [channels]), &device).require_grad();
+                let result = batch_norm_train(x.clone(), gamma.clone(), beta.clone(), 1e-5);
+                let weights = Tensor::<4>::from_data(TensorData::new((0..len).map(|i| (i % 13) as f32 - 6.0).collect(), shape), &device);
+                let grads = (result.output.clone() * weights).sum().backward();
+                let flat = |t: Tensor<4>| t.into_data().try_to_vec::<f32>().unwrap();
+                let flat1 = |t: Tensor<1>| t.into_data().try_to_vec::<f32>().unwrap();
+                vec![
+                    flat(result.output),
+                    flat1(result.mean),
+                    flat1(result.variance),
+                    flat(x.grad(&grads).unwrap()),
+                    flat1(gamma.grad(&grads).unwrap()),
+                    flat1(beta.grad(&grads).unwrap()),
+                ]
+            };
+            #[allow(deprecated)] // burn-ndarray keeps upstream's formulation: the reference here
+            let (flex, reference) = (run(Device::flex()), run(Device::ndarray()));
+            let names = ["output", "mean", "variance", "input gradient", "gamma gradient", "beta gradient"];
+            for (what, (got, want)) in names.iter().zip(flex.iter().zip(&reference)) {
+                let scale = want.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+                let worst = got.iter().zip(want).map(|(g, w)| (g - w).abs()).fold(0.0f32, f32::max);
+                assert!(worst <= 1e-5 * scale, "{shape:?}: {what} differs by {worst} (scale {scale})");
+            }
+        }
+    }
+
+    /// … and max pooling without padding.
+    #[test]
+    fn flex_max_pooling_and_its_gradient_match_ndarray() {
+        use burn::tensor::module::max_pool2d;
+        use burn::tensor::ops::MaxPoolOptions;
+        use burn::tensor::{Tensor, TensorData};
+
+        for (kernel, stride) in [([2, 2], [2, 2]), ([3, 2], [1, 2])] {
+            let shape = [2, 3, 7, 6];
+            let len: usize = shape.iter().product();
+            let x: Vec<f32> = (0..len).map(|i| ((i * 7919) % 257) as f32 / 257.0).collect();
+            let run = |device: Device| -> [Vec<f32>; 2] {
+                let device = device.autodiff();
+                let x = Tensor::<4>::from_data(TensorData::new(x.clone(), shape), &device).require_grad();
+                let y = max_pool2d(x.clone(), MaxPoolOptions::new(kernel).with_stride(stride));
+                let weights = y.ones_like().mul_scalar(3.0) + y.clone();
+                let grads = (y.clone() * weights).sum().backward();
+                [y.into_data().try_to_vec::<f32>().unwrap(), x.grad(&grads).unwrap().into_data().try_to_vec::<f32>().unwrap()]
+            };
+            #[allow(deprecated)] // burn-ndarray keeps upstream's kernel: the reference here
+            let (flex, reference) = (run(Device::flex()), run(Device::ndarray()));
+            assert_eq!(flex, reference, "kernel {kernel:?}, stride {stride:?}");
+        }
     }
 
     #[test]

@@ -1,0 +1,571 @@
+//! 2-D convolutions, their transposes and all their gradients as im2col + gemm
+//! (Vitrine's patch; see `PATCH.md` at the crate root).
+//!
+//! Upstream computes a convolution's weight gradient as another convolution
+//! over batch-swapped tensors (a kernel the size of the image, a handful of
+//! output positions, layout copies around it) and its input gradient as a
+//! transposed convolution. Here every one of the six operations is one
+//! im2col (or its adjoint, col2im) and one gemm per image, on NCHW data
+//! directly:
+//!
+//! - forward:         Y_n = W · col(X_n)
+//! - input gradient:  dX_n = col2im(Wᵀ · dY_n)
+//! - weight gradient: dW = Σ_n dY_n · col(X_n)ᵀ
+//!
+//! A transposed convolution is the input gradient of the convolution that
+//! goes the other way, so it reuses the same three kernels with the roles
+//! of input and output swapped. The column matrix is built a tile of output
+//! rows at a time, so large images stay in bounded memory.
+
+use alloc::vec;
+use alloc::vec::Vec;
+use burn_backend::DType;
+use burn_backend::ops::{ConvOptions, ConvTransposeOptions};
+use burn_std::{Bytes, Shape, bf16, f16};
+use num_traits::Float;
+
+use crate::{FlexTensor, Layout};
+
+/// The most column-matrix bytes one task builds at a time.
+const COLUMN_BYTES: usize = 4 * 1024 * 1024;
+
+/// A convolution from `[batch, channels_in, height, width]` to
+/// `[batch, channels_out, out_height, out_width]`.
+#[derive(Clone, Copy, Debug)]
+struct Geometry {
+    batch: usize,
+    channels_in: usize,
+    height: usize,
+    width: usize,
+    channels_out: usize,
+    groups: usize,
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    padding: [usize; 2],
+    dilation: [usize; 2],
+    out: [usize; 2],
+}
+
+impl Geometry {
+    fn in_per_group(&self) -> usize {
+        self.channels_in / self.groups
+    }
+
+    fn out_per_group(&self) -> usize {
+        self.channels_out / self.groups
+    }
+
+    /// Rows of the column matrix: one per (input channel of a group, kernel position).
+    fn col_rows(&self) -> usize {
+        self.in_per_group() * self.kernel[0] * self.kernel[1]
+    }
+
+    fn out_pixels(&self) -> usize {
+        self.out[0] * self.out[1]
+    }
+
+    fn image_len(&self) -> usize {
+        self.channels_in * self.height * self.width
+    }
+
+    /// Output rows per tile, so that a tile's column matrix stays under `COLUMN_BYTES`.
+    fn tile_rows<T>(&self) -> usize {
+        let row_bytes = self.col_rows() * self.out[1] * core::mem::size_of::<T>();
+        (COLUMN_BYTES / row_bytes.max(1)).clamp(1, self.out[0].max(1))
+    }
+
+    /// The output columns whose input column `ow*stride + kw*dilation - padding` is inside the image.
+    fn valid_out_cols(&self, kw: usize) -> (usize, usize) {
+        let offset = kw * self.dilation[1];
+        let (stride, padding) = (self.stride[1], self.padding[1]);
+        let lo = if padding > offset {
+            (padding - offset).div_ceil(stride)
+        } else {
+            0
+        };
+        let hi = if self.width + padding > offset {
+            ((self.width + padding - offset - 1) / stride + 1).min(self.out[1])
+        } else {
+            0
+        };
+        (lo.min(hi), hi)
+    }
+
+    /// The input row that output row `oh` reads at kernel row `kh`, if inside the image.
+    fn input_row(&self, oh: usize, kh: usize) -> Option<usize> {
+        let row = (oh * self.stride[0] + kh * self.dilation[0]) as isize - self.padding[0] as isize;
+        (row >= 0 && row < self.height as isize).then_some(row as usize)
+    }
+}
+
+/// The element types the kernels run in (bf16 goes through f32: gemm has no bf16).
+trait Scalar: Float + bytemuck::Pod + burn_backend::Element + Send + Sync + 'static {}
+impl Scalar for f32 {}
+impl Scalar for f64 {}
+impl Scalar for f16 {}
+
+/// Fills `col` (`[col_rows, (rows.end - rows.start) * out_width]`) with the patches of
+/// one group of one image for output rows `rows`; zero where the kernel overhangs.
+fn im2col<T: Scalar>(g: &Geometry, image: &[T], group: usize, rows: (usize, usize), col: &mut [T]) {
+    let width = (rows.1 - rows.0) * g.out[1];
+    let plane_len = g.height * g.width;
+    for c in 0..g.in_per_group() {
+        let plane = &image[(group * g.in_per_group() + c) * plane_len..][..plane_len];
+        for kh in 0..g.kernel[0] {
+            for kw in 0..g.kernel[1] {
+                let row = (c * g.kernel[0] + kh) * g.kernel[1] + kw;
+                let row = &mut col[row * width..][..width];
+                let (lo, hi) = g.valid_out_cols(kw);
+                let shift = kw * g.dilation[1];
+                for (oh, out) in (rows.0..rows.1).zip(row.chunks_exact_mut(g.out[1])) {
+                    let Some(ih) = g.input_row(oh, kh) else {
+                        out.fill(T::zero());
+                        continue;
+                    };
+                    let src = &plane[ih * g.width..][..g.width];
+                    out[..lo].fill(T::zero());
+                    out[hi..].fill(T::zero());
+                    if g.stride[1] == 1 {
+                        let start = lo + shift - g.padding[1];
+                        out[lo..hi].copy_from_slice(&src[start..start + hi - lo]);
+                    } else {
+                        for (ow, value) in out[lo..hi].iter_mut().enumerate() {
+                            *value = src[(lo + ow) * g.stride[1] + shift - g.padding[1]];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The adjoint of `im2col`: adds the column matrix back onto the image.
+fn col2im<T: Scalar>(g: &Geometry, col: &[T], group: usize, rows: (usize, usize), image: &mut [T]) {
+    let width = (rows.1 - rows.0) * g.out[1];
+    let plane_len = g.height * g.width;
+    for c in 0..g.in_per_group() {
+        let plane = &mut image[(group * g.in_per_group() + c) * plane_len..][..plane_len];
+        for kh in 0..g.kernel[0] {
+            for kw in 0..g.kernel[1] {
+                let row = (c * g.kernel[0] + kh) * g.kernel[1] + kw;
+                let row = &col[row * width..][..width];
+                let (lo, hi) = g.valid_out_cols(kw);
+                let shift = kw * g.dilation[1];
+                for (oh, src) in (rows.0..rows.1).zip(row.chunks_exact(g.out[1])) {
+                    let Some(ih) = g.input_row(oh, kh) else {
+                        continue;
+                    };
+                    let dst = &mut plane[ih * g.width..][..g.width];
+                    if g.stride[1] == 1 {
+                        let start = lo + shift - g.padding[1];
+                        for (d, s) in dst[start..start + hi - lo].iter_mut().zip(&src[lo..hi]) {
+                            *d = *d + *s;
+                        }
+                    } else {
+                        for (ow, s) in src[lo..hi].iter().enumerate() {
+                            let d = &mut dst[(lo + ow) * g.stride[1] + shift - g.padding[1]];
+                            *d = *d + *s;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `dst[m, n] (+)= lhs[m, k] · rhs[k, n]`, row stride of dst given, its column stride 1.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm<T: Scalar>(
+    [m, n, k]: [usize; 3],
+    dst: *mut T,
+    dst_rs: usize,
+    accumulate: bool,
+    lhs: (*const T, usize, usize),
+    rhs: (*const T, usize, usize),
+    parallelism: gemm::Parallelism,
+) {
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            dst_rs as isize,
+            accumulate,
+            lhs.0,
+            lhs.1 as isize,
+            lhs.2 as isize,
+            rhs.0,
+            rhs.1 as isize,
+            rhs.2 as isize,
+            T::one(),
+            T::one(),
+            false,
+            false,
+            false,
+            parallelism,
+        )
+    }
+}
+
+/// A raw pointer that tasks writing disjoint parts of one buffer may share.
+#[derive(Clone, Copy)]
+struct SharedMut<T>(*mut T);
+unsafe impl<T> Send for SharedMut<T> {}
+unsafe impl<T> Sync for SharedMut<T> {}
+
+fn threads() -> usize {
+    #[cfg(feature = "rayon")]
+    {
+        rayon::current_num_threads().max(1)
+    }
+    #[cfg(not(feature = "rayon"))]
+    {
+        1
+    }
+}
+
+/// Runs `task(i, scratch)` for `i in 0..count`, in parallel where rayon is on. The tasks
+/// are dealt out in a few runs per thread, each run with one scratch buffer of
+/// `scratch_len` elements (a fresh buffer per task costs more than the task's copies).
+fn for_each_task<T: Scalar>(count: usize, scratch_len: usize, task: impl Fn(usize, &mut [T]) + Send + Sync) {
+    let runs = (threads() * 4).min(count).max(1);
+    let run = |r: usize| {
+        let mut scratch = vec![T::zero(); scratch_len];
+        for i in r * count / runs..(r + 1) * count / runs {
+            task(i, &mut scratch);
+        }
+    };
+    #[cfg(feature = "rayon")]
+    {
+        use rayon::prelude::*;
+        (0..runs).into_par_iter().for_each(run);
+    }
+    #[cfg(not(feature = "rayon"))]
+    (0..runs).for_each(run);
+}
+
+/// The gemm's own threading when there are fewer images than threads.
+fn inner_parallelism(tasks: usize) -> gemm::Parallelism {
+    #[cfg(feature = "rayon")]
+    if tasks < threads() {
+        return gemm::Parallelism::Rayon(0);
+    }
+    let _ = tasks;
+    gemm::Parallelism::None
+}
+
+/// `Y_n[co, P] = W[co, K] · col(X_n)[K, P]`, tiled over output rows.
+fn forward<T: Scalar>(g: &Geometry, x: &[T], w: &[T]) -> Vec<T> {
+    let (k, p) = (g.col_rows(), g.out_pixels());
+    let out_len = g.channels_out * p;
+    let mut y = vec![T::zero(); g.batch * out_len];
+    // With fewer images than threads, split each image's rows among the threads.
+    let tile_rows = if g.batch < threads() {
+        g.out[0].div_ceil(threads().div_ceil(g.batch)).min(g.tile_rows::<T>())
+    } else {
+        g.tile_rows::<T>()
+    }
+    .max(1);
+    let tiles = g.out[0].div_ceil(tile_rows);
+    let y_ptr = SharedMut(y.as_mut_ptr());
+    for_each_task(g.batch * tiles * g.groups, k * tile_rows * g.out[1], |task, col| {
+        let (b, rest) = (task / (tiles * g.groups), task % (tiles * g.groups));
+        let (tile, group) = (rest / g.groups, rest % g.groups);
+        let rows = (tile * tile_rows, ((tile + 1) * tile_rows).min(g.out[0]));
+        let n = (rows.1 - rows.0) * g.out[1];
+        im2col(g, &x[b * g.image_len()..][..g.image_len()], group, rows, col);
+        let w_group = &w[group * g.out_per_group() * k..];
+        let y_ptr = y_ptr;
+        // Each task writes its own rows of its own channels of its own image.
+        unsafe {
+            let dst = y_ptr
+                .0
+                .add(b * out_len + group * g.out_per_group() * p + rows.0 * g.out[1]);
+            gemm(
+                [g.out_per_group(), n, k],
+                dst,
+                p,
+                false,
+                (w_group.as_ptr(), 1, k),
+                (col.as_ptr(), 1, n),
+                gemm::Parallelism::None,
+            );
+        }
+    });
+    y
+}
+
+/// `dX_n = col2im(Wᵀ[K, co] · dY_n[co, P])`, one image per task.
+fn input_grad<T: Scalar>(g: &Geometry, w: &[T], dy: &[T]) -> Vec<T> {
+    let (k, p) = (g.col_rows(), g.out_pixels());
+    let tile_rows = g.tile_rows::<T>();
+    let mut dx = vec![T::zero(); g.batch * g.image_len()];
+    let dx_ptr = SharedMut(dx.as_mut_ptr());
+    let parallelism = inner_parallelism(g.batch);
+    for_each_task(g.batch, k * tile_rows * g.out[1], |b, col: &mut [T]| {
+        let dx_ptr = dx_ptr;
+        // Each task owns one image of dx.
+        let image = unsafe {
+            core::slice::from_raw_parts_mut(dx_ptr.0.add(b * g.image_len()), g.image_len())
+        };
+        let dy_image = &dy[b * g.channels_out * p..][..g.channels_out * p];
+        for group in 0..g.groups {
+            let w_group = &w[group * g.out_per_group() * k..];
+            let dy_group = &dy_image[group * g.out_per_group() * p..];
+            for row in (0..g.out[0]).step_by(tile_rows) {
+                let rows = (row, (row + tile_rows).min(g.out[0]));
+                let n = (rows.1 - rows.0) * g.out[1];
+                unsafe {
+                    gemm(
+                        [k, n, g.out_per_group()],
+                        col.as_mut_ptr(),
+                        n,
+                        false,
+                        (w_group.as_ptr(), k, 1),
+                        (dy_group[rows.0 * g.out[1]..].as_ptr(), 1, p),
+                        parallelism,
+                    );
+                }
+                col2im(g, col, group, rows, image);
+            }
+        }
+    });
+    dx
+}
+
+/// `dW[co, K] = Σ_n dY_n[co, P] · col(X_n)[K, P]ᵀ`: each worker sums a share of the
+/// batch into its own copy, and the copies are added at the end.
+fn weight_grad<T: Scalar>(g: &Geometry, x: &[T], dy: &[T]) -> Vec<T> {
+    let (k, p) = (g.col_rows(), g.out_pixels());
+    let tile_rows = g.tile_rows::<T>();
+    let shares = threads().min(g.batch).max(1);
+    let per_share = g.batch.div_ceil(shares);
+    let w_len = g.channels_out * k;
+    let mut partials = vec![T::zero(); shares * w_len];
+    let partials_ptr = SharedMut(partials.as_mut_ptr());
+    let parallelism = inner_parallelism(shares);
+    for_each_task(shares, k * tile_rows * g.out[1], |share, col| {
+        let partials_ptr = partials_ptr;
+        // Each task owns one partial sum.
+        let acc = unsafe { core::slice::from_raw_parts_mut(partials_ptr.0.add(share * w_len), w_len) };
+        for b in share * per_share..((share + 1) * per_share).min(g.batch) {
+            let image = &x[b * g.image_len()..][..g.image_len()];
+            for group in 0..g.groups {
+                let acc_group = &mut acc[group * g.out_per_group() * k..];
+                let dy_group = &dy[(b * g.channels_out + group * g.out_per_group()) * p..];
+                for row in (0..g.out[0]).step_by(tile_rows) {
+                    let rows = (row, (row + tile_rows).min(g.out[0]));
+                    let n = (rows.1 - rows.0) * g.out[1];
+                    im2col(g, image, group, rows, col);
+                    unsafe {
+                        gemm(
+                            [g.out_per_group(), k, n],
+                            acc_group.as_mut_ptr(),
+                            k,
+                            true,
+                            (dy_group[rows.0 * g.out[1]..].as_ptr(), 1, p),
+                            (col.as_ptr(), n, 1),
+                            parallelism,
+                        );
+                    }
+                }
+            }
+        }
+    });
+    let (first, rest) = partials.split_at_mut(w_len);
+    for partial in rest.chunks_exact(w_len) {
+        for (a, b) in first.iter_mut().zip(partial) {
+            *a = *a + *b;
+        }
+    }
+    partials.truncate(w_len);
+    partials
+}
+
+/// Adds each channel's bias to its plane of `y` (`[batch, channels, plane]`).
+fn add_bias<T: Scalar>(y: &mut [T], bias: &FlexTensor, channels: usize, plane: usize) {
+    let bias = bias.to_contiguous();
+    let bias: &[T] = bias.storage();
+    for (i, chunk) in y.chunks_exact_mut(plane.max(1)).enumerate() {
+        let b = bias[i % channels];
+        chunk.iter_mut().for_each(|v| *v = *v + b);
+    }
+}
+
+fn tensor<T: Scalar>(data: Vec<T>, shape: [usize; 4]) -> FlexTensor {
+    FlexTensor::new(Bytes::from_elems(data), Layout::contiguous(Shape::from(shape.to_vec())), T::dtype())
+}
+
+fn dims(t: &FlexTensor) -> [usize; 4] {
+    let s = t.layout().shape();
+    [s[0], s[1], s[2], s[3]]
+}
+
+fn conv_geometry(x: [usize; 4], w: [usize; 4], out: [usize; 2], options: &ConvOptions<2>) -> Geometry {
+    Geometry {
+        batch: x[0],
+        channels_in: x[1],
+        height: x[2],
+        width: x[3],
+        channels_out: w[0],
+        groups: options.groups,
+        kernel: [w[2], w[3]],
+        stride: options.stride,
+        padding: options.padding_begin(),
+        dilation: options.dilation,
+        out,
+    }
+}
+
+/// The convolution whose input gradient a transposed convolution is: from the
+/// transposed convolution's output (`y`) back to its input (`x`).
+fn transpose_geometry(x: [usize; 4], w: [usize; 4], y: [usize; 2], options: &ConvTransposeOptions<2>) -> Geometry {
+    Geometry {
+        batch: x[0],
+        channels_in: w[1] * options.groups,
+        height: y[0],
+        width: y[1],
+        channels_out: x[1],
+        groups: options.groups,
+        kernel: [w[2], w[3]],
+        stride: options.stride,
+        padding: options.padding,
+        dilation: options.dilation,
+        out: [x[2], x[3]],
+    }
+}
+
+/// Runs `f` in the tensors' own float type.
+macro_rules! by_dtype {
+    ($dtype:expr, $f:ident ( $($arg:expr),* )) => {
+        match $dtype {
+            DType::F32 => $f::<f32>($($arg),*),
+            DType::F64 => $f::<f64>($($arg),*),
+            DType::F16 => $f::<f16>($($arg),*),
+            dtype => panic!("conv2d: unsupported dtype {:?}", dtype),
+        }
+    };
+}
+
+/// gemm has no bf16: those tensors go through f32.
+fn to_f32(t: FlexTensor) -> FlexTensor {
+    crate::ops::module::cast_to_f32(t, bf16::to_f32)
+}
+
+fn to_bf16(t: FlexTensor) -> FlexTensor {
+    crate::ops::module::cast_from_f32(t, bf16::from_f32)
+}
+
+pub(crate) fn conv2d(x: FlexTensor, w: FlexTensor, bias: Option<FlexTensor>, options: &ConvOptions<2>) -> FlexTensor {
+    fn run<T: Scalar>(x: FlexTensor, w: FlexTensor, bias: Option<FlexTensor>, options: &ConvOptions<2>) -> FlexTensor {
+        let (x, w) = (x.into_contiguous(), w.into_contiguous());
+        let (xs, ws) = (dims(&x), dims(&w));
+        let out = [0, 1].map(|i| {
+            let span = xs[2 + i] + options.padding[i].0 + options.padding[i].1;
+            (span - options.dilation[i] * (ws[2 + i] - 1) - 1) / options.stride[i] + 1
+        });
+        let g = conv_geometry(xs, ws, out, options);
+        let mut y = forward(&g, x.storage::<T>(), w.storage::<T>());
+        if let Some(bias) = bias {
+            add_bias(&mut y, &bias, g.channels_out, g.out_pixels());
+        }
+        tensor(y, [g.batch, g.channels_out, out[0], out[1]])
+    }
+    if x.dtype() == DType::BF16 {
+        return to_bf16(conv2d(to_f32(x), to_f32(w), bias.map(to_f32), options));
+    }
+    by_dtype!(x.dtype(), run(x, w, bias, options))
+}
+
+pub(crate) fn conv2d_x_backward(x: FlexTensor, w: FlexTensor, dy: FlexTensor, options: &ConvOptions<2>) -> FlexTensor {
+    fn run<T: Scalar>(x: FlexTensor, w: FlexTensor, dy: FlexTensor, options: &ConvOptions<2>) -> FlexTensor {
+        let (w, dy) = (w.into_contiguous(), dy.into_contiguous());
+        let (xs, dys) = (dims(&x), dims(&dy));
+        let g = conv_geometry(xs, dims(&w), [dys[2], dys[3]], options);
+        tensor(input_grad(&g, w.storage::<T>(), dy.storage::<T>()), xs)
+    }
+    if x.dtype() == DType::BF16 {
+        return to_bf16(conv2d_x_backward(x, to_f32(w), to_f32(dy), options));
+    }
+    by_dtype!(x.dtype(), run(x, w, dy, options))
+}
+
+pub(crate) fn conv2d_weight_backward(x: FlexTensor, w: FlexTensor, dy: FlexTensor, options: &ConvOptions<2>) -> FlexTensor {
+    fn run<T: Scalar>(x: FlexTensor, w: FlexTensor, dy: FlexTensor, options: &ConvOptions<2>) -> FlexTensor {
+        let (x, dy) = (x.into_contiguous(), dy.into_contiguous());
+        let (ws, dys) = (dims(&w), dims(&dy));
+        let g = conv_geometry(dims(&x), ws, [dys[2], dys[3]], options);
+        tensor(weight_grad(&g, x.storage::<T>(), dy.storage::<T>()), ws)
+    }
+    if x.dtype() == DType::BF16 {
+        return to_bf16(conv2d_weight_backward(to_f32(x), w, to_f32(dy), options));
+    }
+    by_dtype!(x.dtype(), run(x, w, dy, options))
+}
+
+pub(crate) fn conv_transpose2d(
+    x: FlexTensor,
+    w: FlexTensor,
+    bias: Option<FlexTensor>,
+    options: &ConvTransposeOptions<2>,
+) -> FlexTensor {
+    fn run<T: Scalar>(x: FlexTensor, w: FlexTensor, bias: Option<FlexTensor>, options: &ConvTransposeOptions<2>) -> FlexTensor {
+        let (x, w) = (x.into_contiguous(), w.into_contiguous());
+        let (xs, ws) = (dims(&x), dims(&w));
+        let y = [0, 1].map(|i| {
+            (xs[2 + i] - 1) * options.stride[i] + options.dilation[i] * (ws[2 + i] - 1) + options.padding_out[i] + 1
+                - 2 * options.padding[i]
+        });
+        let g = transpose_geometry(xs, ws, y, options);
+        let mut out = input_grad(&g, w.storage::<T>(), x.storage::<T>());
+        if let Some(bias) = bias {
+            add_bias(&mut out, &bias, g.channels_in, y[0] * y[1]);
+        }
+        tensor(out, [g.batch, g.channels_in, y[0], y[1]])
+    }
+    if x.dtype() == DType::BF16 {
+        return to_bf16(conv_transpose2d(to_f32(x), to_f32(w), bias.map(to_f32), options));
+    }
+    by_dtype!(x.dtype(), run(x, w, bias, options))
+}
+
+pub(crate) fn conv_transpose2d_x_backward(w: FlexTensor, dy: FlexTensor, options: &ConvTransposeOptions<2>) -> FlexTensor {
+    fn run<T: Scalar>(w: FlexTensor, dy: FlexTensor, options: &ConvTransposeOptions<2>) -> FlexTensor {
+        let (w, dy) = (w.into_contiguous(), dy.into_contiguous());
+        let (ws, dys) = (dims(&w), dims(&dy));
+        // The input's size: the convolution back from the output (padding_out < stride
+        // only ever adds rows the floor drops).
+        let x = [0, 1].map(|i| {
+            (dys[2 + i] + 2 * options.padding[i] - options.dilation[i] * (ws[2 + i] - 1) - 1) / options.stride[i] + 1
+        });
+        let x_dims = [dys[0], ws[0], x[0], x[1]];
+        let g = transpose_geometry(x_dims, ws, [dys[2], dys[3]], options);
+        tensor(forward(&g, dy.storage::<T>(), w.storage::<T>()), x_dims)
+    }
+    if w.dtype() == DType::BF16 {
+        return to_bf16(conv_transpose2d_x_backward(to_f32(w), to_f32(dy), options));
+    }
+    by_dtype!(w.dtype(), run(w, dy, options))
+}
+
+pub(crate) fn conv_transpose2d_weight_backward(
+    x: FlexTensor,
+    w: FlexTensor,
+    dy: FlexTensor,
+    options: &ConvTransposeOptions<2>,
+) -> FlexTensor {
+    fn run<T: Scalar>(x: FlexTensor, w: FlexTensor, dy: FlexTensor, options: &ConvTransposeOptions<2>) -> FlexTensor {
+        let (x, dy) = (x.into_contiguous(), dy.into_contiguous());
+        let (ws, dys) = (dims(&w), dims(&dy));
+        let g = transpose_geometry(dims(&x), ws, [dys[2], dys[3]], options);
+        // The transposed convolution's weight gradient is the weight gradient of the
+        // convolution going back, with its input (dy) and output gradient (x).
+        tensor(weight_grad(&g, dy.storage::<T>(), x.storage::<T>()), ws)
+    }
+    if x.dtype() == DType::BF16 {
+        return to_bf16(conv_transpose2d_weight_backward(to_f32(x), w, to_f32(dy), options));
+    }
+    by_dtype!(x.dtype(), run(x, w, dy, options))
+}

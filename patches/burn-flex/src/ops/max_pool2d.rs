@@ -1,0 +1,85 @@
+//! Max pooling without padding or dilation, the common case, a row at a time
+//! (Vitrine's patch; see `PATCH.md` at the crate root).
+//!
+//! Upstream's general kernel goes through the 3-D path and recomputes each
+//! window's valid range per output value; here each output row reads its
+//! `kernel` input rows directly. Same results: the first maximum of a window
+//! wins, and a NaN anywhere in the window wins (the last one), as in PyTorch.
+
+use alloc::vec;
+use burn_backend::DType;
+use burn_std::{Bytes, Shape, bf16, f16};
+use num_traits::Float;
+
+use crate::{FlexTensor, Layout};
+
+/// Whether the fast path computes this pooling.
+pub(crate) fn applies(dtype: DType, padding: [usize; 2], dilation: [usize; 2], ceil_mode: bool) -> bool {
+    matches!(dtype, DType::F32 | DType::F64 | DType::F16 | DType::BF16)
+        && padding == [0, 0]
+        && dilation == [1, 1]
+        && !ceil_mode
+}
+
+/// Output and i64 indices into each input plane, `[batch, channels, out_h, out_w]` both.
+pub(crate) fn max_pool2d_with_indices(x: FlexTensor, kernel: [usize; 2], stride: [usize; 2]) -> (FlexTensor, FlexTensor) {
+    match x.dtype() {
+        DType::F32 => run::<f32>(x, kernel, stride),
+        DType::F64 => run::<f64>(x, kernel, stride),
+        DType::F16 => run::<f16>(x, kernel, stride),
+        _ => run::<bf16>(x, kernel, stride),
+    }
+}
+
+fn run<T>(x: FlexTensor, kernel: [usize; 2], stride: [usize; 2]) -> (FlexTensor, FlexTensor)
+where
+    T: Float + bytemuck::Pod + burn_backend::Element + Send + Sync,
+{
+    let x = x.into_contiguous();
+    let shape = x.layout().shape();
+    let (planes, h, w) = (shape[0] * shape[1], shape[2], shape[3]);
+    let out = [0, 1].map(|i| if shape[2 + i] >= kernel[i] { (shape[2 + i] - kernel[i]) / stride[i] + 1 } else { 0 });
+    let out_len = out[0] * out[1];
+    let data: &[T] = x.storage();
+    let mut values = vec![T::zero(); planes * out_len];
+    let mut indices = vec![0i64; planes * out_len];
+    let pool_plane = |p: usize, values: &mut [T], indices: &mut [i64]| {
+        let plane = &data[p * h * w..][..h * w];
+        for oh in 0..out[0] {
+            for ow in 0..out[1] {
+                let first = oh * stride[0] * w + ow * stride[1];
+                let (mut best, mut at) = (plane[first], first);
+                for kh in 0..kernel[0] {
+                    let row = first + kh * w;
+                    for (kw, &v) in plane[row..row + kernel[1]].iter().enumerate() {
+                        if v > best || v.is_nan() {
+                            (best, at) = (v, row + kw);
+                        }
+                    }
+                }
+                values[oh * out[1] + ow] = best;
+                indices[oh * out[1] + ow] = at as i64;
+            }
+        }
+    };
+    if out_len > 0 {
+        #[cfg(feature = "rayon")]
+        {
+            use rayon::prelude::*;
+            values
+                .par_chunks_mut(out_len)
+                .zip(indices.par_chunks_mut(out_len))
+                .enumerate()
+                .for_each(|(p, (v, i))| pool_plane(p, v, i));
+        }
+        #[cfg(not(feature = "rayon"))]
+        for (p, (v, i)) in values.chunks_mut(out_len).zip(indices.chunks_mut(out_len)).enumerate() {
+            pool_plane(p, v, i);
+        }
+    }
+    let out_shape = Shape::from(vec![shape[0], shape[1], out[0], out[1]]);
+    (
+        FlexTensor::new(Bytes::from_elems(values), Layout::contiguous(out_shape.clone()), x.dtype()),
+        FlexTensor::new(Bytes::from_elems(indices), Layout::contiguous(out_shape), DType::I64),
+    )
+}
