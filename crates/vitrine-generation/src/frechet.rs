@@ -28,14 +28,21 @@ impl FeatureStats {
     }
 }
 
-/// The Fréchet distance between the Gaussians of `a` and `b` (≥ 0; 0 for identical sets).
+/// The Fréchet distance between the Gaussians of `a` and `b` (≥ 0; 0 for identical sets; NaN
+/// if the eigen-decompositions fail, never a silent 0).
 pub fn frechet_distance(a: &FeatureStats, b: &FeatureStats) -> f64 {
-    let root_a = psd_sqrt(&a.covariance);
-    let product = &root_a * &b.covariance * &root_a;
+    // Features constant in both sets (ReLU units no sample switches on: most of a small
+    // classifier's) add nothing to the trace terms, and their zero rows and columns can make
+    // nalgebra's symmetric eigen-solver return garbage, so the trace terms skip them.
+    let live: Vec<usize> = (0..a.mean.len()).filter(|&i| a.covariance[(i, i)] > 0.0 || b.covariance[(i, i)] > 0.0).collect();
+    let restrict = |m: &DMatrix<f64>| m.select_rows(&live).select_columns(&live);
+    let (cov_a, cov_b) = (restrict(&a.covariance), restrict(&b.covariance));
+    let root_a = psd_sqrt(&cov_a);
+    let product = &root_a * &cov_b * &root_a;
     let symmetric = (&product + product.transpose()) * 0.5;
     let trace_root: f64 = SymmetricEigen::new(symmetric).eigenvalues.iter().map(|v| v.max(0.0).sqrt()).sum();
-    let distance = (&a.mean - &b.mean).norm_squared() + a.covariance.trace() + b.covariance.trace() - 2.0 * trace_root;
-    distance.max(0.0)
+    let distance = (&a.mean - &b.mean).norm_squared() + cov_a.trace() + cov_b.trace() - 2.0 * trace_root;
+    if distance.is_finite() { distance.max(0.0) } else { f64::NAN }
 }
 
 /// The square root of a symmetric positive semi-definite matrix (negative round-off clipped).
@@ -78,5 +85,23 @@ mod tests {
         assert!(same < 0.1, "two samples of one Gaussian: {same}");
         assert!((d - dim as f64).abs() < 0.5, "N(0,1) vs N(0,4) in {dim} dims: {d}");
         assert!((frechet_distance(&wider, &a) - d).abs() < 1e-6, "symmetric");
+    }
+
+    /// Fewer samples than features (as when scoring 128 samples in a 256-wide feature space):
+    /// the covariances are singular. A shift by 1 still adds exactly `dim`.
+    #[test]
+    fn stays_exact_when_the_covariances_are_singular() {
+        let dim = 256;
+        for (n, seed) in [(128, 1), (100, 2), (250, 3)] {
+            // Features after a ReLU, as a classifier's penultimate layer gives: many exact zeros,
+            // and units that no sample switches on (every third one here).
+            let rows: Vec<f32> =
+                gaussian(n, dim, 1.0, 0.0, seed).into_iter().enumerate().map(|(i, v)| if i % dim % 3 == 0 { 0.0 } else { v.max(0.0) }).collect();
+            let shifted: Vec<f32> = rows.iter().map(|v| v + 1.0).collect();
+            let (a, b) = (FeatureStats::from_rows(&rows, dim), FeatureStats::from_rows(&shifted, dim));
+            let d = frechet_distance(&a, &b);
+            assert!((d - dim as f64).abs() < 1e-3, "{n} samples in {dim} dimensions: {d}");
+            assert!(frechet_distance(&a, &a) < 1e-3);
+        }
     }
 }

@@ -11,13 +11,11 @@ use alloc::vec::Vec;
 use burn_backend::DType;
 use burn_backend::ops::{BatchNormTrain, BatchNormTrainBackward};
 use burn_std::{Bytes, Shape, bf16, f16};
-use num_traits::{Float, ToPrimitive};
+use num_traits::ToPrimitive;
 
+use super::kernel_shared::{Scalar, SharedMut};
 use crate::{Flex, FlexTensor, Layout};
 
-trait Scalar: Float + bytemuck::Pod + burn_backend::Element + Send + Sync + 'static {}
-impl Scalar for f32 {}
-impl Scalar for f64 {}
 
 /// `[batch, channels, spatial…]` seen as `batch` rows of `channels` planes of `plane` values.
 #[derive(Clone, Copy)]
@@ -48,20 +46,6 @@ impl Planes {
 
     fn count(self) -> f64 {
         (self.batch * self.plane) as f64
-    }
-}
-
-/// A buffer that per-channel tasks fill in disjoint planes.
-#[derive(Clone, Copy)]
-struct SharedMut<T>(*mut T);
-unsafe impl<T> Send for SharedMut<T> {}
-unsafe impl<T> Sync for SharedMut<T> {}
-
-impl<T> SharedMut<T> {
-    /// # Safety
-    /// No two callers may hold the same range at once.
-    unsafe fn slice(self, range: core::ops::Range<usize>) -> &'static mut [T] {
-        unsafe { core::slice::from_raw_parts_mut(self.0.add(range.start), range.len()) }
     }
 }
 

@@ -22,8 +22,8 @@ use alloc::vec::Vec;
 use burn_backend::DType;
 use burn_backend::ops::{ConvOptions, ConvTransposeOptions};
 use burn_std::{Bytes, Shape, bf16, f16};
-use num_traits::Float;
 
+use super::kernel_shared::{Scalar, SharedMut};
 use crate::{FlexTensor, Layout};
 
 /// The most column-matrix bytes one task builds at a time.
@@ -98,11 +98,6 @@ impl Geometry {
     }
 }
 
-/// The element types the kernels run in (bf16 goes through f32: gemm has no bf16).
-trait Scalar: Float + bytemuck::Pod + burn_backend::Element + Send + Sync + 'static {}
-impl Scalar for f32 {}
-impl Scalar for f64 {}
-impl Scalar for f16 {}
 
 /// Fills `col` (`[col_rows, (rows.end - rows.start) * out_width]`) with the patches of
 /// one group of one image for output rows `rows`; zero where the kernel overhangs.
@@ -125,7 +120,9 @@ fn im2col<T: Scalar>(g: &Geometry, image: &[T], group: usize, rows: (usize, usiz
                     let src = &plane[ih * g.width..][..g.width];
                     out[..lo].fill(T::zero());
                     out[hi..].fill(T::zero());
-                    if g.stride[1] == 1 {
+                    if lo == hi {
+                        // This kernel column reads only padding (images narrower than the kernel).
+                    } else if g.stride[1] == 1 {
                         let start = lo + shift - g.padding[1];
                         out[lo..hi].copy_from_slice(&src[start..start + hi - lo]);
                     } else {
@@ -156,7 +153,9 @@ fn col2im<T: Scalar>(g: &Geometry, col: &[T], group: usize, rows: (usize, usize)
                         continue;
                     };
                     let dst = &mut plane[ih * g.width..][..g.width];
-                    if g.stride[1] == 1 {
+                    if lo == hi {
+                        // Only padding under this kernel column.
+                    } else if g.stride[1] == 1 {
                         let start = lo + shift - g.padding[1];
                         for (d, s) in dst[start..start + hi - lo].iter_mut().zip(&src[lo..hi]) {
                             *d = *d + *s;
@@ -209,11 +208,6 @@ unsafe fn gemm<T: Scalar>(
     }
 }
 
-/// A raw pointer that tasks writing disjoint parts of one buffer may share.
-#[derive(Clone, Copy)]
-struct SharedMut<T>(*mut T);
-unsafe impl<T> Send for SharedMut<T> {}
-unsafe impl<T> Sync for SharedMut<T> {}
 
 fn threads() -> usize {
     #[cfg(feature = "rayon")]
@@ -307,9 +301,7 @@ fn input_grad<T: Scalar>(g: &Geometry, w: &[T], dy: &[T]) -> Vec<T> {
     for_each_task(g.batch, k * tile_rows * g.out[1], |b, col: &mut [T]| {
         let dx_ptr = dx_ptr;
         // Each task owns one image of dx.
-        let image = unsafe {
-            core::slice::from_raw_parts_mut(dx_ptr.0.add(b * g.image_len()), g.image_len())
-        };
+        let image = unsafe { dx_ptr.slice(b * g.image_len()..(b + 1) * g.image_len()) };
         let dy_image = &dy[b * g.channels_out * p..][..g.channels_out * p];
         for group in 0..g.groups {
             let w_group = &w[group * g.out_per_group() * k..];
@@ -349,7 +341,7 @@ fn weight_grad<T: Scalar>(g: &Geometry, x: &[T], dy: &[T]) -> Vec<T> {
     for_each_task(shares, k * tile_rows * g.out[1], |share, col| {
         let partials_ptr = partials_ptr;
         // Each task owns one partial sum.
-        let acc = unsafe { core::slice::from_raw_parts_mut(partials_ptr.0.add(share * w_len), w_len) };
+        let acc = unsafe { partials_ptr.slice(share * w_len..(share + 1) * w_len) };
         for b in share * per_share..((share + 1) * per_share).min(g.batch) {
             let image = &x[b * g.image_len()..][..g.image_len()];
             for group in 0..g.groups {

@@ -99,6 +99,7 @@ pub mod comparison;
 mod conv_common;
 pub mod conv;
 mod conv_gemm;
+mod kernel_shared;
 pub mod conv_transpose;
 pub mod cumulative;
 pub mod deform_conv;
