@@ -308,6 +308,28 @@ mod tests {
         }
     }
 
+    /// … and the masked select under leaky ReLU, over more values than one chunk of threads.
+    #[test]
+    fn flex_leaky_relu_and_its_gradient_match_ndarray() {
+        use burn::tensor::activation::leaky_relu;
+        use burn::tensor::{Tensor, TensorData};
+
+        let len = 100_003;
+        let x: Vec<f32> = (0..len).map(|i| (i * 7919 % 1013) as f32 / 1013.0 - 0.5).collect();
+        let run = |device: Device| -> (Vec<f32>, Vec<f32>) {
+            let device = device.autodiff();
+            let x = Tensor::<1>::from_data(TensorData::new(x.clone(), [len]), &device).require_grad();
+            let y = leaky_relu(x.clone(), 0.2);
+            let weights = Tensor::<1>::from_data(TensorData::new((0..len).map(|i| (i % 13) as f32 - 6.0).collect(), [len]), &device);
+            let grads = (y.clone() * weights).sum().backward();
+            (y.into_data().try_to_vec::<f32>().unwrap(), x.grad(&grads).unwrap().into_data().try_to_vec::<f32>().unwrap())
+        };
+        #[allow(deprecated)]
+        let (flex, reference) = (run(Device::flex()), run(Device::ndarray()));
+        assert_eq!(flex.0, reference.0, "output");
+        assert_eq!(flex.1, reference.1, "gradient");
+    }
+
     /// … and max pooling without padding.
     #[test]
     fn flex_max_pooling_and_its_gradient_match_ndarray() {
