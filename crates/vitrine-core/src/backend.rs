@@ -194,6 +194,14 @@ mod tests {
         assert!(!selected.description.contains("software"));
     }
 
+    /// `got` equals `want` to 1e-5 of `want`'s largest magnitude (at least 1).
+    fn assert_close(what: &str, got: &[f32], want: &[f32]) {
+        assert_eq!(got.len(), want.len(), "{what}: size");
+        let scale = want.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+        let worst = got.iter().zip(want).map(|(g, w)| (g - w).abs()).fold(0.0f32, f32::max);
+        assert!(worst <= 1e-5 * scale, "{what} differs by {worst} (scale {scale})");
+    }
+
     /// The patched burn-flex (patches/burn-flex) computes 2-D convolutions, transposed
     /// convolutions and all their gradients its own way; burn-ndarray keeps upstream's.
     #[test]
@@ -257,10 +265,7 @@ mod tests {
             #[allow(deprecated)] // burn-ndarray keeps upstream's formulation: the reference here
             let (flex, reference) = (run(Device::flex()), run(Device::ndarray()));
             for (what, (got, want)) in ["output", "input gradient", "weight gradient", "bias gradient"].iter().zip(flex.iter().zip(&reference)) {
-                assert_eq!(got.len(), want.len(), "case {case}: {what} size");
-                let scale = want.iter().fold(1.0f32, |m, v| m.max(v.abs()));
-                let worst = got.iter().zip(want).map(|(g, w)| (g - w).abs()).fold(0.0f32, f32::max);
-                assert!(worst <= 1e-5 * scale, "case {case}: {what} differs by {worst} (scale {scale})");
+                assert_close(&format!("case {case}: {what}"), got, want);
             }
         }
     }
@@ -301,9 +306,7 @@ mod tests {
             let (flex, reference) = (run(Device::flex()), run(Device::ndarray()));
             let names = ["output", "mean", "variance", "input gradient", "gamma gradient", "beta gradient"];
             for (what, (got, want)) in names.iter().zip(flex.iter().zip(&reference)) {
-                let scale = want.iter().fold(1.0f32, |m, v| m.max(v.abs()));
-                let worst = got.iter().zip(want).map(|(g, w)| (g - w).abs()).fold(0.0f32, f32::max);
-                assert!(worst <= 1e-5 * scale, "{shape:?}: {what} differs by {worst} (scale {scale})");
+                assert_close(&format!("{shape:?}: {what}"), got, want);
             }
         }
     }

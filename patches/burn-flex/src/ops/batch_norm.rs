@@ -10,10 +10,10 @@ use alloc::vec;
 use alloc::vec::Vec;
 use burn_backend::DType;
 use burn_backend::ops::{BatchNormTrain, BatchNormTrainBackward};
-use burn_std::{Bytes, Shape, bf16, f16};
+use burn_std::{Bytes, Shape};
 use num_traits::ToPrimitive;
 
-use super::kernel_shared::{Scalar, SharedMut};
+use super::kernel_shared::{Scalar, SharedMut, back_to, to_f32};
 use crate::{Flex, FlexTensor, Layout};
 
 
@@ -252,22 +252,6 @@ fn column_backward<T: Scalar>(
         x_grad: tensor(dx, shape),
         gamma_grad: channel_tensor::<T>(sum_dy_xhat.into_iter()),
         beta_grad: channel_tensor::<T>(sum_dy.into_iter()),
-    }
-}
-
-fn to_f32(t: FlexTensor) -> FlexTensor {
-    match t.dtype() {
-        DType::F16 => crate::ops::module::cast_to_f32(t, f16::to_f32),
-        DType::BF16 => crate::ops::module::cast_to_f32(t, bf16::to_f32),
-        _ => t,
-    }
-}
-
-fn back_to(dtype: DType, t: FlexTensor) -> FlexTensor {
-    match dtype {
-        DType::F16 => crate::ops::module::cast_from_f32(t, f16::from_f32),
-        DType::BF16 => crate::ops::module::cast_from_f32(t, bf16::from_f32),
-        _ => t,
     }
 }
 

@@ -21,9 +21,9 @@ use alloc::vec;
 use alloc::vec::Vec;
 use burn_backend::DType;
 use burn_backend::ops::{ConvOptions, ConvTransposeOptions};
-use burn_std::{Bytes, Shape, bf16, f16};
+use burn_std::{Bytes, Shape, f16};
 
-use super::kernel_shared::{Scalar, SharedMut};
+use super::kernel_shared::{Scalar, SharedMut, back_to, to_f32};
 use crate::{FlexTensor, Layout};
 
 /// The most column-matrix bytes one task builds at a time.
@@ -441,15 +441,6 @@ macro_rules! by_dtype {
     };
 }
 
-/// gemm has no bf16: those tensors go through f32.
-fn to_f32(t: FlexTensor) -> FlexTensor {
-    crate::ops::module::cast_to_f32(t, bf16::to_f32)
-}
-
-fn to_bf16(t: FlexTensor) -> FlexTensor {
-    crate::ops::module::cast_from_f32(t, bf16::from_f32)
-}
-
 pub(crate) fn conv2d(x: FlexTensor, w: FlexTensor, bias: Option<FlexTensor>, options: &ConvOptions<2>) -> FlexTensor {
     fn run<T: Scalar>(x: FlexTensor, w: FlexTensor, bias: Option<FlexTensor>, options: &ConvOptions<2>) -> FlexTensor {
         let (x, w) = (x.into_contiguous(), w.into_contiguous());
@@ -466,7 +457,7 @@ pub(crate) fn conv2d(x: FlexTensor, w: FlexTensor, bias: Option<FlexTensor>, opt
         tensor(y, [g.batch, g.channels_out, out[0], out[1]])
     }
     if x.dtype() == DType::BF16 {
-        return to_bf16(conv2d(to_f32(x), to_f32(w), bias.map(to_f32), options));
+        return back_to(DType::BF16, conv2d(to_f32(x), to_f32(w), bias.map(to_f32), options));
     }
     by_dtype!(x.dtype(), run(x, w, bias, options))
 }
@@ -479,7 +470,7 @@ pub(crate) fn conv2d_x_backward(x: FlexTensor, w: FlexTensor, dy: FlexTensor, op
         tensor(input_grad(&g, w.storage::<T>(), dy.storage::<T>()), xs)
     }
     if x.dtype() == DType::BF16 {
-        return to_bf16(conv2d_x_backward(x, to_f32(w), to_f32(dy), options));
+        return back_to(DType::BF16, conv2d_x_backward(x, to_f32(w), to_f32(dy), options));
     }
     by_dtype!(x.dtype(), run(x, w, dy, options))
 }
@@ -492,7 +483,7 @@ pub(crate) fn conv2d_weight_backward(x: FlexTensor, w: FlexTensor, dy: FlexTenso
         tensor(weight_grad(&g, x.storage::<T>(), dy.storage::<T>()), ws)
     }
     if x.dtype() == DType::BF16 {
-        return to_bf16(conv2d_weight_backward(to_f32(x), w, to_f32(dy), options));
+        return back_to(DType::BF16, conv2d_weight_backward(to_f32(x), w, to_f32(dy), options));
     }
     by_dtype!(x.dtype(), run(x, w, dy, options))
 }
@@ -518,7 +509,7 @@ pub(crate) fn conv_transpose2d(
         tensor(out, [g.batch, g.channels_in, y[0], y[1]])
     }
     if x.dtype() == DType::BF16 {
-        return to_bf16(conv_transpose2d(to_f32(x), to_f32(w), bias.map(to_f32), options));
+        return back_to(DType::BF16, conv_transpose2d(to_f32(x), to_f32(w), bias.map(to_f32), options));
     }
     by_dtype!(x.dtype(), run(x, w, bias, options))
 }
@@ -537,7 +528,7 @@ pub(crate) fn conv_transpose2d_x_backward(w: FlexTensor, dy: FlexTensor, options
         tensor(forward(&g, dy.storage::<T>(), w.storage::<T>()), x_dims)
     }
     if w.dtype() == DType::BF16 {
-        return to_bf16(conv_transpose2d_x_backward(to_f32(w), to_f32(dy), options));
+        return back_to(DType::BF16, conv_transpose2d_x_backward(to_f32(w), to_f32(dy), options));
     }
     by_dtype!(w.dtype(), run(w, dy, options))
 }
@@ -557,7 +548,7 @@ pub(crate) fn conv_transpose2d_weight_backward(
         tensor(weight_grad(&g, dy.storage::<T>(), x.storage::<T>()), ws)
     }
     if x.dtype() == DType::BF16 {
-        return to_bf16(conv_transpose2d_weight_backward(to_f32(x), w, to_f32(dy), options));
+        return back_to(DType::BF16, conv_transpose2d_weight_backward(to_f32(x), w, to_f32(dy), options));
     }
     by_dtype!(x.dtype(), run(x, w, dy, options))
 }

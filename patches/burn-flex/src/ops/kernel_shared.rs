@@ -1,6 +1,11 @@
 //! What Vitrine's kernels (`conv_gemm`, `batch_norm`) share; see `PATCH.md`.
 
+use burn_backend::DType;
+use burn_std::{bf16, f16};
 use num_traits::Float;
+
+use crate::FlexTensor;
+use crate::ops::module::{cast_from_f32, cast_to_f32};
 
 /// The element types the kernels run in (bf16 goes through f32: gemm has no bf16).
 pub(super) trait Scalar: Float + bytemuck::Pod + burn_backend::Element + Send + Sync + 'static {}
@@ -20,5 +25,23 @@ impl<T> SharedMut<T> {
     /// `range` lies in the buffer, and no two callers hold overlapping ranges at once.
     pub(super) unsafe fn slice<'a>(self, range: core::ops::Range<usize>) -> &'a mut [T] {
         unsafe { core::slice::from_raw_parts_mut(self.0.add(range.start), range.len()) }
+    }
+}
+
+/// Half-precision tensors as f32 (the kernels' bf16 has no gemm, f16 no accurate sums); others as they are.
+pub(super) fn to_f32(t: FlexTensor) -> FlexTensor {
+    match t.dtype() {
+        DType::F16 => cast_to_f32(t, f16::to_f32),
+        DType::BF16 => cast_to_f32(t, bf16::to_f32),
+        _ => t,
+    }
+}
+
+/// An f32 result back in the half-precision `dtype` it was computed for; others as they are.
+pub(super) fn back_to(dtype: DType, t: FlexTensor) -> FlexTensor {
+    match dtype {
+        DType::F16 => cast_from_f32(t, f16::from_f32),
+        DType::BF16 => cast_from_f32(t, bf16::from_f32),
+        _ => t,
     }
 }
