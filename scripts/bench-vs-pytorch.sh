@@ -9,22 +9,40 @@
 #
 # ONLY: measure just the networks whose names contain it (e.g. `bpr-mf`).
 #
+# On a GPU: BENCH_BACKEND=wgpu (or cuda, with a vitrine built with `--features cuda`) runs Vitrine
+# there and PyTorch on CUDA (the PyPI wheel is the CUDA build); each step on both sides waits for
+# its result. Also: VITRINE (the binary, default target/release/vitrine), BENCH_PYTHON (a Python
+# that already has torch and torchvision, instead of the virtualenv), BENCH_TIMING (the timing
+# flags of both sides, default "--warmup 2 --steps 30 --seconds 10"), BENCH_RAW (a file that keeps
+# every run's JSON line).
+#
 # Creates a virtualenv with PyTorch from PyPI at $BENCH_VENV (default .venv-bench) the first time;
 # builds Vitrine in release mode when target/release/vitrine is missing. Inputs are random tensors
 # of the real shapes on both sides (throughput does not depend on the pixel values).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds="${1:-3}" threads="${2:-2}" only="${3:-}"
-venv="${BENCH_VENV:-.venv-bench}"
-if [ ! -x "$venv/bin/python" ]; then
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet torch numpy
+backend="${BENCH_BACKEND:-flex}" vitrine="${VITRINE:-target/release/vitrine}"
+device=cpu
+[ "$backend" = flex ] || [ "$backend" = ndarray ] || device=cuda
+python="${BENCH_PYTHON:-}"
+if [ -z "$python" ]; then
+  venv="${BENCH_VENV:-.venv-bench}"
+  if [ ! -x "$venv/bin/python" ]; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet torch numpy
+  fi
+  "$venv/bin/python" -c 'import torchvision' 2>/dev/null || "$venv/bin/pip" install --quiet torchvision
+  python="$venv/bin/python"
 fi
-"$venv/bin/python" -c 'import torchvision' 2>/dev/null || "$venv/bin/pip" install --quiet torchvision
-[ -x target/release/vitrine ] || cargo build --release -p vitrine-cli
+[ -x "$vitrine" ] || cargo build --release -p vitrine-cli
 export RAYON_NUM_THREADS="$threads" OMP_NUM_THREADS="$threads" MKL_NUM_THREADS="$threads"
-results="$(mktemp)"
-trap 'rm -f "$results"' EXIT
+if [ -n "${BENCH_RAW:-}" ]; then
+  results="$BENCH_RAW"  # keeps each run's JSON lines
+else
+  results="$(mktemp)"
+  trap 'rm -f "$results"' EXIT
+fi
 # network | vitrine bench flags | bench_pytorch.py flags
 cases=(
   "fashion-cnn|--model fashion-cnn|--model fashion-cnn"
@@ -39,37 +57,17 @@ cases=(
   "bpr-mf, ML-100K sizes|--model bpr-mf|--model bpr-mf"
   "resnet18, 3×224×224, batch 32|--model resnet18|--model resnet18"
 )
-timing="--warmup 2 --steps 30 --seconds 10"
+timing="${BENCH_TIMING:---warmup 2 --steps 30 --seconds 10}"
 for round in $(seq "$rounds"); do
   for case in "${cases[@]}"; do
     IFS='|' read -r name vflags pflags <<< "$case"
     [[ "$name" == *"$only"* ]] || continue
     echo "round $round: $name" >&2
     # shellcheck disable=SC2086
-    v=$(target/release/vitrine bench $vflags --backend flex $timing --single)
+    v=$("$vitrine" bench $vflags --backend "$backend" $timing --single)
     # shellcheck disable=SC2086
-    p=$("$venv/bin/python" scripts/bench_pytorch.py $pflags --threads "$threads" $timing)
+    p=$("$python" scripts/bench_pytorch.py $pflags --threads "$threads" --device "$device" $timing)
     printf '%s\t%s\t%s\n' "$name" "$v" "$p" >> "$results"
   done
 done
-python3 - "$results" "$threads" <<'PY'
-import json, statistics, sys, platform
-rows = {}
-for line in open(sys.argv[1], encoding="utf-8"):
-    name, v, p = line.rstrip("\n").split("\t")
-    rows.setdefault(name, []).append((json.loads(v.strip().splitlines()[-1]), json.loads(p)))
-cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
-print(f"{cpu}, {sys.argv[2]} threads each; median of {len(next(iter(rows.values())))} interleaved rounds (min–max)\n")
-print("| network | phase | Vitrine (flex) samples/s | PyTorch samples/s | ratio | peak memory Vitrine / PyTorch |")
-print("|---|---|---|---|---|---|")
-fmt = lambda xs: f"{statistics.median(xs):,.0f} ({min(xs):,.0f}–{max(xs):,.0f})"
-for name, runs in rows.items():
-    phases = [("train", "train_samples_per_sec"), ("inference", "inference_samples_per_sec")]
-    if "batch 1" in name:
-        phases = phases[1:]
-    for phase, key in phases:
-        v = [r[0][key] for r in runs]
-        p = [r[1][key] for r in runs]
-        memory = f"{max(r[0].get('peak_memory_mib') or 0 for r in runs)} / {max(r[1]['peak_memory_mib'] for r in runs)} MiB"
-        print(f"| {name} | {phase} | {fmt(v)} | {fmt(p)} | {statistics.median(v) / statistics.median(p):.2f}× | {memory} |")
-PY
+"$python" scripts/bench_table.py "$results" "$threads" "$backend"

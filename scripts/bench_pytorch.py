@@ -131,14 +131,17 @@ class BPRMF(nn.Module):
         nn.init.xavier_normal_(self.item.weight)
 
 
-def rate(step, warmup, steps, seconds):
+def rate(step, warmup, steps, seconds, sync=lambda: None):
     """Steps per second after `warmup` untimed steps: up to `steps` timed ones, stopping after
-    `seconds` (at least two), as `vitrine bench` times (vitrine_core::bench::Timing::rate)."""
+    `seconds` (at least two), as `vitrine bench` times (vitrine_core::bench::Timing::rate). On a
+    GPU each step waits for its result (`sync`), as `vitrine bench` reads each step's loss back."""
     for _ in range(warmup):
         step()
+        sync()
     started, done = time.perf_counter(), 0
     while done < steps and (done < 2 or time.perf_counter() - started < seconds):
         step()
+        sync()
         done += 1
     return done / (time.perf_counter() - started)
 
@@ -156,9 +159,16 @@ def main():
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--seconds", type=float, default=20.0)
+    p.add_argument("--device", default="cpu", help="cpu, or cuda for the GPU comparison")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
+    dev = torch.device(a.device)
+    cuda = dev.type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    # What a PyTorch user on a GPU runs: cuDNN picks its fastest kernels (as burn autotunes).
+    torch.backends.cudnn.benchmark = cuda
+    torch.set_default_device(dev)
     m = a.model
     text = m.startswith("text-")
     bs = a.batch_size or (64 if text else 2048 if m == "bpr-mf" else 32 if m in TORCHVISION else 128)
@@ -227,7 +237,7 @@ def main():
 
         # Each customer's training items left out of the ranking (as Vitrine and RecBole do):
         # 80,000 drawn (customer, item) pairs, set to -inf as RecBole's full-sort evaluation does.
-        g = torch.Generator().manual_seed(0)
+        g = torch.Generator(device=dev).manual_seed(0)
         seen_u, seen_i = torch.randint(0, users, (80_000,), generator=g), torch.randint(0, items, (80_000,), generator=g)
 
         class Rank:
@@ -239,7 +249,7 @@ def main():
         net_rank, infer_input = Rank(), torch.arange(users)
     else:
         raise SystemExit(f"unknown model {m}")
-    train_rate = rate(train, a.warmup, a.steps, a.seconds)
+    train_rate = rate(train, a.warmup, a.steps, a.seconds, sync)
     net.eval()
     with torch.no_grad():
         if m == "bpr-mf":
@@ -251,15 +261,16 @@ def main():
         else:
             infer = lambda: net(infer_input)
             infer_bs = bs
-        infer_rate = rate(infer, a.warmup, a.steps, a.seconds)
+        infer_rate = rate(infer, a.warmup, a.steps, a.seconds, sync)
     print(json.dumps({
         "model": m,
-        "backend": f"pytorch {torch.__version__}",
+        "backend": f"pytorch {torch.__version__}" + (f" ({torch.cuda.get_device_name()})" if cuda else ""),
         "threads": torch.get_num_threads(),
         "batch_size": bs,
         "train_samples_per_sec": train_rate * bs,
         "inference_samples_per_sec": infer_rate * infer_bs,
         "peak_memory_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
+        "peak_gpu_memory_mib": torch.cuda.max_memory_reserved() // 2**20 if cuda else None,
     }))
 
 

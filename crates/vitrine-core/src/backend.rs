@@ -1,4 +1,5 @@
-//! Choosing where tensors live: flex or ndarray on the CPU, or a GPU through wgpu.
+//! Choosing where tensors live: flex or ndarray on the CPU, or a GPU through wgpu (or CUDA,
+//! in builds with the `cuda` feature).
 
 use std::fmt;
 
@@ -17,6 +18,8 @@ pub enum BackendChoice {
     Flex,
     Ndarray,
     Wgpu,
+    /// NVIDIA's native path (builds with the `cuda` feature); never picked by `auto`.
+    Cuda,
 }
 
 impl std::str::FromStr for BackendChoice {
@@ -28,7 +31,8 @@ impl std::str::FromStr for BackendChoice {
             "flex" => Ok(Self::Flex),
             "ndarray" => Ok(Self::Ndarray),
             "wgpu" => Ok(Self::Wgpu),
-            _ => bail!("unknown backend `{s}`: expected auto, flex, ndarray or wgpu"),
+            "cuda" => Ok(Self::Cuda),
+            _ => bail!("unknown backend `{s}`: expected auto, flex, ndarray, wgpu or cuda"),
         }
     }
 }
@@ -40,6 +44,7 @@ impl fmt::Display for BackendChoice {
             Self::Flex => "flex",
             Self::Ndarray => "ndarray",
             Self::Wgpu => "wgpu",
+            Self::Cuda => "cuda",
         };
         f.write_str(name)
     }
@@ -154,6 +159,48 @@ pub fn select_device(choice: BackendChoice) -> Result<ComputeDevice> {
                      `apt-get install mesa-vulkan-drivers`, or use --backend flex)"
                 ),
             }
+        }
+        BackendChoice::Cuda => cuda(),
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda() -> Result<ComputeDevice> {
+    bail!(
+        "--backend cuda: this vitrine was built without CUDA; build it with \
+         `cargo build --release --features cuda` (it needs the NVIDIA driver and NVRTC at run time), \
+         or use --backend wgpu"
+    )
+}
+
+/// CUDA device 0, once a small computation on it has worked: cubecl panics when the driver or
+/// NVRTC is missing, and that must become an error, not a crash halfway into a run.
+#[cfg(feature = "cuda")]
+fn cuda() -> Result<ComputeDevice> {
+    use burn::tensor::Tensor;
+    let device = Device::cuda(0);
+    let probe = device.clone();
+    let quiet = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let worked = std::panic::catch_unwind(move || {
+        let x = Tensor::<1>::from_floats([1.0, 2.0, 3.0], &probe);
+        (x.clone() * x).sum().into_scalar::<f32>()
+    });
+    std::panic::set_hook(quiet);
+    match worked {
+        Ok(sum) if sum == 14.0 => Ok(ComputeDevice {
+            device,
+            backend: BackendChoice::Cuda,
+            description: "cuda: device 0 (NVRTC)".into(),
+        }),
+        Ok(sum) => bail!("--backend cuda: a test sum on device 0 gave {sum}, not 14; the CUDA device is unusable"),
+        Err(panic) => {
+            let why = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("unknown failure");
+            bail!("--backend cuda: CUDA device 0 could not run ({why}); it needs the NVIDIA driver and NVRTC. Use --backend wgpu instead")
         }
     }
 }
@@ -340,10 +387,11 @@ mod tests {
         use burn::tensor::ops::MaxPoolOptions;
         use burn::tensor::{Tensor, TensorData};
 
-        for (kernel, stride) in [([2, 2], [2, 2]), ([3, 2], [1, 2])] {
+        // 257 levels: ties are rare; 3 levels: most windows tie, and the first maximum must win.
+        for ((kernel, stride), levels) in [([2, 2], [2, 2]), ([3, 2], [1, 2])].into_iter().flat_map(|ks| [(ks, 257), (ks, 3)]) {
             let shape = [2, 3, 7, 6];
             let len: usize = shape.iter().product();
-            let x: Vec<f32> = (0..len).map(|i| ((i * 7919) % 257) as f32 / 257.0).collect();
+            let x: Vec<f32> = (0..len).map(|i| ((i * 7919) % levels) as f32 / levels as f32).collect();
             let run = |device: Device| -> [Vec<f32>; 2] {
                 let device = device.autodiff();
                 let x = Tensor::<4>::from_data(TensorData::new(x.clone(), shape), &device).require_grad();
@@ -354,13 +402,21 @@ mod tests {
             };
             #[allow(deprecated)] // burn-ndarray keeps upstream's kernel: the reference here
             let (flex, reference) = (run(Device::flex()), run(Device::ndarray()));
-            assert_eq!(flex, reference, "kernel {kernel:?}, stride {stride:?}");
+            assert_eq!(flex, reference, "kernel {kernel:?}, stride {stride:?}, {levels} levels");
         }
     }
 
     #[test]
     fn names_parse() {
         assert_eq!("FLEX".parse::<BackendChoice>().unwrap(), BackendChoice::Flex);
-        assert!("cuda".parse::<BackendChoice>().is_err());
+        assert_eq!("cuda".parse::<BackendChoice>().unwrap(), BackendChoice::Cuda);
+        assert!("tpu".parse::<BackendChoice>().is_err());
+    }
+
+    #[cfg(not(feature = "cuda"))]
+    #[test]
+    fn cuda_without_the_feature_says_how_to_get_it() {
+        let error = select_device(BackendChoice::Cuda).unwrap_err().to_string();
+        assert!(error.contains("--features cuda"), "{error}");
     }
 }

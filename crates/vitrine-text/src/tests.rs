@@ -154,7 +154,9 @@ fn probabilities(run: &Path) -> Vec<f32> {
 #[test]
 fn short_training_on_the_sample_learns() {
     let tmp = tempfile::tempdir().unwrap();
-    let report = flex_run(&config(1600, &["train.epochs=4", "train.optimizer.lr=3e-3"]), &tmp.path().join("run"));
+    // Six epochs: the tokenizer breaks ties in hash order, so losses vary run to run, and after
+    // four the fall was sometimes just short of 20%.
+    let report = flex_run(&config(1600, &["train.epochs=6", "train.optimizer.lr=3e-3"]), &tmp.path().join("run"));
     let first = &report.epochs[0];
     let last = report.epochs.last().unwrap();
     assert_eq!((report.data.train, report.data.valid, report.data.test), (1600, 300, Some(300)), "80/10/10 split of 3,000, limited");

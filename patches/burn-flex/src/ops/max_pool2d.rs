@@ -45,6 +45,9 @@ where
     let mut indices = vec![0i64; planes * out_len];
     let pool_plane = |p: usize, values: &mut [T], indices: &mut [i64]| {
         let plane = &data[p * h * w..][..h * w];
+        if kernel == [2, 2] && stride == [2, 2] {
+            return pool_2x2(plane, w, out, values, indices);
+        }
         for oh in 0..out[0] {
             for ow in 0..out[1] {
                 let first = oh * stride[0] * w + ow * stride[1];
@@ -82,4 +85,27 @@ where
         FlexTensor::new(Bytes::from_elems(values), Layout::contiguous(out_shape.clone()), x.dtype()),
         FlexTensor::new(Bytes::from_elems(indices), Layout::contiguous(out_shape), DType::I64),
     )
+}
+
+/// The 2×2, stride-2 window of most CNNs, unrolled: three selects per output and no inner
+/// loops (the general loop above spent 15% of `fashion-cnn`'s training step). Same rule: the
+/// first maximum wins, and a NaN wins (the last one).
+fn pool_2x2<T: Float>(plane: &[T], w: usize, out: [usize; 2], values: &mut [T], indices: &mut [i64]) {
+    for oh in 0..out[0] {
+        let top_at = 2 * oh * w;
+        let (top, bottom) = plane[top_at..top_at + 2 * w].split_at(w);
+        let values = &mut values[oh * out[1]..][..out[1]];
+        let indices = &mut indices[oh * out[1]..][..out[1]];
+        for (ow, (value, index)) in values.iter_mut().zip(indices.iter_mut()).enumerate() {
+            let c = 2 * ow;
+            let (mut best, mut at) = (top[c], c);
+            for (v, position) in [(top[c + 1], c + 1), (bottom[c], w + c), (bottom[c + 1], w + c + 1)] {
+                let take = v > best || v.is_nan();
+                best = if take { v } else { best };
+                at = if take { position } else { at };
+            }
+            *value = best;
+            *index = (top_at + at) as i64;
+        }
+    }
 }
