@@ -10,11 +10,15 @@ for line in open(sys.argv[1], encoding="utf-8"):
     name, v, p = line.rstrip("\n").split("\t")
     rows.setdefault(name, []).append((json.loads(v.strip().splitlines()[-1]), json.loads(p)))
 backend = sys.argv[3]
-first = next(iter(rows.values()))[0]
-cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
-where = f"{first[0]['device']} against {first[1]['backend']}" if first[1].get("peak_gpu_memory_mib") is not None else f"{cpu}, {sys.argv[2]} threads each"
-print(f"{where}; median of {len(next(iter(rows.values())))} interleaved rounds (min–max)\n")
-gpu = first[1].get("peak_gpu_memory_mib") is not None
+first_runs = next(iter(rows.values()))
+vitrine, pytorch = first_runs[0]
+gpu = pytorch.get("peak_gpu_memory_mib") is not None
+if gpu:
+    where = f"{vitrine['device']} against {pytorch['backend']}"
+else:
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
+    where = f"{cpu}, {sys.argv[2]} threads each"
+print(f"{where}; median of {len(first_runs)} interleaved rounds (min–max)\n")
 memory_head = "peak host memory Vitrine / PyTorch (PyTorch's GPU memory)" if gpu else "peak memory Vitrine / PyTorch"
 print(f"| network | phase | Vitrine ({backend}) samples/s | PyTorch samples/s | ratio | {memory_head} |")
 print("|---|---|---|---|---|---|")
