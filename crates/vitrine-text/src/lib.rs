@@ -22,6 +22,7 @@ pub mod data;
 pub mod family;
 pub mod inference;
 pub mod model;
+mod recurrence;
 pub mod tokenizer;
 pub mod training;
 

@@ -61,7 +61,27 @@ impl BiRecurrent {
     }
 
     /// `x`: `[batch, len, input]`, `mask`: `[batch, len]` → `[batch, len, 2·hidden]`, zero at padding.
+    /// On `flex` the recurrence runs as one fused operation (see `recurrence.rs`); elsewhere it
+    /// is composed from tensor operations.
     pub fn forward(&self, x: Tensor<3>, mask: Tensor<2>) -> Tensor<3> {
+        if !crate::recurrence::fuses(&x.device()) {
+            return self.forward_composed(x, mask);
+        }
+        let [batch, len, input] = x.dims();
+        // Both directions' input projections of every step as one matrix product.
+        let w_ih = Tensor::cat(vec![self.weight_ih_l0.val(), self.weight_ih_l0_reverse.val()], 0); // [2·G·h, input]
+        let b_ih = Tensor::cat(vec![self.bias_ih_l0.val(), self.bias_ih_l0_reverse.val()], 0);
+        let gx = (x.clone().reshape([batch * len, input]).matmul(w_ih.transpose()) + b_ih.unsqueeze_dim::<2>(0)).reshape([batch, len, 2 * self.gates * self.hidden]);
+        let w_hh = Tensor::stack::<3>(vec![self.weight_hh_l0.val().transpose(), self.weight_hh_l0_reverse.val().transpose()], 0);
+        let b_hh = Tensor::stack::<2>(vec![self.bias_hh_l0.val(), self.bias_hh_l0_reverse.val()], 0);
+        match crate::recurrence::fused_recurrence(&gx, &w_hh, &b_hh, &mask, self.gates) {
+            Some(out) => out,
+            None => self.forward_composed(x, mask),
+        }
+    }
+
+    /// The recurrence composed from tensor operations (every backend but `flex`).
+    pub fn forward_composed(&self, x: Tensor<3>, mask: Tensor<2>) -> Tensor<3> {
         let [batch, len, input] = x.dims();
         let device = x.device();
         let (h, g) = (self.hidden, self.gates * self.hidden);
@@ -401,6 +421,62 @@ impl ClassifierModel for TextClassifier {
                 groups
             }
             _ => vec![(1.0, GradientsParams::from_module(grads, self))],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::{Distribution, TensorData};
+
+    fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+        t.into_data().try_into_vec_as::<f32>().unwrap()
+    }
+
+    fn assert_close(what: &str, fused: &[f32], composed: &[f32]) {
+        assert_eq!(fused.len(), composed.len(), "{what}");
+        let scale = composed.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
+        let worst = fused.iter().zip(composed).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        assert!(worst <= 1e-5 * scale.max(1.0), "{what}: differs by {worst} (largest value {scale})");
+        assert!(composed.iter().any(|v| v.abs() > 1e-4), "{what}: all zero, the comparison would prove nothing");
+    }
+
+    /// `flex` runs the recurrence as one fused operation; it must give what the composed tensor
+    /// operations give, outputs and every gradient, for both cells, on a batch with padding
+    /// (texts of 7, 4, 1, 7 and 5 tokens).
+    #[test]
+    fn the_fused_recurrence_matches_the_composed_one_with_its_gradients() {
+        let lengths = [7usize, 4, 1, 7, 5];
+        for device in [Device::flex(), Device::flex().autodiff()] {
+            for gates in [4, 3] {
+                device.seed(5);
+                let layer = BiRecurrent::new(6, 70, gates, &device);
+                let x = Tensor::<3>::random([5, 7, 6], Distribution::Normal(0.0, 1.0), &device);
+                let mask: Vec<f32> = lengths.iter().flat_map(|&n| (0..7).map(move |t| if t < n { 1.0 } else { 0.0 })).collect();
+                let mask = Tensor::<2>::from_data(TensorData::new(mask, [5, 7]), &device);
+                let weights = Tensor::<3>::random([5, 7, 140], Distribution::Normal(0.0, 1.0), &device);
+                let run = |fused: bool| {
+                    let x = if device.is_autodiff() { x.clone().require_grad() } else { x.clone() };
+                    let out = if fused { layer.forward(x.clone(), mask.clone()) } else { layer.forward_composed(x.clone(), mask.clone()) };
+                    let mut results = vec![("output", values(out.clone()))];
+                    if device.is_autodiff() {
+                        let grads = (out * weights.clone()).sum().backward();
+                        results.push(("d input", values(x.grad(&grads).unwrap())));
+                        for (name, p) in [("d weight_ih", &layer.weight_ih_l0), ("d weight_hh", &layer.weight_hh_l0), ("d weight_ih_reverse", &layer.weight_ih_l0_reverse), ("d weight_hh_reverse", &layer.weight_hh_l0_reverse)] {
+                            results.push((name, values(p.val().grad(&grads).unwrap())));
+                        }
+                        for (name, p) in [("d bias_ih", &layer.bias_ih_l0), ("d bias_hh", &layer.bias_hh_l0), ("d bias_ih_reverse", &layer.bias_ih_l0_reverse), ("d bias_hh_reverse", &layer.bias_hh_l0_reverse)] {
+                            results.push((name, values(p.val().grad(&grads).unwrap())));
+                        }
+                    }
+                    results
+                };
+                let (fused, composed) = (run(true), run(false));
+                for ((what, a), (_, b)) in fused.iter().zip(&composed) {
+                    assert_close(&format!("{what}, gates {gates}, autodiff {}", device.is_autodiff()), a, b);
+                }
+            }
         }
     }
 }

@@ -233,7 +233,14 @@ impl FlexTensor {
     pub fn empty(shape: Shape, dtype: DType) -> Self {
         let num_elements = shape.num_elements();
         let elem_size = dtype_size(dtype);
-        let bytes = Bytes::from_bytes_vec(alloc::vec![0u8; num_elements * elem_size]);
+        // Zeroed as the element width's integer type: `Bytes::from_bytes_vec` copies a `Vec<u8>`
+        // (alignment 1) into a fresh 16-byte-aligned allocation (Vitrine patch).
+        let bytes = match elem_size {
+            8 => Bytes::from_elems(alloc::vec![0u64; num_elements]),
+            4 => Bytes::from_elems(alloc::vec![0u32; num_elements]),
+            2 => Bytes::from_elems(alloc::vec![0u16; num_elements]),
+            _ => Bytes::from_bytes_vec(alloc::vec![0u8; num_elements * elem_size]),
+        };
         let layout = Layout::contiguous(shape);
         Self {
             data: Arc::new(bytes),

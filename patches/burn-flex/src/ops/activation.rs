@@ -169,15 +169,7 @@ impl ActivationOps<Flex> for Flex {
     }
 }
 
-#[inline]
-fn sigmoid_f32(x: f32) -> f32 {
-    if x >= 0.0 {
-        1.0 / (1.0 + (-x).exp())
-    } else {
-        let e = x.exp();
-        e / (1.0 + e)
-    }
-}
+use crate::ops::fast_math::sigmoid_f32;
 
 #[inline]
 fn sigmoid_f64(x: f64) -> f64 {

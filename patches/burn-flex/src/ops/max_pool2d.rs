@@ -55,7 +55,7 @@ where
                 for kh in 0..kernel[0] {
                     let row = first + kh * w;
                     for (kw, &v) in plane[row..row + kernel[1]].iter().enumerate() {
-                        if v > best || v.is_nan() {
+                        if beats(v, best) {
                             (best, at) = (v, row + kw);
                         }
                     }
@@ -87,9 +87,15 @@ where
     )
 }
 
+/// PyTorch's window rule: a larger value or a NaN replaces the best so far, so the first
+/// maximum wins ties and the last NaN wins.
+#[inline(always)]
+fn beats<T: Float>(v: T, best: T) -> bool {
+    v > best || v.is_nan()
+}
+
 /// The 2×2, stride-2 window of most CNNs, unrolled: three selects per output and no inner
-/// loops (the general loop above spent 15% of `fashion-cnn`'s training step). Same rule: the
-/// first maximum wins, and a NaN wins (the last one).
+/// loops (the general loop above spent 15% of `fashion-cnn`'s training step). Same rule.
 fn pool_2x2<T: Float>(plane: &[T], w: usize, out: [usize; 2], values: &mut [T], indices: &mut [i64]) {
     for oh in 0..out[0] {
         let top_at = 2 * oh * w;
@@ -100,7 +106,7 @@ fn pool_2x2<T: Float>(plane: &[T], w: usize, out: [usize; 2], values: &mut [T], 
             let c = 2 * ow;
             let (mut best, mut at) = (top[c], c);
             for (v, position) in [(top[c + 1], c + 1), (bottom[c], w + c), (bottom[c + 1], w + c + 1)] {
-                let take = v > best || v.is_nan();
+                let take = beats(v, best);
                 best = if take { v } else { best };
                 at = if take { position } else { at };
             }

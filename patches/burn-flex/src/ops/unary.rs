@@ -163,7 +163,7 @@ where
 
 /// Exponential: e^x
 pub fn exp(tensor: FlexTensor) -> FlexTensor {
-    unary_op(tensor, |x| x.exp(), |x| x.exp())
+    unary_op(tensor, crate::ops::fast_math::exp_f32, |x| x.exp())
 }
 
 /// Natural logarithm: ln(x)
@@ -256,7 +256,7 @@ pub fn sinh(tensor: FlexTensor) -> FlexTensor {
 
 /// Hyperbolic tangent
 pub fn tanh(tensor: FlexTensor) -> FlexTensor {
-    unary_op(tensor, |x| x.tanh(), |x| x.tanh())
+    unary_op(tensor, crate::ops::fast_math::tanh_f32, |x| x.tanh())
 }
 
 /// Inverse cosine (arccos)
