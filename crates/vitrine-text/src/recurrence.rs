@@ -173,18 +173,25 @@ fn forward(dims: &Dims, gx: &FlexTensor, w_hh: &FlexTensor, b_hh: &FlexTensor, m
         }
     };
     rayon::join(|| direction(0, o0, a0, c0, s0), || direction(1, o1, a1, c1, s1));
-    // Each direction's time-major output, side by side per token.
-    let mut out = vec![0.0; batch * len * 2 * h];
-    for (b, text) in out.chunks_exact_mut(len * 2 * h).enumerate() {
-        for (time, token) in text.chunks_exact_mut(2 * h).enumerate() {
+    let out = side_by_side(dims, &outs, h);
+    let saved = keep.then(|| Saved { dims: *dims, activations, cells, states, w_hh: Vec::new(), mask: Vec::new() });
+    (flex(out, [batch, len, 2 * h]), saved)
+}
+
+/// Both directions' time-major `[len, batch, width]` buffers as `[batch, len, 2·width]`, each
+/// token's two rows side by side (the reverse direction's step t is token len-1-t).
+fn side_by_side(dims: &Dims, per_direction: &[f32], width: usize) -> Vec<f32> {
+    let Dims { len, batch, .. } = *dims;
+    let mut out = vec![0.0; batch * len * 2 * width];
+    for (b, text) in out.chunks_exact_mut(len * 2 * width).enumerate() {
+        for (time, token) in text.chunks_exact_mut(2 * width).enumerate() {
             for d in 0..2 {
                 let t = dims.time(d, time);
-                token[d * h..][..h].copy_from_slice(&outs[d * dims.block(h) + (t * batch + b) * h..][..h]);
+                token[d * width..][..width].copy_from_slice(&per_direction[d * dims.block(width) + (t * batch + b) * width..][..width]);
             }
         }
     }
-    let saved = keep.then(|| Saved { dims: *dims, activations, cells, states, w_hh: Vec::new(), mask: Vec::new() });
-    (flex(out, [batch, len, 2 * h]), saved)
+    out
 }
 
 /// The two directions' halves of a `[2, …]` buffer.
@@ -418,15 +425,5 @@ fn backward(saved: &Saved, d_out: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
         }
     };
     rayon::join(|| direction(0, dg0, dr0, dw0, db0), || direction(1, dg1, dr1, dw1, db1));
-    // Each direction's time-major gradients, side by side per token as `gx` holds them.
-    let mut d_gx = vec![0.0; batch * len * 2 * g];
-    for (b, text) in d_gx.chunks_exact_mut(len * 2 * g).enumerate() {
-        for (time, token) in text.chunks_exact_mut(2 * g).enumerate() {
-            for d in 0..2 {
-                let t = dims.time(d, time);
-                token[d * g..][..g].copy_from_slice(&d_gates[d * dims.block(g) + (t * batch + b) * g..][..g]);
-            }
-        }
-    }
-    (d_gx, d_w, d_b)
+    (side_by_side(&dims, &d_gates, g), d_w, d_b)
 }
