@@ -56,10 +56,8 @@ pub fn fused_recurrence(gx: &Tensor<3>, w_hh: &Tensor<3>, b_hh: &Tensor<2>, mask
     let mask = mask.into_primitive();
     let out = match RecurrenceBackward.prepare::<NoCheckpointing>([gx.node(), w_hh.node(), b_hh.node()]).compute_bound().stateful() {
         OpsKind::Tracked(prep) => {
-            let w = w_hh.into_primitive();
-            let (out, saved) = forward(&dims, &gx.into_primitive(), &w, &b_hh.into_primitive(), &mask, true);
-            let saved = saved.expect("kept when asked");
-            prep.finish(Arc::new(Saved { w_hh: f32s(&w), mask: f32s(&mask), ..saved }), out)
+            let (out, saved) = forward(&dims, &gx.into_primitive(), &w_hh.into_primitive(), &b_hh.into_primitive(), &mask, true);
+            prep.finish(Arc::new(saved.expect("kept when asked")), out)
         }
         OpsKind::UnTracked(prep) => {
             let (out, _) = forward(&dims, &gx.into_primitive(), &w_hh.into_primitive(), &b_hh.into_primitive(), &mask, false);
@@ -107,10 +105,6 @@ impl std::fmt::Debug for Saved {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Saved({:?})", self.dims)
     }
-}
-
-fn f32s(t: &FlexTensor) -> Vec<f32> {
-    t.to_contiguous().as_slice::<f32>().expect("f32").to_vec()
 }
 
 fn flex<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> FlexTensor {
@@ -174,7 +168,7 @@ fn forward(dims: &Dims, gx: &FlexTensor, w_hh: &FlexTensor, b_hh: &FlexTensor, m
     };
     rayon::join(|| direction(0, o0, a0, c0, s0), || direction(1, o1, a1, c1, s1));
     let out = side_by_side(dims, &outs, h);
-    let saved = keep.then(|| Saved { dims: *dims, activations, cells, states, w_hh: Vec::new(), mask: Vec::new() });
+    let saved = keep.then(|| Saved { dims: *dims, activations, cells, states, w_hh: w_hh.to_vec(), mask: mask.to_vec() });
     (flex(out, [batch, len, 2 * h]), saved)
 }
 
