@@ -42,7 +42,7 @@ pub const NGRAM_DEFAULTS: &[&str] = &[
     "model.hidden=0",
     "model.dropout=0.5",
     "model.embedding_dropout=0.3",
-    "model.ngram_buckets=100000",
+    "model.ngram_min_count=2",
     "model.ngram_order=3",
     "train.epochs=30",
     "train.batch_size=32",
@@ -259,7 +259,7 @@ pub enum Architecture {
     /// A small Transformer encoder with learned positions, then the same attention pooling.
     #[serde(rename = "text-transformer")]
     Transformer,
-    /// fastText-style: hashed token and n-gram embeddings averaged over the text, then linear
+    /// fastText-style: token and n-gram embeddings averaged over the text, then linear
     /// (or one small hidden layer). The default for a config that names no model.
     #[serde(rename = "text-ngram")]
     Ngram,
@@ -309,7 +309,11 @@ pub struct TextModelConfig {
     /// Hashed n-gram embeddings added to the token embeddings (0: off, the reference). Gives
     /// the network Chinese words (runs of characters) directly.
     pub ngram_buckets: usize,
-    /// Longest n-gram hashed: 2 (bigrams) or 3 (bigrams and trigrams).
+    /// N-gram embeddings from a dictionary of the training split's n-grams seen at least this
+    /// many times, one row each (no collisions; kept in the run as `ngrams.txt`); 0: off. Used
+    /// when `ngram_buckets` is 0 (`text-ngram`'s default), so hashing wins where both are set.
+    pub ngram_min_count: usize,
+    /// Longest n-gram embedded: 2 (bigrams) or 3 (bigrams and trigrams).
     pub ngram_order: usize,
     /// A "wide" linear path beside the network: class scores of hashed tokens and n-grams (up to
     /// `ngram_order`), averaged over the text and added to the logits (0 buckets: off, the reference).
@@ -353,6 +357,14 @@ impl ModelSection for TextModelConfig {
     }
 }
 
+impl TextModelConfig {
+    /// Whether the n-gram embeddings come from a dictionary of the training split's n-grams
+    /// (rather than hashed buckets, or none).
+    pub fn ngram_dictionary(&self) -> bool {
+        self.ngram_buckets == 0 && self.ngram_min_count > 0
+    }
+}
+
 impl Default for TextModelConfig {
     fn default() -> Self {
         Self {
@@ -362,6 +374,7 @@ impl Default for TextModelConfig {
             attention_dim: 128,
             dropout: 0.3,
             ngram_buckets: 0,
+            ngram_min_count: 0,
             ngram_order: 2,
             wide_buckets: 0,
             ensemble: false,

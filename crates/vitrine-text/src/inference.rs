@@ -17,7 +17,7 @@ use vitrine_core::run_dir::{CONFIG_FILE, RunDir, WEIGHTS_FILE};
 
 use crate::baseline::{BASELINE_FILE, ClassicalBaseline};
 use crate::config::{TASK, TextConfig, TextSource, TextSourceConfig, resolve};
-use crate::data::{SPLIT_FILES, TokenBatches, TokenInput, TokenizedSet, load_text, tokenize};
+use crate::data::{NGRAMS_FILE, NgramDictionary, SPLIT_FILES, TokenBatches, TokenInput, load_text, tokenize};
 use crate::model::TextClassifier;
 use crate::tokenizer::TextTokenizer;
 use crate::training::TOKENIZER_FILE;
@@ -28,6 +28,8 @@ pub struct TextRun {
     pub config: TextConfig,
     pub classes: Vec<String>,
     pub tokenizer: TextTokenizer,
+    /// The training split's n-grams, for a model that embeds them from a dictionary.
+    pub ngrams: Option<Arc<NgramDictionary>>,
     /// The fitted classical baseline whose probabilities are averaged with the model's
     /// (`model.blend_baseline`).
     pub blend: Option<ClassicalBaseline>,
@@ -50,7 +52,8 @@ impl TextRun {
         let config = resolve(file, &[])?;
         let tokenizer = TextTokenizer::load(&run.file(TOKENIZER_FILE), config.data.tokenizer.max_len)?;
         let blend = config.model.blend_baseline.then(|| ClassicalBaseline::load(&run.file(BASELINE_FILE))).transpose()?;
-        Ok(Self { run, config, classes, tokenizer, blend })
+        let ngrams = config.model.ngram_dictionary().then(|| NgramDictionary::load(&run.file(NGRAMS_FILE), config.model.ngram_order)).transpose()?.map(Arc::new);
+        Ok(Self { run, config, classes, tokenizer, ngrams, blend })
     }
 
     /// The trained model in inference mode.
@@ -58,6 +61,7 @@ impl TextRun {
         let model = TextClassifier::new(
             &self.config.model,
             self.tokenizer.vocab_size(),
+            self.ngrams.as_ref().map_or(0, |d| d.rows()),
             self.config.data.tokenizer.max_len,
             self.classes.len(),
             device,
@@ -79,11 +83,9 @@ impl TextRun {
     }
 }
 
-/// Scores labelled token ids; with `blend`, the model's class probabilities averaged with the
-/// classical baseline's on the same `texts` (in the same order).
-#[allow(clippy::too_many_arguments)]
-pub fn score_texts(model: &TextClassifier, tokens: Arc<TokenizedSet>, texts: &[&str], blend: Option<&ClassicalBaseline>, classes: &[String], batch_size: usize, pad_id: u32, device: &Device) -> ClassificationScores {
-    let batches = TokenBatches::ordered(tokens, batch_size, pad_id, device.clone());
+/// Scores labelled batches in order; with `blend`, the model's class probabilities averaged with
+/// the classical baseline's on the same `texts` (in the same order).
+pub fn score_texts(model: &TextClassifier, batches: TokenBatches, texts: &[&str], blend: Option<&ClassicalBaseline>, classes: &[String]) -> ClassificationScores {
     let Some(baseline) = blend else {
         return score(model, batches.batches(0), classes);
     };
@@ -148,7 +150,8 @@ pub fn evaluate(trained: &TextRun, paths: &[PathBuf], class_map: &ClassMap, devi
     let (set, skipped) = load_text(&source.source()?, Some(&matcher), strict || trained.config.run.strict)?;
     let tokens = Arc::new(tokenize(&trained.tokenizer, &set)?);
     let (texts, labels) = set.texts_and_labels();
-    let scores = score_texts(&trained.load(device)?, tokens, &texts, trained.blend.as_ref(), &trained.classes, 256, trained.tokenizer.pad_id(), device);
+    let batches = TokenBatches::ordered(tokens, 256, trained.tokenizer.pad_id(), device.clone()).with_ngrams(trained.ngrams.clone());
+    let scores = score_texts(&trained.load(device)?, batches, &texts, trained.blend.as_ref(), &trained.classes);
     if let Some(path) = confusion_out {
         confusion_png(path, &scores.confusion, &trained.classes)?;
     }
@@ -179,7 +182,7 @@ pub fn predict(trained: &TextRun, texts: &[String], top_tokens: usize, device: &
         let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
         let encoded = trained.tokenizer.encode_tokens(&refs)?;
         let ids: Vec<&[u32]> = encoded.iter().map(|(ids, _)| ids.as_slice()).collect();
-        let input = TokenInput::from_ids(&ids, trained.tokenizer.pad_id(), 1, device);
+        let input = TokenInput::from_ids(&ids, trained.ngrams.as_deref(), trained.tokenizer.pad_id(), 1, device);
         let (logits, weights) = model.forward_with_attention(input);
         let [n, k] = logits.dims();
         let len = weights.dims()[1];
@@ -213,7 +216,7 @@ pub fn text_features(trained: &TextRun, texts: &[String], device: &Device) -> Re
         let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
         let ids = trained.tokenizer.encode_all(&refs)?;
         let ids: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
-        let features = model.features(TokenInput::from_ids(&ids, trained.tokenizer.pad_id(), 1, device));
+        let features = model.features(TokenInput::from_ids(&ids, trained.ngrams.as_deref(), trained.tokenizer.pad_id(), 1, device));
         let [n, d] = features.dims();
         let flat = features.into_data().try_into_vec_as::<f32>().expect("f32 data");
         out.extend((0..n).map(|i| flat[i * d..(i + 1) * d].to_vec()));
@@ -222,7 +225,8 @@ pub fn text_features(trained: &TextRun, texts: &[String], device: &Device) -> Re
 }
 
 /// Exports the run's weights; safetensors files carry the class names, architecture and
-/// tokenizer settings (the tokenizer itself is the run's `tokenizer.json`).
+/// tokenizer settings (the tokenizer itself is the run's `tokenizer.json`, the n-gram
+/// dictionary, if any, its `ngrams.txt`).
 pub fn export(trained: &TextRun, format: WeightsFormat, out: &Path, device: &Device) -> Result<()> {
     let metadata = [
         ("architecture", trained.config.model.name.name().to_string()),
@@ -231,5 +235,7 @@ pub fn export(trained: &TextRun, format: WeightsFormat, out: &Path, device: &Dev
         ("max_len", trained.config.data.tokenizer.max_len.to_string()),
         ("pad_id", trained.tokenizer.pad_id().to_string()),
     ];
+    let dictionary = [("ngram_dictionary", format!("{NGRAMS_FILE}: line k + 1 holds the token ids of ngrams.weight's row k (row 0: unseen n-grams, adds nothing)"))];
+    let metadata: Vec<(&str, String)> = metadata.into_iter().chain(trained.ngrams.is_some().then_some(dictionary).into_iter().flatten()).collect();
     export_weights(&trained.load(device)?, format, out, &metadata)
 }

@@ -172,14 +172,16 @@ impl AttentionPooling {
     }
 }
 
-/// Any of the models: embedding (+ hashed n-grams) → encoder → attention pooling → dropout →
-/// linear; `text-ngram` averages the embeddings instead (→ optional hidden layer → dropout →
-/// linear). Field names are the PyTorch module names of the README's reference implementation.
+/// Any of the models: embedding (+ n-grams, from a dictionary or hashed) → encoder → attention
+/// pooling → dropout → linear; `text-ngram` averages the embeddings instead (→ optional hidden
+/// layer → dropout → linear). Field names are the PyTorch module names of the README's reference implementation.
 #[derive(Module, Debug)]
 pub struct TextClassifier {
     /// The token embedding of every model but `text-bert` (whose encoder has its own).
     embedding: Option<Embedding>,
     ngrams: Option<Embedding>,
+    /// `ngrams` is indexed by the input's dictionary rows, not by hashing the token ids.
+    ngram_dictionary: bool,
     ngram_order: usize,
     /// Average the wide path's and the network's probabilities instead of adding logits.
     ensemble: bool,
@@ -203,12 +205,14 @@ pub struct TextClassifier {
 }
 
 impl TextClassifier {
+    /// `ngram_rows`: the rows of the run's n-gram dictionary (0 without one).
     /// `max_len`: the longest input (sizes the transformer's position table).
     /// `text-bert` reads its encoder's sizes from `model.pretrained`'s `config.json` (its weights
     /// come from [`TextClassifier::load_pretrained`] or a run's own weights).
-    pub fn new(config: &TextModelConfig, vocab_size: usize, max_len: usize, classes: usize, device: &Device) -> Result<Self> {
+    pub fn new(config: &TextModelConfig, vocab_size: usize, ngram_rows: usize, max_len: usize, classes: usize, device: &Device) -> Result<Self> {
         let c = config;
         assert!(c.ngram_buckets.max(c.wide_buckets) <= MAX_NGRAM_BUCKETS, "bucket counts are checked when the config loads");
+        assert_eq!(c.ngram_dictionary(), ngram_rows > 0, "a model with an n-gram dictionary is given its size, others none");
         let (mut lstm, mut gru, mut position, mut transformer, mut hidden, mut bert) = (None, None, None, None, None, None);
         let encoded = match c.name {
             Architecture::Bert => {
@@ -255,8 +259,9 @@ impl TextClassifier {
         Ok(Self {
             embedding: (c.name != Architecture::Bert)
                 .then(|| EmbeddingConfig::new(vocab_size, c.embedding_dim).with_initializer(embedding_init.clone()).init(device)),
-            ngrams: (c.ngram_buckets > 0)
-                .then(|| EmbeddingConfig::new(c.ngram_buckets, c.embedding_dim).with_initializer(embedding_init.clone()).init(device)),
+            ngrams: (c.ngram_buckets + ngram_rows > 0)
+                .then(|| EmbeddingConfig::new(c.ngram_buckets + ngram_rows, c.embedding_dim).with_initializer(embedding_init.clone()).init(device)),
+            ngram_dictionary: ngram_rows > 0,
             ngram_order: c.ngram_order,
             ensemble: c.ensemble,
             embedding_dropout: DropoutConfig::new(c.embedding_dropout).init(),
@@ -353,7 +358,7 @@ impl TextClassifier {
 
     /// The encoder and attention pooling: pooled vectors `[batch, d]` and weights `[batch, len]`.
     fn pool(&self, input: TokenInput) -> (Tensor<2>, Tensor<2>) {
-        let TokenInput { ids, mask } = input;
+        let TokenInput { ids, mask, ngrams: ngram_rows } = input;
         let (Some(embedding), None) = (&self.embedding, &self.bert) else {
             let bert = self.bert.as_ref().expect("a model without a token embedding is text-bert");
             let (states, cls) = bert.forward(ids, mask.clone());
@@ -364,8 +369,13 @@ impl TextClassifier {
         };
         let mut x = embedding.forward(ids.clone()); // [batch, len, embedding]
         if let Some(ngrams) = &self.ngrams {
-            for hashed in self.ngram_ids(ids, ngrams.weight.dims()[0]) {
-                x = x + ngrams.forward(hashed);
+            if self.ngram_dictionary {
+                let rows = ngram_rows.expect("a model with an n-gram dictionary is given its inputs' rows (TokenInput::from_ids)");
+                x = x + dictionary_ngrams(ngrams, rows, mask.dims()[1]);
+            } else {
+                for hashed in self.ngram_ids(ids, ngrams.weight.dims()[0]) {
+                    x = x + ngrams.forward(hashed);
+                }
             }
         }
         let x = self.embedding_dropout.forward(x);
@@ -386,6 +396,17 @@ impl TextClassifier {
         };
         attention.forward(encoded, mask) // [batch, d], [batch, len]
     }
+}
+
+/// The sum of the embeddings of the n-grams starting at each token `[batch, len, d]`, from their
+/// dictionary rows `[batch, (order − 1)·len]`; row 0 (an n-gram training never saw, or one
+/// running past the text's end) adds nothing.
+fn dictionary_ngrams(table: &Embedding, rows: Tensor<2, Int>, len: usize) -> Tensor<3> {
+    let [batch, columns] = rows.dims();
+    let known = rows.clone().not_equal_elem(0).float().unsqueeze_dim::<3>(2);
+    let x = table.forward(rows) * known; // [batch, (order − 1)·len, d]
+    let d = x.dims()[2];
+    x.reshape([batch, columns / len, len, d]).sum_dim(1).reshape([batch, len, d])
 }
 
 /// `text-ngram`'s pooling: the sum of `x` `[batch, len, d]` over real tokens divided by the square

@@ -15,7 +15,7 @@ use vitrine_core::run_dir::{RunDir, WEIGHTS_FILE};
 use vitrine_core::train::TrainContext;
 
 use crate::config::{Architecture, TextConfig, TextModelConfig};
-use crate::data::TokenInput;
+use crate::data::{NgramDictionary, TokenInput};
 use crate::inference::{TextRun, export, predict};
 use crate::model::TextClassifier;
 use crate::training::train;
@@ -88,6 +88,8 @@ fn padding_never_changes_the_output() {
     let short: &[u32] = &[5, 9, 3, 7];
     let long: &[u32] = &[4, 4, 8, 2, 6, 1, 9, 3, 11];
     let with_ngrams = |name| TextModelConfig { ngram_buckets: 50, ngram_order: 3, ..tiny(name) };
+    let with_dictionary = |name| TextModelConfig { ngram_min_count: 1, ngram_order: 3, ..tiny(name) };
+    let dictionary = NgramDictionary::build(&[short.to_vec(), long.to_vec()], 3, 1);
     let configs = [
         tiny(Architecture::LstmAttention),
         tiny(Architecture::GruAttention),
@@ -97,26 +99,47 @@ fn padding_never_changes_the_output() {
         TextModelConfig { wide_buckets: 40, ensemble: true, ..with_ngrams(Architecture::LstmAttention) },
         with_ngrams(Architecture::Ngram),
         TextModelConfig { hidden: 0, ..with_ngrams(Architecture::Ngram) },
+        with_dictionary(Architecture::Ngram),
+        with_dictionary(Architecture::GruAttention),
     ];
     for config in configs {
-        let arch = (config.name, config.ngram_buckets, config.wide_buckets);
+        let arch = (config.name, config.ngram_buckets, config.ngram_min_count, config.wide_buckets);
         device.seed(3);
-        let model = TextClassifier::new(&config, 20, 16, 2, &device).unwrap();
-        let (alone, alone_weights) = outputs(&model, TokenInput::from_ids(&[short], 0, 0, &device));
+        let ngrams = config.ngram_dictionary().then_some(&dictionary);
+        let model = TextClassifier::new(&config, 20, ngrams.map_or(0, NgramDictionary::rows), 16, 2, &device).unwrap();
+        let input = |texts: &[&[u32]], min_len| TokenInput::from_ids(texts, ngrams, 0, min_len, &device);
+        let (alone, alone_weights) = outputs(&model, input(&[short], 0));
         // Padded to 12 tokens on its own, and padded to the longer text of a batch.
-        let (padded, padded_weights) = outputs(&model, TokenInput::from_ids(&[short], 0, 12, &device));
-        let (batched, _) = outputs(&model, TokenInput::from_ids(&[long, short], 0, 0, &device));
+        let (padded, padded_weights) = outputs(&model, input(&[short], 12));
+        let (batched, _) = outputs(&model, input(&[long, short], 0));
         assert!(max_difference(&alone, &padded) < 1e-5, "{arch:?}: {alone:?} vs {padded:?}");
         assert!(max_difference(&alone, &batched[alone.len()..]) < 1e-5, "{arch:?}: {alone:?} vs {batched:?}");
         assert!(max_difference(&alone_weights, &padded_weights[..4]) < 1e-5, "{arch:?}");
         assert!(padded_weights[4..].iter().all(|&w| w == 0.0), "{arch:?}: padding gets no attention");
 
         // Not vacuous: read the same padding as real tokens and the output changes.
-        let padded = TokenInput::from_ids(&[short], 0, 12, &device);
-        let unmasked = TokenInput { mask: Tensor::ones([1, 12], &device), ids: padded.ids };
+        let unmasked = TokenInput { mask: Tensor::ones([1, 12], &device), ..input(&[short], 12) };
         let (changed, _) = outputs(&model, unmasked);
         assert!(max_difference(&alone, &changed) > 1e-4, "{arch:?}: padding as tokens should change the output");
     }
+}
+
+#[test]
+fn ngrams_the_training_split_never_held_add_nothing() {
+    let device = Device::flex();
+    let text: &[u32] = &[5, 9, 3, 7];
+    let plain = TextModelConfig { hidden: 0, ..tiny(Architecture::Ngram) };
+    let with_dictionary = TextModelConfig { ngram_min_count: 1, ngram_order: 3, ..plain.clone() };
+    let pooled = |config: &TextModelConfig, ngrams: Option<&NgramDictionary>| {
+        device.seed(3);
+        let model = TextClassifier::new(config, 20, ngrams.map_or(0, NgramDictionary::rows), 16, 2, &device).unwrap();
+        model.features(TokenInput::from_ids(&[text], ngrams, 0, 0, &device)).into_data().try_into_vec_as::<f32>().unwrap()
+    };
+    let unrelated = NgramDictionary::build(&[vec![1, 2, 1, 2]], 3, 1);
+    assert_eq!(pooled(&with_dictionary, Some(&unrelated)), pooled(&plain, None), "unknown n-grams read as row 0, which adds nothing");
+    // Not vacuous: a dictionary holding the text's n-grams changes the vector.
+    let known = NgramDictionary::build(&[text.to_vec()], 3, 1);
+    assert!(max_difference(&pooled(&with_dictionary, Some(&known)), &pooled(&plain, None)) > 1e-3);
 }
 
 /// Two epochs of the small LSTM without dropout (so a resumed run can match it exactly).
@@ -219,7 +242,7 @@ fn export_uses_pytorch_names_and_loads_back_identically() {
     let trained = TextRun::open(run).unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let device = Device::flex();
-    let fresh = || TextClassifier::new(&trained.config.model, trained.tokenizer.vocab_size(), 128, 2, &device).unwrap();
+    let fresh = || TextClassifier::new(&trained.config.model, trained.tokenizer.vocab_size(), 0, 128, 2, &device).unwrap();
 
     let bpk = tmp.path().join("model.bpk");
     export(&trained, WeightsFormat::Burnpack, &bpk, &device).unwrap();
@@ -262,7 +285,7 @@ fn weights_of_another_architecture_are_a_clear_error() {
     let run = reference_run();
     let _turn = one_at_a_time();
     let device = Device::flex();
-    let gru = TextClassifier::new(&TextModelConfig { name: Architecture::GruAttention, ..tiny(Architecture::GruAttention) }, 100, 128, 2, &device).unwrap();
+    let gru = TextClassifier::new(&TextModelConfig { name: Architecture::GruAttention, ..tiny(Architecture::GruAttention) }, 100, 0, 128, 2, &device).unwrap();
     let err = load_weights(gru, &run.join(WEIGHTS_FILE), "text-gru-attn").unwrap_err().to_string();
     assert!(err.contains("does not match the text-gru-attn architecture"), "{err}");
 }
@@ -293,6 +316,7 @@ fn a_config_naming_no_model_trains_text_ngram_beside_the_classical_baseline() {
     let blended_run = tmp.path().join("blended");
     let blended = flex_run(&blended_config, &blended_run).test.unwrap();
     assert!(blended_run.join(crate::baseline::BASELINE_FILE).is_file());
+    assert!(blended_run.join(crate::data::NGRAMS_FILE).is_file(), "text-ngram keeps its n-gram dictionary");
     assert!(blended.accuracy > 0.76, "{}", blended.accuracy);
     let _turn = one_at_a_time();
     let trained = TextRun::open(&blended_run).unwrap();
@@ -360,7 +384,7 @@ fn text_bert_fine_tunes_from_its_transformers_fixture_and_predicts() {
         let _turn = one_at_a_time();
         let model = TextRun::open(run).unwrap().load(&Device::flex()).unwrap();
         let ids: Vec<&[u32]> = expected.input_ids.iter().map(|ids| ids.as_slice()).collect();
-        let pooled = model.features(TokenInput::from_ids(&ids, 0, 0, &Device::flex()));
+        let pooled = model.features(TokenInput::from_ids(&ids, None, 0, 0, &Device::flex()));
         max_difference(&pooled.into_data().try_into_vec_as::<f32>().unwrap(), &want)
     };
     let slow = tmp.path().join("slow-encoder");
@@ -396,10 +420,10 @@ fn text_bert_layer_decay_gives_each_layer_its_rate() {
     let vocab = crate::bert::BertConfig::read(&fixture).unwrap().vocab_size;
     let model = {
         let _turn = one_at_a_time();
-        TextClassifier::new(&config, vocab, 16, 2, &device).unwrap()
+        TextClassifier::new(&config, vocab, 0, 16, 2, &device).unwrap()
     };
     let ids: Vec<&[u32]> = vec![&[2, 7, 9, 3], &[2, 11, 3]];
-    let loss = model.forward_with_attention(TokenInput::from_ids(&ids, 0, 0, &device)).0.powi_scalar(2).mean();
+    let loss = model.forward_with_attention(TokenInput::from_ids(&ids, None, 0, 0, &device)).0.powi_scalar(2).mean();
     let mut grads = loss.backward();
     let groups = vitrine_core::classifier::ClassifierModel::learning_rate_groups(&model, &mut grads);
     let factors: Vec<f64> = groups.iter().map(|(factor, _)| *factor).collect();
@@ -408,6 +432,6 @@ fn text_bert_layer_decay_gives_each_layer_its_rate() {
     assert_eq!(factors, [0.1, 0.1, 0.05, 0.025, 1.0]);
     assert!(groups.iter().all(|(_, group)| !group.is_empty()), "every group has gradients");
     let grouped: usize = groups.iter().map(|(_, group)| group.len()).sum();
-    let all = GradientsParams::from_module(&mut model.forward_with_attention(TokenInput::from_ids(&ids, 0, 0, &device)).0.mean().backward(), &model).len();
+    let all = GradientsParams::from_module(&mut model.forward_with_attention(TokenInput::from_ids(&ids, None, 0, 0, &device)).0.mean().backward(), &model).len();
     assert_eq!(grouped, all, "each parameter's gradient in exactly one group");
 }

@@ -13,7 +13,7 @@ use vitrine_core::train::{Batches, Built, FitOutcome, HeldOut, Recipe, TrainCont
 
 use crate::baseline::{BASELINE, BASELINE_FILE, ClassicalBaseline};
 use crate::config::{Architecture, TASK, TextConfig};
-use crate::data::{SPLIT_FILES, TextData, TokenBatch, TokenBatches, TokenizedSet, load_data, tokenize};
+use crate::data::{MAX_NGRAMS, NGRAMS_FILE, NgramDictionary, SPLIT_FILES, TextData, TokenBatch, TokenBatches, TokenizedSet, load_data, tokenize};
 use crate::inference::score_texts;
 use crate::model::TextClassifier;
 use crate::tokenizer::TextTokenizer;
@@ -46,6 +46,8 @@ struct TextTraining {
 
 struct Tokens {
     tokenizer: TextTokenizer,
+    /// The training split's n-grams, for a model that embeds them from a dictionary.
+    ngrams: Option<Arc<NgramDictionary>>,
     train: Arc<TokenizedSet>,
     valid: Arc<TokenizedSet>,
     test: Arc<TokenizedSet>,
@@ -55,6 +57,23 @@ impl TextTraining {
     fn tokens(&self) -> &Tokens {
         self.tokens.as_ref().expect("the recipe prepares the data before using it")
     }
+}
+
+/// The n-gram dictionary of a new run, built from its training split and kept in the run; a
+/// resumed run's own.
+fn ngram_dictionary(config: &TextConfig, train: &TokenizedSet, ctx: &TrainContext) -> Result<NgramDictionary> {
+    let (order, min_count, path) = (config.model.ngram_order, config.model.ngram_min_count, ctx.run.file(NGRAMS_FILE));
+    if ctx.resuming {
+        return NgramDictionary::load(&path, order);
+    }
+    let dictionary = NgramDictionary::build(&train.ids, order, min_count);
+    dictionary.save(&path)?;
+    let capped = if dictionary.rows() > MAX_NGRAMS { format!(" (the {MAX_NGRAMS} most frequent)") } else { String::new() };
+    ctx.reporter.info(&format!(
+        "n-grams: {} distinct runs of 2–{order} tokens seen at least {min_count} time(s) in training{capped}, each with its own embedding ({NGRAMS_FILE})",
+        dictionary.rows() - 1
+    ));
+    Ok(dictionary)
 }
 
 struct TextRecipe<'a> {
@@ -116,15 +135,16 @@ impl Recipe for TextRecipe<'_> {
                 config.model.name.name()
             ));
         }
+        let ngrams = config.model.ngram_dictionary().then(|| ngram_dictionary(config, &train, ctx)).transpose()?.map(Arc::new);
         let (valid, test) = (Arc::new(tokenize(&tokenizer, &texts.valid)?), Arc::new(tokenize(&tokenizer, &texts.test)?));
-        data.tokens = Some(Tokens { tokenizer, train, valid, test });
+        data.tokens = Some(Tokens { tokenizer, ngrams, train, valid, test });
         Ok(())
     }
 
     fn build(&self, data: &TextTraining, train_device: &Device, ctx: &TrainContext) -> Result<Built<Self::Task>> {
         let (config, classes) = (self.config, &data.texts.classes);
-        let vocab = data.tokens().tokenizer.vocab_size();
-        let model = TextClassifier::new(&config.model, vocab, config.data.tokenizer.max_len, classes.len(), train_device)?;
+        let (vocab, ngram_rows) = (data.tokens().tokenizer.vocab_size(), data.tokens().ngrams.as_ref().map_or(0, |d| d.rows()));
+        let model = TextClassifier::new(&config.model, vocab, ngram_rows, config.data.tokenizer.max_len, classes.len(), train_device)?;
         // A resumed run's checkpoint replaces every weight: the pretrained encoder is read only for a new run.
         let model = if ctx.resuming { model } else { model.load_pretrained(&config.model, train_device)? };
         let parameters = model.num_params();
@@ -135,8 +155,9 @@ impl Recipe for TextRecipe<'_> {
     fn batches(&self, data: &TextTraining, train_device: &Device, device: &Device) -> Result<(Batches<TokenBatch>, Batches<TokenBatch>)> {
         let (tokens, bs, seed) = (data.tokens(), self.config.train.batch_size, self.config.run.seed);
         let pad = tokens.tokenizer.pad_id();
-        let train = TokenBatches::shuffled(tokens.train.clone(), bs, seed, pad, train_device.clone());
-        Ok((Box::new(train), Box::new(TokenBatches::ordered(tokens.valid.clone(), bs, pad, device.clone()))))
+        let train = TokenBatches::shuffled(tokens.train.clone(), bs, seed, pad, train_device.clone()).with_ngrams(tokens.ngrams.clone());
+        let valid = TokenBatches::ordered(tokens.valid.clone(), bs, pad, device.clone()).with_ngrams(tokens.ngrams.clone());
+        Ok((Box::new(train), Box::new(valid)))
     }
 
     fn evaluate(&self, task: &Self::Task, data: &TextTraining, _outcome: &FitOutcome, ctx: &TrainContext) -> Result<HeldOut> {
@@ -148,7 +169,8 @@ impl Recipe for TextRecipe<'_> {
             baseline.save(&ctx.run.file(BASELINE_FILE))?;
         }
         let model = task.model().valid();
-        let scores = score_texts(&model, tokens.test.clone(), &test, blend, classes, self.config.train.batch_size, tokens.tokenizer.pad_id(), &ctx.compute.device);
+        let batches = TokenBatches::ordered(tokens.test.clone(), self.config.train.batch_size, tokens.tokenizer.pad_id(), ctx.compute.device.clone());
+        let scores = score_texts(&model, batches.with_ngrams(tokens.ngrams.clone()), &test, blend, classes);
         confusion_png(&ctx.run.file("confusion.png"), &scores.confusion, classes)?;
         ctx.reporter.info(&format!(
             "test: accuracy {:.2}%, macro-F1 {:.4}{}",

@@ -1,10 +1,13 @@
 //! The text family's data: labelled reviews read and deduplicated ([`sources`]), split, turned
-//! into token ids, and batched ([`tokens`]).
+//! into token ids, and batched ([`tokens`]), with the rows of their n-grams when the model has a
+//! dictionary of them ([`ngrams`]).
 
+mod ngrams;
 mod sources;
 mod tokens;
 
 pub use crate::config::TextSource;
+pub use ngrams::{MAX_NGRAMS, NGRAMS_FILE, NgramDictionary};
 pub use sources::{DedupReport, TextExample, TextSet, load_text};
 pub use tokens::{TokenBatch, TokenBatches, TokenInput, TokenizedSet};
 

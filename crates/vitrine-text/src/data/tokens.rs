@@ -8,6 +8,8 @@ use rand::{rngs::StdRng, seq::SliceRandom};
 use vitrine_core::classifier::LabelledBatch;
 use vitrine_core::data::{BatchSource, epoch_rng, in_background};
 
+use super::NgramDictionary;
+
 /// Texts as token ids (already truncated), with their labels; tokenized once.
 #[derive(Debug, Clone, Default)]
 pub struct TokenizedSet {
@@ -25,11 +27,14 @@ impl TokenizedSet {
     }
 }
 
-/// Token ids `[batch, len]` and their mask `[batch, len]` (1 at real tokens, 0 at padding).
+/// Token ids `[batch, len]` and their mask `[batch, len]` (1 at real tokens, 0 at padding); with
+/// an n-gram dictionary, the rows of the n-grams starting at each token `[batch, (order − 1)·len]`
+/// (see [`NgramDictionary::batch_rows`]).
 #[derive(Debug, Clone)]
 pub struct TokenInput {
     pub ids: Tensor<2, Int>,
     pub mask: Tensor<2>,
+    pub ngrams: Option<Tensor<2, Int>>,
 }
 
 /// A batch of token inputs and their labels `[batch]`.
@@ -40,8 +45,9 @@ pub struct TokenBatch {
 }
 
 impl TokenInput {
-    /// Pads `texts` with `pad_id` to the longest of them (at least `min_len`).
-    pub fn from_ids(texts: &[&[u32]], pad_id: u32, min_len: usize, device: &Device) -> Self {
+    /// Pads `texts` with `pad_id` to the longest of them (at least `min_len`), with their
+    /// n-grams' rows when the model has a dictionary.
+    pub fn from_ids(texts: &[&[u32]], ngrams: Option<&NgramDictionary>, pad_id: u32, min_len: usize, device: &Device) -> Self {
         let len = texts.iter().map(|t| t.len()).max().unwrap_or(0).max(min_len).max(1);
         let mut ids = Vec::with_capacity(texts.len() * len);
         let mut mask = Vec::with_capacity(texts.len() * len);
@@ -52,9 +58,15 @@ impl TokenInput {
             mask.extend(std::iter::repeat_n(0.0f32, len - text.len()));
         }
         let n = texts.len();
+        let ngrams = ngrams.map(|dictionary| {
+            let rows = dictionary.batch_rows(texts, len);
+            let columns = rows.len() / n.max(1);
+            Tensor::from_data(TensorData::new(rows, [n, columns]), device)
+        });
         Self {
             ids: Tensor::from_data(TensorData::new(ids, [n, len]), device),
             mask: Tensor::from_data(TensorData::new(mask, [n, len]), device),
+            ngrams,
         }
     }
 }
@@ -66,6 +78,7 @@ const POOL_BATCHES: usize = 50;
 #[derive(Clone)]
 pub struct TokenBatches {
     set: Arc<TokenizedSet>,
+    ngrams: Option<Arc<NgramDictionary>>,
     batch_size: usize,
     shuffle_seed: Option<u64>,
     pad_id: u32,
@@ -75,14 +88,19 @@ pub struct TokenBatches {
 impl TokenBatches {
     /// In-order batches (validation, test, prediction).
     pub fn ordered(set: Arc<TokenizedSet>, batch_size: usize, pad_id: u32, device: Device) -> Self {
-        Self { set, batch_size, shuffle_seed: None, pad_id, device }
+        Self { set, ngrams: None, batch_size, shuffle_seed: None, pad_id, device }
     }
 
     /// Shuffled batches of texts of similar length (training): the set is shuffled, cut into
     /// pools of 50 batches, each pool sorted by length and cut into batches, and the batches
     /// shuffled again.
     pub fn shuffled(set: Arc<TokenizedSet>, batch_size: usize, seed: u64, pad_id: u32, device: Device) -> Self {
-        Self { set, batch_size, shuffle_seed: Some(seed), pad_id, device }
+        Self { set, ngrams: None, batch_size, shuffle_seed: Some(seed), pad_id, device }
+    }
+
+    /// Batches that carry their n-grams' rows in `ngrams` (a model with an n-gram dictionary).
+    pub fn with_ngrams(self, ngrams: Option<Arc<NgramDictionary>>) -> Self {
+        Self { ngrams, ..self }
     }
 
     fn order(&self, epoch: usize) -> Vec<Vec<usize>> {
@@ -105,7 +123,7 @@ impl TokenBatches {
         let texts: Vec<&[u32]> = indices.iter().map(|&i| self.set.ids[i].as_slice()).collect();
         let targets: Vec<i64> = indices.iter().map(|&i| self.set.labels[i] as i64).collect();
         TokenBatch {
-            input: TokenInput::from_ids(&texts, self.pad_id, 1, &self.device),
+            input: TokenInput::from_ids(&texts, self.ngrams.as_deref(), self.pad_id, 1, &self.device),
             targets: Tensor::from_data(TensorData::new(targets, [indices.len()]), &self.device),
         }
     }
