@@ -89,7 +89,7 @@ impl NgramDictionary {
             let ids: Vec<String> = k.iter().filter(|&&id| id != NONE).map(u32::to_string).collect();
             writeln!(text, "{}", ids.join(" ")).expect("writing to a String");
         }
-        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+        vitrine_core::run_dir::write_atomic(path, text.as_bytes())
     }
 
     /// Reads what [`NgramDictionary::save`] wrote for a model of n-grams up to `order`.
