@@ -228,14 +228,15 @@ pub fn text_features(trained: &TextRun, texts: &[String], device: &Device) -> Re
 /// tokenizer settings (the tokenizer itself is the run's `tokenizer.json`, the n-gram
 /// dictionary, if any, its `ngrams.txt`).
 pub fn export(trained: &TextRun, format: WeightsFormat, out: &Path, device: &Device) -> Result<()> {
-    let metadata = [
+    let mut metadata = vec![
         ("architecture", trained.config.model.name.name().to_string()),
         ("classes", serde_json::to_string(&trained.classes)?),
         ("vocab_size", trained.tokenizer.vocab_size().to_string()),
         ("max_len", trained.config.data.tokenizer.max_len.to_string()),
         ("pad_id", trained.tokenizer.pad_id().to_string()),
     ];
-    let dictionary = [("ngram_dictionary", format!("{NGRAMS_FILE}: line k + 1 holds the token ids of ngrams.weight's row k (row 0: unseen n-grams, adds nothing)"))];
-    let metadata: Vec<(&str, String)> = metadata.into_iter().chain(trained.ngrams.is_some().then_some(dictionary).into_iter().flatten()).collect();
+    if trained.ngrams.is_some() {
+        metadata.push(("ngram_dictionary", format!("{NGRAMS_FILE}: line k + 1 holds the token ids of ngrams.weight's row k (row 0: unseen n-grams, adds nothing)")));
+    }
     export_weights(&trained.load(device)?, format, out, &metadata)
 }

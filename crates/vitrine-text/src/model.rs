@@ -174,7 +174,8 @@ impl AttentionPooling {
 
 /// Any of the models: embedding (+ n-grams, from a dictionary or hashed) → encoder → attention
 /// pooling → dropout → linear; `text-ngram` averages the embeddings instead (→ optional hidden
-/// layer → dropout → linear). Field names are the PyTorch module names of the README's reference implementation.
+/// layer → dropout → linear). Field names are the PyTorch module names of the README's reference
+/// implementation.
 #[derive(Module, Debug)]
 pub struct TextClassifier {
     /// The token embedding of every model but `text-bert` (whose encoder has its own).
