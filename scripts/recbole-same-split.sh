@@ -7,7 +7,9 @@
 #   scripts/recbole-same-split.sh runs/bpr-mf BPR epochs=300 stopping_step=10
 #
 # Environment: RECBOLE_PYTHON (default /tmp/rbenv/bin/python), RECBOLE_ANCHOR (default
-# ../shared/anchors/recbole). Prints RecBole's RESULT line: test scores of the epoch best on
+# ../shared/anchors/recbole), RECBOLE_LOG (a file that keeps RecBole's whole log: each epoch's
+# validation scores), RECBOLE_TEST_EVERY_EPOCH=1 (the log also gets the test scores after each
+# epoch, so that a run stopped early still tells them). Prints RecBole's RESULT line: test scores of the epoch best on
 # validation MRR@10, and the seconds it took.
 set -euo pipefail
 run="$1"; model="$2"; shift 2
@@ -56,7 +58,7 @@ PY
 # The anchor's run.py, but on our dataset: RecBole reads a dataset named `ml-100k` from its own
 # bundled copy whatever data_path says, so the split gets a name of its own.
 cat > "$work/run.py" <<'PY'
-import sys, time, json
+import os, sys, time, json
 from recbole.quick_start import run_recbole
 from recbole.data.dataset import sequential_dataset
 from recbole.utils import FeatureSource, FeatureType
@@ -71,6 +73,25 @@ def _benchmark_presets(self):
     self.inter_feat[self.item_list_length_field] = self.inter_feat[self.item_id_list_field].apply(len)
 
 sequential_dataset.SequentialDataset._benchmark_presets = _benchmark_presets
+
+if os.environ.get('RECBOLE_TEST_EVERY_EPOCH'):
+    # Also scores the test split after each validation (printed, never used to choose): a run cut
+    # short still tells the test scores of its best validation epoch so far.
+    from recbole.quick_start import quick_start
+    from recbole.trainer import trainer as trainers
+    prepare, fit = quick_start.data_preparation, trainers.Trainer.fit
+    splits = {}
+    def data_preparation(config, dataset):
+        splits['parts'] = prepare(config, dataset)
+        return splits['parts']
+    def fit_with_test(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
+        def each_epoch(epoch, valid_score):
+            test = self.evaluate(splits['parts'][2], load_best_model=False, show_progress=False)
+            print('TEST_EPOCH', epoch, json.dumps({'valid_score': float(valid_score), 'test': {k: float(v) for k, v in test.items()}, 'seconds': time.time() - t}), flush=True)
+            if callback_fn:
+                callback_fn(epoch, valid_score)
+        return fit(self, train_data, valid_data, verbose, saved, show_progress, each_epoch)
+    quick_start.data_preparation, trainers.Trainer.fit = data_preparation, fit_with_test
 model, data = sys.argv[1], sys.argv[2]
 extra = dict(a.split('=', 1) for a in sys.argv[3:])
 cfg = {'data_path': data, 'show_progress': False, 'gpu_id': '', 'use_gpu': False, 'epochs': int(extra.pop('epochs', 50)),
@@ -84,4 +105,4 @@ r = run_recbole(model=model, dataset='vitrine-split', config_dict=cfg)
 print('RESULT', model, json.dumps({'test': {k: float(v) for k, v in r['test_result'].items()}, 'valid_best': float(r['best_valid_score']), 'seconds': time.time() - t}))
 PY
 cd "$work"
-PYTHONPATH="$anchor/stub" "$python" "$work/run.py" "$model" "$work/data" "$@" 2>&1 | grep -E "^RESULT|Error|^  File|^    " | tail -${RECBOLE_TRACE_LINES:-4} || true
+PYTHONPATH="$anchor/stub" "$python" "$work/run.py" "$model" "$work/data" "$@" 2>&1 | tee "${RECBOLE_LOG:-/dev/null}" | grep -E "^RESULT|Error|^  File|^    " | tail -${RECBOLE_TRACE_LINES:-4} || true

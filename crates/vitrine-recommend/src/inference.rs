@@ -292,8 +292,8 @@ impl RecommendRun {
             bail!("{}: none of its interactions is between a customer and an item the run knows", path.display());
         }
         let device = ctx.device();
-        let history: Vec<Interaction> = crate::training::test_history(&self.data);
-        let exclude = crate::training::excluded(&self.data, &history, self.config.eval_settings().exclude_seen);
+        let exclude = crate::training::excluded(&self.data, &crate::training::test_history(&self.data), self.config.eval_settings().exclude_seen);
+        let history = crate::training::scoring_history(&self.data, &self.config);
         let context = score_context(&self.data, Arc::new(sequences(&history, self.data.users.len())), device);
         let counts = crate::data::item_counts(&self.data.train, self.data.items.len());
         let scores = ranking::evaluate(self.ranker(), &context, &held_out, &exclude, cutoffs, &counts, None, device)?;

@@ -102,6 +102,27 @@ fn counted_baselines_rank_and_item_knn_beats_popularity() {
 }
 
 #[test]
+fn general_models_score_the_test_from_training_items_alone() {
+    // RecBole's ItemKNN scores the test from each customer's training items; reading their
+    // validation items too would know more than it does (and score higher on ml-100k).
+    let c = config("name = \"item-knn\"\nneighbours = 50", "", &[]);
+    let (_tmp, dir, report) = fresh_run(&c);
+    let device = burn::tensor::Device::flex();
+    let run = RecommendRun::open(&dir, &device, &Silent).unwrap();
+    let d = &run.data;
+    let known = crate::training::test_history(d);
+    let exclude = crate::training::excluded(d, &known, true);
+    let counts = crate::data::item_counts(&d.train, d.items.len());
+    let ndcg = |history: &[crate::data::Interaction]| {
+        let context = crate::training::score_context(d, std::sync::Arc::new(crate::data::sequences(history, d.users.len())), &device);
+        crate::ranking::evaluate(run.ranker(), &context, &d.test, &exclude, &[10], &counts, None, &device).unwrap().at[&10].ndcg
+    };
+    let reported = figure(&report, "test ndcg@10");
+    assert!((ndcg(&d.train) - reported).abs() < 1e-9, "the report's test NDCG@10 {reported} reads training items alone");
+    assert!((ndcg(&known) - reported).abs() > 1e-4, "validation items would change item-knn's test scores");
+}
+
+#[test]
 fn two_tower_recommends_items_nobody_has_bought_yet() {
     let c = config(
         "name = \"two-tower\"\nembedding_dim = 32\nhidden = [64]",
@@ -118,6 +139,24 @@ fn two_tower_recommends_items_nobody_has_bought_yet() {
     let held: std::collections::HashSet<String> = cold_items.lines().skip(1).map(item_of).collect();
     assert!(!held.is_empty());
     assert!(train_items.lines().skip(1).all(|l| !held.contains(&item_of(l))), "cold-start items never train");
+}
+
+#[test]
+fn two_tower_with_the_exact_softmax_and_item_offsets_beats_popularity_and_places_new_items() {
+    // Every item a candidate at each step, new items never among them; an offset per item.
+    let c = config(
+        "name = \"two-tower\"\nembedding_dim = 32\nhidden = [64]\nfull_softmax = true\nitem_bias = true",
+        "[eval]\ncold_start_items = 0.1",
+        &["train.epochs=12", "train.batch_size=512", "train.early_stopping.patience=20"],
+    );
+    let (_tmp, _dir, report) = fresh_run(&c);
+    let (first, last) = (&report.epochs[0], report.epochs.last().unwrap());
+    assert!(last.train_loss < first.train_loss - 0.1, "softmax loss falls: {} → {}", first.train_loss, last.train_loss);
+    let (model, popular) = (figure(&report, "test ndcg@10"), figure(&report, "pop test ndcg@10"));
+    assert!(model > popular + 0.01, "two-tower NDCG@10 {model} vs popularity {popular}");
+    let cold = figure(&report, "cold-start recall@10");
+    let random = figure(&report, "cold-start random recall@10");
+    assert!(cold > 2.0 * random, "cold-start recall@10 {cold} vs random {random}");
 }
 
 #[test]

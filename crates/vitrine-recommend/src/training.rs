@@ -181,10 +181,21 @@ pub fn score_context(data: &RecData, history: Arc<Vec<Vec<u32>>>, device: &Devic
     }
 }
 
-/// The history a model reads when scoring the test split: training interactions, then the
-/// validation ones (a sequence model reads them as the latest items; every model excludes them).
+/// What is known of each customer when the test split is scored: training interactions, then
+/// the validation ones (every model leaves them out of its rankings).
 pub fn test_history(data: &RecData) -> Vec<Interaction> {
     data.train.iter().chain(&data.valid).copied().collect()
+}
+
+/// What a model reads of each customer's past when it scores the test split: the training
+/// interactions, as RecBole's general models do (item-knn sums the neighbours of those items
+/// alone), and the validation ones too for a sequence model, whose input is the customer's
+/// latest items.
+pub fn scoring_history(data: &RecData, config: &RecommendConfig) -> Vec<Interaction> {
+    match config.model.name {
+        Architecture::Sasrec => test_history(data),
+        _ => data.train.clone(),
+    }
 }
 
 struct RecommendRecipe<'a, M> {
@@ -283,8 +294,8 @@ impl<M: Build + Clone> Recipe for RecommendRecipe<'_, M> {
     fn evaluate(&self, task: &RecommendTask<M>, data: &RecData, _outcome: &FitOutcome, ctx: &TrainContext) -> Result<HeldOut> {
         let eval = self.config.eval_settings();
         let device = &ctx.compute.device;
-        let history = test_history(data);
-        let exclude = excluded(data, &history, eval.exclude_seen);
+        let exclude = excluded(data, &test_history(data), eval.exclude_seen);
+        let history = scoring_history(data, self.config);
         let context = score_context(data, Arc::new(sequences(&history, data.users.len())), device);
         let counts = item_counts(&data.train, data.items.len());
         let model = task.model.valid();

@@ -69,9 +69,11 @@ impl Build for TwoTower {
             ids,
             vocabulary: features.as_ref().map(|f| f.vocabulary.len()),
             numeric_columns: features.as_ref().map_or(0, |f| f.numeric_columns.len()),
+            bias: false,
         };
-        let (users, items) = (shape(data.users.len(), &data.user_features), shape(data.items.len(), &data.item_features));
-        let training = TwoTowerTraining { temperature: m.temperature, id_dropout: m.id_dropout, extra_negatives: m.extra_negatives };
+        let users = shape(data.users.len(), &data.user_features);
+        let items = TowerShape { bias: m.item_bias, ..shape(data.items.len(), &data.item_features) };
+        let training = TwoTowerTraining { temperature: m.temperature, id_dropout: m.id_dropout, extra_negatives: m.extra_negatives, full_softmax: m.full_softmax };
         Ok(TwoTower::new(&users, &items, m.embedding_dim, &m.hidden, m.dropout, training, device))
     }
     fn batch_kind(_: &RecommendConfig) -> BatchKind {

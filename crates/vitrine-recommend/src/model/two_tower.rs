@@ -1,9 +1,9 @@
 //! `two-tower`, the hybrid: a customer tower and an item tower, each over an ID embedding, the
 //! mean embedding of its feature tokens and its numbers, trained with in-batch sampled softmax
 //! (each customer's item against the other items of the batch, with the logQ correction for
-//! how often each item is drawn). Training hides items' own IDs
-//! now and then, so the item tower also places items from their features alone: that is how it
-//! recommends items nobody has bought yet.
+//! how often each item is drawn), or with the exact softmax over every item for small
+//! catalogues. Training hides items' own IDs now and then, so the item tower also places items
+//! from their features alone: that is how it recommends items nobody has bought yet.
 
 use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig};
 use burn::prelude::*;
@@ -14,7 +14,8 @@ use super::{Recommender, ScoreContext, index_tensor};
 use crate::data::FeatureTensors;
 use crate::data::batches::RecBatch;
 
-/// One tower: ID, feature tokens and numbers → an MLP → a unit vector.
+/// One tower: ID, feature tokens and numbers → an MLP → a unit vector (and, for the item tower
+/// with `model.item_bias`, a score offset).
 #[derive(Module, Debug)]
 pub struct Tower {
     id_embedding: Embedding,
@@ -22,6 +23,8 @@ pub struct Tower {
     feature_embedding: Option<Embedding>,
     numbers: Option<Linear>,
     layers: Vec<Linear>,
+    /// A score offset per entity from the last layer's input (`model.item_bias`).
+    bias: Option<Linear>,
     dropout: Dropout,
 }
 
@@ -31,6 +34,8 @@ pub struct TowerShape {
     /// Feature vocabulary size, when there are features.
     pub vocabulary: Option<usize>,
     pub numeric_columns: usize,
+    /// Whether the tower also gives each entity a score offset.
+    pub bias: bool,
 }
 
 impl Tower {
@@ -43,12 +48,14 @@ impl Tower {
             feature_embedding: shape.vocabulary.map(|v| embedding(v + 1)),
             numbers: (shape.numeric_columns > 0).then(|| LinearConfig::new(shape.numeric_columns, dim).init(device)),
             layers: widths.windows(2).map(|w| LinearConfig::new(w[0], w[1]).init(device)).collect(),
+            bias: shape.bias.then(|| LinearConfig::new(widths[widths.len() - 2], 1).init(device)),
             dropout: DropoutConfig::new(dropout).init(),
         }
     }
 
-    /// Unit vectors `[b, d]` of entities `ids`; `keep_id` `[b, 1]` (1 or 0) says whose ID embedding counts.
-    fn forward(&self, ids: Tensor<1, Int>, features: Option<&FeatureTensors>, keep_id: Option<Tensor<2>>) -> Tensor<2> {
+    /// Unit vectors `[b, d]` of entities `ids`, and their score offsets `[b, 1]` for a tower with
+    /// them; `keep_id` `[b, 1]` (1 or 0) says whose ID embedding counts.
+    fn forward(&self, ids: Tensor<1, Int>, features: Option<&FeatureTensors>, keep_id: Option<Tensor<2>>) -> Placed {
         let mut id = self.id_embedding.weight.val().select(0, ids.clone()); // [b, d]
         if let Some(keep) = keep_id {
             id = id * keep;
@@ -68,14 +75,19 @@ impl Tower {
         }
         let mut h = Tensor::cat(parts, 1);
         let last = self.layers.len() - 1;
+        let mut bias = None;
         for (i, layer) in self.layers.iter().enumerate() {
-            h = layer.forward(self.dropout.forward(h));
+            let input = self.dropout.forward(h);
+            if i == last {
+                bias = self.bias.as_ref().map(|b| b.forward(input.clone()));
+            }
+            h = layer.forward(input);
             if i < last {
                 h = relu(h);
             }
         }
         let norm = h.clone().powi_scalar(2).sum_dim(1).sqrt() + 1e-6;
-        h / norm
+        (h / norm, bias)
     }
 }
 
@@ -87,7 +99,12 @@ pub struct TwoTower {
     temperature: f64,
     id_dropout: f64,
     extra_negatives: usize,
+    /// Every item a candidate of every training step (the exact softmax).
+    full_softmax: bool,
 }
+
+/// Unit vectors `[n, d]` and score offsets `[n, 1]`, when the tower gives them.
+type Placed = (Tensor<2>, Option<Tensor<2>>);
 
 /// How the two towers are trained.
 pub struct TwoTowerTraining {
@@ -95,6 +112,8 @@ pub struct TwoTowerTraining {
     pub id_dropout: f64,
     /// Uniformly drawn items added to each batch's negatives (mixed negative sampling).
     pub extra_negatives: usize,
+    /// Score each customer's item against every item (the exact softmax) instead of sampling.
+    pub full_softmax: bool,
 }
 
 impl TwoTower {
@@ -105,29 +124,65 @@ impl TwoTower {
             temperature: training.temperature,
             id_dropout: training.id_dropout,
             extra_negatives: training.extra_negatives,
+            full_softmax: training.full_softmax,
         }
     }
 
-    /// Every item's vector `[items, d]`; cold-start items (and, in training, a random share of
-    /// the others) without their ID embedding.
-    fn all_items(&self, context: &ScoreContext) -> Tensor<2> {
+    /// Every item's vector `[items, d]` and offset; cold-start items without their ID embedding.
+    fn all_items(&self, context: &ScoreContext) -> Placed {
         let device = self.item_tower.id_embedding.weight.device();
         let ids = Tensor::<1, Int>::arange(0..context.items as i64, &device);
         let keep = context.warm_items.clone().map(|w| w.unsqueeze_dim::<2>(1));
         self.item_tower.forward(ids, context.item_features.as_ref(), keep)
     }
+
+    /// Customer vectors `[users.len(), d]`.
+    fn customers(&self, users: Tensor<1, Int>, context: &ScoreContext) -> Tensor<2> {
+        self.user_tower.forward(users, context.user_features.as_ref(), None).0
+    }
+
+    /// The softmax over every item of each customer's item `[b]`, for customer vectors `u`
+    /// `[b, d]`: exact, for catalogues small enough to place whole at every step. Cold-start
+    /// items are nobody's candidates; the others lose their ID embedding at the `id_dropout` rate.
+    fn exact_softmax_loss(&self, u: Tensor<2>, items: Tensor<1, Int>, context: &ScoreContext) -> Tensor<1> {
+        let (b, n) = (items.dims()[0], context.items);
+        let device = u.device();
+        let ids = Tensor::<1, Int>::arange(0..n as i64, &device);
+        let warm = context.warm_items.clone().unwrap_or_else(|| Tensor::ones([n], &device));
+        let keep = match self.id_dropout > 0.0 {
+            true => warm.clone() * Tensor::<1>::random([n], Distribution::Bernoulli(1.0 - self.id_dropout), &device),
+            false => warm.clone(),
+        };
+        let placed = self.item_tower.forward(ids, context.item_features.as_ref(), Some(keep.unsqueeze_dim::<2>(1)));
+        let logits = self.logits(u, placed) + ((warm - 1.0) * 1e9).reshape([1, n]); // [b, n]
+        log_softmax(logits, 1).gather(1, items.reshape([b, 1])).neg().mean()
+    }
+
+    /// Scores `[users, items]` of customer vectors `u` against placed items: `u·i / τ + offset`.
+    fn logits(&self, u: Tensor<2>, (items, offsets): Placed) -> Tensor<2> {
+        let n = items.dims()[0];
+        let logits = u.matmul(items.transpose()) / self.temperature;
+        match offsets {
+            Some(offsets) => logits + offsets.reshape([1, n]),
+            None => logits,
+        }
+    }
 }
 
 impl Recommender for TwoTower {
-    /// In-batch softmax: each customer's item must score above the batch's other items.
+    /// In-batch softmax: each customer's item must score above the batch's other items (or,
+    /// with `full_softmax`, above every item).
     fn loss(&self, batch: RecBatch, context: &ScoreContext) -> Tensor<1> {
         let RecBatch::Positives { users, items } = batch else { unreachable!("two-tower trains on positives") };
         let b = users.dims()[0];
         let device = users.device();
-        let u = self.user_tower.forward(users, context.user_features.as_ref(), None); // [b, d]
+        let u = self.customers(users, context); // [b, d]
+        if self.full_softmax {
+            return self.exact_softmax_loss(u, items, context);
+        }
         let keep = (self.id_dropout > 0.0).then(|| Tensor::<2>::random([b, 1], Distribution::Bernoulli(1.0 - self.id_dropout), &device));
         let i = self.item_tower.forward(items.clone(), context.item_features.as_ref(), keep); // [b, d]
-        let mut logits = u.clone().matmul(i.transpose()) / self.temperature; // [b, b]
+        let mut logits = self.logits(u.clone(), i); // [b, b]
         // logQ correction (Yi et al. 2019): a popular item is a negative of many customers in a
         // batch; subtracting the log of how often it is drawn makes in-batch softmax estimate the
         // full softmax instead of pushing popular items down.
@@ -145,7 +200,7 @@ impl Recommender for TwoTower {
             let n = self.extra_negatives;
             let extra = Tensor::<1, Int>::random([n], Distribution::Uniform(0.0, context.items as f64), &device);
             let e = self.item_tower.forward(extra.clone(), context.item_features.as_ref(), None); // [n, d]
-            let extra_logits = u.matmul(e.transpose()) / self.temperature + (context.items as f64).ln();
+            let extra_logits = self.logits(u, e) + (context.items as f64).ln();
             let own = items.unsqueeze_dim::<2>(1).equal(extra.unsqueeze_dim::<2>(0)); // [b, n]
             logits = Tensor::cat(vec![logits, extra_logits.mask_fill(own, -1e9)], 1); // [b, b + n]
             positive = Tensor::cat(vec![positive, Tensor::zeros([b, n], &device)], 1);
@@ -156,17 +211,16 @@ impl Recommender for TwoTower {
 
     fn scores(&self, users: &[u32], context: &ScoreContext) -> Tensor<2> {
         let device = self.user_tower.id_embedding.weight.device();
-        let u = self.user_tower.forward(index_tensor(users, &device), context.user_features.as_ref(), None);
-        u.matmul(self.all_items(context).transpose())
+        self.logits(self.customers(index_tensor(users, &device), context), self.all_items(context))
     }
 
     fn item_vectors(&self, context: &ScoreContext) -> Option<Tensor<2>> {
-        Some(self.all_items(context))
+        Some(self.all_items(context).0)
     }
 
     fn user_vectors(&self, context: &ScoreContext) -> Option<Tensor<2>> {
         let device = self.user_tower.id_embedding.weight.device();
         let users = self.user_tower.id_embedding.weight.dims()[0];
-        Some(self.user_tower.forward(Tensor::arange(0..users as i64, &device), context.user_features.as_ref(), None))
+        Some(self.customers(Tensor::arange(0..users as i64, &device), context))
     }
 }
