@@ -149,9 +149,10 @@ impl TwoTower {
         let device = u.device();
         let ids = Tensor::<1, Int>::arange(0..n as i64, &device);
         let warm = context.warm_items.clone().unwrap_or_else(|| Tensor::ones([n], &device));
-        let keep = match self.id_dropout > 0.0 {
-            true => warm.clone() * Tensor::<1>::random([n], Distribution::Bernoulli(1.0 - self.id_dropout), &device),
-            false => warm.clone(),
+        let keep = if self.id_dropout > 0.0 {
+            warm.clone() * Tensor::<1>::random([n], Distribution::Bernoulli(1.0 - self.id_dropout), &device)
+        } else {
+            warm.clone()
         };
         let placed = self.item_tower.forward(ids, context.item_features.as_ref(), Some(keep.unsqueeze_dim::<2>(1)));
         let logits = self.logits(u, placed) + ((warm - 1.0) * 1e9).reshape([1, n]); // [b, n]
