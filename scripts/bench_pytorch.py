@@ -218,7 +218,11 @@ def main():
             (bce(d(real), ones) + bce(d(fake), zeros)).backward()
             od.step()
             og.zero_grad()
+            # No discriminator weight gradients in the generator's step, as in Vitrine's step
+            # (and PyTorch Lightning's toggle_optimizer): the same work on both sides.
+            d.requires_grad_(False)
             bce(d(g(torch.randn(bs, 64))), ones).backward()
+            d.requires_grad_(True)
             og.step()
 
         net, infer_input = g, torch.randn(bs, 64)

@@ -5,6 +5,7 @@
 //! one trait, [`family::Family`]; libraries report through [`reporter::Reporter`], and only the
 //! binary owns the terminal.
 
+pub mod activation;
 pub mod backend;
 pub mod bench;
 pub mod classifier;

@@ -105,9 +105,14 @@ impl TrainTask for GanTask {
         let optimizer = self.optimizer_d.as_mut().expect("optimizer present between steps");
         self.gan.discriminator = optimizer.step(lr, self.gan.discriminator.clone(), grads);
 
-        // Generator: make the updated discriminator call its images real.
+        // Generator: make the updated discriminator call its images real. The gradient flows
+        // through the discriminator's input only: its weight gradients, which this step would
+        // discard, are not computed (PyTorch Lightning's `toggle_optimizer` does the same).
+        // Its batch norm still updates its statistics. (`no_grad` on a clone leaves the
+        // original's parameters as they are once initialized, as they are by the step above.)
         let fake = self.gan.generator.forward(noise(), labels.clone());
-        let loss_g = bce_logits(self.gan.discriminator.forward(fake, labels), true);
+        let frozen = self.gan.discriminator.clone().no_grad();
+        let loss_g = bce_logits(frozen.forward(fake, labels), true);
         let grads = GradientsParams::from_grads(loss_g.backward(), &self.gan.generator);
         let optimizer = self.optimizer_g.as_mut().expect("optimizer present between steps");
         self.gan.generator = optimizer.step(lr, self.gan.generator.clone(), grads);

@@ -6,7 +6,8 @@ use burn::nn::conv::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfi
 use burn::nn::{BatchNorm, BatchNormConfig, Embedding, EmbeddingConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::Distribution;
-use burn::tensor::activation::{leaky_relu, relu, sigmoid, tanh};
+use burn::tensor::activation::{relu, sigmoid, tanh};
+use vitrine_core::activation::leaky_relu;
 use vitrine_core::config::ImageShape;
 
 /// Size of the learnt label embedding concatenated to the GAN's noise vector.

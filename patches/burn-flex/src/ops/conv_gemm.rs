@@ -99,11 +99,56 @@ impl Geometry {
 }
 
 
+/// Where each column of the column matrix reads in its channel's plane, kernel position by
+/// kernel position (`[kernel_h · kernel_w, (rows.end - rows.start) · out_width]`); `u32::MAX`
+/// where the kernel overhangs. For strided convolutions, whose rows are gathers: one lookup per
+/// element instead of the geometry worked out again for every short row of every channel.
+fn gather_table(g: &Geometry, rows: (usize, usize)) -> Vec<u32> {
+    let mut table = Vec::with_capacity(g.kernel[0] * g.kernel[1] * (rows.1 - rows.0) * g.out[1]);
+    for kh in 0..g.kernel[0] {
+        for kw in 0..g.kernel[1] {
+            for oh in rows.0..rows.1 {
+                let ih = g.input_row(oh, kh);
+                for ow in 0..g.out[1] {
+                    let iw = (ow * g.stride[1] + kw * g.dilation[1]).checked_sub(g.padding[1]);
+                    table.push(match (ih, iw) {
+                        (Some(ih), Some(iw)) if iw < g.width => (ih * g.width + iw) as u32,
+                        _ => u32::MAX,
+                    });
+                }
+            }
+        }
+    }
+    table
+}
+
+/// The gather tables of an operation's tiles of `tile_rows` output rows, built once for all
+/// its images; none for unit column strides (their rows are contiguous copies) or planes
+/// too large for 32-bit indices.
+fn gather_tables(g: &Geometry, tile_rows: usize) -> Vec<Vec<u32>> {
+    if g.stride[1] == 1 || g.height * g.width >= u32::MAX as usize {
+        return Vec::new();
+    }
+    (0..g.out[0]).step_by(tile_rows).map(|row| gather_table(g, (row, (row + tile_rows).min(g.out[0])))).collect()
+}
+
 /// Fills `col` (`[col_rows, (rows.end - rows.start) * out_width]`) with the patches of
 /// one group of one image for output rows `rows`; zero where the kernel overhangs.
-fn im2col<T: Scalar>(g: &Geometry, image: &[T], group: usize, rows: (usize, usize), col: &mut [T]) {
+/// `table`: the tile's gather table, where `gather_tables` makes one.
+fn im2col<T: Scalar>(g: &Geometry, image: &[T], group: usize, rows: (usize, usize), col: &mut [T], table: Option<&[u32]>) {
     let width = (rows.1 - rows.0) * g.out[1];
     let plane_len = g.height * g.width;
+    if let Some(table) = table {
+        let kernel = g.kernel[0] * g.kernel[1];
+        for c in 0..g.in_per_group() {
+            let plane = &image[(group * g.in_per_group() + c) * plane_len..][..plane_len];
+            let col = &mut col[c * kernel * width..][..kernel * width];
+            for (out, &at) in col.iter_mut().zip(table) {
+                *out = plane.get(at as usize).copied().unwrap_or(T::zero());
+            }
+        }
+        return;
+    }
     for c in 0..g.in_per_group() {
         let plane = &image[(group * g.in_per_group() + c) * plane_len..][..plane_len];
         for kh in 0..g.kernel[0] {
@@ -137,9 +182,22 @@ fn im2col<T: Scalar>(g: &Geometry, image: &[T], group: usize, rows: (usize, usiz
 }
 
 /// The adjoint of `im2col`: adds the column matrix back onto the image.
-fn col2im<T: Scalar>(g: &Geometry, col: &[T], group: usize, rows: (usize, usize), image: &mut [T]) {
+fn col2im<T: Scalar>(g: &Geometry, col: &[T], group: usize, rows: (usize, usize), image: &mut [T], table: Option<&[u32]>) {
     let width = (rows.1 - rows.0) * g.out[1];
     let plane_len = g.height * g.width;
+    if let Some(table) = table {
+        let kernel = g.kernel[0] * g.kernel[1];
+        for c in 0..g.in_per_group() {
+            let plane = &mut image[(group * g.in_per_group() + c) * plane_len..][..plane_len];
+            let col = &col[c * kernel * width..][..kernel * width];
+            for (&value, &at) in col.iter().zip(table) {
+                if let Some(target) = plane.get_mut(at as usize) {
+                    *target = *target + value;
+                }
+            }
+        }
+        return;
+    }
     for c in 0..g.in_per_group() {
         let plane = &mut image[(group * g.in_per_group() + c) * plane_len..][..plane_len];
         for kh in 0..g.kernel[0] {
@@ -263,13 +321,14 @@ fn forward<T: Scalar>(g: &Geometry, x: &[T], w: &[T]) -> Vec<T> {
     }
     .max(1);
     let tiles = g.out[0].div_ceil(tile_rows);
+    let tables = gather_tables(g, tile_rows);
     let y_ptr = SharedMut(y.as_mut_ptr());
     for_each_task(g.batch * tiles * g.groups, k * tile_rows * g.out[1], |task, col| {
         let (b, rest) = (task / (tiles * g.groups), task % (tiles * g.groups));
         let (tile, group) = (rest / g.groups, rest % g.groups);
         let rows = (tile * tile_rows, ((tile + 1) * tile_rows).min(g.out[0]));
         let n = (rows.1 - rows.0) * g.out[1];
-        im2col(g, &x[b * g.image_len()..][..g.image_len()], group, rows, col);
+        im2col(g, &x[b * g.image_len()..][..g.image_len()], group, rows, col, tables.get(tile).map(Vec::as_slice));
         let w_group = &w[group * g.out_per_group() * k..];
         let y_ptr = y_ptr;
         // Each task writes its own rows of its own channels of its own image.
@@ -295,6 +354,7 @@ fn forward<T: Scalar>(g: &Geometry, x: &[T], w: &[T]) -> Vec<T> {
 fn input_grad<T: Scalar>(g: &Geometry, w: &[T], dy: &[T]) -> Vec<T> {
     let (k, p) = (g.col_rows(), g.out_pixels());
     let tile_rows = g.tile_rows::<T>();
+    let tables = gather_tables(g, tile_rows);
     let mut dx = vec![T::zero(); g.batch * g.image_len()];
     let dx_ptr = SharedMut(dx.as_mut_ptr());
     let parallelism = inner_parallelism(g.batch);
@@ -320,7 +380,7 @@ fn input_grad<T: Scalar>(g: &Geometry, w: &[T], dy: &[T]) -> Vec<T> {
                         parallelism,
                     );
                 }
-                col2im(g, col, group, rows, image);
+                col2im(g, col, group, rows, image, tables.get(row / tile_rows).map(Vec::as_slice));
             }
         }
     });
@@ -332,6 +392,7 @@ fn input_grad<T: Scalar>(g: &Geometry, w: &[T], dy: &[T]) -> Vec<T> {
 fn weight_grad<T: Scalar>(g: &Geometry, x: &[T], dy: &[T]) -> Vec<T> {
     let (k, p) = (g.col_rows(), g.out_pixels());
     let tile_rows = g.tile_rows::<T>();
+    let tables = gather_tables(g, tile_rows);
     let shares = threads().min(g.batch).max(1);
     let per_share = g.batch.div_ceil(shares);
     let w_len = g.channels_out * k;
@@ -350,7 +411,7 @@ fn weight_grad<T: Scalar>(g: &Geometry, x: &[T], dy: &[T]) -> Vec<T> {
                 for row in (0..g.out[0]).step_by(tile_rows) {
                     let rows = (row, (row + tile_rows).min(g.out[0]));
                     let n = (rows.1 - rows.0) * g.out[1];
-                    im2col(g, image, group, rows, col);
+                    im2col(g, image, group, rows, col, tables.get(row / tile_rows).map(Vec::as_slice));
                     unsafe {
                         gemm(
                             [g.out_per_group(), k, n],
