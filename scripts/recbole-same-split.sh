@@ -9,7 +9,9 @@
 # Environment: RECBOLE_PYTHON (default /tmp/rbenv/bin/python), RECBOLE_ANCHOR (default
 # ../shared/anchors/recbole), RECBOLE_LOG (a file that keeps RecBole's whole log: each epoch's
 # validation scores), RECBOLE_TEST_EVERY_EPOCH=1 (the log also gets the test scores after each
-# epoch, so that a run stopped early still tells them). Prints RecBole's RESULT line: test scores of the epoch best on
+# epoch, so that a run stopped early still tells them), RECBOLE_RESUME (one of RecBole's checkpoints,
+# `saved/*.pth` of an earlier run on the same split: continues it with RecBole's own resume, the
+# weights, optimizer, epoch and early-stopping count; the file itself is left as it is). Prints RecBole's RESULT line: test scores of the epoch best on
 # validation MRR@10, and the seconds it took.
 set -euo pipefail
 run="$1"; model="$2"; shift 2
@@ -92,6 +94,17 @@ if os.environ.get('RECBOLE_TEST_EVERY_EPOCH'):
                 callback_fn(epoch, valid_score)
         return fit(self, train_data, valid_data, verbose, saved, show_progress, each_epoch)
     quick_start.data_preparation, trainers.Trainer.fit = data_preparation, fit_with_test
+if os.environ.get('RECBOLE_RESUME'):
+    import shutil
+    from recbole.trainer import trainer as trainers
+    fit_before = trainers.Trainer.fit
+    def fit_resumed(self, *args, **kwargs):
+        # RecBole writes each better epoch over the file it resumed from: a copy of its own.
+        resumed = os.path.join(os.path.dirname(sys.argv[2]), 'resumed.pth')
+        shutil.copy(os.environ['RECBOLE_RESUME'], resumed)
+        self.resume_checkpoint(resumed)
+        return fit_before(self, *args, **kwargs)
+    trainers.Trainer.fit = fit_resumed
 model, data = sys.argv[1], sys.argv[2]
 extra = dict(a.split('=', 1) for a in sys.argv[3:])
 cfg = {'data_path': data, 'show_progress': False, 'gpu_id': '', 'use_gpu': False, 'epochs': int(extra.pop('epochs', 50)),
