@@ -271,12 +271,17 @@ mod tests {
             ([2, 3, 10, 7], [5, 3, 4, 4], Op::Conv(ConvOptions::new([2, 2], [1, 1], [1, 1], 1))),
             ([2, 4, 9, 8], [6, 2, 3, 2], Op::Conv(ConvOptions::new([2, 1], [0, 2], [2, 1], 2))),
             ([1, 2, 8, 8], [3, 2, 3, 3], Op::Conv(ConvOptions::new_with_padding([1, 2], [(0, 2), (1, 0)], [1, 1], 1))),
+            // Stride 1 with "same" padding (contiguous plane copies): dilated, one image split
+            // into tiles of rows across the threads, uneven padding.
+            ([1, 3, 7, 6], [4, 3, 3, 3], Op::Conv(ConvOptions::new([1, 1], [2, 2], [2, 2], 1))),
+            ([1, 2, 6, 5], [3, 2, 3, 2], Op::Conv(ConvOptions::new_with_padding([1, 1], [(2, 0), (1, 0)], [1, 1], 1))),
             // Images smaller than the kernel (the last blocks of a ResNet on small photos).
             ([2, 3, 1, 1], [4, 3, 3, 3], Op::Conv(ConvOptions::new([1, 1], [1, 1], [1, 1], 1))),
             ([1, 2, 2, 3], [3, 2, 7, 7], Op::Conv(ConvOptions::new([2, 2], [3, 3], [1, 1], 1))),
             ([1, 2, 2, 1], [3, 2, 7, 7], Op::Conv(ConvOptions::new([1, 1], [3, 3], [1, 1], 1))),
             ([2, 4, 5, 5], [4, 3, 4, 4], Op::Transpose(ConvTransposeOptions::new([2, 2], [1, 1], [0, 0], [1, 1], 1))),
             ([2, 3, 4, 6], [3, 2, 3, 3], Op::Transpose(ConvTransposeOptions::new([2, 3], [1, 0], [1, 2], [1, 1], 1))),
+            ([2, 3, 5, 6], [3, 2, 3, 3], Op::Transpose(ConvTransposeOptions::new([1, 1], [1, 1], [0, 0], [1, 1], 1))),
             ([1, 4, 5, 4], [4, 2, 3, 3], Op::Transpose(ConvTransposeOptions::new([1, 2], [1, 1], [0, 1], [2, 1], 2))),
         ];
         let mut state = 12345u64;

@@ -122,18 +122,19 @@ fn normalize<T: Scalar>(x: &[T], planes: Planes, scale: &[f64], shift: &[f64]) -
         }
         return y;
     }
-    let mut y = vec![T::zero(); x.len()];
+    // Not zeroed first: the channels' tasks write every element.
+    let mut y = Vec::with_capacity(x.len());
     let out = SharedMut(y.as_mut_ptr());
     per_channel(planes.channels, |c| {
         let (scale, shift) = (T::from(scale[c]).unwrap(), T::from(shift[c]).unwrap());
         for rows in planes.rows(c) {
-            // Each channel's planes belong to its task alone.
-            let out = unsafe { out.slice(rows.clone()) };
-            for (o, &v) in out.iter_mut().zip(&x[rows]) {
-                *o = v * scale + shift;
+            for (at, &v) in rows.clone().zip(&x[rows]) {
+                // Each channel's planes belong to its task alone.
+                unsafe { out.write(at, v * scale + shift) };
             }
         }
     });
+    unsafe { y.set_len(x.len()) };
     y
 }
 
@@ -190,7 +191,8 @@ fn train_backward<T: Scalar>(
     if planes.plane == 1 {
         return column_backward(xs, dys, planes.channels, &gamma, &mean, &inv_std, shape);
     }
-    let mut dx = vec![T::zero(); xs.len()];
+    // Not zeroed first: the channels' tasks write every element.
+    let mut dx = Vec::with_capacity(xs.len());
     let out = SharedMut(dx.as_mut_ptr());
     // Per channel: Σdy (beta's gradient) and Σdy·x̂ (gamma's), then
     // dx = γ/σ · (dy − mean(dy) − x̂ · mean(dy·x̂)).
@@ -206,14 +208,14 @@ fn train_backward<T: Scalar>(
         let k = T::from(gamma[c] * inv_std[c]).unwrap();
         let (mean_dy, mean_dy_xhat) = (T::from(sum_dy / planes.count()).unwrap(), T::from(sum_dy_xhat / planes.count()).unwrap());
         for r in planes.rows(c) {
-            // Each channel's planes belong to its task alone.
-            let out = unsafe { out.slice(r.clone()) };
-            for ((o, &x), &d) in out.iter_mut().zip(&xs[r.clone()]).zip(&dys[r]) {
-                *o = k * (d - mean_dy - (x - m) * s * mean_dy_xhat);
+            for ((at, &x), &d) in r.clone().zip(&xs[r.clone()]).zip(&dys[r]) {
+                // Each channel's planes belong to its task alone.
+                unsafe { out.write(at, k * (d - mean_dy - (x - m) * s * mean_dy_xhat)) };
             }
         }
         (sum_dy_xhat, sum_dy)
     });
+    unsafe { dx.set_len(xs.len()) };
     BatchNormTrainBackward {
         x_grad: tensor(dx, shape),
         gamma_grad: channel_tensor::<T>(sums.iter().map(|s| s.0)),

@@ -91,6 +91,33 @@ impl Geometry {
         (lo.min(hi), hi)
     }
 
+    /// Stride 1 and output rows as wide as the input's ("same" padding): each row of the
+    /// column matrix is then its channel's plane shifted by a constant, one contiguous copy
+    /// per tile instead of one per output row.
+    fn shifts_planes(&self) -> bool {
+        self.stride == [1, 1] && self.out[1] == self.width
+    }
+
+    /// For `shifts_planes`: where column-matrix row (kernel position `kh`, `kw`) of the tile
+    /// `rows` reads its channel's plane. `None` when it reads only padding; else the tile's
+    /// valid output rows `top..bottom`, the valid output columns `lo..hi`, the tile positions
+    /// `first..last` spanning them and the plane position of `first`.
+    fn plane_shift(&self, kh: usize, kw: usize, rows: (usize, usize)) -> Option<PlaneShift> {
+        let (lo, hi) = self.valid_out_cols(kw);
+        let offset = kh * self.dilation[0];
+        let top = self.padding[0].saturating_sub(offset).clamp(rows.0, rows.1);
+        let bottom = (self.height + self.padding[0]).saturating_sub(offset).clamp(rows.0, rows.1);
+        if lo == hi || top >= bottom {
+            return None;
+        }
+        let width = self.width;
+        let (first, last) = ((top - rows.0) * width + lo, (bottom - 1 - rows.0) * width + hi);
+        // Output (oh, ow) reads (oh + offset - padding, ow + kw·dilation - padding); at `first`
+        // both are inside the image.
+        let source = (top + offset - self.padding[0]) * width + lo + kw * self.dilation[1] - self.padding[1];
+        Some(PlaneShift { top, bottom, lo, hi, first, last, source })
+    }
+
     /// The input row that output row `oh` reads at kernel row `kh`, if inside the image.
     fn input_row(&self, oh: usize, kh: usize) -> Option<usize> {
         let row = (oh * self.stride[0] + kh * self.dilation[0]) as isize - self.padding[0] as isize;
@@ -98,6 +125,30 @@ impl Geometry {
     }
 }
 
+/// See `Geometry::plane_shift`.
+struct PlaneShift {
+    top: usize,
+    bottom: usize,
+    lo: usize,
+    hi: usize,
+    first: usize,
+    last: usize,
+    source: usize,
+}
+
+impl PlaneShift {
+    /// Zeroes the tile positions of valid rows outside `lo..hi`, where a contiguous copy of
+    /// the plane wraps into the neighbouring row (a column at a time: a handful of elements
+    /// per row, not worth a `memset` call each).
+    fn zero_wrapped<T: Scalar>(&self, tile: &mut [T], rows: (usize, usize), width: usize) {
+        let valid_rows = (self.top - rows.0) * width..(self.bottom - rows.0) * width;
+        for column in (0..self.lo).chain(self.hi..width) {
+            for at in valid_rows.clone().skip(column).step_by(width) {
+                tile[at] = T::zero();
+            }
+        }
+    }
+}
 
 /// Where each column of the column matrix reads in its channel's plane, kernel position by
 /// kernel position (`[kernel_h · kernel_w, (rows.end - rows.start) · out_width]`); `u32::MAX`
@@ -138,13 +189,30 @@ fn gather_tables(g: &Geometry, tile_rows: usize) -> Vec<Vec<u32>> {
 fn im2col<T: Scalar>(g: &Geometry, image: &[T], group: usize, rows: (usize, usize), col: &mut [T], table: Option<&[u32]>) {
     let width = (rows.1 - rows.0) * g.out[1];
     let plane_len = g.height * g.width;
+    let kernel = g.kernel[0] * g.kernel[1];
     if let Some(table) = table {
-        let kernel = g.kernel[0] * g.kernel[1];
         for c in 0..g.in_per_group() {
             let plane = &image[(group * g.in_per_group() + c) * plane_len..][..plane_len];
             let col = &mut col[c * kernel * width..][..kernel * width];
             for (out, &at) in col.iter_mut().zip(table) {
                 *out = plane.get(at as usize).copied().unwrap_or(T::zero());
+            }
+        }
+        return;
+    }
+    if g.shifts_planes() {
+        for (position, shift) in (0..kernel).map(|at| g.plane_shift(at / g.kernel[1], at % g.kernel[1], rows)).enumerate() {
+            for c in 0..g.in_per_group() {
+                let row = &mut col[(c * kernel + position) * width..][..width];
+                let Some(shift) = &shift else {
+                    row.fill(T::zero());
+                    continue;
+                };
+                let plane = &image[(group * g.in_per_group() + c) * plane_len..][..plane_len];
+                row[..shift.first].fill(T::zero());
+                row[shift.last..].fill(T::zero());
+                row[shift.first..shift.last].copy_from_slice(&plane[shift.source..][..shift.last - shift.first]);
+                shift.zero_wrapped(row, rows, g.width);
             }
         }
         return;
@@ -181,8 +249,9 @@ fn im2col<T: Scalar>(g: &Geometry, image: &[T], group: usize, rows: (usize, usiz
     }
 }
 
-/// The adjoint of `im2col`: adds the column matrix back onto the image.
-fn col2im<T: Scalar>(g: &Geometry, col: &[T], group: usize, rows: (usize, usize), image: &mut [T], table: Option<&[u32]>) {
+/// The adjoint of `im2col`: adds the column matrix back onto the image (and may overwrite
+/// the column matrix's entries that fall in the padding).
+fn col2im<T: Scalar>(g: &Geometry, col: &mut [T], group: usize, rows: (usize, usize), image: &mut [T], table: Option<&[u32]>) {
     let width = (rows.1 - rows.0) * g.out[1];
     let plane_len = g.height * g.width;
     if let Some(table) = table {
@@ -193,6 +262,25 @@ fn col2im<T: Scalar>(g: &Geometry, col: &[T], group: usize, rows: (usize, usize)
             for (&value, &at) in col.iter().zip(table) {
                 if let Some(target) = plane.get_mut(at as usize) {
                     *target = *target + value;
+                }
+            }
+        }
+        return;
+    }
+    if g.shifts_planes() {
+        let kernel = g.kernel[0] * g.kernel[1];
+        for position in 0..kernel {
+            let Some(shift) = g.plane_shift(position / g.kernel[1], position % g.kernel[1], rows) else {
+                continue;
+            };
+            for c in 0..g.in_per_group() {
+                let row = &mut col[(c * kernel + position) * width..][..width];
+                let plane = &mut image[(group * g.in_per_group() + c) * plane_len..][..plane_len];
+                // Zero where the copy wraps (x + 0 = x up to a zero's sign), then one contiguous add.
+                shift.zero_wrapped(row, rows, g.width);
+                let dst = &mut plane[shift.source..][..shift.last - shift.first];
+                for (d, s) in dst.iter_mut().zip(&row[shift.first..shift.last]) {
+                    *d = *d + *s;
                 }
             }
         }
@@ -312,7 +400,11 @@ fn inner_parallelism(tasks: usize) -> gemm::Parallelism {
 fn forward<T: Scalar>(g: &Geometry, x: &[T], w: &[T]) -> Vec<T> {
     let (k, p) = (g.col_rows(), g.out_pixels());
     let out_len = g.channels_out * p;
-    let mut y = vec![T::zero(); g.batch * out_len];
+    if k == 0 {
+        return vec![T::zero(); g.batch * out_len];
+    }
+    // Not zeroed: the tasks' gemms overwrite every element (`set_len` below).
+    let mut y = Vec::<T>::with_capacity(g.batch * out_len);
     // With fewer images than threads, split each image's rows among the threads.
     let tile_rows = if g.batch < threads() {
         g.out[0].div_ceil(threads().div_ceil(g.batch)).min(g.tile_rows::<T>())
@@ -347,6 +439,8 @@ fn forward<T: Scalar>(g: &Geometry, x: &[T], w: &[T]) -> Vec<T> {
             );
         }
     });
+    // The tasks cover every (image, tile, group), and each gemm wrote its whole block.
+    unsafe { y.set_len(g.batch * out_len) };
     y
 }
 
@@ -355,13 +449,18 @@ fn input_grad<T: Scalar>(g: &Geometry, w: &[T], dy: &[T]) -> Vec<T> {
     let (k, p) = (g.col_rows(), g.out_pixels());
     let tile_rows = g.tile_rows::<T>();
     let tables = gather_tables(g, tile_rows);
-    let mut dx = vec![T::zero(); g.batch * g.image_len()];
+    // Zeroed image by image in the tasks (in parallel, and still in cache for col2im).
+    let mut dx = Vec::<T>::with_capacity(g.batch * g.image_len());
     let dx_ptr = SharedMut(dx.as_mut_ptr());
     let parallelism = inner_parallelism(g.batch);
     for_each_task(g.batch, k * tile_rows * g.out[1], |b, col: &mut [T]| {
         let dx_ptr = dx_ptr;
         // Each task owns one image of dx.
-        let image = unsafe { dx_ptr.slice(b * g.image_len()..(b + 1) * g.image_len()) };
+        let image = unsafe {
+            let start = b * g.image_len();
+            (start..start + g.image_len()).for_each(|at| dx_ptr.write(at, T::zero()));
+            dx_ptr.slice(start..start + g.image_len())
+        };
         let dy_image = &dy[b * g.channels_out * p..][..g.channels_out * p];
         for group in 0..g.groups {
             let w_group = &w[group * g.out_per_group() * k..];
@@ -384,6 +483,8 @@ fn input_grad<T: Scalar>(g: &Geometry, w: &[T], dy: &[T]) -> Vec<T> {
             }
         }
     });
+    // Every image was zeroed by its task.
+    unsafe { dx.set_len(g.batch * g.image_len()) };
     dx
 }
 
@@ -437,14 +538,23 @@ fn weight_grad<T: Scalar>(g: &Geometry, x: &[T], dy: &[T]) -> Vec<T> {
     partials
 }
 
-/// Adds each channel's bias to its plane of `y` (`[batch, channels, plane]`).
+/// Adds each channel's bias to its plane of `y` (`[batch, channels, plane]`), an image per task.
 fn add_bias<T: Scalar>(y: &mut [T], bias: &FlexTensor, channels: usize, plane: usize) {
     let bias = bias.to_contiguous();
     let bias: &[T] = bias.storage();
-    for (i, chunk) in y.chunks_exact_mut(plane.max(1)).enumerate() {
-        let b = bias[i % channels];
-        chunk.iter_mut().for_each(|v| *v = *v + b);
+    let add = |image: &mut [T]| {
+        for (chunk, &b) in image.chunks_exact_mut(plane.max(1)).zip(bias) {
+            chunk.iter_mut().for_each(|v| *v = *v + b);
+        }
+    };
+    let image_len = (channels * plane).max(1);
+    #[cfg(feature = "rayon")]
+    {
+        use rayon::prelude::*;
+        y.par_chunks_mut(image_len).for_each(add);
     }
+    #[cfg(not(feature = "rayon"))]
+    y.chunks_mut(image_len).for_each(add);
 }
 
 fn tensor<T: Scalar>(data: Vec<T>, shape: [usize; 4]) -> FlexTensor {
