@@ -10,7 +10,6 @@ use crate::strided_index::StridedIter;
 
 #[cfg(feature = "simd")]
 use crate::simd;
-use super::kernel_shared::for_each_chunk;
 
 /// Operation type for SIMD dispatch.
 #[derive(Clone, Copy)]
@@ -36,8 +35,8 @@ pub fn binary_op<F32Op, F64Op>(
     simd_hint: Option<BinaryOp>,
 ) -> FlexTensor
 where
-    F32Op: Fn(f32, f32) -> f32 + Copy + Send + Sync,
-    F64Op: Fn(f64, f64) -> f64 + Copy + Send + Sync,
+    F32Op: Fn(f32, f32) -> f32 + Copy,
+    F64Op: Fn(f64, f64) -> f64 + Copy,
 {
     debug_assert_eq!(lhs.dtype(), rhs.dtype(), "binary_op: dtype mismatch");
 
@@ -68,7 +67,7 @@ fn binary_op_f32<Op>(
     simd_hint: Option<BinaryOp>,
 ) -> FlexTensor
 where
-    Op: Fn(f32, f32) -> f32 + Send + Sync,
+    Op: Fn(f32, f32) -> f32,
 {
     // In-place SIMD fast path: lhs unique contiguous at offset 0, rhs
     // contiguous (no broadcast).
@@ -83,16 +82,12 @@ where
         let lhs_storage: &mut [f32] = lhs.storage_mut();
         let l_slice = &mut lhs_storage[..l_end];
 
-        // Across threads for large tensors (Vitrine's patch).
-        for_each_chunk(l_slice, |l_slice, at| {
-            let r_slice = &r_slice[at..at + l_slice.len()];
-            match simd_op {
-                BinaryOp::Add => simd::add_inplace_f32(l_slice, r_slice),
-                BinaryOp::Sub => simd::sub_inplace_f32(l_slice, r_slice),
-                BinaryOp::Mul => simd::mul_inplace_f32(l_slice, r_slice),
-                BinaryOp::Div => simd::div_inplace_f32(l_slice, r_slice),
-            }
-        });
+        match simd_op {
+            BinaryOp::Add => simd::add_inplace_f32(l_slice, r_slice),
+            BinaryOp::Sub => simd::sub_inplace_f32(l_slice, r_slice),
+            BinaryOp::Mul => simd::mul_inplace_f32(l_slice, r_slice),
+            BinaryOp::Div => simd::div_inplace_f32(l_slice, r_slice),
+        }
         return lhs;
     }
 
@@ -112,15 +107,12 @@ where
         let rhs_storage: &mut [f32] = rhs.storage_mut();
         let r_slice = &mut rhs_storage[..r_end];
 
-        for_each_chunk(r_slice, |r_slice, at| {
-            let l_slice = &l_slice[at..at + r_slice.len()];
-            match simd_op {
-                BinaryOp::Add => simd::add_inplace_f32(r_slice, l_slice),
-                BinaryOp::Sub => simd::rsub_inplace_f32(r_slice, l_slice),
-                BinaryOp::Mul => simd::mul_inplace_f32(r_slice, l_slice),
-                BinaryOp::Div => simd::rdiv_inplace_f32(r_slice, l_slice),
-            }
-        });
+        match simd_op {
+            BinaryOp::Add => simd::add_inplace_f32(r_slice, l_slice),
+            BinaryOp::Sub => simd::rsub_inplace_f32(r_slice, l_slice),
+            BinaryOp::Mul => simd::mul_inplace_f32(r_slice, l_slice),
+            BinaryOp::Div => simd::rdiv_inplace_f32(r_slice, l_slice),
+        }
         return rhs;
     }
 
@@ -155,7 +147,7 @@ where
 pub(crate) fn binary_op_typed<E, Op>(mut lhs: FlexTensor, mut rhs: FlexTensor, op: Op) -> FlexTensor
 where
     E: Element + bytemuck::Pod,
-    Op: Fn(E, E) -> E + Send + Sync,
+    Op: Fn(E, E) -> E,
 {
     // In-place fast path: lhs unique, contiguous at offset 0, rhs contiguous
     if lhs.is_unique()
@@ -167,12 +159,9 @@ where
         let rhs_storage: &[E] = rhs.storage();
         let r_slice = &rhs_storage[r_start..r_end];
         let lhs_storage: &mut [E] = lhs.storage_mut();
-        // Across threads for large tensors (Vitrine's patch).
-        for_each_chunk(&mut lhs_storage[..l_end], |l_slice, at| {
-            for (l, &r) in l_slice.iter_mut().zip(&r_slice[at..]) {
-                *l = op(*l, r);
-            }
-        });
+        for (l, &r) in lhs_storage[..l_end].iter_mut().zip(r_slice) {
+            *l = op(*l, r);
+        }
         return lhs;
     }
 
@@ -367,7 +356,7 @@ fn make_tensor<E: bytemuck::Pod + Send + Sync>(
 /// Supports all integer dtypes: I64, I32, I16, I8, U64, U32, U16, U8.
 pub fn int_binary_op<Op>(lhs: FlexTensor, rhs: FlexTensor, op: Op) -> FlexTensor
 where
-    Op: Fn(i64, i64) -> i64 + Copy + Send + Sync,
+    Op: Fn(i64, i64) -> i64 + Copy,
 {
     debug_assert_eq!(lhs.dtype(), rhs.dtype(), "int_binary_op: dtype mismatch");
 

@@ -37,23 +37,6 @@ impl<T> SharedMut<T> {
     }
 }
 
-/// Elements per task of an element-wise pass run across threads; a pass over fewer than two
-/// chunks stays on the calling thread (handing it out costs more).
-const ELEMENTWISE_CHUNK: usize = 1 << 15;
-
-/// `f(chunk, offset)` over `data` in chunks, across rayon's threads when there are several
-/// chunks (Vitrine's patch: burn-flex ran its element-wise passes on one thread, so with two
-/// a ResNet's ReLUs and residual additions left one core idle).
-pub(super) fn for_each_chunk<T: Send>(data: &mut [T], f: impl Fn(&mut [T], usize) + Send + Sync) {
-    #[cfg(feature = "rayon")]
-    if data.len() >= 2 * ELEMENTWISE_CHUNK {
-        use rayon::prelude::*;
-        data.par_chunks_mut(ELEMENTWISE_CHUNK).enumerate().for_each(|(i, chunk)| f(chunk, i * ELEMENTWISE_CHUNK));
-        return;
-    }
-    f(data, 0);
-}
-
 /// Half-precision tensors as f32 (the kernels' bf16 has no gemm, f16 no accurate sums); others as they are.
 pub(super) fn to_f32(t: FlexTensor) -> FlexTensor {
     match t.dtype() {

@@ -55,8 +55,8 @@ where
 /// Apply a unary operation element-wise to a tensor.
 pub fn unary_op<F32Op, F64Op>(tensor: FlexTensor, f32_op: F32Op, f64_op: F64Op) -> FlexTensor
 where
-    F32Op: Fn(f32) -> f32 + Copy + Send + Sync,
-    F64Op: Fn(f64) -> f64 + Copy + Send + Sync,
+    F32Op: Fn(f32) -> f32 + Copy,
+    F64Op: Fn(f64) -> f64 + Copy,
 {
     let dtype = tensor.dtype();
 
@@ -73,7 +73,7 @@ where
 fn unary_op_typed<E, Op>(mut tensor: FlexTensor, op: Op) -> FlexTensor
 where
     E: burn_backend::Element + bytemuck::Pod,
-    Op: Fn(E) -> E + Send + Sync,
+    Op: Fn(E) -> E,
 {
     let n = tensor.layout().num_elements();
 
@@ -81,12 +81,9 @@ where
     if tensor.is_unique() && tensor.layout().is_contiguous() && tensor.layout().start_offset() == 0
     {
         let storage: &mut [E] = tensor.storage_mut();
-        // Across threads for large tensors (Vitrine's patch).
-        super::kernel_shared::for_each_chunk(&mut storage[..n], |chunk, _| {
-            for x in chunk.iter_mut() {
-                *x = op(*x);
-            }
-        });
+        for x in storage[..n].iter_mut() {
+            *x = op(*x);
+        }
         return tensor;
     }
 
