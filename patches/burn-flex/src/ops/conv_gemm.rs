@@ -98,11 +98,13 @@ impl Geometry {
         self.stride == [1, 1] && self.out[1] == self.width
     }
 
-    /// For `shifts_planes`: where column-matrix row (kernel position `kh`, `kw`) of the tile
-    /// `rows` reads its channel's plane. `None` when it reads only padding; else the tile's
-    /// valid output rows `top..bottom`, the valid output columns `lo..hi`, the tile positions
-    /// `first..last` spanning them and the plane position of `first`.
-    fn plane_shift(&self, kh: usize, kw: usize, rows: (usize, usize)) -> Option<PlaneShift> {
+    /// For `shifts_planes`: where the column-matrix rows of kernel position `position`
+    /// (`kh · kernel_w + kw`) of the tile `rows` read their channel's plane. `None` when they
+    /// read only padding; else the tile's valid output rows `top..bottom`, the valid output
+    /// columns `lo..hi`, the tile positions `first..last` spanning them and the plane position
+    /// of `first`.
+    fn plane_shift(&self, position: usize, rows: (usize, usize)) -> Option<PlaneShift> {
+        let (kh, kw) = (position / self.kernel[1], position % self.kernel[1]);
         let (lo, hi) = self.valid_out_cols(kw);
         let offset = kh * self.dilation[0];
         let top = self.padding[0].saturating_sub(offset).clamp(rows.0, rows.1);
@@ -201,7 +203,7 @@ fn im2col<T: Scalar>(g: &Geometry, image: &[T], group: usize, rows: (usize, usiz
         return;
     }
     if g.shifts_planes() {
-        for (position, shift) in (0..kernel).map(|at| g.plane_shift(at / g.kernel[1], at % g.kernel[1], rows)).enumerate() {
+        for (position, shift) in (0..kernel).map(|position| g.plane_shift(position, rows)).enumerate() {
             for c in 0..g.in_per_group() {
                 let row = &mut col[(c * kernel + position) * width..][..width];
                 let Some(shift) = &shift else {
@@ -270,7 +272,7 @@ fn col2im<T: Scalar>(g: &Geometry, col: &mut [T], group: usize, rows: (usize, us
     if g.shifts_planes() {
         let kernel = g.kernel[0] * g.kernel[1];
         for position in 0..kernel {
-            let Some(shift) = g.plane_shift(position / g.kernel[1], position % g.kernel[1], rows) else {
+            let Some(shift) = g.plane_shift(position, rows) else {
                 continue;
             };
             for c in 0..g.in_per_group() {
