@@ -136,6 +136,12 @@ pub fn computes_in_host_memory(device: &Device) -> bool {
     cpu.contains(&device.clone().without_autodiff())
 }
 
+/// Whether `device` is burn's `flex` CPU backend, with or without autodiff: where Vitrine's
+/// fused operations (activations, the recurrence) run.
+pub fn is_flex(device: &Device) -> bool {
+    matches!(device.clone().without_autodiff().as_dispatch(), burn::backend::DispatchDevice::Flex(_))
+}
+
 /// Resolves a choice to a device. `auto` never picks a software wgpu adapter; `wgpu` may.
 pub fn select_device(choice: BackendChoice) -> Result<ComputeDevice> {
     match choice {
@@ -275,6 +281,10 @@ mod tests {
             // into tiles of rows across the threads, uneven padding.
             ([1, 3, 7, 6], [4, 3, 3, 3], Op::Conv(ConvOptions::new([1, 1], [2, 2], [2, 2], 1))),
             ([1, 2, 6, 5], [3, 2, 3, 2], Op::Conv(ConvOptions::new_with_padding([1, 1], [(2, 0), (1, 0)], [1, 1], 1))),
+            // Several small images to one weight-gradient gemm (batches of 5 and 4 on two
+            // threads): gathered columns in groups, a transposed convolution.
+            ([5, 4, 9, 8], [6, 2, 3, 3], Op::Conv(ConvOptions::new([2, 2], [1, 1], [1, 1], 2))),
+            ([4, 3, 5, 6], [3, 2, 3, 3], Op::Transpose(ConvTransposeOptions::new([2, 2], [1, 1], [1, 1], [1, 1], 1))),
             // Images smaller than the kernel (the last blocks of a ResNet on small photos).
             ([2, 3, 1, 1], [4, 3, 3, 3], Op::Conv(ConvOptions::new([1, 1], [1, 1], [1, 1], 1))),
             ([1, 2, 2, 3], [3, 2, 7, 7], Op::Conv(ConvOptions::new([2, 2], [3, 3], [1, 1], 1))),
@@ -367,26 +377,40 @@ mod tests {
         }
     }
 
-    /// … and the masked select under leaky ReLU, over more values than one chunk of threads.
+    /// … and the masked select under leaky ReLU, and ReLU with its gradient across threads
+    /// (in place where the tensor is not shared, else into a new buffer), over more values
+    /// than one chunk of threads; ReLU also at NaN, ±0 and the infinities (-0 may come out
+    /// as either zero: upstream burn-flex and burn-ndarray differ there).
     #[test]
-    fn flex_leaky_relu_and_its_gradient_match_ndarray() {
-        use burn::tensor::activation::leaky_relu;
+    fn flex_relu_leaky_relu_and_their_gradients_match_ndarray() {
+        use burn::tensor::activation::{leaky_relu, relu};
         use burn::tensor::{Tensor, TensorData};
 
         let len = 100_003;
-        let x: Vec<f32> = (0..len).map(|i| (i * 7919 % 1013) as f32 / 1013.0 - 0.5).collect();
-        let run = |device: Device| -> (Vec<f32>, Vec<f32>) {
+        let mut x: Vec<f32> = (0..len).map(|i| (i * 7919 % 1013) as f32 / 1013.0 - 0.5).collect();
+        let run = |device: Device, x: &[f32], activation: &dyn Fn(Tensor<1>) -> Tensor<1>| -> [Vec<f32>; 2] {
             let device = device.autodiff();
-            let x = Tensor::<1>::from_data(TensorData::new(x.clone(), [len]), &device).require_grad();
-            let y = leaky_relu(x.clone(), 0.2);
+            let x = Tensor::<1>::from_data(TensorData::new(x.to_vec(), [len]), &device).require_grad();
+            let y = activation(x.clone());
             let weights = Tensor::<1>::from_data(TensorData::new((0..len).map(|i| (i % 13) as f32 - 6.0).collect(), [len]), &device);
             let grads = (y.clone() * weights).sum().backward();
-            (y.into_data().try_to_vec::<f32>().unwrap(), x.grad(&grads).unwrap().into_data().try_to_vec::<f32>().unwrap())
+            [y, x.grad(&grads).unwrap()].map(|t| t.into_data().try_to_vec::<f32>().unwrap())
         };
+        let leaky: &dyn Fn(Tensor<1>) -> Tensor<1> = &|x| leaky_relu(x, 0.2);
+        let shared: &dyn Fn(Tensor<1>) -> Tensor<1> = &relu;
+        let unique: &dyn Fn(Tensor<1>) -> Tensor<1> = &|x| relu(x.mul_scalar(1.0));
         #[allow(deprecated)]
-        let (flex, reference) = (run(Device::flex()), run(Device::ndarray()));
-        assert_eq!(flex.0, reference.0, "output");
-        assert_eq!(flex.1, reference.1, "gradient");
+        let compare = |what: &str, x: &[f32], activation| {
+            let (flex, reference) = (run(Device::flex(), x, activation), run(Device::ndarray(), x, activation));
+            for (part, (got, want)) in ["output", "gradient"].iter().zip(flex.iter().zip(&reference)) {
+                let differs = got.iter().zip(want).position(|(g, w)| g != w && !(g.is_nan() && w.is_nan()));
+                assert!(differs.is_none(), "{what}: {part} at {differs:?}");
+            }
+        };
+        compare("leaky ReLU", &x, leaky);
+        x[..5].copy_from_slice(&[f32::NAN, 0.0, -0.0, f32::INFINITY, f32::NEG_INFINITY]);
+        compare("ReLU of a shared tensor", &x, shared);
+        compare("ReLU of an unshared tensor", &x, unique);
     }
 
     /// … and e^x, tanh and the sigmoid, which the patch computes without libm so that they

@@ -9,6 +9,7 @@ use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::tensor::Gradients;
 use burn::tensor::activation::{sigmoid, softmax};
+use vitrine_core::activation::tanh;
 use vitrine_core::classifier::ClassifierModel;
 use anyhow::{Context, Result, bail};
 
@@ -70,10 +71,15 @@ impl BiRecurrent {
         let [batch, len, input] = x.dims();
         // Both directions' input projections of every step as one matrix product.
         let w_ih = Tensor::cat(vec![self.weight_ih_l0.val(), self.weight_ih_l0_reverse.val()], 0); // [2·G·h, input]
-        let b_ih = Tensor::cat(vec![self.bias_ih_l0.val(), self.bias_ih_l0_reverse.val()], 0);
-        let gx = (x.clone().reshape([batch * len, input]).matmul(w_ih.transpose()) + b_ih.unsqueeze_dim::<2>(0)).reshape([batch, len, 2 * self.gates * self.hidden]);
-        let w_hh = Tensor::stack::<3>(vec![self.weight_hh_l0.val().transpose(), self.weight_hh_l0_reverse.val().transpose()], 0);
+        let gx = x.clone().reshape([batch * len, input]).matmul(w_ih.transpose());
+        let b_ih = Tensor::stack::<2>(vec![self.bias_ih_l0.val(), self.bias_ih_l0_reverse.val()], 0);
         let b_hh = Tensor::stack::<2>(vec![self.bias_hh_l0.val(), self.bias_hh_l0_reverse.val()], 0);
+        // An LSTM's gates see both biases only as their sum, so it joins `b_hh` (a pass over
+        // the projections and the sum of their gradient saved); a GRU's n gate scales its
+        // recurrent part by r, so the input bias stays with the projections there.
+        let (gx, b_hh) = if self.gates == 4 { (gx, b_hh + b_ih) } else { (gx + b_ih.reshape([1, 2 * self.gates * self.hidden]), b_hh) };
+        let gx = gx.reshape([batch, len, 2 * self.gates * self.hidden]);
+        let w_hh = Tensor::stack::<3>(vec![self.weight_hh_l0.val().transpose(), self.weight_hh_l0_reverse.val().transpose()], 0);
         match crate::recurrence::fused_recurrence(&gx, &w_hh, &b_hh, &mask, self.gates) {
             Some(out) => out,
             None => self.forward_composed(x, mask),
@@ -163,7 +169,7 @@ impl AttentionPooling {
     /// `h`: `[batch, len, d]`, `mask`: `[batch, len]` → pooled `[batch, d]` and weights `[batch, len]`.
     pub fn forward(&self, h: Tensor<3>, mask: Tensor<2>) -> (Tensor<2>, Tensor<2>) {
         let [batch, len, d] = h.dims();
-        let scores = self.score.forward(self.projection.forward(h.clone()).tanh()).reshape([batch, len]);
+        let scores = self.score.forward(tanh(self.projection.forward(h.clone()))).reshape([batch, len]);
         // Padding gets a score of -1e9: exp() makes its weight exactly 0.
         let scores = scores + (mask - 1.0) * 1e9;
         let weights = softmax(scores, 1);

@@ -23,7 +23,7 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 // Branch-free e^x-based activations that vectorise (added by Vitrine's burn-flex patch).
 use burn::backend::flex::ops::fast_math::{sigmoid_f32 as sigmoid, tanh_f32 as tanh};
-use burn::backend::{Autodiff, DispatchDevice, Flex};
+use burn::backend::{Autodiff, Flex};
 use burn::prelude::*;
 use burn::tensor::{DType, TensorData};
 use gemm::{Parallelism, gemm};
@@ -33,7 +33,7 @@ use gemm::{Parallelism, gemm};
 pub fn fuses(device: &Device) -> bool {
     static UNFUSED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     let unfused = *UNFUSED.get_or_init(|| std::env::var_os("VITRINE_UNFUSED_RECURRENCE").is_some());
-    !unfused && matches!(device.clone().without_autodiff().as_dispatch(), DispatchDevice::Flex(_))
+    !unfused && vitrine_core::backend::is_flex(device)
 }
 
 /// Runs the recurrence as one operation when the tensors live on `flex` in f32; `None`
@@ -87,15 +87,15 @@ impl Dims {
     }
 }
 
-/// What the backward pass needs, each `[2, len, batch, ·]` in each direction's own step order.
+/// What the backward pass needs, for each direction `[len, batch, ·]` in its own step order.
 struct Saved {
     dims: Dims,
     /// Gate activations (i, f, g, o or r, z, n).
-    activations: Vec<f32>,
+    activations: [Vec<f32>; 2],
     /// The carried cell state after each step (LSTM); the recurrent part of n, W_hn·h + b_hn (GRU).
-    cells: Vec<f32>,
+    cells: [Vec<f32>; 2],
     /// The carried hidden state after each step.
-    states: Vec<f32>,
+    states: [Vec<f32>; 2],
     w_hh: Vec<f32>,
     /// `[batch, len]`, as given.
     mask: Vec<f32>,
@@ -139,14 +139,16 @@ fn forward(dims: &Dims, gx: &FlexTensor, w_hh: &FlexTensor, b_hh: &FlexTensor, m
     let g = gates * h;
     let [gx, w_hh, b_hh, mask] = [gx, w_hh, b_hh, mask].map(FlexTensor::to_contiguous);
     let [gx, w_hh, b_hh, mask] = [&gx, &w_hh, &b_hh, &mask].map(|t| t.as_slice::<f32>().expect("f32"));
-    let mut outs = vec![0.0; 2 * dims.block(h)];
-    let kept = |width| if keep { vec![0.0; 2 * dims.block(width)] } else { Vec::new() };
-    let (mut activations, mut cells, mut states) = (kept(g), kept(h), kept(h));
-    let ([o0, o1], [a0, a1], [c0, c1], [s0, s1]) = (halves(&mut outs), halves(&mut activations), halves(&mut cells), halves(&mut states));
-    let direction = |d: usize, out: &mut [f32], act: &mut [f32], cell: &mut [f32], state: &mut [f32]| {
+    let mut out = Vec::with_capacity(batch * len * 2 * h);
+    let rows = SideBySide::new(&mut out, dims, h);
+    // Each direction allocates (and so zeroes) its own buffers, on its own thread.
+    let direction = |d: usize| {
+        let kept = |width| if keep { vec![0.0; dims.block(width)] } else { Vec::new() };
+        let (mut act, mut cell, mut state) = (kept(g), kept(h), kept(h));
         let w = &w_hh[d * h * g..][..h * g];
         let bias = &b_hh[d * g..][..g];
         let mut carried = Carried { h: vec![0.0; batch * h], c: vec![0.0; batch * h], gh: vec![0.0; batch * g], n: vec![0.0; h] };
+        let mut step_out = vec![0.0; batch * h];
         for t in 0..len {
             for row in carried.gh.chunks_exact_mut(g) {
                 row.copy_from_slice(bias);
@@ -158,40 +160,59 @@ fn forward(dims: &Dims, gx: &FlexTensor, w_hh: &FlexTensor, b_hh: &FlexTensor, m
                 gx_stride: len * 2 * g,
                 mask: &mask[time..],
                 mask_stride: len,
-                out: &mut out[t * batch * h..][..batch * h],
-                activations: kept_step(act, t, batch * g),
-                cells: kept_step(cell, t, batch * h),
-                states: kept_step(state, t, batch * h),
+                out: &mut step_out,
+                activations: kept_step(&mut act, t, batch * g),
+                cells: kept_step(&mut cell, t, batch * h),
+                states: kept_step(&mut state, t, batch * h),
             };
             cell_step(dims, step, &mut carried);
+            // SAFETY: this closure is direction d's only thread; `out` outlives the join.
+            unsafe { rows.write(d, time, &step_out) };
         }
+        [act, cell, state]
     };
-    rayon::join(|| direction(0, o0, a0, c0, s0), || direction(1, o1, a1, c1, s1));
-    let out = side_by_side(dims, &outs, h);
-    let saved = keep.then(|| Saved { dims: *dims, activations, cells, states, w_hh: w_hh.to_vec(), mask: mask.to_vec() });
+    let ([a0, c0, s0], [a1, c1, s1]) = rayon::join(|| direction(0), || direction(1));
+    // SAFETY: each direction wrote its half of every token's row, at every step.
+    unsafe { out.set_len(batch * len * 2 * h) };
+    let saved = keep.then(|| Saved { dims: *dims, activations: [a0, a1], cells: [c0, c1], states: [s0, s1], w_hh: w_hh.to_vec(), mask: mask.to_vec() });
     (flex(out, [batch, len, 2 * h]), saved)
 }
 
-/// Both directions' time-major `[len, batch, width]` buffers as `[batch, len, 2·width]`, each
-/// token's two rows side by side (the reverse direction's step t is token len-1-t).
-fn side_by_side(dims: &Dims, per_direction: &[f32], width: usize) -> Vec<f32> {
-    let Dims { len, batch, .. } = *dims;
-    let mut out = vec![0.0; batch * len * 2 * width];
-    for (b, text) in out.chunks_exact_mut(len * 2 * width).enumerate() {
-        for (time, token) in text.chunks_exact_mut(2 * width).enumerate() {
-            for d in 0..2 {
-                let t = dims.time(d, time);
-                token[d * width..][..width].copy_from_slice(&per_direction[d * dims.block(width) + (t * batch + b) * width..][..width]);
-            }
-        }
-    }
-    out
+/// A `[batch, len, 2·width]` buffer that both directions fill at once from their own threads,
+/// each only its own half of each token's row: `width` values of direction 0, then `width` of
+/// direction 1 (whose step t is token len-1-t). Not zeroed: together they write all of it, on
+/// their threads rather than in a pass on the calling thread before (and, into time-major
+/// buffers, a copy after).
+#[derive(Clone, Copy)]
+struct SideBySide {
+    start: *mut f32,
+    dims: Dims,
+    width: usize,
 }
 
-/// The two directions' halves of a `[2, …]` buffer.
-fn halves(buffer: &mut [f32]) -> [&mut [f32]; 2] {
-    let (a, b) = buffer.split_at_mut(buffer.len() / 2);
-    [a, b]
+// SAFETY: the two threads write disjoint halves of the rows (see `write`).
+unsafe impl Send for SideBySide {}
+unsafe impl Sync for SideBySide {}
+
+impl SideBySide {
+    fn new(buffer: &mut Vec<f32>, dims: &Dims, width: usize) -> Self {
+        assert!(buffer.capacity() >= dims.batch * dims.len * 2 * width, "room for the whole output");
+        Self { start: buffer.as_mut_ptr(), dims: *dims, width }
+    }
+
+    /// Direction `d`'s rows (`[batch, width]`) for token `time` of each text.
+    ///
+    /// # Safety
+    /// Only one thread writes direction `d`'s rows, and the buffer outlives the writes.
+    unsafe fn write(self, d: usize, time: usize, rows: &[f32]) {
+        let Dims { len, batch, .. } = self.dims;
+        assert!(d < 2 && time < len && rows.len() == batch * self.width, "a step's rows of one direction");
+        for (b, row) in rows.chunks_exact(self.width).enumerate() {
+            // SAFETY: inside the buffer (checked in `new` and above); the caller's thread alone
+            // writes direction d.
+            unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), self.start.add(((b * len + time) * 2 + d) * self.width), self.width) };
+        }
+    }
 }
 
 /// Step `t`'s part of a kept buffer, or nothing when nothing is kept.
@@ -339,29 +360,25 @@ impl Backward<Flex, 3> for RecurrenceBackward {
     }
 }
 
-/// Direction `d`'s part of a `[2, …]` buffer.
-fn part(buffer: &[f32], d: usize, size: usize) -> &[f32] {
-    &buffer[d * size..][..size]
-}
-
 /// Back-propagation through time for both directions: the gradients of `gx` (`[batch, len,
 /// 2·G·h]`), `w_hh` and `b_hh`.
 fn backward(saved: &Saved, d_out: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let dims = saved.dims;
     let Dims { len, batch, hidden: h, gates } = dims;
     let g = gates * h;
-    // Each direction's gradients of its gate inputs, time-major; the GRU's n gate reaches the
-    // input and the recurrent products differently, so it keeps the recurrent side apart.
-    let mut d_gates = vec![0.0; 2 * dims.block(g)];
-    let mut d_recurrent = if gates == 3 { vec![0.0; 2 * dims.block(g)] } else { Vec::new() };
+    let mut d_gx = Vec::with_capacity(batch * len * 2 * g);
+    let d_gx_rows = SideBySide::new(&mut d_gx, &dims, g);
     let mut d_w = vec![0.0; 2 * h * g];
     let mut d_b = vec![0.0; 2 * g];
-    let [dg0, dg1] = halves(&mut d_gates);
-    let [dr0, dr1] = halves(&mut d_recurrent);
-    let [dw0, dw1] = halves(&mut d_w);
-    let [db0, db1] = halves(&mut d_b);
-    let direction = |d: usize, d_x: &mut [f32], d_gh: &mut [f32], d_w: &mut [f32], d_b: &mut [f32]| {
-        let (act, cell, state) = (part(&saved.activations, d, dims.block(g)), part(&saved.cells, d, dims.block(h)), part(&saved.states, d, dims.block(h)));
+    let (dw0, dw1) = d_w.split_at_mut(h * g);
+    let (db0, db1) = d_b.split_at_mut(g);
+    let direction = |d: usize, d_w: &mut [f32], d_b: &mut [f32]| {
+        // The gradients of the gate inputs, time-major, allocated (so zeroed) on this thread; the
+        // GRU's n gate reaches the input and the recurrent products differently, so it keeps the
+        // recurrent side apart.
+        let mut d_x = vec![0.0; dims.block(g)];
+        let mut d_gh = if gates == 3 { vec![0.0; dims.block(g)] } else { Vec::new() };
+        let (act, cell, state) = (&saved.activations[d], &saved.cells[d], &saved.states[d]);
         let w = &saved.w_hh[d * h * g..][..h * g];
         let (mut dh, mut dc) = (vec![0.0f32; batch * h], vec![0.0f32; batch * h]);
         for t in (0..len).rev() {
@@ -407,8 +424,10 @@ fn backward(saved: &Saved, d_out: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
             // dh_{t-1} += dG_t · W_hhᵀ (rows at padding have dG_t = 0).
             let d_gh_t: &[f32] = if gates == 3 { &d_gh[t * batch * g..][..batch * g] } else { &d_x[t * batch * g..][..batch * g] };
             matmul(batch, h, g, &mut dh, true, d_gh_t, (g, 1), w, (1, g));
+            // SAFETY: this closure is direction d's only thread; `d_gx` outlives the join.
+            unsafe { d_gx_rows.write(d, time, &d_x[t * batch * g..][..batch * g]) };
         }
-        let d_gh: &[f32] = if gates == 3 { d_gh } else { d_x };
+        let d_gh: &[f32] = if gates == 3 { &d_gh } else { &d_x };
         // dW_hh = Σ_t h_{t-1}ᵀ · dG_t, one product over all steps (h_{-1} = 0).
         let earlier = (len - 1) * batch;
         matmul(h, g, earlier, d_w, false, &state[..earlier * h], (1, h), &d_gh[batch * g..], (g, 1));
@@ -418,6 +437,8 @@ fn backward(saved: &Saved, d_out: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
             }
         }
     };
-    rayon::join(|| direction(0, dg0, dr0, dw0, db0), || direction(1, dg1, dr1, dw1, db1));
-    (side_by_side(&dims, &d_gates, g), d_w, d_b)
+    rayon::join(|| direction(0, dw0, db0), || direction(1, dw1, db1));
+    // SAFETY: each direction wrote its half of every token's row, at every step.
+    unsafe { d_gx.set_len(batch * len * 2 * g) };
+    (d_gx, d_w, d_b)
 }

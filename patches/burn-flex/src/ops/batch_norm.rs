@@ -257,6 +257,25 @@ fn column_backward<T: Scalar>(
     }
 }
 
+/// Each channel's sum over the batch and the spatial positions of `[batch, channels,
+/// spatial…]`: a convolution's bias gradient. burn-backend's default swaps the batch and
+/// channel axes first, a copy of the whole output gradient on the calling thread.
+fn channel_sums<T: Scalar>(grad: FlexTensor) -> FlexTensor {
+    let grad = grad.into_contiguous();
+    let planes = Planes::of(&grad);
+    let data = grad.storage::<T>();
+    let sums = per_channel(planes.channels, |c| planes.rows(c).map(|r| sum(&data[r.clone()], &data[r], |v, _| v)).sum::<f64>());
+    channel_tensor::<T>(sums.into_iter())
+}
+
+pub(crate) fn sum_per_channel(grad: FlexTensor) -> FlexTensor {
+    match grad.dtype() {
+        DType::F32 => channel_sums::<f32>(grad),
+        DType::F64 => channel_sums::<f64>(grad),
+        dtype => back_to(dtype, channel_sums::<f32>(to_f32(grad))),
+    }
+}
+
 pub(crate) fn batch_norm(x: FlexTensor, gamma: FlexTensor, beta: FlexTensor, mean: FlexTensor, variance: FlexTensor, epsilon: f64) -> FlexTensor {
     match x.dtype() {
         DType::F32 => inference::<f32>(x, &gamma, &beta, &mean, &variance, epsilon),

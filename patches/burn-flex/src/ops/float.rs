@@ -40,11 +40,23 @@ impl FloatTensorOps<Flex> for Flex {
     ) -> FloatTensor<Flex> {
         let mut seed = crate::backend::SEED.lock();
         let mut rng = seed.take().unwrap_or_else(crate::backend::get_seeded_rng);
+        // Vitrine patch: one sampler for the whole tensor. `TensorData::random` builds a
+        // sampler per element (for Bernoulli a range check and a float-to-integer
+        // conversion; with the draw, a quarter of the calling thread's time in `fashion-cnn`'s
+        // step, for its dropout masks). The values are the same: the samplers are pure
+        // functions of the distribution, drawing the same values from the same generator.
+        macro_rules! sampled {
+            ($e:ty) => {{
+                let mut sampler = distribution.sampler::<_, $e>(&mut rng);
+                let data: Vec<$e> = (0..shape.num_elements())
+                    .map(|_| sampler.sample())
+                    .collect();
+                TensorData::new(data, shape)
+            }};
+        }
         let data = match dtype {
-            FloatDType::F64 => TensorData::random::<f64, _, _>(shape, distribution, &mut rng),
-            FloatDType::F32 | FloatDType::Flex32 => {
-                TensorData::random::<f32, _, _>(shape, distribution, &mut rng)
-            }
+            FloatDType::F64 => sampled!(f64),
+            FloatDType::F32 | FloatDType::Flex32 => sampled!(f32),
             FloatDType::F16 => TensorData::random::<f16, _, _>(shape, distribution, &mut rng),
             FloatDType::BF16 => TensorData::random::<bf16, _, _>(shape, distribution, &mut rng),
         };

@@ -355,6 +355,20 @@ impl ModuleOps<Flex> for Flex {
         conv_gemm::conv2d_weight_backward(x, weight, output_grad, &options)
     }
 
+    // Vitrine patch: the bias gradients summed per channel in place (the default copies
+    // the output gradient into channel-major order first).
+    fn conv2d_bias_backward(_x: FloatTensor<Flex>, _bias: FloatTensor<Flex>, output_grad: FloatTensor<Flex>) -> FloatTensor<Flex> {
+        batch_norm::sum_per_channel(output_grad)
+    }
+
+    fn conv_transpose2d_bias_backward(
+        _x: FloatTensor<Flex>,
+        _bias: FloatTensor<Flex>,
+        output_grad: FloatTensor<Flex>,
+    ) -> FloatTensor<Flex> {
+        batch_norm::sum_per_channel(output_grad)
+    }
+
     fn conv_transpose2d_x_backward(
         weight: FloatTensor<Flex>,
         output_grad: FloatTensor<Flex>,
