@@ -136,69 +136,55 @@ fn map(values: &FlexTensor, other: Option<&[f32]>, f: impl Fn(f32, f32) -> f32 +
 mod tests {
     use super::*;
 
-    /// The fused leaky ReLU against burn's composition on burn-ndarray: outputs and input
-    /// gradients equal, over more values than one chunk, with zeros, -0, NaN and infinities, on
-    /// a transposed (non-contiguous) input, with and without autodiff.
-    #[test]
-    fn fused_leaky_relu_and_its_gradient_equal_burns() {
-        let (rows, cols) = (211, 317);
-        let mut values: Vec<f32> = (0..rows * cols).map(|i| (i * 7919 % 1013) as f32 / 1013.0 - 0.5).collect();
-        values[..6].copy_from_slice(&[0.0, -0.0, f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -3.0]);
-        let weights: Vec<f32> = (0..rows * cols).map(|i| (i % 13) as f32 - 6.0).collect();
-        let run = |device: Device, fused: bool| -> [Vec<f32>; 3] {
-            let input = |device: &Device| Tensor::<2>::from_data(TensorData::new(values.clone(), [rows, cols]), device).transpose();
-            let activation = |x: Tensor<2>| if fused { leaky_relu(x, 0.2) } else { burn::tensor::activation::leaky_relu(x, 0.2) };
-            let plain = activation(input(&device));
-            let autodiff = device.autodiff();
-            let x = input(&autodiff).require_grad();
-            let y = activation(x.clone());
-            let w = Tensor::<2>::from_data(TensorData::new(weights.clone(), [rows, cols]), &autodiff).transpose();
-            let grads = (y.clone() * w).sum().backward();
-            let grad = x.grad(&grads).expect("a gradient for the input");
-            [plain, y.inner(), grad].map(|t| t.into_data().try_to_vec::<f32>().unwrap())
-        };
-        #[allow(deprecated)] // burn-ndarray: burn's composition, the reference
-        let reference = run(Device::ndarray(), false);
-        let fused = run(Device::flex(), true);
-        for (what, (got, want)) in ["inference output", "training output", "input gradient"].iter().zip(fused.iter().zip(&reference)) {
-            assert_eq!(got.len(), want.len(), "{what}");
-            for (i, (g, w)) in got.iter().zip(want).enumerate() {
-                assert!(g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()), "{what} [{i}]: {g} against burn's {w}");
-            }
-        }
-        // It did run fused on flex: burn's composition gives the same numbers but not one operation.
-        assert!(super::fused(&Tensor::<1>::from_data(TensorData::new(vec![-1.0f32, 2.0], [2]), &Device::flex()), Activation::LeakyRelu { slope: 0.2 }).is_some());
+    const SHAPE: [usize; 2] = [211, 317];
+
+    /// `activation` on `values` seen transposed (a non-contiguous input) on `device`: the output
+    /// without autodiff, then with it the output and the input's gradient of `Σ y·w`.
+    fn outputs_and_gradient(device: Device, values: &[f32], activation: &dyn Fn(Tensor<2>) -> Tensor<2>) -> [Vec<f32>; 3] {
+        let weights: Vec<f32> = (0..values.len()).map(|i| (i % 13) as f32 - 6.0).collect();
+        let input = |data: &[f32], device: &Device| Tensor::<2>::from_data(TensorData::new(data.to_vec(), SHAPE), device).transpose();
+        let plain = activation(input(values, &device));
+        let autodiff = device.autodiff();
+        let x = input(values, &autodiff).require_grad();
+        let y = activation(x.clone());
+        let grads = (y.clone() * input(&weights, &autodiff)).sum().backward();
+        let grad = x.grad(&grads).expect("a gradient for the input");
+        [plain, y.inner(), grad].map(|t| t.into_data().try_to_vec::<f32>().unwrap())
     }
 
-    /// The fused tanh against burn's own on `flex` (the same f32 tanh underneath): outputs and
-    /// input gradients equal bit for bit (NaN as NaN), over more values than one chunk, with ±0, NaN and
-    /// infinities, on a transposed input, with and without autodiff.
-    #[test]
-    fn fused_tanh_and_its_gradient_equal_burns() {
-        let (rows, cols) = (257, 301);
-        let mut values: Vec<f32> = (0..rows * cols).map(|i| (i * 7919 % 1013) as f32 / 101.3 - 5.0).collect();
-        values[..5].copy_from_slice(&[0.0, -0.0, f32::NAN, f32::INFINITY, f32::NEG_INFINITY]);
-        let weights: Vec<f32> = (0..rows * cols).map(|i| (i % 13) as f32 - 6.0).collect();
-        let run = |fused: bool| -> [Vec<u32>; 3] {
-            let device = Device::flex();
-            let input = |device: &Device| Tensor::<2>::from_data(TensorData::new(values.clone(), [rows, cols]), device).transpose();
-            let activation = |x: Tensor<2>| if fused { tanh(x) } else { x.tanh() };
-            let plain = activation(input(&device));
-            let autodiff = device.autodiff();
-            let x = input(&autodiff).require_grad();
-            let y = activation(x.clone());
-            let w = Tensor::<2>::from_data(TensorData::new(weights.clone(), [rows, cols]), &autodiff).transpose();
-            let grads = (y.clone() * w).sum().backward();
-            let grad = x.grad(&grads).expect("a gradient for the input");
-            [plain, y.inner(), grad].map(|t| t.into_data().try_to_vec::<f32>().unwrap().iter().map(|v| v.to_bits()).collect())
-        };
-        let (fused, reference) = (run(true), run(false));
-        for (what, (got, want)) in ["inference output", "training output", "input gradient"].iter().zip(fused.iter().zip(&reference)) {
-            // Bit for bit, but any NaN equals any NaN (their sign bits differ).
-            let same = |g: u32, w: u32| g == w || (f32::from_bits(g).is_nan() && f32::from_bits(w).is_nan());
-            let differs = got.iter().zip(want).position(|(&g, &w)| !same(g, w));
+    /// Bit for bit, any NaN equal to any NaN (their sign bits may differ).
+    fn assert_same(got: &[Vec<f32>; 3], want: &[Vec<f32>; 3]) {
+        for (what, (got, want)) in ["inference output", "training output", "input gradient"].iter().zip(got.iter().zip(want)) {
+            assert_eq!(got.len(), want.len(), "{what}");
+            let differs = got.iter().zip(want).position(|(g, w)| g.to_bits() != w.to_bits() && !(g.is_nan() && w.is_nan()));
             assert!(differs.is_none(), "{what} differs from burn's at {differs:?}");
         }
-        assert!(super::fused(&Tensor::<1>::from_data(TensorData::new(vec![-1.0f32, 2.0], [2]), &Device::flex()), Activation::Tanh).is_some());
+    }
+
+    /// Values over more than one chunk, with ±0, NaN and the infinities first.
+    fn values(scale: f32, offset: f32) -> Vec<f32> {
+        let mut values: Vec<f32> = (0..SHAPE[0] * SHAPE[1]).map(|i| (i * 7919 % 1013) as f32 / scale - offset).collect();
+        values[..6].copy_from_slice(&[0.0, -0.0, f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -3.0]);
+        values
+    }
+
+    /// The fused leaky ReLU against burn's composition on burn-ndarray.
+    #[test]
+    fn fused_leaky_relu_and_its_gradient_equal_burns() {
+        let values = values(1013.0, 0.5);
+        #[allow(deprecated)] // burn-ndarray: burn's composition, the reference
+        let reference = outputs_and_gradient(Device::ndarray(), &values, &|x| burn::tensor::activation::leaky_relu(x, 0.2));
+        assert_same(&outputs_and_gradient(Device::flex(), &values, &|x| leaky_relu(x, 0.2)), &reference);
+        // It did run fused on flex: burn's composition gives the same numbers but not one operation.
+        assert!(fused(&Tensor::<1>::from_data(TensorData::new(vec![-1.0f32, 2.0], [2]), &Device::flex()), Activation::LeakyRelu { slope: 0.2 }).is_some());
+    }
+
+    /// The fused tanh against burn's own on `flex` (the same f32 tanh underneath).
+    #[test]
+    fn fused_tanh_and_its_gradient_equal_burns() {
+        let values = values(101.3, 5.0);
+        let reference = outputs_and_gradient(Device::flex(), &values, &|x| x.tanh());
+        assert_same(&outputs_and_gradient(Device::flex(), &values, &tanh), &reference);
+        assert!(fused(&Tensor::<1>::from_data(TensorData::new(vec![-1.0f32, 2.0], [2]), &Device::flex()), Activation::Tanh).is_some());
     }
 }
