@@ -281,8 +281,8 @@ mod tests {
             // into tiles of rows across the threads, uneven padding.
             ([1, 3, 7, 6], [4, 3, 3, 3], Op::Conv(ConvOptions::new([1, 1], [2, 2], [2, 2], 1))),
             ([1, 2, 6, 5], [3, 2, 3, 2], Op::Conv(ConvOptions::new_with_padding([1, 1], [(2, 0), (1, 0)], [1, 1], 1))),
-            // Several small images to one weight-gradient gemm (batches of 5 and 4 on two
-            // threads): gathered columns in groups, a transposed convolution.
+            // Batches of 5 and 4 images (uneven and even shares of two threads): gathered
+            // columns in groups, a transposed convolution.
             ([5, 4, 9, 8], [6, 2, 3, 3], Op::Conv(ConvOptions::new([2, 2], [1, 1], [1, 1], 2))),
             ([4, 3, 5, 6], [3, 2, 3, 3], Op::Transpose(ConvTransposeOptions::new([2, 2], [1, 1], [1, 1], [1, 1], 1))),
             // Images smaller than the kernel (the last blocks of a ResNet on small photos).
