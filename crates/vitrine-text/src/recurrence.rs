@@ -139,7 +139,7 @@ fn forward(dims: &Dims, gx: &FlexTensor, w_hh: &FlexTensor, b_hh: &FlexTensor, m
     let g = gates * h;
     let [gx, w_hh, b_hh, mask] = [gx, w_hh, b_hh, mask].map(FlexTensor::to_contiguous);
     let [gx, w_hh, b_hh, mask] = [&gx, &w_hh, &b_hh, &mask].map(|t| t.as_slice::<f32>().expect("f32"));
-    let mut out = Vec::with_capacity(batch * len * 2 * h);
+    let mut out = Vec::with_capacity(2 * dims.block(h));
     let rows = SideBySide::new(&mut out, dims, h);
     // Each direction allocates (and so zeroes) its own buffers, on its own thread.
     let direction = |d: usize| {
@@ -173,7 +173,7 @@ fn forward(dims: &Dims, gx: &FlexTensor, w_hh: &FlexTensor, b_hh: &FlexTensor, m
     };
     let ([a0, c0, s0], [a1, c1, s1]) = rayon::join(|| direction(0), || direction(1));
     // SAFETY: each direction wrote its half of every token's row, at every step.
-    unsafe { out.set_len(batch * len * 2 * h) };
+    unsafe { out.set_len(2 * dims.block(h)) };
     let saved = keep.then(|| Saved { dims: *dims, activations: [a0, a1], cells: [c0, c1], states: [s0, s1], w_hh: w_hh.to_vec(), mask: mask.to_vec() });
     (flex(out, [batch, len, 2 * h]), saved)
 }
@@ -196,7 +196,7 @@ unsafe impl Sync for SideBySide {}
 
 impl SideBySide {
     fn new(buffer: &mut Vec<f32>, dims: &Dims, width: usize) -> Self {
-        assert!(buffer.capacity() >= dims.batch * dims.len * 2 * width, "room for the whole output");
+        assert!(buffer.capacity() >= 2 * dims.block(width), "room for the whole output");
         Self { start: buffer.as_mut_ptr(), dims: *dims, width }
     }
 
@@ -366,7 +366,7 @@ fn backward(saved: &Saved, d_out: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let dims = saved.dims;
     let Dims { len, batch, hidden: h, gates } = dims;
     let g = gates * h;
-    let mut d_gx = Vec::with_capacity(batch * len * 2 * g);
+    let mut d_gx = Vec::with_capacity(2 * dims.block(g));
     let d_gx_rows = SideBySide::new(&mut d_gx, &dims, g);
     let mut d_w = vec![0.0; 2 * h * g];
     let mut d_b = vec![0.0; 2 * g];
@@ -439,6 +439,6 @@ fn backward(saved: &Saved, d_out: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     };
     rayon::join(|| direction(0, dw0, db0), || direction(1, dw1, db1));
     // SAFETY: each direction wrote its half of every token's row, at every step.
-    unsafe { d_gx.set_len(batch * len * 2 * g) };
+    unsafe { d_gx.set_len(2 * dims.block(g)) };
     (d_gx, d_w, d_b)
 }

@@ -86,45 +86,48 @@ fn map_f32_parallel(
     ))
 }
 
+/// ReLU that lets NaN through, as PyTorch does: `max` returns the non-NaN operand, which
+/// would map NaN to the bound. `!(x <= 0)` is equivalent and compiles to the same code, but
+/// trips `clippy::neg_cmp_op_on_partial_ord`.
+fn relu_of<F: num_traits::Float>(x: F) -> F {
+    if x.is_nan() || x > F::zero() {
+        x
+    } else {
+        F::zero()
+    }
+}
+
+/// The gradient `g` where ReLU's output was positive or NaN, else 0: the trait default masks
+/// with `float_lower_equal_elem(output, 0)`, which is false for NaN.
+fn relu_gradient<F: num_traits::Float>(output: F, g: F) -> F {
+    if output.is_nan() || output > F::zero() {
+        g
+    } else {
+        F::zero()
+    }
+}
+
 impl ActivationOps<Flex> for Flex {
     fn relu(tensor: FloatTensor<Flex>) -> FloatTensor<Flex> {
         #[cfg(feature = "rayon")]
-        let tensor =
-            match map_f32_parallel(
-                None,
-                tensor,
-                |x, _| if x.is_nan() || x > 0.0 { x } else { 0.0 },
-            ) {
-                Ok(out) => return out,
-                Err(tensor) => tensor,
-            };
-        // `max` returns the non-NaN operand, which would map NaN to the bound.
-        // Testing `is_nan` first lets NaN propagate, as PyTorch does. `!(x <= 0.0)` is
-        // equivalent and compiles to the same code, but trips
-        // `clippy::neg_cmp_op_on_partial_ord`.
-        unary_op(
-            tensor,
-            |x: f32| if x.is_nan() || x > 0.0 { x } else { 0.0 },
-            |x: f64| if x.is_nan() || x > 0.0 { x } else { 0.0 },
-        )
+        let tensor = match map_f32_parallel(None, tensor, |x, _| relu_of(x)) {
+            Ok(out) => return out,
+            Err(tensor) => tensor,
+        };
+        unary_op(tensor, relu_of::<f32>, relu_of::<f64>)
     }
 
     fn relu_backward(output: FloatTensor<Flex>, grad: FloatTensor<Flex>) -> FloatTensor<Flex> {
         #[cfg(feature = "rayon")]
-        let grad = match map_f32_parallel(Some(&output), grad, |out, g| {
-            if out.is_nan() || out > 0.0 { g } else { 0.0 }
-        }) {
+        let grad = match map_f32_parallel(Some(&output), grad, relu_gradient) {
             Ok(grad) => return grad,
             Err(grad) => grad,
         };
-        // Zero the gradient where the output was zero, but keep it for a NaN output:
-        // the trait default masks with `float_lower_equal_elem(output, 0)`, which is
-        // false for NaN.
         binary_op(
             output,
             grad,
-            |out: f32, g| if out.is_nan() || out > 0.0 { g } else { 0.0 },
-            |out: f64, g| if out.is_nan() || out > 0.0 { g } else { 0.0 },
+            relu_gradient::<f32>,
+            relu_gradient::<f64>,
             None,
         )
     }
