@@ -293,6 +293,16 @@ mod tests {
             ([2, 3, 4, 6], [3, 2, 3, 3], Op::Transpose(ConvTransposeOptions::new([2, 3], [1, 0], [1, 2], [1, 1], 1))),
             ([2, 3, 5, 6], [3, 2, 3, 3], Op::Transpose(ConvTransposeOptions::new([1, 1], [1, 1], [0, 0], [1, 1], 1))),
             ([1, 4, 5, 4], [4, 2, 3, 3], Op::Transpose(ConvTransposeOptions::new([1, 2], [1, 1], [0, 1], [2, 1], 2))),
+            // 3×3, stride 1, padding 1 on images of 14×14 or more: the direct kernels on AVX-512
+            // machines with an image per thread (`conv_direct`; elsewhere im2col + gemm again).
+            // 20 outputs = two register blocks and four channels of a third (the weight
+            // gradient's: six blocks of 3 and two channels); three images, the last grid block
+            // partly past the image; 18 images, 9 to a thread's weight-gradient share (a run of
+            // 8 images, then 1); a transposed one.
+            ([2, 5, 14, 14], [20, 5, 3, 3], Op::Conv(ConvOptions::new([1, 1], [1, 1], [1, 1], 1))),
+            ([18, 2, 14, 14], [4, 2, 3, 3], Op::Conv(ConvOptions::new([1, 1], [1, 1], [1, 1], 1))),
+            ([3, 9, 16, 14], [8, 9, 3, 3], Op::Conv(ConvOptions::new([1, 1], [1, 1], [1, 1], 1))),
+            ([2, 6, 16, 14], [6, 11, 3, 3], Op::Transpose(ConvTransposeOptions::new([1, 1], [1, 1], [0, 0], [1, 1], 1))),
         ];
         let mut state = 12345u64;
         let mut random = |len: usize| -> Vec<f32> {

@@ -23,7 +23,8 @@ use burn_backend::DType;
 use burn_backend::ops::{ConvOptions, ConvTransposeOptions};
 use burn_std::{Bytes, Shape, f16};
 
-use super::kernel_shared::{Scalar, SharedMut, back_to, to_f32};
+use super::conv_direct::{self, Same3x3, Weights};
+use super::kernel_shared::{Scalar, SharedMut, back_to, threads, to_f32};
 use crate::{FlexTensor, Layout};
 
 /// The most column-matrix bytes one task builds at a time.
@@ -66,6 +67,28 @@ impl Geometry {
 
     fn image_len(&self) -> usize {
         self.channels_in * self.height * self.width
+    }
+
+    /// The direct kernel's convolution (`conv_direct`), where it applies: f32 on an AVX-512
+    /// machine, 3×3, stride 1, padding 1 all round, no dilation, one group, and images large
+    /// enough (`Same3x3::worthwhile`).
+    fn same_3x3<T: Scalar>(&self) -> Option<Same3x3> {
+        let applies = T::dtype() == DType::F32
+            && self.kernel == [3, 3]
+            && self.stride == [1, 1]
+            && self.padding == [1, 1]
+            && self.dilation == [1, 1]
+            && self.groups == 1
+            && self.out == [self.height, self.width]
+            && conv_direct::available();
+        let direct = Same3x3 {
+            batch: self.batch,
+            inputs: self.channels_in,
+            outputs: self.channels_out,
+            height: self.height,
+            width: self.width,
+        };
+        (applies && direct.worthwhile()).then_some(direct)
     }
 
     /// Output rows per tile, so that a tile's column matrix stays under `COLUMN_BYTES`.
@@ -357,17 +380,6 @@ unsafe fn gemm<T: Scalar>(
 }
 
 
-fn threads() -> usize {
-    #[cfg(feature = "rayon")]
-    {
-        rayon::current_num_threads().max(1)
-    }
-    #[cfg(not(feature = "rayon"))]
-    {
-        1
-    }
-}
-
 /// Runs `task(i, scratch)` for `i in 0..count`, in parallel where rayon is on. The tasks
 /// are dealt out in a few runs per thread, each run with one scratch buffer of
 /// `scratch_len` elements (a fresh buffer per task costs more than the task's copies).
@@ -404,6 +416,9 @@ fn forward<T: Scalar>(g: &Geometry, x: &[T], w: &[T]) -> Vec<T> {
     let out_len = g.channels_out * p;
     if k == 0 {
         return vec![T::zero(); g.batch * out_len];
+    }
+    if let Some(direct) = g.same_3x3::<T>() {
+        return as_t(direct.run(as_f32(x), as_f32(w), Weights::AsGiven));
     }
     // Not zeroed: the tasks' gemms overwrite every element (`set_len` below).
     let mut y = Vec::<T>::with_capacity(g.batch * out_len);
@@ -448,6 +463,10 @@ fn forward<T: Scalar>(g: &Geometry, x: &[T], w: &[T]) -> Vec<T> {
 
 /// `dX_n = col2im(Wᵀ[K, co] · dY_n[co, P])`, one image per task.
 fn input_grad<T: Scalar>(g: &Geometry, w: &[T], dy: &[T]) -> Vec<T> {
+    if let Some(direct) = g.same_3x3::<T>() {
+        let adjoint = Same3x3 { inputs: direct.outputs, outputs: direct.inputs, ..direct };
+        return as_t(adjoint.run(as_f32(dy), as_f32(w), Weights::Adjoint));
+    }
     let (k, p) = (g.col_rows(), g.out_pixels());
     let tile_rows = g.tile_rows::<T>();
     let tables = gather_tables(g, tile_rows);
@@ -493,6 +512,9 @@ fn input_grad<T: Scalar>(g: &Geometry, w: &[T], dy: &[T]) -> Vec<T> {
 /// `dW[co, K] = Σ_n dY_n[co, P] · col(X_n)[K, P]ᵀ`: each worker sums a share of the
 /// batch into its own copy, and the copies are added at the end.
 fn weight_grad<T: Scalar>(g: &Geometry, x: &[T], dy: &[T]) -> Vec<T> {
+    if let Some(direct) = g.same_3x3::<T>().filter(Same3x3::weight_grad_fits) {
+        return as_t(direct.weight_grad(as_f32(x), as_f32(dy)));
+    }
     let (k, p) = (g.col_rows(), g.out_pixels());
     let tile_rows = g.tile_rows::<T>();
     let tables = gather_tables(g, tile_rows);
@@ -538,6 +560,19 @@ fn weight_grad<T: Scalar>(g: &Geometry, x: &[T], dy: &[T]) -> Vec<T> {
     }
     partials.truncate(w_len);
     partials
+}
+
+/// An f32 slice seen as one (for `Geometry::same_3x3`, which holds only for f32).
+fn as_f32<T: Scalar>(values: &[T]) -> &[f32] {
+    bytemuck::cast_slice(values)
+}
+
+/// The direct kernel's f32 output as `Vec<T>` (for `Geometry::same_3x3`: `T` is f32).
+fn as_t<T: Scalar>(values: Vec<f32>) -> Vec<T> {
+    assert_eq!(T::dtype(), DType::F32);
+    let mut values = core::mem::ManuallyDrop::new(values);
+    // SAFETY: T is f32 (same size and alignment), and the vector's ownership moves over.
+    unsafe { Vec::from_raw_parts(values.as_mut_ptr().cast::<T>(), values.len(), values.capacity()) }
 }
 
 /// Adds each channel's bias to its plane of `y` (`[batch, channels, plane]`), an image per task.

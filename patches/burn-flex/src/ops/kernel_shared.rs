@@ -37,6 +37,18 @@ impl<T> SharedMut<T> {
     }
 }
 
+/// The threads the kernels share their work among.
+pub(super) fn threads() -> usize {
+    #[cfg(feature = "rayon")]
+    {
+        rayon::current_num_threads().max(1)
+    }
+    #[cfg(not(feature = "rayon"))]
+    {
+        1
+    }
+}
+
 /// Half-precision tensors as f32 (the kernels' bf16 has no gemm, f16 no accurate sums); others as they are.
 pub(super) fn to_f32(t: FlexTensor) -> FlexTensor {
     match t.dtype() {

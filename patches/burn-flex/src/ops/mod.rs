@@ -98,6 +98,7 @@ pub mod comparison;
 #[macro_use]
 mod conv_common;
 pub mod conv;
+mod conv_direct;
 mod conv_gemm;
 mod kernel_shared;
 pub mod conv_transpose;

@@ -1,0 +1,336 @@
+//! 3×3, stride-1 convolutions with one pixel of zero padding on each side (the output as
+//! large as the input), in f32 on AVX-512 machines, computed directly from a zero-padded
+//! copy of each image (Vitrine's patch; see `PATCH.md` at the crate root).
+//!
+//! im2col + gemm copies each image nine times into a column matrix, then gemm packs that
+//! matrix again before its microkernel reads it: in `resnet-small`'s convolutions (one
+//! thread) the microkernel had ~60% of the time, the copies, packing and zeroing the rest.
+//! Here the microkernel reads the padded image in place: an output pixel `q` of the padded
+//! grid (rows `width + 2` long) at kernel position `(kh, kw)` reads the padded plane at
+//! `q + kh·(width + 2) + kw`, one constant shift per kernel position, so a run of 16 output
+//! pixels is one unaligned vector load. The two padding columns of each grid row are
+//! computed and dropped. Registers hold 8 output channels × 48 pixels; the weights are
+//! packed once per operation, 8 output channels side by side.
+//!
+//! The input gradient of such a convolution is the same kind of convolution of the output
+//! gradient, with the weight's two channel axes swapped and its kernel turned by 180°. The
+//! weight gradient reads the padded input the same way against the output gradient laid on
+//! the grid: registers hold 3 output channels × 9 kernel positions as 16-lane sums over a run
+//! of images, whose lanes are added up at the end.
+
+use alloc::vec;
+use alloc::vec::Vec;
+
+use super::kernel_shared::{SharedMut, threads};
+
+/// Output channels per register block.
+const CHANNELS: usize = 8;
+/// Vectors of 16 pixels per register block.
+const VECTORS: usize = 3;
+/// Pixels per register block.
+const PIXELS: usize = 16 * VECTORS;
+/// Output channels per register block of the weight gradient (× 9 kernel positions).
+const GRADIENT_OUTPUTS: usize = 3;
+/// Images whose sums one weight-gradient register block runs through before it adds its
+/// registers to the vector sums in memory.
+const GRADIENT_IMAGES: usize = 8;
+
+/// A 3×3 convolution with stride 1 and padding 1 from `[batch, inputs, height, width]` to
+/// `[batch, outputs, height, width]`.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Same3x3 {
+    pub batch: usize,
+    pub inputs: usize,
+    pub outputs: usize,
+    pub height: usize,
+    pub width: usize,
+}
+
+/// How the weight tensor is read.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(super) enum Weights {
+    /// `[outputs, inputs, 3, 3]`: the convolution itself.
+    AsGiven,
+    /// `[inputs, outputs, 3, 3]`, channel axes swapped and the kernel turned by 180°: the
+    /// input gradient of the convolution the tensor belongs to.
+    Adjoint,
+}
+
+/// Whether this machine runs the direct kernel (AVX-512).
+pub(super) fn available() -> bool {
+    #[cfg(all(target_arch = "x86_64", feature = "std"))]
+    {
+        std::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(all(target_arch = "x86_64", feature = "std")))]
+    {
+        false
+    }
+}
+
+impl Same3x3 {
+    /// Whether at least three quarters of the pixels the register blocks compute are output
+    /// pixels (28×28: 91%, 14×14: 82%, 7×7: 51%, where im2col + gemm is faster), and there is
+    /// an image for each thread (with fewer, im2col + gemm shares an image's rows out; here
+    /// an image is one task).
+    pub(super) fn worthwhile(&self) -> bool {
+        4 * self.height * self.width >= 3 * self.pixel_blocks() * PIXELS && self.batch >= threads()
+    }
+
+    /// Row length of the padded plane and of the output grid.
+    fn row(&self) -> usize {
+        self.width + 2
+    }
+
+    /// Register blocks of output pixels per image (the grid is `height` rows of `row()`).
+    fn pixel_blocks(&self) -> usize {
+        (self.height * self.row()).div_ceil(PIXELS)
+    }
+
+    /// Floats per padded plane: the image with its border, and room for the last block's
+    /// reads past the grid (the kernel's farthest shift is `2·row + 2`).
+    fn plane(&self) -> usize {
+        ((self.height + 2) * self.row()).max(self.pixel_blocks() * PIXELS + 2 * self.row() + 2)
+    }
+
+    /// `[output block, input, kernel position, 8 outputs]`, zero past the last output.
+    fn pack(&self, w: &[f32], weights: Weights) -> Vec<f32> {
+        let blocks = self.outputs.div_ceil(CHANNELS);
+        let mut packed = vec![0.0; blocks * self.inputs * 9 * CHANNELS];
+        for (at, value) in packed.iter_mut().enumerate() {
+            let (lane, position) = (at % CHANNELS, at / CHANNELS % 9);
+            let (input, block) = (at / (CHANNELS * 9) % self.inputs, at / (CHANNELS * 9 * self.inputs));
+            let output = block * CHANNELS + lane;
+            if output < self.outputs {
+                *value = match weights {
+                    Weights::AsGiven => w[(output * self.inputs + input) * 9 + position],
+                    Weights::Adjoint => w[(input * self.outputs + output) * 9 + 8 - position],
+                };
+            }
+        }
+        packed
+    }
+
+    /// The convolution of `x` (`[batch, inputs, height, width]`): `[batch, outputs, height,
+    /// width]`. Call only where `available()`.
+    pub(super) fn run(&self, x: &[f32], w: &[f32], weights: Weights) -> Vec<f32> {
+        let packed = self.pack(w, weights);
+        let (plane_len, out_len) = (self.height * self.width, self.outputs * self.height * self.width);
+        let blocks = self.outputs.div_ceil(CHANNELS);
+        let mut y = Vec::<f32>::with_capacity(self.batch * out_len);
+        let y_ptr = SharedMut(y.as_mut_ptr());
+        let grid = self.pixel_blocks() * PIXELS;
+        let task = |image: usize| {
+            let padded = self.pad(&x[image * self.inputs * plane_len..][..self.inputs * plane_len]);
+            let mut staged = vec![0.0f32; CHANNELS * grid];
+            for block in 0..blocks {
+                let weights = &packed[block * self.inputs * 9 * CHANNELS..][..self.inputs * 9 * CHANNELS];
+                for pixels in 0..self.pixel_blocks() {
+                    // SAFETY: `available()` holds (the caller's contract); the block reads
+                    // `padded` up to `pixels·48 + 48 + 2·row + 2 ≤ plane` per input and writes
+                    // `staged` within its 8 rows of `grid`.
+                    #[cfg(target_arch = "x86_64")]
+                    unsafe {
+                        register_block(
+                            padded[pixels * PIXELS..].as_ptr(),
+                            self.plane(),
+                            self.inputs,
+                            self.row(),
+                            weights.as_ptr(),
+                            staged[pixels * PIXELS..].as_mut_ptr(),
+                            grid,
+                        )
+                    };
+                }
+                let y_ptr = y_ptr;
+                for lane in 0..CHANNELS.min(self.outputs - block * CHANNELS) {
+                    let output = image * out_len + (block * CHANNELS + lane) * plane_len;
+                    for oh in 0..self.height {
+                        let source = &staged[lane * grid + oh * self.row()..][..self.width];
+                        // SAFETY: each (image, output channel) plane is written by one task.
+                        unsafe {
+                            core::ptr::copy_nonoverlapping(source.as_ptr(), y_ptr.0.add(output + oh * self.width), self.width)
+                        };
+                    }
+                }
+            }
+        };
+        #[cfg(feature = "rayon")]
+        {
+            use rayon::prelude::*;
+            (0..self.batch).into_par_iter().for_each(task);
+        }
+        #[cfg(not(feature = "rayon"))]
+        (0..self.batch).for_each(task);
+        // SAFETY: every (image, output channel) plane was written whole above.
+        unsafe { y.set_len(self.batch * out_len) };
+        y
+    }
+
+    /// The weight gradient `[outputs, inputs, 3, 3]` from the input `x` and the output
+    /// gradient `dy`: `dW[o, i, kh, kw] = Σ_q dy[o, q] · x_padded[i, q + kh·row + kw]` over the
+    /// grid, `dy` put on the grid with zeros in its padding columns. Each thread sums a share
+    /// of the batch, still as 16-lane vectors, and the lanes and shares are added at the end.
+    /// Call only where `available()` and `weight_grad_fits()`.
+    pub(super) fn weight_grad(&self, x: &[f32], dy: &[f32]) -> Vec<f32> {
+        let (plane_len, grid) = (self.height * self.width, self.pixel_blocks() * PIXELS);
+        let blocks = self.outputs.div_ceil(GRADIENT_OUTPUTS);
+        let partial_len = blocks * self.inputs * GRADIENT_OUTPUTS * 9 * 16;
+        let shares = threads().min(self.batch).max(1);
+        let per_share = self.batch.div_ceil(shares);
+        let mut partials = vec![0.0f32; shares * partial_len];
+        let share = |(share, partial): (usize, &mut [f32])| {
+            let images = share * per_share..((share + 1) * per_share).min(self.batch);
+            for first in images.clone().step_by(GRADIENT_IMAGES) {
+                let batch = first..(first + GRADIENT_IMAGES).min(images.end);
+                let (x_len, dy_len) = (self.inputs * plane_len, self.outputs * plane_len);
+                let padded: Vec<Vec<f32>> = batch.clone().map(|image| self.pad(&x[image * x_len..][..x_len])).collect();
+                let dy_grids: Vec<Vec<f32>> =
+                    batch.clone().map(|image| self.on_grid(&dy[image * dy_len..][..dy_len], blocks * GRADIENT_OUTPUTS)).collect();
+                for block in 0..blocks {
+                    for input in 0..self.inputs {
+                        let at = (block * self.inputs + input) * GRADIENT_OUTPUTS * 9 * 16;
+                        let sources: Vec<(*const f32, *const f32)> = dy_grids
+                            .iter()
+                            .zip(&padded)
+                            .map(|(dy, x)| (dy[block * GRADIENT_OUTPUTS * grid..].as_ptr(), x[input * self.plane()..].as_ptr()))
+                            .collect();
+                        // SAFETY: `available()` holds (the caller's contract); the reads stay in
+                        // each `dy_grids` entry's three rows of `grid` and in the input's padded
+                        // plane (`grid + 2·row + 2 ≤ plane`), the writes in this block's 27 vectors.
+                        #[cfg(target_arch = "x86_64")]
+                        unsafe {
+                            weight_block(&sources, grid, self.row(), grid / 16, partial[at..].as_mut_ptr())
+                        };
+                    }
+                }
+            }
+        };
+        #[cfg(feature = "rayon")]
+        {
+            use rayon::prelude::*;
+            partials.par_chunks_mut(partial_len).enumerate().for_each(share);
+        }
+        #[cfg(not(feature = "rayon"))]
+        partials.chunks_mut(partial_len).enumerate().for_each(share);
+        let mut dw = vec![0.0f32; self.outputs * self.inputs * 9];
+        for (at, dw) in dw.iter_mut().enumerate() {
+            let (position, input, output) = (at % 9, at / 9 % self.inputs, at / (9 * self.inputs));
+            let (block, lane) = (output / GRADIENT_OUTPUTS, output % GRADIENT_OUTPUTS);
+            let vector = ((block * self.inputs + input) * GRADIENT_OUTPUTS + lane) * 9 + position;
+            *dw = partials.chunks_exact(partial_len).map(|p| p[vector * 16..][..16].iter().sum::<f32>()).sum();
+        }
+        dw
+    }
+
+    /// Whether each thread's vector sums of the weight gradient stay within 8 MiB.
+    pub(super) fn weight_grad_fits(&self) -> bool {
+        self.outputs.div_ceil(GRADIENT_OUTPUTS) * GRADIENT_OUTPUTS * self.inputs * 9 * 16 * 4 <= 8 << 20
+    }
+
+    /// The image's planes with a border of zeros, `plane()` floats each.
+    fn pad(&self, image: &[f32]) -> Vec<f32> {
+        self.on_rows(image, self.inputs, self.plane(), self.row() + 1)
+    }
+
+    /// `dy`'s planes on the grid (`pixel_blocks()·48` floats each), zero in the padding
+    /// columns and past the last row; `channels` planes, zero past `dy`'s.
+    fn on_grid(&self, dy: &[f32], channels: usize) -> Vec<f32> {
+        self.on_rows(dy, channels, self.pixel_blocks() * PIXELS, 0)
+    }
+
+    /// `count` zeroed planes of `len` floats with the `height × width` planes of `planes`
+    /// copied in, row `r` at `start + r·row()`.
+    fn on_rows(&self, planes: &[f32], count: usize, len: usize, start: usize) -> Vec<f32> {
+        let mut target = vec![0.0f32; count * len];
+        for (source, target) in planes.chunks_exact(self.height * self.width).zip(target.chunks_exact_mut(len)) {
+            for (r, source) in source.chunks_exact(self.width).enumerate() {
+                target[start + r * self.row()..][..self.width].copy_from_slice(source);
+            }
+        }
+        target
+    }
+}
+
+/// 8 output channels × 48 pixels of the grid: `out[lane·out_stride + p] = Σ_{input, kh, kw}
+/// weights[(input·9 + kh·3 + kw)·8 + lane] · x[input·plane + p + kh·row + kw]`.
+///
+/// # Safety
+/// AVX-512F is available; `x` is readable for `(inputs - 1)·plane + 2·row + 2 + 48` floats,
+/// `weights` for `inputs·72`, `out` writable at `lane·out_stride + 0..48` for each lane.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn register_block(
+    x: *const f32,
+    plane: usize,
+    inputs: usize,
+    row: usize,
+    weights: *const f32,
+    out: *mut f32,
+    out_stride: usize,
+) {
+    use core::arch::x86_64::*;
+    let mut acc = [[_mm512_setzero_ps(); VECTORS]; CHANNELS];
+    for input in 0..inputs {
+        // SAFETY: within the bounds the caller guarantees.
+        unsafe {
+            let x = x.add(input * plane);
+            let weights = weights.add(input * 9 * CHANNELS);
+            for position in 0..9 {
+                let source = x.add(position / 3 * row + position % 3);
+                let pixels: [__m512; VECTORS] = core::array::from_fn(|v| _mm512_loadu_ps(source.add(16 * v)));
+                for (lane, acc) in acc.iter_mut().enumerate() {
+                    let weight = _mm512_set1_ps(*weights.add(position * CHANNELS + lane));
+                    for (acc, pixels) in acc.iter_mut().zip(&pixels) {
+                        *acc = _mm512_fmadd_ps(weight, *pixels, *acc);
+                    }
+                }
+            }
+        }
+    }
+    for (lane, acc) in acc.iter().enumerate() {
+        for (v, acc) in acc.iter().enumerate() {
+            // SAFETY: within the bounds the caller guarantees.
+            unsafe { _mm512_storeu_ps(out.add(lane * out_stride + 16 * v), *acc) };
+        }
+    }
+}
+
+/// The weight gradient's sums for 3 output channels and one input over the grids of a few
+/// images, 16 pixels at a time: for each image's `(dy, x)`, `partial[(lane·9 + kh·3 + kw)·16 +
+/// j] += Σ_s dy[lane·dy_stride + 16s + j] · x[16s + j + kh·row + kw]` for `s < steps`.
+///
+/// # Safety
+/// AVX-512F is available; each `dy` is readable at `lane·dy_stride + 0..16·steps` for each
+/// lane, each `x` for `16·steps + 2·row + 2` floats, `partial` readable and writable for 432 floats.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn weight_block(images: &[(*const f32, *const f32)], dy_stride: usize, row: usize, steps: usize, partial: *mut f32) {
+    use core::arch::x86_64::*;
+    let mut acc = [[_mm512_setzero_ps(); 9]; GRADIENT_OUTPUTS];
+    for &(dy, x) in images {
+        for step in 0..steps {
+            // SAFETY: within the bounds the caller guarantees.
+            unsafe {
+                let at = 16 * step;
+                let gradient: [__m512; GRADIENT_OUTPUTS] =
+                    core::array::from_fn(|lane| _mm512_loadu_ps(dy.add(lane * dy_stride + at)));
+                for position in 0..9 {
+                    let pixels = _mm512_loadu_ps(x.add(at + position / 3 * row + position % 3));
+                    for (acc, gradient) in acc.iter_mut().zip(&gradient) {
+                        acc[position] = _mm512_fmadd_ps(*gradient, pixels, acc[position]);
+                    }
+                }
+            }
+        }
+    }
+    for (lane, acc) in acc.iter().enumerate() {
+        for (position, acc) in acc.iter().enumerate() {
+            // SAFETY: within the bounds the caller guarantees.
+            unsafe {
+                let at = partial.add((lane * 9 + position) * 16);
+                _mm512_storeu_ps(at, _mm512_add_ps(_mm512_loadu_ps(at), *acc));
+            }
+        }
+    }
+}
