@@ -21,7 +21,7 @@
 use alloc::vec;
 use alloc::vec::Vec;
 
-use super::kernel_shared::{SharedMut, threads};
+use super::kernel_shared::{SharedMut, for_each_task, threads};
 
 /// Output channels per register block.
 const CHANNELS: usize = 8;
@@ -74,7 +74,7 @@ impl Same3x3 {
     /// an image for each thread (with fewer, im2col + gemm shares an image's rows out; here
     /// an image is one task).
     pub(super) fn worthwhile(&self) -> bool {
-        4 * self.height * self.width >= 3 * self.pixel_blocks() * PIXELS && self.batch >= threads()
+        4 * self.height * self.width >= 3 * self.grid() && self.batch >= threads()
     }
 
     /// Row length of the padded plane and of the output grid.
@@ -87,10 +87,15 @@ impl Same3x3 {
         (self.height * self.row()).div_ceil(PIXELS)
     }
 
+    /// Floats per plane of the output grid: `pixel_blocks()` register blocks.
+    fn grid(&self) -> usize {
+        self.pixel_blocks() * PIXELS
+    }
+
     /// Floats per padded plane: the image with its border, and room for the last block's
     /// reads past the grid (the kernel's farthest shift is `2·row + 2`).
     fn plane(&self) -> usize {
-        ((self.height + 2) * self.row()).max(self.pixel_blocks() * PIXELS + 2 * self.row() + 2)
+        ((self.height + 2) * self.row()).max(self.grid() + 2 * self.row() + 2)
     }
 
     /// `[output block, input, kernel position, 8 outputs]`, zero past the last output.
@@ -119,10 +124,10 @@ impl Same3x3 {
         let blocks = self.outputs.div_ceil(CHANNELS);
         let mut y = Vec::<f32>::with_capacity(self.batch * out_len);
         let y_ptr = SharedMut(y.as_mut_ptr());
-        let grid = self.pixel_blocks() * PIXELS;
-        let task = |image: usize| {
+        let grid = self.grid();
+        // `staged`: each block's 8 output planes on the grid, all of it written by the blocks.
+        for_each_task(self.batch, CHANNELS * grid, |image, staged: &mut [f32]| {
             let padded = self.pad(&x[image * self.inputs * plane_len..][..self.inputs * plane_len]);
-            let mut staged = vec![0.0f32; CHANNELS * grid];
             for block in 0..blocks {
                 let weights = &packed[block * self.inputs * 9 * CHANNELS..][..self.inputs * 9 * CHANNELS];
                 for pixels in 0..self.pixel_blocks() {
@@ -154,14 +159,7 @@ impl Same3x3 {
                     }
                 }
             }
-        };
-        #[cfg(feature = "rayon")]
-        {
-            use rayon::prelude::*;
-            (0..self.batch).into_par_iter().for_each(task);
-        }
-        #[cfg(not(feature = "rayon"))]
-        (0..self.batch).for_each(task);
+        });
         // SAFETY: every (image, output channel) plane was written whole above.
         unsafe { y.set_len(self.batch * out_len) };
         y
@@ -173,7 +171,7 @@ impl Same3x3 {
     /// of the batch, still as 16-lane vectors, and the lanes and shares are added at the end.
     /// Call only where `available()` and `weight_grad_fits()`.
     pub(super) fn weight_grad(&self, x: &[f32], dy: &[f32]) -> Vec<f32> {
-        let (plane_len, grid) = (self.height * self.width, self.pixel_blocks() * PIXELS);
+        let (plane_len, grid) = (self.height * self.width, self.grid());
         let blocks = self.outputs.div_ceil(GRADIENT_OUTPUTS);
         let partial_len = blocks * self.inputs * GRADIENT_OUTPUTS * 9 * 16;
         let shares = threads().min(self.batch).max(1);
@@ -187,20 +185,19 @@ impl Same3x3 {
                 let padded: Vec<Vec<f32>> = batch.clone().map(|image| self.pad(&x[image * x_len..][..x_len])).collect();
                 let dy_grids: Vec<Vec<f32>> =
                     batch.clone().map(|image| self.on_grid(&dy[image * dy_len..][..dy_len], blocks * GRADIENT_OUTPUTS)).collect();
+                let sources: Vec<(*const f32, *const f32)> =
+                    dy_grids.iter().zip(&padded).map(|(dy, x)| (dy.as_ptr(), x.as_ptr())).collect();
                 for block in 0..blocks {
                     for input in 0..self.inputs {
                         let at = (block * self.inputs + input) * GRADIENT_OUTPUTS * 9 * 16;
-                        let sources: Vec<(*const f32, *const f32)> = dy_grids
-                            .iter()
-                            .zip(&padded)
-                            .map(|(dy, x)| (dy[block * GRADIENT_OUTPUTS * grid..].as_ptr(), x[input * self.plane()..].as_ptr()))
-                            .collect();
+                        let offsets = (block * GRADIENT_OUTPUTS * grid, input * self.plane());
                         // SAFETY: `available()` holds (the caller's contract); the reads stay in
-                        // each `dy_grids` entry's three rows of `grid` and in the input's padded
-                        // plane (`grid + 2·row + 2 ≤ plane`), the writes in this block's 27 vectors.
+                        // each `dy_grids` entry's three rows of `grid` from `offsets.0` and in the
+                        // input's padded plane from `offsets.1` (`grid + 2·row + 2 ≤ plane`), the
+                        // writes in this block's 27 vectors.
                         #[cfg(target_arch = "x86_64")]
                         unsafe {
-                            weight_block(&sources, grid, self.row(), grid / 16, partial[at..].as_mut_ptr())
+                            weight_block(&sources, offsets, grid, self.row(), grid / 16, partial[at..].as_mut_ptr())
                         };
                     }
                 }
@@ -236,7 +233,7 @@ impl Same3x3 {
     /// `dy`'s planes on the grid (`pixel_blocks()·48` floats each), zero in the padding
     /// columns and past the last row; `channels` planes, zero past `dy`'s.
     fn on_grid(&self, dy: &[f32], channels: usize) -> Vec<f32> {
-        self.on_rows(dy, channels, self.pixel_blocks() * PIXELS, 0)
+        self.on_rows(dy, channels, self.grid(), 0)
     }
 
     /// `count` zeroed planes of `len` floats with the `height × width` planes of `planes`
@@ -297,18 +294,29 @@ unsafe fn register_block(
 }
 
 /// The weight gradient's sums for 3 output channels and one input over the grids of a few
-/// images, 16 pixels at a time: for each image's `(dy, x)`, `partial[(lane·9 + kh·3 + kw)·16 +
-/// j] += Σ_s dy[lane·dy_stride + 16s + j] · x[16s + j + kh·row + kw]` for `s < steps`.
+/// images, 16 pixels at a time: for each image's `(dy, x)`, shifted by `offsets`,
+/// `partial[(lane·9 + kh·3 + kw)·16 + j] += Σ_s dy[lane·dy_stride + 16s + j] · x[16s + j +
+/// kh·row + kw]` for `s < steps`.
 ///
 /// # Safety
-/// AVX-512F is available; each `dy` is readable at `lane·dy_stride + 0..16·steps` for each
-/// lane, each `x` for `16·steps + 2·row + 2` floats, `partial` readable and writable for 432 floats.
+/// AVX-512F is available; each `dy + offsets.0` is readable at `lane·dy_stride + 0..16·steps`
+/// for each lane, each `x + offsets.1` for `16·steps + 2·row + 2` floats, `partial` readable and
+/// writable for 432 floats.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn weight_block(images: &[(*const f32, *const f32)], dy_stride: usize, row: usize, steps: usize, partial: *mut f32) {
+unsafe fn weight_block(
+    images: &[(*const f32, *const f32)],
+    offsets: (usize, usize),
+    dy_stride: usize,
+    row: usize,
+    steps: usize,
+    partial: *mut f32,
+) {
     use core::arch::x86_64::*;
     let mut acc = [[_mm512_setzero_ps(); 9]; GRADIENT_OUTPUTS];
     for &(dy, x) in images {
+        // SAFETY: within the bounds the caller guarantees.
+        let (dy, x) = unsafe { (dy.add(offsets.0), x.add(offsets.1)) };
         for step in 0..steps {
             // SAFETY: within the bounds the caller guarantees.
             unsafe {

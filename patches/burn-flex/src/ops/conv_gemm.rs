@@ -24,7 +24,7 @@ use burn_backend::ops::{ConvOptions, ConvTransposeOptions};
 use burn_std::{Bytes, Shape, f16};
 
 use super::conv_direct::{self, Same3x3, Weights};
-use super::kernel_shared::{Scalar, SharedMut, back_to, threads, to_f32};
+use super::kernel_shared::{Scalar, SharedMut, back_to, for_each_task, threads, to_f32};
 use crate::{FlexTensor, Layout};
 
 /// The most column-matrix bytes one task builds at a time.
@@ -379,26 +379,6 @@ unsafe fn gemm<T: Scalar>(
     }
 }
 
-
-/// Runs `task(i, scratch)` for `i in 0..count`, in parallel where rayon is on. The tasks
-/// are dealt out in a few runs per thread, each run with one scratch buffer of
-/// `scratch_len` elements (a fresh buffer per task costs more than the task's copies).
-fn for_each_task<T: Scalar>(count: usize, scratch_len: usize, task: impl Fn(usize, &mut [T]) + Send + Sync) {
-    let runs = (threads() * 4).min(count).max(1);
-    let run = |r: usize| {
-        let mut scratch = vec![T::zero(); scratch_len];
-        for i in r * count / runs..(r + 1) * count / runs {
-            task(i, &mut scratch);
-        }
-    };
-    #[cfg(feature = "rayon")]
-    {
-        use rayon::prelude::*;
-        (0..runs).into_par_iter().for_each(run);
-    }
-    #[cfg(not(feature = "rayon"))]
-    (0..runs).for_each(run);
-}
 
 /// The gemm's own threading when there are fewer images than threads.
 fn inner_parallelism(tasks: usize) -> gemm::Parallelism {

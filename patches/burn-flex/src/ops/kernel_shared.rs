@@ -1,5 +1,6 @@
-//! What Vitrine's kernels (`conv_gemm`, `batch_norm`) share; see `PATCH.md`.
+//! What Vitrine's kernels (`conv_gemm`, `conv_direct`, `batch_norm`) share; see `PATCH.md`.
 
+use alloc::vec;
 use burn_backend::DType;
 use burn_std::{bf16, f16};
 use num_traits::Float;
@@ -47,6 +48,26 @@ pub(super) fn threads() -> usize {
     {
         1
     }
+}
+
+/// Runs `task(i, scratch)` for `i in 0..count`, in parallel where rayon is on. The tasks
+/// are dealt out in a few runs per thread, each run with one scratch buffer of
+/// `scratch_len` elements (a fresh buffer per task costs more than the task's copies).
+pub(super) fn for_each_task<T: Scalar>(count: usize, scratch_len: usize, task: impl Fn(usize, &mut [T]) + Send + Sync) {
+    let runs = (threads() * 4).min(count).max(1);
+    let run = |r: usize| {
+        let mut scratch = vec![T::zero(); scratch_len];
+        for i in r * count / runs..(r + 1) * count / runs {
+            task(i, &mut scratch);
+        }
+    };
+    #[cfg(feature = "rayon")]
+    {
+        use rayon::prelude::*;
+        (0..runs).into_par_iter().for_each(run);
+    }
+    #[cfg(not(feature = "rayon"))]
+    (0..runs).for_each(run);
 }
 
 /// Half-precision tensors as f32 (the kernels' bf16 has no gemm, f16 no accurate sums); others as they are.
