@@ -111,19 +111,23 @@ fn flex<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, shape))
 }
 
-/// `dst[m×n] (+)= lhs[m×k] · rhs[k×n]`, each given by its row and column strides.
+/// `dst[m×n] (+)= lhs[m×k] · rhs[k×n]`, each given by its (row, column) strides.
+///
+/// `gemm` copies (packs) a left operand whose columns are not contiguous before every product,
+/// and a recurrent step is one small product: the callers arrange their operands column-major
+/// (computing `Cᵀ = Bᵀ·Aᵀ` where that is what it takes), so that nothing is packed.
 #[allow(clippy::too_many_arguments)]
-fn matmul(m: usize, n: usize, k: usize, dst: &mut [f32], accumulate: bool, lhs: &[f32], lhs_strides: (usize, usize), rhs: &[f32], rhs_strides: (usize, usize)) {
+fn matmul(m: usize, n: usize, k: usize, dst: &mut [f32], dst_strides: (usize, usize), accumulate: bool, lhs: &[f32], lhs_strides: (usize, usize), rhs: &[f32], rhs_strides: (usize, usize)) {
     if m == 0 || n == 0 || k == 0 {
         return;
     }
-    debug_assert!(dst.len() >= m * n);
-    // SAFETY: every index the strides reach is inside the slices: dst is m×n row-major; the
-    // callers pass operands whose strides describe their own slices.
+    let reach = |(rows, cols): (usize, usize), r: usize, c: usize| (r - 1) * rows + (c - 1) * cols + 1;
+    assert!(dst.len() >= reach(dst_strides, m, n) && lhs.len() >= reach(lhs_strides, m, k) && rhs.len() >= reach(rhs_strides, k, n), "operands inside their slices");
+    // SAFETY: the last element each operand's strides reach is inside its slice (checked above).
     unsafe {
         gemm(
             m, n, k,
-            dst.as_mut_ptr(), 1, n as isize, accumulate,
+            dst.as_mut_ptr(), dst_strides.1 as isize, dst_strides.0 as isize, accumulate,
             lhs.as_ptr(), lhs_strides.1 as isize, lhs_strides.0 as isize,
             rhs.as_ptr(), rhs_strides.1 as isize, rhs_strides.0 as isize,
             if accumulate { 1.0 } else { 0.0 }, 1.0,
@@ -153,7 +157,8 @@ fn forward(dims: &Dims, gx: &FlexTensor, w_hh: &FlexTensor, b_hh: &FlexTensor, m
             for row in carried.gh.chunks_exact_mut(g) {
                 row.copy_from_slice(bias);
             }
-            matmul(batch, g, h, &mut carried.gh, true, &carried.h, (h, 1), w, (g, 1));
+            // ghᵀ += W_hhᵀ · hᵀ: W_hh `[h, G·h]` row-major is W_hhᵀ column-major.
+            matmul(g, batch, h, &mut carried.gh, (1, g), true, w, (1, g), &carried.h, (1, h));
             let time = dims.time(d, t);
             let step = Step {
                 gx: &gx[time * 2 * g + d * g..],
@@ -243,38 +248,41 @@ struct Step<'a> {
     states: &'a mut [f32],
 }
 
-/// The gates and state update of one step, for every row, after `gh` has been computed. Compiled
-/// for AVX-512 and AVX2 as well as the baseline, chosen at run time: the activations are most of
-/// the work outside the matrix products, and the loops below vectorise.
+/// Defines a function whose body is compiled three times, for AVX-512, for AVX2 + FMA and for the
+/// baseline, and picks one at run time: the activations are most of the recurrence's work outside
+/// the matrix products, and their loops vectorise when the target allows.
+macro_rules! compiled_per_cpu {
+    ($(#[$meta:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+        $(#[$meta])*
+        fn $name($($arg: $ty),*) {
+            #[inline(always)]
+            fn body($($arg: $ty),*) $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f")]
+                unsafe fn avx512($($arg: $ty),*) {
+                    body($($arg),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2($($arg: $ty),*) {
+                    body($($arg),*)
+                }
+                if std::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU has the features the function is compiled for.
+                    return unsafe { avx512($($arg),*) };
+                }
+                if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                    // SAFETY: as above.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            body($($arg),*)
+        }
+    };
+}
+
+/// The gates and state update of one step, for every row, after `gh` has been computed.
 fn cell_step(dims: &Dims, step: Step, carried: &mut Carried) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has the features the function is compiled for.
-            return unsafe { cell_step_avx512(dims, step, carried) };
-        }
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            // SAFETY: as above.
-            return unsafe { cell_step_avx2(dims, step, carried) };
-        }
-    }
-    cell_step_body(dims, step, carried)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn cell_step_avx512(dims: &Dims, step: Step, carried: &mut Carried) {
-    cell_step_body(dims, step, carried)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn cell_step_avx2(dims: &Dims, step: Step, carried: &mut Carried) {
-    cell_step_body(dims, step, carried)
-}
-
-#[inline(always)]
-fn cell_step_body(dims: &Dims, step: Step, carried: &mut Carried) {
     let Dims { batch, hidden: h, gates, .. } = *dims;
     let g = gates * h;
     let keep = !step.states.is_empty();
@@ -293,44 +301,65 @@ fn cell_step_body(dims: &Dims, step: Step, carried: &mut Carried) {
         let x = &step.gx[b * step.gx_stride..][..g];
         let gh = &mut carried.gh[b * g..][..g];
         if gates == 4 {
-            for (a, x) in gh.iter_mut().zip(x) {
-                *a += x;
-            }
-            let (ifg, o) = gh.split_at_mut(3 * h);
-            let (i_f, gg) = ifg.split_at_mut(2 * h);
-            i_f.iter_mut().for_each(|v| *v = sigmoid(*v));
-            gg.iter_mut().for_each(|v| *v = tanh(*v));
-            o.iter_mut().for_each(|v| *v = sigmoid(*v));
-            let (i, f) = i_f.split_at(h);
-            for j in 0..h {
-                cb[j] = f[j] * cb[j] + i[j] * gg[j];
-                hb[j] = o[j] * tanh(cb[j]);
-            }
+            lstm_row(x, gh, cb, hb);
             if keep {
                 step.activations[b * g..][..g].copy_from_slice(gh);
                 step.cells[b * h..][..h].copy_from_slice(cb);
             }
         } else {
-            let (rz, gh_n) = gh.split_at_mut(2 * h);
-            for (a, x) in rz.iter_mut().zip(x) {
-                *a = sigmoid(*a + x);
-            }
-            let (r, z) = rz.split_at(h);
-            let n = &mut carried.n;
-            for j in 0..h {
-                n[j] = tanh(x[2 * h + j] + r[j] * gh_n[j]);
-                hb[j] = n[j] + z[j] * (hb[j] - n[j]);
-            }
+            gru_row(x, gh, &mut carried.n, hb);
             if keep {
                 let act = &mut step.activations[b * g..][..g];
-                act[..2 * h].copy_from_slice(rz);
-                act[2 * h..].copy_from_slice(n);
-                step.cells[b * h..][..h].copy_from_slice(gh_n);
+                act[..2 * h].copy_from_slice(&gh[..2 * h]);
+                act[2 * h..].copy_from_slice(&carried.n);
+                step.cells[b * h..][..h].copy_from_slice(&gh[2 * h..]);
             }
         }
         out.copy_from_slice(hb);
         if keep {
             step.states[b * h..][..h].copy_from_slice(hb);
+        }
+    }
+}
+
+// One row's step, compiled for the CPU, the written slices parameters of their own (see
+// `lstm_row_gradients`).
+compiled_per_cpu! {
+    /// LSTM: `gates` holds h·W_hh + b_hh and becomes the activations i, f, g, o; `c` and `h` the
+    /// carried states, updated.
+    fn lstm_row(x: &[f32], gates: &mut [f32], c: &mut [f32], h: &mut [f32]) {
+        let n = h.len();
+        let (x, gates, c) = (&x[..4 * n], &mut gates[..4 * n], &mut c[..n]);
+        for (a, x) in gates.iter_mut().zip(x) {
+            *a += x;
+        }
+        let (ifg, o) = gates.split_at_mut(3 * n);
+        let (i_f, gg) = ifg.split_at_mut(2 * n);
+        i_f.iter_mut().for_each(|v| *v = sigmoid(*v));
+        gg.iter_mut().for_each(|v| *v = tanh(*v));
+        o.iter_mut().for_each(|v| *v = sigmoid(*v));
+        let (i, f, gg, o) = (&i_f[..n], &i_f[n..][..n], &gg[..n], &o[..n]);
+        for j in 0..n {
+            c[j] = f[j] * c[j] + i[j] * gg[j];
+            h[j] = o[j] * tanh(c[j]);
+        }
+    }
+}
+
+compiled_per_cpu! {
+    /// GRU: `gates` holds h·W_hh + b_hh, its r and z parts become their activations; `n` gets
+    /// the candidate, `h` the carried state, updated.
+    fn gru_row(x: &[f32], gates: &mut [f32], n: &mut [f32], h: &mut [f32]) {
+        let k = h.len();
+        let (x, gates, n) = (&x[..3 * k], &mut gates[..3 * k], &mut n[..k]);
+        let (rz, gh_n) = gates.split_at_mut(2 * k);
+        for (a, x) in rz.iter_mut().zip(x) {
+            *a = sigmoid(*a + x);
+        }
+        let (r, z, gh_n, x_n) = (&rz[..k], &rz[k..][..k], &gh_n[..k], &x[2 * k..][..k]);
+        for j in 0..k {
+            n[j] = tanh(x_n[j] + r[j] * gh_n[j]);
+            h[j] = n[j] + z[j] * (h[j] - n[j]);
         }
     }
 }
@@ -380,57 +409,41 @@ fn backward(saved: &Saved, d_out: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
         let mut d_gh = if gates == 3 { vec![0.0; dims.block(g)] } else { Vec::new() };
         let (act, cell, state) = (&saved.activations[d], &saved.cells[d], &saved.states[d]);
         let w = &saved.w_hh[d * h * g..][..h * g];
+        let mut w_t = vec![0.0; h * g];
+        for (j, row) in w.chunks_exact(g).enumerate() {
+            for (k, v) in row.iter().enumerate() {
+                w_t[k * h + j] = *v;
+            }
+        }
         let (mut dh, mut dc) = (vec![0.0f32; batch * h], vec![0.0f32; batch * h]);
+        let zeros = vec![0.0f32; batch * h];
         for t in (0..len).rev() {
             let time = dims.time(d, t);
-            for b in 0..batch {
-                if saved.mask[b * len + time] == 0.0 {
-                    continue; // output 0, state carried: dh and dc pass through unchanged.
-                }
-                let at = (t * batch + b) * h;
-                let d_out = &d_out[(b * len + time) * 2 * h + d * h..][..h];
-                let a = &act[(t * batch + b) * g..][..g];
-                let dx = &mut d_x[(t * batch + b) * g..][..g];
-                for j in 0..h {
-                    let d_state = dh[b * h + j] + d_out[j];
-                    if gates == 4 {
-                        let (i, f, gg, o) = (a[j], a[h + j], a[2 * h + j], a[3 * h + j]);
-                        let c_prev = if t > 0 { cell[at - batch * h + j] } else { 0.0 };
-                        let tc = tanh(cell[at + j]);
-                        let d_cell = d_state * o * (1.0 - tc * tc) + dc[b * h + j];
-                        dx[j] = d_cell * gg * i * (1.0 - i);
-                        dx[h + j] = d_cell * c_prev * f * (1.0 - f);
-                        dx[2 * h + j] = d_cell * i * (1.0 - gg * gg);
-                        dx[3 * h + j] = d_state * tc * o * (1.0 - o);
-                        dc[b * h + j] = d_cell * f;
-                        dh[b * h + j] = 0.0; // the product below adds what flows to h_{t-1}
-                    } else {
-                        let (r, z, n) = (a[j], a[h + j], a[2 * h + j]);
-                        let h_prev = if t > 0 { state[at - batch * h + j] } else { 0.0 };
-                        let d_n = d_state * (1.0 - z) * (1.0 - n * n);
-                        let d_r = d_n * cell[at + j] * r * (1.0 - r);
-                        let d_z = d_state * (h_prev - n) * z * (1.0 - z);
-                        dx[j] = d_r;
-                        dx[h + j] = d_z;
-                        dx[2 * h + j] = d_n;
-                        let dg = &mut d_gh[(t * batch + b) * g..][..g];
-                        dg[j] = d_r;
-                        dg[h + j] = d_z;
-                        dg[2 * h + j] = d_n * r;
-                        dh[b * h + j] = d_state * z;
-                    }
-                }
-            }
+            // The step before: its cells (LSTM) or states (GRU), zero before the first step.
+            let before = if t == 0 { &zeros[..] } else if gates == 4 { &cell[(t - 1) * batch * h..][..batch * h] } else { &state[(t - 1) * batch * h..][..batch * h] };
+            let step = BackStep {
+                d_out: &d_out[time * 2 * h + d * h..],
+                d_out_stride: len * 2 * h,
+                mask: &saved.mask[time..],
+                mask_stride: len,
+                activations: &act[t * batch * g..][..batch * g],
+                cells: &cell[t * batch * h..][..batch * h],
+                before,
+                d_x: &mut d_x[t * batch * g..][..batch * g],
+                d_gh: if gates == 3 { &mut d_gh[t * batch * g..][..batch * g] } else { &mut [] },
+            };
+            step_gradients(&dims, step, &mut dh, &mut dc);
             // dh_{t-1} += dG_t · W_hhᵀ (rows at padding have dG_t = 0).
             let d_gh_t: &[f32] = if gates == 3 { &d_gh[t * batch * g..][..batch * g] } else { &d_x[t * batch * g..][..batch * g] };
-            matmul(batch, h, g, &mut dh, true, d_gh_t, (g, 1), w, (1, g));
+            // As dhᵀ += W_hh · dG_tᵀ, with W_hh column-major (`w_t`).
+            matmul(h, batch, g, &mut dh, (1, h), true, &w_t, (1, h), d_gh_t, (1, g));
             // SAFETY: this closure is direction d's only thread; `d_gx` outlives the join.
             unsafe { d_gx_rows.write(d, time, &d_x[t * batch * g..][..batch * g]) };
         }
         let d_gh: &[f32] = if gates == 3 { &d_gh } else { &d_x };
         // dW_hh = Σ_t h_{t-1}ᵀ · dG_t, one product over all steps (h_{-1} = 0).
         let earlier = (len - 1) * batch;
-        matmul(h, g, earlier, d_w, false, &state[..earlier * h], (1, h), &d_gh[batch * g..], (g, 1));
+        matmul(h, g, earlier, d_w, (g, 1), false, &state[..earlier * h], (1, h), &d_gh[batch * g..], (g, 1));
         for row in d_gh.chunks_exact(g) {
             for (acc, v) in d_b.iter_mut().zip(row) {
                 *acc += v;
@@ -441,4 +454,97 @@ fn backward(saved: &Saved, d_out: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     // SAFETY: each direction wrote its half of every token's row, at every step.
     unsafe { d_gx.set_len(2 * dims.block(g)) };
     (d_gx, d_w, d_b)
+}
+
+/// One backward step of one direction, for every row of the batch (row `b` of `d_out` and `mask`
+/// at `b·stride`; the others `[batch, ·]`).
+struct BackStep<'a> {
+    d_out: &'a [f32],
+    d_out_stride: usize,
+    mask: &'a [f32],
+    mask_stride: usize,
+    activations: &'a [f32],
+    cells: &'a [f32],
+    /// The step before: its cells (LSTM) or hidden states (GRU).
+    before: &'a [f32],
+    d_x: &'a mut [f32],
+    /// The GRU's gradients of the recurrent product (its n gate differs from `d_x`'s).
+    d_gh: &'a mut [f32],
+}
+
+/// The gradients of one step's gate inputs from those of its output and carried state: writes
+/// `d_x` (and the GRU's `d_gh`), leaves in `dc` what flows to the previous cell and in `dh` the
+/// hidden-state part that does not pass through `W_hh` (the caller adds that product).
+fn step_gradients(dims: &Dims, step: BackStep, dh: &mut [f32], dc: &mut [f32]) {
+    let Dims { batch, hidden: h, gates, .. } = *dims;
+    let g = gates * h;
+    for b in 0..batch {
+        if step.mask[b * step.mask_stride] == 0.0 {
+            continue; // output 0, state carried: dh and dc pass through unchanged.
+        }
+        let d_out = &step.d_out[b * step.d_out_stride..][..h];
+        let a = &step.activations[b * g..][..g];
+        let (cell, before) = (&step.cells[b * h..][..h], &step.before[b * h..][..h]);
+        let dx = &mut step.d_x[b * g..][..g];
+        let (dx_0, rest) = dx.split_at_mut(h);
+        let (dx_1, rest) = rest.split_at_mut(h);
+        let (dx_2, dx_3) = rest.split_at_mut(h);
+        let dh = &mut dh[b * h..][..h];
+        if gates == 4 {
+            lstm_row_gradients(a, cell, before, d_out, dh, &mut dc[b * h..][..h], dx_0, dx_1, dx_2, dx_3);
+        } else {
+            let (dg_r, rest) = step.d_gh[b * g..][..g].split_at_mut(h);
+            let (dg_z, dg_n) = rest.split_at_mut(h);
+            gru_row_gradients(a, cell, before, d_out, dh, dx_0, dx_1, dx_2, dg_r, dg_z, dg_n);
+        }
+    }
+}
+
+// One row's gradients. Each written slice is a parameter of its own, of a function compiled for
+// the CPU: as `&mut` parameters they cannot overlap, so the loop vectorises without run-time
+// overlap checks (with the slices in `BackStep`'s fields it needed a dozen and stayed scalar).
+compiled_per_cpu! {
+    /// LSTM: `activations` i, f, g, o; `c_prev` the previous cell state.
+    #[allow(clippy::too_many_arguments)]
+    fn lstm_row_gradients(activations: &[f32], cell: &[f32], c_prev: &[f32], d_out: &[f32], dh: &mut [f32], dc: &mut [f32], dx_i: &mut [f32], dx_f: &mut [f32], dx_g: &mut [f32], dx_o: &mut [f32]) {
+        let h = dh.len();
+        let [i, f, gg, o] = [0, 1, 2, 3].map(|k| &activations[k * h..][..h]);
+        let (cell, c_prev, d_out, dc) = (&cell[..h], &c_prev[..h], &d_out[..h], &mut dc[..h]);
+        let (dx_i, dx_f, dx_g, dx_o) = (&mut dx_i[..h], &mut dx_f[..h], &mut dx_g[..h], &mut dx_o[..h]);
+        for j in 0..h {
+            let d_state = dh[j] + d_out[j];
+            let tc = tanh(cell[j]);
+            let d_cell = d_state * o[j] * (1.0 - tc * tc) + dc[j];
+            dx_i[j] = d_cell * gg[j] * i[j] * (1.0 - i[j]);
+            dx_f[j] = d_cell * c_prev[j] * f[j] * (1.0 - f[j]);
+            dx_g[j] = d_cell * i[j] * (1.0 - gg[j] * gg[j]);
+            dx_o[j] = d_state * tc * o[j] * (1.0 - o[j]);
+            dc[j] = d_cell * f[j];
+            dh[j] = 0.0; // the product with W_hhᵀ adds what flows to h_{t-1}
+        }
+    }
+}
+
+compiled_per_cpu! {
+    /// GRU: `activations` r, z, n; `gh_n` the recurrent part of n; `h_prev` the previous state.
+    #[allow(clippy::too_many_arguments)]
+    fn gru_row_gradients(activations: &[f32], gh_n: &[f32], h_prev: &[f32], d_out: &[f32], dh: &mut [f32], dx_r: &mut [f32], dx_z: &mut [f32], dx_n: &mut [f32], dg_r: &mut [f32], dg_z: &mut [f32], dg_n: &mut [f32]) {
+        let h = dh.len();
+        let [r, z, n] = [0, 1, 2].map(|k| &activations[k * h..][..h]);
+        let (gh_n, h_prev, d_out) = (&gh_n[..h], &h_prev[..h], &d_out[..h]);
+        let (dx_r, dx_z, dx_n, dg_r, dg_z, dg_n) = (&mut dx_r[..h], &mut dx_z[..h], &mut dx_n[..h], &mut dg_r[..h], &mut dg_z[..h], &mut dg_n[..h]);
+        for j in 0..h {
+            let d_state = dh[j] + d_out[j];
+            let d_n = d_state * (1.0 - z[j]) * (1.0 - n[j] * n[j]);
+            let d_r = d_n * gh_n[j] * r[j] * (1.0 - r[j]);
+            let d_z = d_state * (h_prev[j] - n[j]) * z[j] * (1.0 - z[j]);
+            dx_r[j] = d_r;
+            dx_z[j] = d_z;
+            dx_n[j] = d_n;
+            dg_r[j] = d_r;
+            dg_z[j] = d_z;
+            dg_n[j] = d_n * r[j];
+            dh[j] = d_state * z[j];
+        }
+    }
 }
