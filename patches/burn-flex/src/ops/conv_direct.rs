@@ -102,15 +102,22 @@ impl Same3x3 {
     fn pack(&self, w: &[f32], weights: Weights) -> Vec<f32> {
         let blocks = self.outputs.div_ceil(CHANNELS);
         let mut packed = vec![0.0; blocks * self.inputs * 9 * CHANNELS];
-        for (at, value) in packed.iter_mut().enumerate() {
-            let (lane, position) = (at % CHANNELS, at / CHANNELS % 9);
-            let (input, block) = (at / (CHANNELS * 9) % self.inputs, at / (CHANNELS * 9 * self.inputs));
-            let output = block * CHANNELS + lane;
-            if output < self.outputs {
-                *value = match weights {
-                    Weights::AsGiven => w[(output * self.inputs + input) * 9 + position],
-                    Weights::Adjoint => w[(input * self.outputs + output) * 9 + 8 - position],
-                };
+        // Nested loops, not one index split by division: the divisions were a quarter of
+        // `fashion-cnn`'s inference at batch 1 (one thread), where a call is one image.
+        for block in 0..blocks {
+            for input in 0..self.inputs {
+                for position in 0..9 {
+                    let at = ((block * self.inputs + input) * 9 + position) * CHANNELS;
+                    for (lane, value) in packed[at..at + CHANNELS].iter_mut().enumerate() {
+                        let output = block * CHANNELS + lane;
+                        if output < self.outputs {
+                            *value = match weights {
+                                Weights::AsGiven => w[(output * self.inputs + input) * 9 + position],
+                                Weights::Adjoint => w[(input * self.outputs + output) * 9 + 8 - position],
+                            };
+                        }
+                    }
+                }
             }
         }
         packed
