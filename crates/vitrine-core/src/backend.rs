@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use burn::tensor::wgpu::wgpu;
 use burn::tensor::{Device, DeviceKind};
 use serde::{Deserialize, Serialize};
@@ -59,6 +59,9 @@ pub struct ComputeDevice {
     pub backend: BackendChoice,
     /// Human-readable description, e.g. `wgpu: NVIDIA H100 (DiscreteGpu, Vulkan)`.
     pub description: String,
+    /// The further devices of data-parallel training (`run.devices`), plain like `device`:
+    /// each step's batch is split between `device` and these. Empty for one device.
+    pub replicas: Vec<Device>,
 }
 
 /// One wgpu adapter as the system reports it.
@@ -152,30 +155,82 @@ pub fn select_device(choice: BackendChoice) -> Result<ComputeDevice> {
             device: Device::ndarray(),
             backend: BackendChoice::Ndarray,
             description: "ndarray (CPU; far slower than flex for convolutions, see README)".into(),
+            replicas: Vec::new(),
         }),
         BackendChoice::Auto => {
             let adapters = gpu_adapters();
             match adapters.iter().find(|a| a.is_hardware()) {
-                Some(adapter) => Ok(wgpu_device(adapter)),
+                Some(adapter) => Ok(wgpu_device(adapter, 0)),
                 None => Ok(flex()),
             }
         }
         BackendChoice::Wgpu => {
             let adapters = gpu_adapters();
             match adapters.first() {
-                Some(adapter) => Ok(wgpu_device(adapter)),
+                Some(adapter) => Ok(wgpu_device(adapter, 0)),
                 None => bail!(
                     "--backend wgpu: no wgpu adapter found (install a Vulkan driver, e.g. \
                      `apt-get install mesa-vulkan-drivers`, or use --backend flex)"
                 ),
             }
         }
-        BackendChoice::Cuda => cuda(),
+        BackendChoice::Cuda => cuda(0),
+    }
+}
+
+/// The devices of `run.devices`, the first the main one (where the optimizer steps and
+/// validation runs), for data-parallel training: `flex`, `ndarray`, `wgpu:N` (the N-th adapter
+/// of the best kind, as `vitrine devices` lists them) or `cuda:N`.
+pub fn select_devices(names: &[String]) -> Result<ComputeDevice> {
+    let mut chosen = Vec::with_capacity(names.len());
+    for name in names {
+        let compute = named_device(name).with_context(|| format!("run.devices: `{name}`"))?;
+        if chosen.iter().any(|c: &ComputeDevice| c.device == compute.device) {
+            bail!("run.devices: `{name}` is named twice (each device takes its own share of a batch)");
+        }
+        chosen.push(compute);
+    }
+    let mut devices = chosen.into_iter();
+    let Some(mut main) = devices.next() else { bail!("run.devices is empty: name at least one device, or leave it out") };
+    for replica in devices {
+        main.description = format!("{} + {}", main.description, replica.description);
+        main.replicas.push(replica.device);
+    }
+    if !main.replicas.is_empty() {
+        main.description = format!("{} (data-parallel)", main.description);
+    }
+    Ok(main)
+}
+
+/// One device of `run.devices` by name.
+fn named_device(name: &str) -> Result<ComputeDevice> {
+    let (backend, index) = match name.split_once(':') {
+        Some((backend, index)) => {
+            let index: usize = index.parse().map_err(|_| anyhow::anyhow!("`{index}` is not a device number"))?;
+            (backend, Some(index))
+        }
+        None => (name, None),
+    };
+    match (backend.parse::<BackendChoice>()?, index) {
+        (BackendChoice::Flex | BackendChoice::Ndarray, Some(_)) => bail!("the CPU backends have one device each: write `{backend}`"),
+        (choice @ (BackendChoice::Flex | BackendChoice::Ndarray), None) => select_device(choice),
+        (BackendChoice::Wgpu, index) => {
+            let adapters = gpu_adapters();
+            let Some(best) = adapters.first() else { bail!("no wgpu adapter found") };
+            let index = index.unwrap_or(0);
+            let same_kind: Vec<&GpuAdapter> = adapters.iter().filter(|a| a.kind == best.kind).collect();
+            match same_kind.get(index) {
+                Some(adapter) => Ok(wgpu_device(adapter, index)),
+                None => bail!("wgpu has {} adapter(s) of the kind {:?}, numbered from 0", same_kind.len(), best.kind),
+            }
+        }
+        (BackendChoice::Cuda, index) => cuda(index.unwrap_or(0)),
+        (BackendChoice::Auto, _) => bail!("name a device, not `auto`"),
     }
 }
 
 #[cfg(not(feature = "cuda"))]
-fn cuda() -> Result<ComputeDevice> {
+fn cuda(_index: usize) -> Result<ComputeDevice> {
     bail!(
         "--backend cuda: this vitrine was built without CUDA; build it with \
          `cargo build --release --features cuda` (it needs the NVIDIA driver and NVRTC at run time), \
@@ -183,12 +238,12 @@ fn cuda() -> Result<ComputeDevice> {
     )
 }
 
-/// CUDA device 0, once a small computation on it has worked: cubecl panics when the driver or
+/// CUDA device `index`, once a small computation on it has worked: cubecl panics when the driver or
 /// NVRTC is missing, and that must become an error, not a crash halfway into a run.
 #[cfg(feature = "cuda")]
-fn cuda() -> Result<ComputeDevice> {
+fn cuda(index: usize) -> Result<ComputeDevice> {
     use burn::tensor::Tensor;
-    let device = Device::cuda(0);
+    let device = Device::cuda(index);
     let probe = device.clone();
     let quiet = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
@@ -201,16 +256,17 @@ fn cuda() -> Result<ComputeDevice> {
         Ok(sum) if sum == 14.0 => Ok(ComputeDevice {
             device,
             backend: BackendChoice::Cuda,
-            description: "cuda: device 0 (NVRTC)".into(),
+            description: format!("cuda: device {index} (NVRTC)"),
+            replicas: Vec::new(),
         }),
-        Ok(sum) => bail!("--backend cuda: a test sum on device 0 gave {sum}, not 14; the CUDA device is unusable"),
+        Ok(sum) => bail!("--backend cuda: a test sum on device {index} gave {sum}, not 14; the CUDA device is unusable"),
         Err(panic) => {
             let why = panic
                 .downcast_ref::<String>()
                 .map(String::as_str)
                 .or_else(|| panic.downcast_ref::<&str>().copied())
                 .unwrap_or("unknown failure");
-            bail!("--backend cuda: CUDA device 0 could not run ({why}); it needs the NVIDIA driver and NVRTC. Use --backend wgpu instead")
+            bail!("--backend cuda: CUDA device {index} could not run ({why}); it needs the NVIDIA driver and NVRTC. Use --backend wgpu instead")
         }
     }
 }
@@ -220,15 +276,16 @@ fn flex() -> ComputeDevice {
         device: Device::flex(),
         backend: BackendChoice::Flex,
         description: format!("flex (CPU, {} threads)", rayon::current_num_threads()),
+        replicas: Vec::new(),
     }
 }
 
-fn wgpu_device(adapter: &GpuAdapter) -> ComputeDevice {
-    // cubecl indexes adapters within their type; the first of the best type is ours.
+/// `adapter`, the `index`-th of its kind: cubecl numbers adapters within their kind.
+fn wgpu_device(adapter: &GpuAdapter, index: usize) -> ComputeDevice {
     let kind = match adapter.kind {
-        wgpu::DeviceType::DiscreteGpu => DeviceKind::DiscreteGpu(0),
-        wgpu::DeviceType::IntegratedGpu => DeviceKind::IntegratedGpu(0),
-        wgpu::DeviceType::VirtualGpu => DeviceKind::VirtualGpu(0),
+        wgpu::DeviceType::DiscreteGpu => DeviceKind::DiscreteGpu(index),
+        wgpu::DeviceType::IntegratedGpu => DeviceKind::IntegratedGpu(index),
+        wgpu::DeviceType::VirtualGpu => DeviceKind::VirtualGpu(index),
         wgpu::DeviceType::Cpu | wgpu::DeviceType::Other => DeviceKind::Cpu,
     };
     let software = if adapter.is_hardware() { "" } else { " [software adapter: slow, for testing]" };
@@ -236,6 +293,7 @@ fn wgpu_device(adapter: &GpuAdapter) -> ComputeDevice {
         device: Device::wgpu(kind),
         backend: BackendChoice::Wgpu,
         description: format!("{}{software}", adapter.describe()),
+        replicas: Vec::new(),
     }
 }
 
@@ -484,6 +542,30 @@ mod tests {
         assert_eq!("FLEX".parse::<BackendChoice>().unwrap(), BackendChoice::Flex);
         assert_eq!("cuda".parse::<BackendChoice>().unwrap(), BackendChoice::Cuda);
         assert!("tpu".parse::<BackendChoice>().is_err());
+    }
+
+    #[test]
+    fn devices_by_name_and_the_mistakes_said_clearly() {
+        let names = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let two = select_devices(&names(&["flex", "ndarray"])).unwrap();
+        assert_eq!(two.device, Device::flex());
+        #[allow(deprecated)]
+        let ndarray = Device::ndarray();
+        assert_eq!(two.replicas, [ndarray]);
+        assert!(two.description.ends_with("(data-parallel)"), "{}", two.description);
+        let one = select_devices(&names(&["flex"])).unwrap();
+        assert!(one.replicas.is_empty() && !one.description.contains("data-parallel"));
+        for (list, says) in [
+            (&["flex", "flex"][..], "named twice"),
+            (&["flex:1"][..], "one device each"),
+            (&["tpu:0"][..], "unknown backend `tpu`"),
+            (&["wgpu:x"][..], "not a device number"),
+            (&["auto"][..], "not `auto`"),
+            (&[][..], "run.devices is empty"),
+        ] {
+            let error = format!("{:#}", select_devices(&names(list)).unwrap_err());
+            assert!(error.contains(says), "{list:?}: {error}");
+        }
     }
 
     #[cfg(not(feature = "cuda"))]

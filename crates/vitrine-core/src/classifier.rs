@@ -1,12 +1,13 @@
 //! Training and evaluating any classifier (product images, review texts) with cross-entropy.
 
 use std::marker::PhantomData;
+use std::ops::Range;
 use std::path::Path;
 
 use anyhow::Result;
 use burn::module::Module;
 use burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};
-use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 use burn::tensor::Gradients;
 use burn::tensor::activation::softmax;
@@ -32,12 +33,27 @@ pub trait ClassifierModel: Module + Send + 'static {
 pub trait LabelledBatch: Send + 'static {
     type Input;
     fn into_parts(self) -> (Self::Input, Tensor<1, Int>);
+    /// The number of examples.
+    fn len(&self) -> usize;
+    /// Examples `range`, on `device`: one device's share in data-parallel training.
+    fn share(&self, range: Range<usize>, device: &Device) -> Self;
 }
 
 impl LabelledBatch for ImageBatch {
     type Input = Tensor<4>;
     fn into_parts(self) -> (Tensor<4>, Tensor<1, Int>) {
         (self.images, self.targets)
+    }
+
+    fn len(&self) -> usize {
+        self.targets.dims()[0]
+    }
+
+    fn share(&self, range: Range<usize>, device: &Device) -> Self {
+        Self {
+            images: self.images.clone().slice(range.clone()).to_device(device),
+            targets: self.targets.clone().slice(range).to_device(device),
+        }
     }
 }
 
@@ -46,6 +62,10 @@ pub struct ClassifierTask<M, B> {
     model: M,
     optimizer: Option<ModuleOptimizer>,
     loss: CrossEntropyLoss,
+    /// Where the model and the optimizer live.
+    device: Device,
+    /// Data-parallel training's further devices; empty for one device.
+    replicas: Vec<Device>,
     _batch: PhantomData<fn(B)>,
 }
 
@@ -56,7 +76,14 @@ where
 {
     /// `model` must live on an autodiff device.
     pub fn new(model: M, optimizer: ModuleOptimizer, device: &Device) -> Self {
-        Self { model, optimizer: Some(optimizer), loss: CrossEntropyLossConfig::new().init(device), _batch: PhantomData }
+        Self {
+            model,
+            optimizer: Some(optimizer),
+            loss: CrossEntropyLossConfig::new().init(device),
+            device: device.clone(),
+            replicas: Vec::new(),
+            _batch: PhantomData,
+        }
     }
 
     pub fn model(&self) -> &M {
@@ -67,7 +94,110 @@ where
 /// Correct predictions in a batch, as a one-element device tensor.
 fn count_correct(logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1, Int> {
     let predicted = logits.argmax(1).squeeze_dim::<1>(1);
+    // Labels made on another backend (a data-parallel share) may keep its integer type.
+    let targets = if targets.dtype() == predicted.dtype() { targets } else { targets.cast(predicted.dtype()) };
     predicted.equal(targets).int().sum()
+}
+
+/// Forward and backward of a batch, or of one device's share of a batch when `weight` says
+/// what part of the batch the share is (its mean loss then counts that much of the step's):
+/// the gradients in learning-rate groups, and the figures of the examples.
+fn gradients<M, B>(model: &M, loss: &CrossEntropyLoss, batch: B, weight: Option<f32>) -> (Vec<(f64, GradientsParams)>, StepStats)
+where
+    M: ClassifierModel,
+    B: LabelledBatch<Input = M::Input>,
+{
+    let (input, targets) = batch.into_parts();
+    let count = targets.dims()[0];
+    let logits = model.logits(input);
+    let loss = loss.forward(logits.clone(), targets.clone());
+    let mut grads = match weight {
+        None => loss.backward(),
+        Some(weight) => loss.clone().mul_scalar(weight).backward(),
+    };
+    let groups = model.learning_rate_groups(&mut grads);
+    let stats = StepStats {
+        loss_sum: loss.detach().mul_scalar(count as f32),
+        correct: Some(count_correct(logits.detach(), targets)),
+        count,
+        extra: Vec::new(),
+    };
+    (groups, stats)
+}
+
+/// `total` examples split into `parts` consecutive ranges as even as possible, none empty.
+fn shares(total: usize, parts: usize) -> Vec<Range<usize>> {
+    let (size, longer) = (total / parts, total % parts);
+    let mut start = 0;
+    (0..parts)
+        .map(|i| {
+            let end = start + size + usize::from(i < longer);
+            let range = start..end;
+            start = end;
+            range
+        })
+        .filter(|range| !range.is_empty())
+        .collect()
+}
+
+impl<M, B> ClassifierTask<M, B>
+where
+    M: ClassifierModel,
+    B: LabelledBatch<Input = M::Input>,
+{
+    /// Data-parallel training's forward and backward: each device takes its share of the batch
+    /// on a thread of its own with a copy of the weights, and the gradients are summed on the
+    /// task's device. As burn's multi-device strategy does: the optimizer steps once, on the
+    /// task's device, and the next step copies the weights out again. Each share's loss is
+    /// weighted by its size, so the sum is the whole batch's gradient.
+    fn gradients_across_devices(&self, batch: B) -> (Vec<(f64, GradientsParams)>, StepStats) {
+        let total = batch.len();
+        let devices: Vec<&Device> = std::iter::once(&self.device).chain(&self.replicas).collect();
+        let results: Vec<_> = std::thread::scope(|scope| {
+            let workers: Vec<_> = shares(total, devices.len())
+                .into_iter()
+                .zip(&devices)
+                .map(|(range, &device)| {
+                    let weight = range.len() as f32 / total as f32;
+                    let share = batch.share(range, device);
+                    let model = if *device == self.device { self.model.clone() } else { self.model.clone().fork(device) };
+                    let loss = CrossEntropyLossConfig::new().init(device);
+                    scope.spawn(move || gradients(&model, &loss, share, Some(weight)))
+                })
+                .collect();
+            workers.into_iter().map(|worker| worker.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect::<Vec<_>>()
+        });
+        let mut sums: Vec<(f64, GradientsAccumulator<M>)> = Vec::new();
+        let mut totals: Option<StepStats> = None;
+        for (groups, stats) in results {
+            for (i, (factor, group)) in groups.into_iter().enumerate() {
+                if sums.len() <= i {
+                    sums.push((factor, GradientsAccumulator::new()));
+                }
+                sums[i].1.accumulate(&self.model, group.to_device(&self.device, &self.model));
+            }
+            let stats = StepStats {
+                loss_sum: stats.loss_sum.to_device(&self.device),
+                correct: stats.correct.map(|c| c.to_device(&self.device)),
+                ..stats
+            };
+            totals = Some(match totals {
+                None => stats,
+                Some(sum) => StepStats {
+                    loss_sum: sum.loss_sum + stats.loss_sum,
+                    // Counts from another backend may come in its integer type.
+                    correct: sum.correct.zip(stats.correct).map(|(a, b)| {
+                        let b = if b.dtype() == a.dtype() { b } else { b.cast(a.dtype()) };
+                        a + b
+                    }),
+                    count: sum.count + stats.count,
+                    extra: Vec::new(),
+                },
+            });
+        }
+        let groups = sums.into_iter().map(|(factor, mut sum)| (factor, sum.grads())).collect();
+        (groups, totals.expect("a batch has at least one example"))
+    }
 }
 
 impl<M, B> TrainTask for ClassifierTask<M, B>
@@ -77,23 +207,24 @@ where
 {
     type Batch = B;
 
+    const DATA_PARALLEL: bool = true;
+
     fn train_step(&mut self, batch: B, lr: f64) -> StepStats {
-        let (input, targets) = batch.into_parts();
-        let count = targets.dims()[0];
-        let logits = self.model.logits(input);
-        let loss = self.loss.forward(logits.clone(), targets.clone());
-        let mut grads = loss.backward();
-        let groups = self.model.learning_rate_groups(&mut grads);
+        let (groups, stats) = if self.replicas.is_empty() {
+            gradients(&self.model, &self.loss, batch, None)
+        } else {
+            self.gradients_across_devices(batch)
+        };
         let optimizer = self.optimizer.as_mut().expect("optimizer present between steps");
         for (factor, group) in groups {
             self.model = optimizer.step(lr * factor, self.model.clone(), group);
         }
-        StepStats {
-            loss_sum: loss.detach().mul_scalar(count as f32),
-            correct: Some(count_correct(logits.detach(), targets)),
-            count,
-            extra: Vec::new(),
-        }
+        stats
+    }
+
+    fn spread_over(&mut self, replicas: Vec<Device>) -> Result<()> {
+        self.replicas = replicas;
+        Ok(())
     }
 
     fn validate(&self, batches: &mut dyn Iterator<Item = B>) -> PassTotals {

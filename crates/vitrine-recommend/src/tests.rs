@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
-use vitrine_core::backend::{BackendChoice, select_device};
+use vitrine_core::backend::{BackendChoice, select_device, select_devices};
 use vitrine_core::config::ConfigFile;
 use vitrine_core::report::RunReport;
 use vitrine_core::reporter::Silent;
@@ -210,4 +210,18 @@ fn row_wise_updates_learn_beat_popularity_and_resume_exactly() {
     assert!(run.file("checkpoints/epoch-2/row-adam.bpk").is_file());
     let resumed = train_into(&with("train.epochs=3"), &run, true);
     assert_eq!(resumed.epochs[2].train_loss, straight.epochs[2].train_loss);
+}
+
+/// `run.devices` splits batches for the classifiers only; a recommender asked to is refused
+/// before anything is written.
+#[test]
+fn several_devices_are_refused_where_training_cannot_split_batches() {
+    let mut config = config("name = \"bpr-mf\"", "", &[]);
+    config.run.devices = vec!["flex".into(), "ndarray".into()];
+    let compute = select_devices(&config.run.devices).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let run = RunDir::create(&tmp.path().join("run")).unwrap();
+    let error = format!("{:#}", train(&config, &TrainContext { run: &run, compute: &compute, resuming: false, reporter: &Silent }).unwrap_err());
+    assert!(error.contains("run.devices names 2 devices") && error.contains("train on one device"), "{error}");
+    assert!(!tmp.path().join("run/config.toml").exists(), "nothing written");
 }

@@ -12,7 +12,7 @@ use std::path::Path;
 
 use anyhow::{Result, bail};
 use clap::{ArgMatches, FromArgMatches};
-use vitrine_core::backend::{BackendChoice, ComputeDevice, select_device};
+use vitrine_core::backend::{BackendChoice, ComputeDevice, select_device, select_devices};
 use vitrine_core::config::{ConfigFile, RunSection};
 use vitrine_core::family::{Family, Output, TrainedRun, family_of_task};
 use vitrine_core::run_dir::{CONFIG_FILE, RunDir};
@@ -51,9 +51,12 @@ fn open_run(path: &Path) -> Result<(Box<dyn TrainedRun>, &'static dyn Family)> {
     Ok((family.open(run, &config)?, family))
 }
 
-/// The device for `--backend`, else the run's configured backend.
+/// The device for `--backend`, else the run's configured devices or backend.
 fn device_for(flag: Option<BackendChoice>, run: &RunSection) -> Result<ComputeDevice> {
-    select_device(flag.unwrap_or(run.backend))
+    match flag {
+        None if !run.devices.is_empty() => select_devices(&run.devices),
+        _ => select_device(flag.unwrap_or(run.backend)),
+    }
 }
 
 /// Prints a command's answer as text, or as JSON with `--json`.

@@ -56,11 +56,13 @@ pub fn train(args: &TrainArgs) -> Result<()> {
     };
     let section = experiment.run_section_mut();
     section.strict |= args.strict;
-    let compute = device_for(args.backend.backend, section)?;
-    reporter.info(&format!("device: {}", compute.description));
-    let trained = experiment.train(&TrainContext { run: &run, compute: &compute, resuming, reporter: &reporter });
+    let trained = device_for(args.backend.backend, section).and_then(|compute| {
+        reporter.info(&format!("device: {}", compute.description));
+        experiment.train(&TrainContext { run: &run, compute: &compute, resuming, reporter: &reporter })
+    });
     if trained.is_err() && !resuming && !run.file("checkpoints/latest").exists() {
-        // Failed before its first epoch (unreadable data, say): no half-made run folder is left.
+        // Failed before its first epoch (no such device, unreadable data): no half-made run
+        // folder is left.
         let _ = std::fs::remove_dir_all(run.root());
     }
     trained.map(|_| ())

@@ -17,15 +17,20 @@ pub struct RunSection {
     /// (comparing initialisations on the same split). By default `seed`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub split_seed: Option<u64>,
-    /// Where the model runs: `auto`, `flex`, `ndarray` or `wgpu`.
+    /// Where the model runs: `auto`, `flex`, `ndarray`, `wgpu` or `cuda`.
     pub backend: BackendChoice,
+    /// Several devices for data-parallel training instead of `backend`'s one, e.g.
+    /// `["cuda:0", "cuda:1"]`: each batch is split between them, the gradients summed on the
+    /// first, which steps the optimizer and validates. Empty: `backend` alone.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<String>,
     /// Fail on the first unreadable input file instead of skipping it.
     pub strict: bool,
 }
 
 impl Default for RunSection {
     fn default() -> Self {
-        Self { seed: 42, split_seed: None, backend: BackendChoice::Auto, strict: false }
+        Self { seed: 42, split_seed: None, backend: BackendChoice::Auto, devices: Vec::new(), strict: false }
     }
 }
 

@@ -27,11 +27,12 @@ pub struct FitPlan {
     /// The training device and the run's seed: before each epoch the device's random numbers
     /// (dropout masks, GAN noise) are re-seeded from both and the epoch, so a resumed run draws
     /// exactly what an uninterrupted one would have.
-    pub reseed: Option<(Device, u64)>,
+    /// The devices are the training device and any data-parallel replicas (each its own seed).
+    pub reseed: Option<(Vec<Device>, u64)>,
 }
 
 impl FitPlan {
-    pub fn new(t: &TrainSection, train_device: &Device, seed: u64) -> Self {
+    pub fn new(t: &TrainSection, train_devices: &[Device], seed: u64) -> Self {
         Self {
             epochs: t.epochs,
             base_lr: t.optimizer.lr,
@@ -40,7 +41,7 @@ impl FitPlan {
             keep_checkpoints: t.keep_checkpoints,
             restore_best: t.restore_best,
             monitor: Monitor::ValidLoss,
-            reseed: Some((train_device.clone(), seed)),
+            reseed: Some((train_devices.to_vec(), seed)),
         }
     }
 }
@@ -85,8 +86,10 @@ pub fn fit<T: TrainTask>(
             stopped_early = true;
             break;
         }
-        if let Some((device, seed)) = &plan.reseed {
-            device.seed(epoch_seed(*seed, epoch));
+        if let Some((devices, seed)) = &plan.reseed {
+            for (i, device) in devices.iter().enumerate() {
+                device.seed(epoch_seed(*seed, epoch).wrapping_add(i as u64));
+            }
         }
         let lr = plan.schedule.lr_at(plan.base_lr, epoch, plan.epochs);
         let steps = train.num_batches();

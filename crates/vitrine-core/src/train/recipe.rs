@@ -2,7 +2,7 @@
 //! seed → model → resume → fit → final weights → held-out scores → report. A family supplies
 //! only what differs, as a [`Recipe`].
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use burn::prelude::*;
 
 use super::fit::{FitOutcome, FitPlan, fit, resume};
@@ -90,15 +90,27 @@ pub trait Recipe {
 /// Trains a family's recipe into `ctx.run`, continuing from its last checkpoint when resuming.
 pub fn train<R: Recipe>(recipe: &R, ctx: &TrainContext) -> Result<RunReport> {
     let (run, reporter) = (ctx.run, ctx.reporter);
+    if !ctx.compute.replicas.is_empty() && !R::Task::DATA_PARALLEL {
+        bail!(
+            "run.devices names {} devices, but {} models train on one device: data-parallel training covers \
+             the classifiers (image and review tasks) so far; name one device or use `backend`",
+            ctx.compute.replicas.len() + 1,
+            recipe.task_name()
+        );
+    }
     let mut data = recipe.load_data(ctx)?;
     run.record_start(&recipe.settings().resolved_toml()?, &recipe.classes(&data), ctx.resuming)?;
     recipe.prepare(&mut data, ctx)?;
 
     let device = ctx.compute.device.clone();
     let train_device = device.clone().autodiff();
+    let replicas: Vec<Device> = ctx.compute.replicas.iter().map(|d| d.clone().autodiff()).collect();
     let seed = recipe.settings().run().seed;
     train_device.seed(seed);
     let Built { mut task, description, parameters } = recipe.build(&data, &train_device, ctx)?;
+    if !replicas.is_empty() {
+        task.spread_over(replicas.clone())?;
+    }
     reporter.info(&format!("model: {description} ({parameters} parameters)"));
     let history = if ctx.resuming { resume(&mut task, run)? } else { Vec::new() };
     if ctx.resuming {
@@ -106,7 +118,7 @@ pub fn train<R: Recipe>(recipe: &R, ctx: &TrainContext) -> Result<RunReport> {
     }
     let (train_batches, valid_batches) = recipe.batches(&data, &train_device, &device)?;
     let settings = recipe.settings().train();
-    let plan = FitPlan { monitor: recipe.monitor(), ..FitPlan::new(settings, &train_device, seed) };
+    let plan = FitPlan { monitor: recipe.monitor(), ..FitPlan::new(settings, &[vec![train_device.clone()], replicas].concat(), seed) };
     let outcome: FitOutcome = fit(&mut task, train_batches.as_ref(), valid_batches.as_ref(), &plan, run, history, reporter)?;
     task.save_weights(&run.file(WEIGHTS_FILE))?;
     if outcome.stopped_early {

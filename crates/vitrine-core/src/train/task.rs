@@ -92,6 +92,8 @@ impl PassTotals {
 /// A model (or models) the driver can train: one step at a time, validation, checkpoints.
 pub trait TrainTask {
     type Batch: Send + 'static;
+    /// Whether [`TrainTask::spread_over`] splits batches between devices (`run.devices`).
+    const DATA_PARALLEL: bool = false;
     /// One optimisation step at learning rate `lr`.
     fn train_step(&mut self, batch: Self::Batch, lr: f64) -> StepStats;
     /// A pass over validation data in inference mode.
@@ -104,6 +106,12 @@ pub trait TrainTask {
     fn save_weights(&self, path: &Path) -> Result<()>;
     /// Replaces the model's weights with those [`TrainTask::save_weights`] wrote.
     fn load_weights(&mut self, path: &Path) -> Result<()>;
+    /// From now on, splits each training batch between the task's device and `replicas`
+    /// (autodiff devices), summing the gradients on its own. Tasks whose
+    /// [`TrainTask::DATA_PARALLEL`] is true override it.
+    fn spread_over(&mut self, _replicas: Vec<Device>) -> Result<()> {
+        anyhow::bail!("this model trains on one device")
+    }
     /// Work after each epoch's validation (sample grids, ranking scores); the returned scores
     /// go into the epoch's record.
     fn end_epoch(&mut self, _epoch: usize, _run: &RunDir) -> Result<Vec<(Metric, f64)>> {

@@ -151,6 +151,20 @@ impl LabelledBatch for TokenBatch {
     fn into_parts(self) -> (TokenInput, Tensor<1, Int>) {
         (self.input, self.targets)
     }
+
+    fn len(&self) -> usize {
+        self.targets.dims()[0]
+    }
+
+    fn share(&self, range: std::ops::Range<usize>, device: &Device) -> Self {
+        let rows = |ids: &Tensor<2, Int>| ids.clone().slice(range.clone()).to_device(device);
+        let input = TokenInput {
+            ids: rows(&self.input.ids),
+            mask: self.input.mask.clone().slice(range.clone()).to_device(device),
+            ngrams: self.input.ngrams.as_ref().map(rows),
+        };
+        Self { input, targets: self.targets.clone().slice(range).to_device(device) }
+    }
 }
 
 #[cfg(test)]

@@ -160,7 +160,7 @@ fn a_resumed_run_draws_the_random_numbers_of_an_uninterrupted_one() {
         keep_checkpoints: 1,
         restore_best: false,
         monitor: Monitor::ValidLoss,
-        reseed: Some((Device::flex(), 7)),
+        reseed: Some((vec![Device::flex()], 7)),
     };
     let tmp = tempfile::tempdir().unwrap();
     let straight_run = RunDir::create(&tmp.path().join("straight")).unwrap();
