@@ -299,6 +299,11 @@ fn cell_step(dims: &Dims, step: Step, carried: &mut Carried) {
             continue;
         }
         let x = &step.gx[b * step.gx_stride..][..g];
+        if b + 1 < batch {
+            // The input projections are computed for the whole sequence before the recurrence
+            // (tens of MB), so each row comes from memory: ask for the next while this one runs.
+            prefetch(&step.gx[(b + 1) * step.gx_stride..][..g]);
+        }
         let gh = &mut carried.gh[b * g..][..g];
         if gates == 4 {
             lstm_row(x, gh, cb, hb);
@@ -320,6 +325,17 @@ fn cell_step(dims: &Dims, step: Step, carried: &mut Carried) {
             step.states[b * h..][..h].copy_from_slice(hb);
         }
     }
+}
+
+/// Asks the CPU to bring `values` into its cache, one 64-byte line at a time.
+fn prefetch(values: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    for line in values.chunks(16) {
+        // SAFETY: a prefetch only hints; the address is inside `values`.
+        unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(line.as_ptr().cast()) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = values;
 }
 
 // One row's step, compiled for the CPU, the written slices parameters of their own (see
