@@ -162,6 +162,10 @@ pub struct BenchArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Classifiers: data-parallel training over these devices (as `run.devices`), e.g.
+    /// `cuda:0,cuda:1`, each batch split between them; measured in this process, as JSON.
+    #[arg(long, value_delimiter = ',', conflicts_with = "backend")]
+    pub devices: Vec<String>,
     /// Internal: measure one backend in this process and print JSON.
     #[arg(long, hide = true)]
     pub single: bool,

@@ -1,4 +1,5 @@
-//! Throughput of a classifier on one device: timed training steps and inference batches.
+//! Throughput of a classifier on one device (training on several with `--devices`): timed
+//! training steps and inference batches.
 
 use std::time::{Duration, Instant};
 
@@ -58,6 +59,9 @@ impl Timing {
         let batch_size = train_batch.clone().into_parts().1.dims()[0];
         let train_device = compute.device.clone().autodiff();
         let mut task = ClassifierTask::new(model, build_optimizer(&OptimizerConfig::default(), None), &train_device);
+        if !compute.replicas.is_empty() {
+            task.spread_over(compute.replicas.iter().map(|d| d.clone().autodiff()).collect()).expect("classifiers split batches");
+        }
         let train = self.rate(|| {
             let _: f32 = task.train_step(train_batch.clone(), 1e-3).loss_sum.into_scalar();
         });
@@ -65,7 +69,11 @@ impl Timing {
         let infer = self.rate(|| {
             let _ = model.logits(input.clone()).into_data();
         });
-        BenchResult::new(name, compute, batch_size, train, infer)
+        let mut result = BenchResult::new(name, compute, batch_size, train, infer);
+        if !compute.replicas.is_empty() {
+            result.extra.insert("devices".into(), (compute.replicas.len() + 1).into());
+        }
+        result
     }
 }
 

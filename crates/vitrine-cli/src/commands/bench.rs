@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result, bail};
 use clap::ArgMatches;
-use vitrine_core::backend::{BackendChoice, gpu_adapters, select_device};
+use vitrine_core::backend::{BackendChoice, gpu_adapters, select_device, select_devices};
 use vitrine_core::bench::Timing;
 use vitrine_core::family::BenchRequest;
 
@@ -15,11 +15,18 @@ pub fn bench(args: &BenchArgs, matches: &ArgMatches) -> Result<()> {
         let models: Vec<&str> = FAMILIES.iter().flat_map(|f| f.models()).collect();
         bail!("unknown model `{}`: expected one of {}", args.model, models.join(", "));
     };
-    if args.single {
-        let compute = select_device(args.backend.unwrap_or(BackendChoice::Auto))?;
+    if args.single || !args.devices.is_empty() {
+        let compute = if args.devices.is_empty() {
+            select_device(args.backend.unwrap_or(BackendChoice::Auto))?
+        } else {
+            select_devices(&args.devices).context("--devices")?
+        };
         let timing = Timing { warmup: args.warmup, steps: args.steps, budget: std::time::Duration::from_secs_f64(args.seconds) };
         let request = BenchRequest { compute: &compute, batch_size: args.batch_size, timing, args: matches };
         let mut result = family.bench(&args.model, &request)?;
+        if !compute.replicas.is_empty() && !result.extra.contains_key("devices") {
+            bail!("--devices: {} trains on one device (data-parallel training covers the image and review classifiers)", args.model);
+        }
         result.extra.insert("peak_memory_mib".into(), peak_memory_mib().into());
         println!("{}", serde_json::to_string(&result)?);
         return Ok(());
