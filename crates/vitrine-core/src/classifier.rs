@@ -161,7 +161,7 @@ where
                     let weight = range.len() as f32 / total as f32;
                     let share = batch.share(range, device);
                     let model = if *device == self.device { self.model.clone() } else { self.model.clone().fork(device) };
-                    let loss = CrossEntropyLossConfig::new().init(device);
+                    let loss = self.loss.clone().fork(device);
                     scope.spawn(move || gradients(&model, &loss, share, Some(weight)))
                 })
                 .collect();
