@@ -216,7 +216,8 @@ fn named_device(name: &str) -> Result<ComputeDevice> {
         (choice @ (BackendChoice::Flex | BackendChoice::Ndarray), None) => select_device(choice),
         (BackendChoice::Wgpu, index) => {
             let adapters = gpu_adapters();
-            let Some(best) = adapters.first() else { bail!("no wgpu adapter found") };
+            // None at all: select_device's error, which says what to install.
+            let Some(best) = adapters.first() else { return select_device(BackendChoice::Wgpu) };
             let index = index.unwrap_or(0);
             let same_kind: Vec<&GpuAdapter> = adapters.iter().filter(|a| a.kind == best.kind).collect();
             match same_kind.get(index) {

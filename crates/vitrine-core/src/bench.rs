@@ -56,7 +56,7 @@ impl Timing {
         M::Input: Clone,
         B: LabelledBatch<Input = M::Input> + Clone,
     {
-        let batch_size = train_batch.clone().into_parts().1.dims()[0];
+        let batch_size = train_batch.len();
         let train_device = compute.device.clone().autodiff();
         let mut task = ClassifierTask::new(model, build_optimizer(&OptimizerConfig::default(), None), &train_device);
         if !compute.replicas.is_empty() {

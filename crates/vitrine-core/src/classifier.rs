@@ -94,9 +94,14 @@ where
 /// Correct predictions in a batch, as a one-element device tensor.
 fn count_correct(logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1, Int> {
     let predicted = logits.argmax(1).squeeze_dim::<1>(1);
-    // Labels made on another backend (a data-parallel share) may keep its integer type.
-    let targets = if targets.dtype() == predicted.dtype() { targets } else { targets.cast(predicted.dtype()) };
+    let targets = in_int_type_of(targets, &predicted);
     predicted.equal(targets).int().sum()
+}
+
+/// `values` in `like`'s integer type: a data-parallel share's labels and counts keep the
+/// integer type of the backend they were made on (flex's i32 beside ndarray's i64).
+fn in_int_type_of(values: Tensor<1, Int>, like: &Tensor<1, Int>) -> Tensor<1, Int> {
+    if values.dtype() == like.dtype() { values } else { values.cast(like.dtype()) }
 }
 
 /// Forward and backward of a batch, or of one device's share of a batch when `weight` says
@@ -185,9 +190,8 @@ where
                 None => stats,
                 Some(sum) => StepStats {
                     loss_sum: sum.loss_sum + stats.loss_sum,
-                    // Counts from another backend may come in its integer type.
                     correct: sum.correct.zip(stats.correct).map(|(a, b)| {
-                        let b = if b.dtype() == a.dtype() { b } else { b.cast(a.dtype()) };
+                        let b = in_int_type_of(b, &a);
                         a + b
                     }),
                     count: sum.count + stats.count,
