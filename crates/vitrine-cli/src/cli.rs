@@ -33,8 +33,8 @@ struct Vitrine;
 
 #[derive(Args, Clone, Copy)]
 pub struct BackendArg {
-    /// Where to compute: auto (a hardware GPU, else flex), flex, ndarray, wgpu or cuda (builds with
-    /// the `cuda` feature). Overrides the config.
+    /// Where to compute: auto (a hardware GPU, else flex), flex, ndarray, wgpu, cuda (builds with
+    /// the `cuda` feature) or tch (builds with `tch`; a speed diagnostic). Overrides the config.
     #[arg(long, value_name = "BACKEND")]
     pub backend: Option<BackendChoice>,
 }

@@ -1,5 +1,6 @@
 //! Choosing where tensors live: flex or ndarray on the CPU, or a GPU through wgpu (or CUDA,
-//! in builds with the `cuda` feature).
+//! in builds with the `cuda` feature). Builds with the `tch` feature add burn's LibTorch backend,
+//! for the speed diagnostic only (scripts/bench-tch-diagnostic.sh).
 
 use std::fmt;
 
@@ -20,6 +21,9 @@ pub enum BackendChoice {
     Wgpu,
     /// NVIDIA's native path (builds with the `cuda` feature); never picked by `auto`.
     Cuda,
+    /// burn's LibTorch backend on the CPU (builds with the `tch` feature): a diagnostic that
+    /// separates burn's overhead from its kernels; never picked by `auto`, never shipped.
+    Tch,
 }
 
 impl std::str::FromStr for BackendChoice {
@@ -32,7 +36,8 @@ impl std::str::FromStr for BackendChoice {
             "ndarray" => Ok(Self::Ndarray),
             "wgpu" => Ok(Self::Wgpu),
             "cuda" => Ok(Self::Cuda),
-            _ => bail!("unknown backend `{s}`: expected auto, flex, ndarray, wgpu or cuda"),
+            "tch" => Ok(Self::Tch),
+            _ => bail!("unknown backend `{s}`: expected auto, flex, ndarray, wgpu, cuda or tch"),
         }
     }
 }
@@ -45,6 +50,7 @@ impl fmt::Display for BackendChoice {
             Self::Ndarray => "ndarray",
             Self::Wgpu => "wgpu",
             Self::Cuda => "cuda",
+            Self::Tch => "tch",
         };
         f.write_str(name)
     }
@@ -136,7 +142,12 @@ pub fn keep_freed_memory_for_reuse() {
 pub fn computes_in_host_memory(device: &Device) -> bool {
     #[allow(deprecated)]
     let cpu = [Device::flex(), Device::ndarray()];
-    cpu.contains(&device.clone().without_autodiff())
+    let device = device.clone().without_autodiff();
+    #[cfg(feature = "tch")]
+    if device == Device::libtorch() {
+        return true;
+    }
+    cpu.contains(&device)
 }
 
 /// Whether `device` is burn's `flex` CPU backend, with or without autodiff: where Vitrine's
@@ -175,6 +186,7 @@ pub fn select_device(choice: BackendChoice) -> Result<ComputeDevice> {
             }
         }
         BackendChoice::Cuda => cuda(0),
+        BackendChoice::Tch => tch(),
     }
 }
 
@@ -212,8 +224,8 @@ fn named_device(name: &str) -> Result<ComputeDevice> {
         None => (name, None),
     };
     match (backend.parse::<BackendChoice>()?, index) {
-        (BackendChoice::Flex | BackendChoice::Ndarray, Some(_)) => bail!("the CPU backends have one device each: write `{backend}`"),
-        (choice @ (BackendChoice::Flex | BackendChoice::Ndarray), None) => select_device(choice),
+        (BackendChoice::Flex | BackendChoice::Ndarray | BackendChoice::Tch, Some(_)) => bail!("the CPU backends have one device each: write `{backend}`"),
+        (choice @ (BackendChoice::Flex | BackendChoice::Ndarray | BackendChoice::Tch), None) => select_device(choice),
         (BackendChoice::Wgpu, index) => {
             let adapters = gpu_adapters();
             // None at all: select_device's error, which says what to install.
@@ -270,6 +282,25 @@ fn cuda(index: usize) -> Result<ComputeDevice> {
             bail!("--backend cuda: CUDA device {index} could not run ({why}); it needs the NVIDIA driver and NVRTC. Use --backend wgpu instead")
         }
     }
+}
+
+#[cfg(not(feature = "tch"))]
+fn tch() -> Result<ComputeDevice> {
+    bail!(
+        "--backend tch: this vitrine was built without LibTorch; scripts/bench-tch-diagnostic.sh \
+         builds one with `--features tch` (a speed diagnostic, not a backend to train with)"
+    )
+}
+
+/// burn's LibTorch backend on the CPU, linked against the PyTorch wheel the build found.
+#[cfg(feature = "tch")]
+fn tch() -> Result<ComputeDevice> {
+    Ok(ComputeDevice {
+        device: Device::libtorch(),
+        backend: BackendChoice::Tch,
+        description: "tch (LibTorch on the CPU; diagnostic)".into(),
+        replicas: Vec::new(),
+    })
 }
 
 fn flex() -> ComputeDevice {
@@ -574,5 +605,13 @@ mod tests {
     fn cuda_without_the_feature_says_how_to_get_it() {
         let error = select_device(BackendChoice::Cuda).unwrap_err().to_string();
         assert!(error.contains("--features cuda"), "{error}");
+    }
+
+    #[cfg(not(feature = "tch"))]
+    #[test]
+    fn tch_without_the_feature_names_the_script_that_builds_it() {
+        assert_eq!("tch".parse::<BackendChoice>().unwrap(), BackendChoice::Tch);
+        let error = select_device(BackendChoice::Tch).unwrap_err().to_string();
+        assert!(error.contains("bench-tch-diagnostic.sh"), "{error}");
     }
 }
