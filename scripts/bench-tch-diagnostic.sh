@@ -19,7 +19,7 @@ rounds="${1:-2}" threads="${2:-2}" only="${3:-}"
 venv="${TCH_VENV:-.venv-tch}" target="${TCH_TARGET:-target/tch}" flex="${VITRINE:-target/release/vitrine}"
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet torch==2.9.0 torchvision==0.24.0 numpy
+  "$venv/bin/pip" install --quiet torch==2.9.0 numpy
 fi
 venv="$(cd "$venv" && pwd)"
 tch="$target/release/vitrine"
