@@ -217,6 +217,8 @@ fn a_streamed_photo_folder_trains_evaluates_and_benches() {
     let bench: serde_json::Value = serde_json::from_str(&bench).unwrap();
     assert_eq!(bench[0]["images"], 60);
     assert!(bench[0]["loader_images_per_sec"].as_f64().unwrap() > 0.0 && bench[0]["train_samples_per_sec"].as_f64().unwrap() > 0.0, "{bench}");
+    let error = fails(&["bench", "--model", "fashion-cnn", "--devices", "flex,ndarray", "--data", folder.to_str().unwrap(), "--steps", "1"]);
+    assert!(error.contains("leave out --data"), "{error}");
 }
 
 #[test]
@@ -368,6 +370,41 @@ fn text_run_trains_evaluates_predicts_and_exports() {
     let bytes = std::fs::read(&st).unwrap();
     let tensors = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     assert!(tensors.names().iter().any(|n| *n == "lstm.weight_ih_l0_reverse"), "{:?}", tensors.names());
+}
+
+fn copy_folder(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_folder(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_data_parallel_run_is_evaluated_and_predicted_on_its_first_device_alone() {
+    // A run trained on two devices, used where only the first exists: `wgpu:7` is an adapter no
+    // machine here has, so probing it would fail.
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("two-devices");
+    copy_folder(text_run(), &run);
+    let config = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    assert!(config.contains("[run]\n") && !config.contains("devices ="), "{config}");
+    let config = config.replacen("[run]\n", "[run]\ndevices = [\"flex\", \"wgpu:7\"]\n", 1);
+    std::fs::write(run.join("config.toml"), config).unwrap();
+    let r = run.to_str().unwrap();
+    let eval = ok(&["eval", r, "--data", "datasets/amazon-review-snippets/reviews.csv", "--json"]);
+    let json: serde_json::Value = serde_json::from_str(&eval).unwrap();
+    assert!(json["accuracy"].as_f64().unwrap() > 0.5, "{json}");
+    let out = ok(&["predict", r, "--text", "great sound", "--json"]);
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&out).unwrap().as_array().unwrap().len(), 1);
+    // Training still needs every device, and says which one is missing.
+    let error = fails(&["train", "--resume", r]);
+    assert!(error.contains("wgpu:7"), "{error}");
 }
 
 #[test]

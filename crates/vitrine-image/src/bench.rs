@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use burn::prelude::*;
 use burn::tensor::Distribution;
 use vitrine_core::backend::ComputeDevice;
@@ -44,6 +44,9 @@ pub fn bench(arch: Architecture, compute: &ComputeDevice, batch_size: Option<usi
 /// Times `arch` on photos streamed from `folder` (one sub-folder per class) at `size`×`size` RGB
 /// with random-resized-crop and flip: the loader alone, then training and inference fed by it.
 pub fn bench_folder(arch: Architecture, folder: &Path, size: usize, compute: &ComputeDevice, batch_size: Option<usize>, timing: Timing) -> Result<BenchResult> {
+    if !compute.replicas.is_empty() {
+        bail!("--data times the streaming loader on one device; leave out --data to time data-parallel training over --devices");
+    }
     let shape = ImageShape { channels: 3, height: size, width: size };
     let batch_size = batch_size.unwrap_or(32);
     let (set, _) = load_folder(folder, shape, None, false, true, &Silent)?;

@@ -59,6 +59,16 @@ fn device_for(flag: Option<BackendChoice>, run: &RunSection) -> Result<ComputeDe
     }
 }
 
+/// Where `eval`, `predict` and a family's own commands compute: the flag, else the first of the
+/// run's `run.devices` (its main device), else its backend. They run on one device, so the
+/// other devices of a data-parallel run are neither probed nor needed.
+fn inference_device_for(flag: Option<BackendChoice>, run: &RunSection) -> Result<ComputeDevice> {
+    match (flag, run.devices.first()) {
+        (None, Some(main)) => select_devices(std::slice::from_ref(main)),
+        _ => select_device(flag.unwrap_or(run.backend)),
+    }
+}
+
 /// Prints a command's answer as text, or as JSON with `--json`.
 fn print(output: &Output, json: bool) -> Result<()> {
     if json {

@@ -4,7 +4,7 @@ use anyhow::{Result, bail};
 use clap::ArgMatches;
 use vitrine_core::family::UseContext;
 
-use super::{device_for, open_run, print};
+use super::{inference_device_for, open_run, print};
 use crate::cli::RunArgs;
 use crate::registry::FAMILIES;
 use crate::terminal::Terminal;
@@ -16,7 +16,7 @@ pub fn run(name: &str, args: &RunArgs, matches: &ArgMatches) -> Result<()> {
     if family.task() != owner.task() {
         bail!("`vitrine {name}` is for {} runs; {} is a {} run", owner.task(), args.run.display(), family.task());
     }
-    let compute = device_for(args.backend.backend, trained.run_section())?;
+    let compute = inference_device_for(args.backend.backend, trained.run_section())?;
     let reporter = Terminal::new(args.json);
     let class_map = args.class_map()?;
     let ctx = UseContext { compute: &compute, reporter: &reporter, strict: args.strict, class_map: &class_map };
