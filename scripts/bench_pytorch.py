@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The reference networks of reference-models.md in PyTorch, timed the way `vitrine bench` times
 Vitrine's: random inputs of the same shapes, a training step = forward, loss, backward and an
-optimizer step of the same optimizer, inference = a forward pass in eval mode (bpr-mf: every
+optimizer step of the same optimizer, inference = a forward pass in eval mode (bpr-mf, sasrec: every
 customer's top 10 over all items, their training items left out); untimed warm-up steps, then up to --steps timed ones. Prints one JSON object per line, as `vitrine bench --json` does.
 
     python3 scripts/bench_pytorch.py --model fashion-cnn --threads 2 [--batch-size 128] [--seq-len 64]
@@ -131,6 +131,31 @@ class BPRMF(nn.Module):
         nn.init.xavier_normal_(self.item.weight)
 
 
+
+class SASRec(nn.Module):
+    """Vitrine's `sasrec` (RecBole's SASRec): item and position embeddings, LayerNorm (ε 1e-12)
+    and dropout, a causal post-norm Transformer encoder with GELU, N(0, 0.02) weights; the item
+    table (row 0 padding) scores the next item at every position."""
+
+    def __init__(self, items, dim=64, max_len=50, layers=2, heads=2, feed_forward=256, dropout=0.1):
+        super().__init__()
+        self.item, self.position = nn.Embedding(items + 1, dim), nn.Embedding(max_len, dim)
+        self.norm, self.dropout = nn.LayerNorm(dim, eps=1e-12), nn.Dropout(dropout)
+        layer = nn.TransformerEncoderLayer(dim, heads, feed_forward, dropout, activation="gelu", layer_norm_eps=1e-12, batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        for p in self.parameters():
+            if p.dim() > 1:
+                nn.init.normal_(p, 0.0, 0.02)
+
+    def forward(self, ids):
+        b, n = ids.shape
+        x = self.dropout(self.norm(self.item(ids) + self.position(torch.arange(n).expand(b, n))))
+        causal = torch.ones(n, n, dtype=torch.bool).triu(1)  # True: not attended, like the padding mask
+        return self.encoder(x, mask=causal, src_key_padding_mask=ids == 0, is_causal=True)  # [b, n, d]
+
+    def items(self):
+        return self.item.weight[1:]
+
 def rate(step, warmup, steps, seconds, sync=lambda: None):
     """Steps per second after `warmup` untimed steps: up to `steps` timed ones, stopping after
     `seconds` (at least two), as `vitrine bench` times (vitrine_core::bench::Timing::rate). On a
@@ -171,7 +196,7 @@ def main():
     torch.set_default_device(dev)
     m = a.model
     text = m.startswith("text-")
-    bs = a.batch_size or (64 if text else 2048 if m == "bpr-mf" else 32 if m in TORCHVISION else 128)
+    bs = a.batch_size or (64 if text else 2048 if m == "bpr-mf" else 256 if m == "sasrec" else 32 if m in TORCHVISION else 128)
     adam = lambda params, lr=1e-3, betas=(0.9, 0.999): torch.optim.Adam(params, lr=lr, betas=betas)
     if m in ("fashion-cnn", "resnet-small", "conv-ae") or m in TORCHVISION:
         if m in TORCHVISION:
@@ -251,12 +276,40 @@ def main():
                 return scores.topk(10, dim=1)
 
         net_rank, infer_input = Rank(), torch.arange(users)
+    elif m == "sasrec":
+        users, items, max_len = 943, 1682, 50
+        net = SASRec(items, max_len=max_len)
+        opt = adam(net.parameters())
+        # Windows of 50 items and the item after each (Vitrine computes the whole window too,
+        # padding included, so full windows are the same work).
+        window = torch.randint(1, items + 1, (bs, max_len + 1))
+        inputs, targets = window[:, :-1], window[:, 1:] - 1
+
+        def train():
+            opt.zero_grad()
+            logits = net(inputs).reshape(-1, net.item.embedding_dim) @ net.items().T
+            F.cross_entropy(logits, targets.reshape(-1)).backward()
+            opt.step()
+
+        g = torch.Generator(device=dev).manual_seed(0)
+        seen_u, seen_i = torch.randint(0, users, (80_000,), generator=g), torch.randint(0, items, (80_000,), generator=g)
+        recent = torch.randint(1, items + 1, (users, max_len), generator=g)
+
+        class Rank:
+            """Every customer's state after their latest item, scored against every item."""
+
+            def __call__(self, users_batch):
+                scores = net(recent[users_batch])[:, -1] @ net.items().T
+                scores[seen_u, seen_i] = float("-inf")
+                return scores.topk(10, dim=1)
+
+        net_rank, infer_input = Rank(), torch.arange(users)
     else:
         raise SystemExit(f"unknown model {m}")
     train_rate = rate(train, a.warmup, a.steps, a.seconds, sync)
     net.eval()
     with torch.no_grad():
-        if m == "bpr-mf":
+        if m in ("bpr-mf", "sasrec"):
             infer = lambda: net_rank(infer_input)
             infer_bs = users
         elif text:

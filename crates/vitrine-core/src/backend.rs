@@ -518,7 +518,7 @@ mod tests {
     /// overflow, near it in the subnormals, and libm's answers at ±inf, NaN, 0 and past the
     /// overflow.
     #[test]
-    fn flex_exp_tanh_and_sigmoid_match_libm() {
+    fn flex_exp_tanh_sigmoid_and_erf_match_libm() {
         use burn::tensor::activation::sigmoid;
         use burn::tensor::{Tensor, TensorData};
 
@@ -540,6 +540,25 @@ mod tests {
                 let close = (g.is_nan() && w.is_nan()) || g == w || (g - w).abs() <= 1e-6 * w.abs() || (w.abs() < 1.2e-38 && (g - w).abs() <= 1e-44);
                 assert!(close, "{name}({v:e}) = {g:e}, libm {w:e}");
             }
+        }
+        // erf within 5e-7 of libm's f64 erf (flex's f64 path), absolute and relative, and GELU's
+        // gradient within 1e-6 of its formula in f64.
+        let f64_erf = |t: Tensor<1>| t.cast(burn::tensor::FloatDType::F64).erf().into_data().try_to_vec::<f64>().unwrap();
+        let (got, exact) = (values(input().erf()), f64_erf(input()));
+        for ((&v, &g), &w) in x.iter().zip(&got).zip(&exact) {
+            let error = (g as f64 - w).abs();
+            let close = (g.is_nan() && w.is_nan()) || (error <= 5e-7 && error <= 5e-7 * w.abs() + 1e-44);
+            assert!(close, "erf({v:e}) = {g:e}, libm {w:e}");
+        }
+        let x: Vec<f32> = (-4_000..=4_000).map(|i| i as f32 * 0.002).collect();
+        let grad_input = Tensor::<1>::from_data(TensorData::new(x.clone(), [x.len()]), &device.clone().autodiff()).require_grad();
+        let grads = burn::tensor::activation::gelu(grad_input.clone()).sum().backward();
+        let gradient = values(grad_input.grad(&grads).unwrap());
+        let halves = f64_erf(Tensor::<1>::from_data(TensorData::new(x.clone(), [x.len()]), &device).div_scalar(std::f32::consts::SQRT_2));
+        for ((&v, &g), &erf) in x.iter().zip(&gradient).zip(&halves) {
+            let v = v as f64;
+            let want = 0.5 * (1.0 + erf) + v * (-0.5 * v * v).exp() / (2.0 * std::f64::consts::PI).sqrt();
+            assert!((g as f64 - want).abs() <= 1e-6, "GELU'({v:e}) = {g:e}, want {want:e}");
         }
     }
 

@@ -48,6 +48,19 @@ pub enum BatchKind {
     Sequences { max_len: usize },
 }
 
+impl BatchKind {
+    /// What `RecBatch::count` counts for this kind, for throughput figures.
+    pub fn unit(self) -> String {
+        match self {
+            Self::Pairs { .. } => "(customer, bought item, sampled item) triples".into(),
+            Self::Points { .. } => "labelled (customer, item) points, positives and sampled negatives".into(),
+            Self::Positives => "interactions".into(),
+            Self::Rows => "customers (rows of the interaction matrix)".into(),
+            Self::Sequences { max_len } => format!("sequences of up to {max_len} items, the next item predicted at each"),
+        }
+    }
+}
+
 /// Batches of a split's interactions for one model.
 #[derive(Clone)]
 pub struct InteractionBatches {
