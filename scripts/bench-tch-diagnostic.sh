@@ -48,18 +48,17 @@ cases=(
   "bpr-mf, ML-100K sizes|--model bpr-mf|--model bpr-mf"
 )
 timing="${BENCH_TIMING:---warmup 2 --steps 30 --seconds 10}"
-for round in $(seq "$rounds"); do
-  for case in "${cases[@]}"; do
-    IFS='|' read -r name vflags pflags <<< "$case"
-    [[ "$name" == *"$only"* ]] || continue
-    echo "round $round: $name" >&2
-    # shellcheck disable=SC2086
-    f=$("$flex" bench $vflags --backend flex $timing --single)
-    # shellcheck disable=SC2086
-    t=$(LD_LIBRARY_PATH="$libtorch${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "$tch" bench $vflags --backend tch $timing --single)
-    # shellcheck disable=SC2086
-    p=$("$venv/bin/python" scripts/bench_pytorch.py $pflags --threads "$threads" --device cpu $timing)
-    printf '%s\t%s\t%s\t%s\n' "$name" "$f" "$t" "$p" >> "$results"
-  done
-done
+measure() {
+  local f t p
+  # shellcheck disable=SC2086
+  f=$("$flex" bench $1 --backend flex $timing --single) || return
+  # shellcheck disable=SC2086
+  t=$(LD_LIBRARY_PATH="$libtorch${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "$tch" bench $1 --backend tch $timing --single) || return
+  # shellcheck disable=SC2086
+  p=$("$venv/bin/python" scripts/bench_pytorch.py $2 --threads "$threads" --device cpu $timing) || return
+  printf '%s\t%s\t%s' "$f" "$t" "$p"
+}
+# shellcheck source=scripts/interleave.sh
+source scripts/interleave.sh
+interleave "$rounds" "$only" "$results"
 "$venv/bin/python" scripts/bench_tch_table.py "$results" "$threads"

@@ -59,16 +59,15 @@ cases=(
   "resnet18, 3×224×224, batch 32|--model resnet18|--model resnet18"
 )
 timing="${BENCH_TIMING:---warmup 2 --steps 30 --seconds 10}"
-for round in $(seq "$rounds"); do
-  for case in "${cases[@]}"; do
-    IFS='|' read -r name vflags pflags <<< "$case"
-    [[ "$name" == *"$only"* ]] || continue
-    echo "round $round: $name" >&2
-    # shellcheck disable=SC2086
-    v=$("$vitrine" bench $vflags --backend "$backend" $timing --single)
-    # shellcheck disable=SC2086
-    p=$("$python" scripts/bench_pytorch.py $pflags --threads "$threads" --device "$device" $timing)
-    printf '%s\t%s\t%s\n' "$name" "$v" "$p" >> "$results"
-  done
-done
+measure() {
+  local v p
+  # shellcheck disable=SC2086
+  v=$("$vitrine" bench $1 --backend "$backend" $timing --single) || return
+  # shellcheck disable=SC2086
+  p=$("$python" scripts/bench_pytorch.py $2 --threads "$threads" --device "$device" $timing) || return
+  printf '%s\t%s' "$v" "$p"
+}
+# shellcheck source=scripts/interleave.sh
+source scripts/interleave.sh
+interleave "$rounds" "$only" "$results"
 "$python" scripts/bench_table.py "$results" "$threads" "$backend"
