@@ -55,6 +55,7 @@ cases=(
   "conv-ae|--model conv-ae|--model conv-ae"
   "dcgan|--model dcgan|--model dcgan"
   "bpr-mf, ML-100K sizes|--model bpr-mf|--model bpr-mf"
+  "neumf, ML-100K sizes|--model neumf|--model neumf"
   "sasrec, ML-100K sizes|--model sasrec|--model sasrec"
   "resnet18, 3×224×224, batch 32|--model resnet18|--model resnet18"
 )

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The reference networks of reference-models.md in PyTorch, timed the way `vitrine bench` times
 Vitrine's: random inputs of the same shapes, a training step = forward, loss, backward and an
-optimizer step of the same optimizer, inference = a forward pass in eval mode (bpr-mf, sasrec: every
+optimizer step of the same optimizer, inference = a forward pass in eval mode (recommenders: every
 customer's top 10 over all items, their training items left out); untimed warm-up steps, then up to --steps timed ones. Prints one JSON object per line, as `vitrine bench --json` does.
 
     python3 scripts/bench_pytorch.py --model fashion-cnn --threads 2 [--batch-size 128] [--seq-len 64]
@@ -132,6 +132,37 @@ class BPRMF(nn.Module):
 
 
 
+class NeuMF(nn.Module):
+    """Vitrine's `neumf` (RecBole's NeuMF): GMF and an MLP (dropout before each layer, ReLU) on
+    separate embeddings (N(0, 0.01)), joined by one linear layer."""
+
+    def __init__(self, users, items, dim=64, hidden=(128, 64), dropout=0.1):
+        super().__init__()
+        self.user_mf, self.item_mf = nn.Embedding(users, dim), nn.Embedding(items, dim)
+        self.user_mlp, self.item_mlp = nn.Embedding(users, dim), nn.Embedding(items, dim)
+        for e in (self.user_mf, self.item_mf, self.user_mlp, self.item_mlp):
+            nn.init.normal_(e.weight, 0.0, 0.01)
+        widths = [2 * dim, *hidden]
+        self.mlp = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths, widths[1:]))
+        self.dropout, self.predict = nn.Dropout(dropout), nn.Linear(dim + widths[-1], 1)
+
+    def forward(self, u, i):
+        h = torch.cat([self.user_mlp(u), self.item_mlp(i)], 1)
+        for layer in self.mlp:
+            h = F.relu(layer(self.dropout(h)))
+        return self.predict(torch.cat([self.user_mf(u) * self.item_mf(i), h], 1)).squeeze(1)
+
+    def scores(self, u):
+        """Every item for customers `u`, the first MLP layer split into a customer half and an
+        item half as Vitrine's ranking does (the same arithmetic as scoring each pair)."""
+        d, w, first = self.user_mf.embedding_dim, self.predict.weight[0], self.mlp[0]
+        gmf = (self.user_mf(u) * w[:d]) @ self.item_mf.weight.T
+        user_half, item_half = self.user_mlp(u) @ first.weight[:, :d].T, self.item_mlp.weight @ first.weight[:, d:].T
+        h = F.relu(user_half[:, None, :] + item_half[None, :, :] + first.bias).reshape(-1, first.out_features)
+        for layer in self.mlp[1:]:
+            h = F.relu(layer(h))
+        return gmf + (h @ w[d:]).reshape(len(u), -1) + self.predict.bias
+
 class SASRec(nn.Module):
     """Vitrine's `sasrec` (RecBole's SASRec): item and position embeddings, LayerNorm (ε 1e-12)
     and dropout, a causal post-norm Transformer encoder with GELU, N(0, 0.02) weights; the item
@@ -196,7 +227,7 @@ def main():
     torch.set_default_device(dev)
     m = a.model
     text = m.startswith("text-")
-    bs = a.batch_size or (64 if text else 2048 if m == "bpr-mf" else 256 if m == "sasrec" else 32 if m in TORCHVISION else 128)
+    bs = a.batch_size or (64 if text else 2048 if m in ("bpr-mf", "neumf") else 256 if m == "sasrec" else 32 if m in TORCHVISION else 128)
     adam = lambda params, lr=1e-3, betas=(0.9, 0.999): torch.optim.Adam(params, lr=lr, betas=betas)
     if m in ("fashion-cnn", "resnet-small", "conv-ae") or m in TORCHVISION:
         if m in TORCHVISION:
@@ -276,6 +307,35 @@ def main():
                 return scores.topk(10, dim=1)
 
         net_rank, infer_input = Rank(), torch.arange(users)
+    elif m == "neumf":
+        users, items = 943, 1682
+        net = NeuMF(users, items)
+        opt = adam(net.parameters())
+        # Vitrine's batches of points: 2048 // 5 positives, each with 4 sampled negatives.
+        positives = bs // 5
+        u = torch.randint(0, users, (positives,)).repeat_interleave(5)
+        i = torch.randint(0, items, (positives * 5,))
+        labels = torch.tensor([1.0, 0.0, 0.0, 0.0, 0.0]).repeat(positives)
+        bs = positives * 5
+
+        def train():
+            opt.zero_grad()
+            F.binary_cross_entropy_with_logits(net(u, i), labels).backward()
+            opt.step()
+
+        g = torch.Generator(device=dev).manual_seed(0)
+        seen_u, seen_i = torch.randint(0, users, (80_000,), generator=g), torch.randint(0, items, (80_000,), generator=g)
+        # As many customers per call as Vitrine scores at once (32 M hidden values).
+        chunk = max(1, min(1024, 32_000_000 // (items * 128)))
+        seen_in_chunk = seen_u < chunk
+
+        class Rank:
+            def __call__(self, users_batch):
+                scores = net.scores(users_batch)
+                scores[seen_u[seen_in_chunk], seen_i[seen_in_chunk]] = float("-inf")
+                return scores.topk(10, dim=1)
+
+        net_rank, infer_input = Rank(), torch.arange(chunk)
     elif m == "sasrec":
         users, items, max_len = 943, 1682, 50
         net = SASRec(items, max_len=max_len)
@@ -309,9 +369,9 @@ def main():
     train_rate = rate(train, a.warmup, a.steps, a.seconds, sync)
     net.eval()
     with torch.no_grad():
-        if m in ("bpr-mf", "sasrec"):
+        if m in ("bpr-mf", "sasrec", "neumf"):
             infer = lambda: net_rank(infer_input)
-            infer_bs = users
+            infer_bs = len(infer_input)
         elif text:
             infer = lambda: net(*infer_input)
             infer_bs = bs
