@@ -76,7 +76,8 @@ fn measure<M: Build + Clone>(arch: Architecture, data: &RecData, request: &Bench
     let context = score_context(data, history.clone(), &train_device);
     let mut task = RecommendTask::new(model, &config, context.clone(), context, None, &train_device);
     let seen = Arc::new(seen_items(&data.train, users));
-    let batches = InteractionBatches::new(M::batch_kind(&config), Arc::new(data.train.clone()), seen.clone(), history.clone(), data.items.len(), batch_size, Some(1), train_device.clone());
+    let kind = M::batch_kind(&config);
+    let batches = InteractionBatches::new(kind, Arc::new(data.train.clone()), seen.clone(), history.clone(), data.items.len(), batch_size, Some(1), train_device.clone());
     // Training: examples per second, in the unit of the model's batches (BatchKind::unit).
     let mut stream = batches.batches(1).cycle_epochs(&batches);
     let (mut examples, mut steps) = (0usize, 0usize);
@@ -107,7 +108,7 @@ fn measure<M: Build + Clone>(arch: Architecture, data: &RecData, request: &Bench
     let mut result = BenchResult::new(arch.name(), compute, batch_size, 0.0, 0.0);
     result.train_samples_per_sec = train_rate * per_step;
     result.inference_samples_per_sec = infer_rate * chunk as f64;
-    result.extra.insert("train_unit".into(), M::batch_kind(&config).unit().into());
+    result.extra.insert("train_unit".into(), kind.unit().into());
     result.extra.insert("inference_unit".into(), "customers ranked over every item (top 10)".into());
     result.extra.insert("users".into(), users.into());
     result.extra.insert("items".into(), data.items.len().into());

@@ -52,7 +52,7 @@ impl BatchKind {
     /// What `RecBatch::count` counts for this kind, for throughput figures.
     pub fn unit(self) -> String {
         match self {
-            Self::Pairs { .. } => "(customer, bought item, sampled item) triples".into(),
+            Self::Pairs { .. } => "interactions (customer, bought item), each with its sampled negatives".into(),
             Self::Points { .. } => "labelled (customer, item) points, positives and sampled negatives".into(),
             Self::Positives => "interactions".into(),
             Self::Rows => "customers (rows of the interaction matrix)".into(),
