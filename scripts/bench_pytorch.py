@@ -131,7 +131,6 @@ class BPRMF(nn.Module):
         nn.init.xavier_normal_(self.item.weight)
 
 
-
 class NeuMF(nn.Module):
     """Vitrine's `neumf` (RecBole's NeuMF): GMF and an MLP (dropout before each layer, ReLU) on
     separate embeddings (N(0, 0.01)), joined by one linear layer."""
@@ -163,6 +162,7 @@ class NeuMF(nn.Module):
             h = F.relu(layer(h))
         return gmf + (h @ w[d:]).reshape(len(u), -1) + self.predict.bias
 
+
 class SASRec(nn.Module):
     """Vitrine's `sasrec` (RecBole's SASRec): item and position embeddings, LayerNorm (ε 1e-12)
     and dropout, a causal post-norm Transformer encoder with GELU, N(0, 0.02) weights; the item
@@ -186,6 +186,25 @@ class SASRec(nn.Module):
 
     def items(self):
         return self.item.weight[1:]
+
+
+def ranking(scores_of, users, items, dev, customers=None):
+    """A call that ranks every item for `customers` customers (default every one) and keeps each
+    one's top 10, leaving known items out as Vitrine and RecBole do: 80,000 drawn (customer, item)
+    pairs set to -inf, as RecBole's full-sort evaluation does. Returns it and the customers per call."""
+    g = torch.Generator(device=dev).manual_seed(0)
+    seen_u, seen_i = torch.randint(0, users, (80_000,), generator=g), torch.randint(0, items, (80_000,), generator=g)
+    batch = torch.arange(customers or users)
+    inside = seen_u < len(batch)
+    seen_u, seen_i = seen_u[inside], seen_i[inside]
+
+    def rank():
+        scores = scores_of(batch)
+        scores[seen_u, seen_i] = float("-inf")
+        return scores.topk(10, dim=1)
+
+    return rank, len(batch)
+
 
 def rate(step, warmup, steps, seconds, sync=lambda: None):
     """Steps per second after `warmup` untimed steps: up to `steps` timed ones, stopping after
@@ -295,18 +314,7 @@ def main():
             (-F.logsigmoid(diff)).mean().backward()
             opt.step()
 
-        # Each customer's training items left out of the ranking (as Vitrine and RecBole do):
-        # 80,000 drawn (customer, item) pairs, set to -inf as RecBole's full-sort evaluation does.
-        g = torch.Generator(device=dev).manual_seed(0)
-        seen_u, seen_i = torch.randint(0, users, (80_000,), generator=g), torch.randint(0, items, (80_000,), generator=g)
-
-        class Rank:
-            def __call__(self, users_batch):
-                scores = net.user(users_batch) @ net.item.weight.T
-                scores[seen_u, seen_i] = float("-inf")
-                return scores.topk(10, dim=1)
-
-        net_rank, infer_input = Rank(), torch.arange(users)
+        rank, customers = ranking(lambda batch: net.user(batch) @ net.item.weight.T, users, items, dev)
     elif m == "neumf":
         users, items = 943, 1682
         net = NeuMF(users, items)
@@ -323,19 +331,9 @@ def main():
             F.binary_cross_entropy_with_logits(net(u, i), labels).backward()
             opt.step()
 
-        g = torch.Generator(device=dev).manual_seed(0)
-        seen_u, seen_i = torch.randint(0, users, (80_000,), generator=g), torch.randint(0, items, (80_000,), generator=g)
         # As many customers per call as Vitrine scores at once (32 M hidden values).
         chunk = max(1, min(1024, 32_000_000 // (items * 128)))
-        seen_in_chunk = seen_u < chunk
-
-        class Rank:
-            def __call__(self, users_batch):
-                scores = net.scores(users_batch)
-                scores[seen_u[seen_in_chunk], seen_i[seen_in_chunk]] = float("-inf")
-                return scores.topk(10, dim=1)
-
-        net_rank, infer_input = Rank(), torch.arange(chunk)
+        rank, customers = ranking(net.scores, users, items, dev, chunk)
     elif m == "sasrec":
         users, items, max_len = 943, 1682, 50
         net = SASRec(items, max_len=max_len)
@@ -351,27 +349,16 @@ def main():
             F.cross_entropy(logits, targets.reshape(-1)).backward()
             opt.step()
 
-        g = torch.Generator(device=dev).manual_seed(0)
-        seen_u, seen_i = torch.randint(0, users, (80_000,), generator=g), torch.randint(0, items, (80_000,), generator=g)
-        recent = torch.randint(1, items + 1, (users, max_len), generator=g)
-
-        class Rank:
-            """Every customer's state after their latest item, scored against every item."""
-
-            def __call__(self, users_batch):
-                scores = net(recent[users_batch])[:, -1] @ net.items().T
-                scores[seen_u, seen_i] = float("-inf")
-                return scores.topk(10, dim=1)
-
-        net_rank, infer_input = Rank(), torch.arange(users)
+        # Each customer's 50 latest items; their state after the last one scores every item.
+        recent = torch.randint(1, items + 1, (users, max_len))
+        rank, customers = ranking(lambda batch: net(recent[batch])[:, -1] @ net.items().T, users, items, dev)
     else:
         raise SystemExit(f"unknown model {m}")
     train_rate = rate(train, a.warmup, a.steps, a.seconds, sync)
     net.eval()
     with torch.no_grad():
         if m in ("bpr-mf", "sasrec", "neumf"):
-            infer = lambda: net_rank(infer_input)
-            infer_bs = len(infer_input)
+            infer, infer_bs = rank, customers
         elif text:
             infer = lambda: net(*infer_input)
             infer_bs = bs
