@@ -27,6 +27,7 @@ use burn::backend::{Autodiff, Flex};
 use burn::prelude::*;
 use burn::tensor::{DType, TensorData};
 use gemm::{Parallelism, gemm};
+use vitrine_core::compiled_per_cpu;
 
 /// Whether [`fused_recurrence`] runs on this device: `flex`, with or without autodiff, unless
 /// `VITRINE_UNFUSED_RECURRENCE` is set (to measure one against the other).
@@ -246,39 +247,6 @@ struct Step<'a> {
     activations: &'a mut [f32],
     cells: &'a mut [f32],
     states: &'a mut [f32],
-}
-
-/// Defines a function whose body is compiled three times, for AVX-512, for AVX2 + FMA and for the
-/// baseline, and picks one at run time: the activations are most of the recurrence's work outside
-/// the matrix products, and their loops vectorise when the target allows.
-macro_rules! compiled_per_cpu {
-    ($(#[$meta:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
-        $(#[$meta])*
-        fn $name($($arg: $ty),*) {
-            #[inline(always)]
-            fn body($($arg: $ty),*) $body
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx512f")]
-                unsafe fn avx512($($arg: $ty),*) {
-                    body($($arg),*)
-                }
-                #[target_feature(enable = "avx2,fma")]
-                unsafe fn avx2($($arg: $ty),*) {
-                    body($($arg),*)
-                }
-                if std::is_x86_feature_detected!("avx512f") {
-                    // SAFETY: the CPU has the features the function is compiled for.
-                    return unsafe { avx512($($arg),*) };
-                }
-                if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-                    // SAFETY: as above.
-                    return unsafe { avx2($($arg),*) };
-                }
-            }
-            body($($arg),*)
-        }
-    };
 }
 
 /// The gates and state update of one step, for every row, after `gh` has been computed.

@@ -7,7 +7,7 @@ use burn::nn::attention::generate_autoregressive_mask;
 use burn::nn::transformer::{TransformerEncoder, TransformerEncoderConfig, TransformerEncoderInput};
 use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig};
 use burn::prelude::*;
-use burn::tensor::activation::log_softmax;
+use vitrine_core::cross_entropy::softmax_cross_entropy;
 
 use super::{Recommender, ScoreContext};
 use crate::data::batches::RecBatch;
@@ -108,9 +108,9 @@ impl Recommender for Sasrec {
         let hidden = self.encode(inputs); // [b, len, d]
         let d = hidden.dims()[2];
         let logits = hidden.reshape([b * len, d]).matmul(self.items().transpose()); // [b·len, items]
-        let picked = log_softmax(logits, 1).gather(1, targets.reshape([b * len, 1])).reshape([b * len]);
+        let losses = softmax_cross_entropy(logits, targets.reshape([b * len]));
         let mask = mask.reshape([b * len]);
-        (picked * mask.clone()).sum().neg() / mask.sum().clamp_min(1.0)
+        (losses * mask.clone()).sum() / mask.sum().clamp_min(1.0)
     }
 
     fn scores(&self, users: &[u32], context: &ScoreContext) -> Tensor<2> {

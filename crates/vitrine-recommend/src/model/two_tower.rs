@@ -9,6 +9,7 @@ use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, 
 use burn::prelude::*;
 use burn::tensor::activation::{log_softmax, relu};
 use burn::tensor::Distribution;
+use vitrine_core::cross_entropy::softmax_cross_entropy;
 
 use super::{Recommender, ScoreContext, index_tensor};
 use crate::data::FeatureTensors;
@@ -145,7 +146,7 @@ impl TwoTower {
     /// `[b, d]`: exact, for catalogues small enough to place whole at every step. Cold-start
     /// items are nobody's candidates; the others lose their ID embedding at the `id_dropout` rate.
     fn exact_softmax_loss(&self, u: Tensor<2>, items: Tensor<1, Int>, context: &ScoreContext) -> Tensor<1> {
-        let (b, n) = (items.dims()[0], context.items);
+        let n = context.items;
         let device = u.device();
         let ids = Tensor::<1, Int>::arange(0..n as i64, &device);
         let warm = context.warm_items.clone().unwrap_or_else(|| Tensor::ones([n], &device));
@@ -156,7 +157,7 @@ impl TwoTower {
         };
         let placed = self.item_tower.forward(ids, context.item_features.as_ref(), Some(keep.unsqueeze_dim::<2>(1)));
         let logits = self.logits(u, placed) + ((warm - 1.0) * 1e9).reshape([1, n]); // [b, n]
-        log_softmax(logits, 1).gather(1, items.reshape([b, 1])).neg().mean()
+        softmax_cross_entropy(logits, items).mean()
     }
 
     /// Scores `[users, items]` of customer vectors `u` against placed items: `u·i / τ + offset`.

@@ -1,0 +1,38 @@
+//! Functions compiled for the CPU they run on. The release build targets the x86-64 baseline
+//! (SSE2), so that one binary runs everywhere; a hot loop written as a [`compiled_per_cpu!`]
+//! function vectorises with AVX-512 or AVX2 + FMA where the CPU has them.
+
+/// Defines a function whose body is compiled three times, for AVX-512, for AVX2 + FMA and for the
+/// baseline, and picks one at run time (the feature checks are cached after the first call).
+/// Write the body with plain slices and loops the compiler can vectorise; call it per row or per
+/// chunk, not per element.
+#[macro_export]
+macro_rules! compiled_per_cpu {
+    ($(#[$meta:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $(#[$meta])*
+        fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[inline(always)]
+            fn body($($arg: $ty),*) $(-> $ret)? $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f")]
+                unsafe fn avx512($($arg: $ty),*) $(-> $ret)? {
+                    body($($arg),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
+                    body($($arg),*)
+                }
+                if std::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU has the features the function is compiled for.
+                    return unsafe { avx512($($arg),*) };
+                }
+                if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                    // SAFETY: as above.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            body($($arg),*)
+        }
+    };
+}
