@@ -562,6 +562,52 @@ mod tests {
         }
     }
 
+    /// … and softmax, whose exp the patch vectorises: within 1e-6 of the f64 softmax, rows
+    /// shorter and longer than a vector, far from zero, and with -inf.
+    #[test]
+    fn flex_softmax_matches_f64() {
+        use burn::tensor::activation::softmax;
+        use burn::tensor::{Tensor, TensorData};
+
+        for width in [5usize, 16, 1_027] {
+            let mut x: Vec<f32> = (0..4 * width).map(|i| ((i * 7919 % 1013) as f32 / 50.0 - 10.0) * (1 + i / width) as f32).collect();
+            x[width..2 * width].iter_mut().for_each(|v| *v += 300.0);
+            x[2 * width] = f32::NEG_INFINITY;
+            let got = softmax(Tensor::<2>::from_data(TensorData::new(x.clone(), [4, width]), &Device::flex()), 1).into_data().to_vec::<f32>().unwrap();
+            for (row, got) in x.chunks(width).zip(got.chunks(width)) {
+                let max = row.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));
+                let sum: f64 = row.iter().map(|&v| (v as f64 - max).exp()).sum();
+                for (&v, &g) in row.iter().zip(got) {
+                    let want = (v as f64 - max).exp() / sum;
+                    assert!((g as f64 - want).abs() <= 1e-6 * want.max(1e-3), "softmax {g:e} against {want:e} (width {width})");
+                }
+            }
+        }
+    }
+
+    /// … and dropout masks, which the patch draws from whole blocks of the generator: the same
+    /// values as rand's Bernoulli drawn one at a time (burn-flex's f16 path still does that), and
+    /// the generator left where it would be, including after an odd number of 32-bit words.
+    #[test]
+    fn flex_bernoulli_masks_equal_one_draw_at_a_time() {
+        use burn::tensor::{Distribution, FloatDType, Tensor};
+
+        let device = Device::flex();
+        for (p, count) in [(0.9, 5_000), (0.1, 2_048), (1.0, 7), (0.0, 3)] {
+            let draw = |dtype: FloatDType| {
+                device.seed(7);
+                let first = Tensor::<1>::random([1], Distribution::Uniform(0.0, 1.0), &device); // one u32: odd
+                let mask = Tensor::<1>::zeros([count], &device).cast(dtype).random_like(Distribution::Bernoulli(p)).cast(FloatDType::F32);
+                let after = Tensor::<1>::random([3], Distribution::Uniform(0.0, 1.0), &device);
+                [first, mask, after].map(|t| t.into_data().to_vec::<f32>().unwrap())
+            };
+            let (blocks, one_by_one) = (draw(FloatDType::F32), draw(FloatDType::F16));
+            assert_eq!(blocks, one_by_one, "Bernoulli({p}) over {count}");
+            let ones = blocks[1].iter().filter(|&&v| v == 1.0).count() as f64;
+            assert!((ones / count as f64 - p).abs() < 0.03, "{ones} ones of {count} at p = {p}");
+        }
+    }
+
     /// … and max pooling without padding.
     #[test]
     fn flex_max_pooling_and_its_gradient_match_ndarray() {
