@@ -53,19 +53,20 @@ fn open_run(path: &Path) -> Result<(Box<dyn TrainedRun>, &'static dyn Family)> {
 
 /// The device for `--backend`, else the run's configured devices or backend.
 fn device_for(flag: Option<BackendChoice>, run: &RunSection) -> Result<ComputeDevice> {
-    match flag {
-        None if !run.devices.is_empty() => select_devices(&run.devices),
-        _ => select_device(flag.unwrap_or(run.backend)),
-    }
+    device_among(flag, &run.devices, run.backend)
 }
 
-/// Where `eval`, `predict` and a family's own commands compute: the flag, else the first of the
-/// run's `run.devices` (its main device), else its backend. They run on one device, so the
-/// other devices of a data-parallel run are neither probed nor needed.
+/// Where `eval`, `predict` and a family's own commands compute: as [`device_for`], but of the
+/// run's `run.devices` only the first (its main device). They run on one device, so the other
+/// devices of a data-parallel run are neither probed nor needed.
 fn inference_device_for(flag: Option<BackendChoice>, run: &RunSection) -> Result<ComputeDevice> {
-    match (flag, run.devices.first()) {
-        (None, Some(main)) => select_devices(std::slice::from_ref(main)),
-        _ => select_device(flag.unwrap_or(run.backend)),
+    device_among(flag, &run.devices[..run.devices.len().min(1)], run.backend)
+}
+
+fn device_among(flag: Option<BackendChoice>, devices: &[String], backend: BackendChoice) -> Result<ComputeDevice> {
+    match flag {
+        None if !devices.is_empty() => select_devices(devices),
+        _ => select_device(flag.unwrap_or(backend)),
     }
 }
 
