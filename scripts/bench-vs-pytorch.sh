@@ -56,6 +56,7 @@ cases=(
   "dcgan|--model dcgan|--model dcgan"
   "bpr-mf, ML-100K sizes|--model bpr-mf|--model bpr-mf"
   "neumf, ML-100K sizes|--model neumf|--model neumf"
+  "two-tower, ML-100K sizes|--model two-tower|--model two-tower"
   "sasrec, ML-100K sizes|--model sasrec|--model sasrec"
   "resnet18, 3×224×224, batch 32|--model resnet18|--model resnet18"
 )

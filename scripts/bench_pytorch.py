@@ -188,6 +188,52 @@ class SASRec(nn.Module):
         return self.item.weight[1:]
 
 
+class Tower(nn.Module):
+    """One tower of Vitrine's `two-tower`: an N(0, 0.05) ID embedding, beside the mean embedding
+    of the entity's feature tokens when it has them (their sum over their count + 1, padding
+    masked), dropout before each layer of [inputs → 128 → 64 → 64] with ReLU between, the output
+    scaled to unit length."""
+
+    def __init__(self, ids, vocabulary=None, dim=64, hidden=(128, 64), dropout=0.1):
+        super().__init__()
+        self.id = nn.Embedding(ids, dim)
+        self.tokens = nn.Embedding(vocabulary + 1, dim) if vocabulary else None  # + padding
+        for e in (self.id, self.tokens):
+            if e is not None:
+                nn.init.normal_(e.weight, 0.0, 0.05)
+        widths = [dim * (2 if vocabulary else 1), *hidden, dim]
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths, widths[1:]))
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, ids, features=None, keep_id=None):
+        h = self.id(ids) if keep_id is None else self.id(ids) * keep_id
+        if features is not None:
+            tokens, mask = features[0][ids], features[1][ids]
+            mean = (self.tokens(tokens) * mask[:, :, None]).sum(1) / (mask.sum(1, keepdim=True) + 1)
+            h = torch.cat([h, mean], 1)
+        for k, layer in enumerate(self.layers):
+            h = layer(self.dropout(h))
+            if k < len(self.layers) - 1:
+                h = F.relu(h)
+        return h / (h.norm(dim=1, keepdim=True) + 1e-6)
+
+
+class TwoTower(nn.Module):
+    """Vitrine's `two-tower` as `vitrine bench` builds it: customers by ID, items by ID and
+    genres (`features`: token ids and mask per item), temperature 0.1."""
+
+    def __init__(self, users, items, features, vocabulary, temperature=0.1):
+        super().__init__()
+        self.user, self.item = Tower(users), Tower(items, vocabulary)
+        self.features, self.temperature = features, temperature
+
+    def items(self, ids, keep_id=None):
+        return self.item(ids, self.features, keep_id)
+
+    def scores(self, u):
+        return self.user(u) @ self.items(torch.arange(self.item.id.num_embeddings)).T / self.temperature
+
+
 def ranking(scores_of, users, items, dev, customers=None):
     """A call that ranks every item for `customers` customers (default every one) and keeps each
     one's top 10, leaving known items out as Vitrine and RecBole do: 80,000 drawn (customer, item)
@@ -246,7 +292,7 @@ def main():
     torch.set_default_device(dev)
     m = a.model
     text = m.startswith("text-")
-    bs = a.batch_size or (64 if text else 2048 if m in ("bpr-mf", "neumf") else 256 if m == "sasrec" else 32 if m in TORCHVISION else 128)
+    bs = a.batch_size or (64 if text else 2048 if m in ("bpr-mf", "neumf", "two-tower") else 256 if m == "sasrec" else 32 if m in TORCHVISION else 128)
     adam = lambda params, lr=1e-3, betas=(0.9, 0.999): torch.optim.Adam(params, lr=lr, betas=betas)
     if m in ("fashion-cnn", "resnet-small", "conv-ae") or m in TORCHVISION:
         if m in TORCHVISION:
@@ -315,6 +361,33 @@ def main():
             opt.step()
 
         rank, customers = ranking(lambda batch: net.user(batch) @ net.item.weight.T, users, items, dev)
+    elif m == "two-tower":
+        users, items, genres = 943, 1682, 19
+        # One to three of 19 genres per item, as `vitrine bench` generates them (padding: 19).
+        tokens = torch.full((items, 3), genres)
+        for item in range(items):
+            drawn = torch.randint(0, genres, (int(torch.randint(1, 4, ())),)).unique()
+            tokens[item, : len(drawn)] = drawn
+        net = TwoTower(users, items, (tokens, (tokens < genres).float()), genres)
+        opt = adam(net.parameters())
+        u, i = torch.randint(0, users, (bs,)), torch.randint(0, items, (bs,))
+        # logQ correction from the items' frequency in 100,000 drawn interactions, as Vitrine
+        # computes it from its training split.
+        counts = torch.bincount(torch.randint(0, items, (100_000,)), minlength=items)
+        log_q = ((counts + 1.0) / counts.sum()).log()
+        targets = torch.arange(bs)
+
+        def train():
+            # In-batch softmax: each customer's item against the batch's others; items' own IDs
+            # hidden at the rate 0.3; the same item twice in a batch is no negative of itself.
+            opt.zero_grad()
+            keep = torch.bernoulli(torch.full((bs, 1), 0.7))
+            logits = net.user(u) @ net.items(i, keep).T / net.temperature - log_q[i][None, :]
+            twice = (i[:, None] == i[None, :]) & ~torch.eye(bs, dtype=torch.bool)
+            F.cross_entropy(logits.masked_fill(twice, -1e9), targets).backward()
+            opt.step()
+
+        rank, customers = ranking(net.scores, users, items, dev)
     elif m == "neumf":
         users, items = 943, 1682
         net = NeuMF(users, items)
@@ -357,7 +430,7 @@ def main():
     train_rate = rate(train, a.warmup, a.steps, a.seconds, sync)
     net.eval()
     with torch.no_grad():
-        if m in ("bpr-mf", "sasrec", "neumf"):
+        if m in ("bpr-mf", "neumf", "two-tower", "sasrec"):
             infer, infer_bs = rank, customers
         elif text:
             infer = lambda: net(*infer_input)

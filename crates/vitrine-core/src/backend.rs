@@ -573,7 +573,7 @@ mod tests {
             let mut x: Vec<f32> = (0..4 * width).map(|i| ((i * 7919 % 1013) as f32 / 50.0 - 10.0) * (1 + i / width) as f32).collect();
             x[width..2 * width].iter_mut().for_each(|v| *v += 300.0);
             x[2 * width] = f32::NEG_INFINITY;
-            let got = softmax(Tensor::<2>::from_data(TensorData::new(x.clone(), [4, width]), &Device::flex()), 1).into_data().to_vec::<f32>().unwrap();
+            let got = softmax(Tensor::<2>::from_data(TensorData::new(x.clone(), [4, width]), &Device::flex()), 1).into_data().try_to_vec::<f32>().unwrap();
             for (row, got) in x.chunks(width).zip(got.chunks(width)) {
                 let max = row.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));
                 let sum: f64 = row.iter().map(|&v| (v as f64 - max).exp()).sum();
@@ -599,7 +599,7 @@ mod tests {
                 let first = Tensor::<1>::random([1], Distribution::Uniform(0.0, 1.0), &device); // one u32: odd
                 let mask = Tensor::<1>::zeros([count], &device).cast(dtype).random_like(Distribution::Bernoulli(p)).cast(FloatDType::F32);
                 let after = Tensor::<1>::random([3], Distribution::Uniform(0.0, 1.0), &device);
-                [first, mask, after].map(|t| t.into_data().to_vec::<f32>().unwrap())
+                [first, mask, after].map(|t| t.into_data().try_to_vec::<f32>().unwrap())
             };
             let (blocks, one_by_one) = (draw(FloatDType::F32), draw(FloatDType::F16));
             assert_eq!(blocks, one_by_one, "Bernoulli({p}) over {count}");

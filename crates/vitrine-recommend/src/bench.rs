@@ -20,7 +20,7 @@ use vitrine_core::train::TrainTask;
 
 use crate::config::{Architecture, RecommendConfig, resolve};
 use crate::data::batches::InteractionBatches;
-use crate::data::{IdMap, Interaction, RecData, read_interactions, seen_items, sequences};
+use crate::data::{Features, IdMap, Interaction, RecData, read_interactions, seen_items, sequences};
 use crate::model::counted::{ItemKnn, Popularity};
 use crate::model::factorization::{MatrixFactorization, NeuMf};
 use crate::model::sasrec::Sasrec;
@@ -31,7 +31,7 @@ use crate::training::{RecommendTask, score_context};
 
 /// Times `arch` as `vitrine bench --model` asks.
 pub fn bench(arch: Architecture, request: &BenchRequest) -> Result<BenchResult> {
-    let data = match args::value::<PathBuf>(request.args, "interactions") {
+    let mut data = match args::value::<PathBuf>(request.args, "interactions") {
         Some(path) => read_file(&path)?,
         None => generated(
             args::value(request.args, "users").unwrap_or(943),
@@ -40,6 +40,9 @@ pub fn bench(arch: Architecture, request: &BenchRequest) -> Result<BenchResult> 
             42,
         ),
     };
+    if arch == Architecture::TwoTower {
+        data.item_features = Some(generated_genres(data.items.len(), 42));
+    }
     if args::flag(request.args, "sparse_updates") && arch != Architecture::BprMf {
         anyhow::bail!("--sparse-updates applies to bpr-mf only");
     }
@@ -56,8 +59,10 @@ pub fn bench(arch: Architecture, request: &BenchRequest) -> Result<BenchResult> 
 /// The model's default config (what `vitrine train` would use for it) on `data`'s sizes.
 fn config_for(arch: Architecture) -> Result<RecommendConfig> {
     let text = format!(
-        "task = \"recommendation\"\n[data]\ninteractions = {{ file = \"bench.csv\", timestamp = \"timestamp\" }}\nsplit = {{ kind = \"{}\" }}\n[model]\nname = \"{}\"\n",
+        "task = \"recommendation\"\n[data]\ninteractions = {{ file = \"bench.csv\", timestamp = \"timestamp\" }}\nsplit = {{ kind = \"{}\" }}\n{}[model]\nname = \"{}\"\n",
         if arch == Architecture::Sasrec { "leave-one-out" } else { "random" },
+        // The hybrid reads item features: the bench's are `generated_genres`.
+        if arch == Architecture::TwoTower { "items = { file = \"bench-items.csv\", id = \"item_id\", multi = { genres = \"|\" } }\n" } else { "" },
         arch.name()
     );
     resolve(&ConfigFile::from_text(std::path::Path::new("bench.toml"), text)?, &[])
@@ -114,6 +119,26 @@ fn measure<M: Build + Clone>(arch: Architecture, data: &RecData, request: &Bench
     result.extra.insert("items".into(), data.items.len().into());
     result.extra.insert("interactions".into(), data.train.len().into());
     Ok(result)
+}
+
+/// Each item's genres, one to three of 19 as MovieLens-100K's films have: the features
+/// `two-tower` needs, for data that comes without them.
+fn generated_genres(items: usize, seed: u64) -> Features {
+    const GENRES: u32 = 19;
+    let mut rng = StdRng::seed_from_u64(seed);
+    let tokens = (0..items)
+        .map(|_| {
+            let mut genres = Vec::with_capacity(3);
+            for _ in 0..rng.random_range(1..=3) {
+                let genre = rng.random_range(0..GENRES);
+                if !genres.contains(&genre) {
+                    genres.push(genre);
+                }
+            }
+            genres
+        })
+        .collect();
+    Features { vocabulary: (0..GENRES).map(|g| format!("genres=G{g}")).collect(), tokens, numbers: vec![Vec::new(); items], numeric_columns: Vec::new(), names: None }
 }
 
 /// Batches of consecutive epochs, for timing more steps than one epoch has.

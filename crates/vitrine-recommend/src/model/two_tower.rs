@@ -7,7 +7,7 @@
 
 use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig};
 use burn::prelude::*;
-use burn::tensor::activation::{log_softmax, relu};
+use burn::tensor::activation::relu;
 use burn::tensor::Distribution;
 use vitrine_core::cross_entropy::softmax_cross_entropy;
 
@@ -194,8 +194,7 @@ impl Recommender for TwoTower {
         // The same item twice in a batch is not a negative of itself.
         let same = items.clone().unsqueeze_dim::<2>(1).equal(items.clone().unsqueeze_dim::<2>(0)); // [b, b]
         let diagonal = Tensor::<2>::eye(b, &device);
-        let mut logits = logits.mask_fill(same.bool_and(diagonal.clone().equal_elem(0.0)), -1e9);
-        let mut positive = diagonal;
+        let mut logits = logits.mask_fill(same.bool_and(diagonal.equal_elem(0.0)), -1e9);
         if self.extra_negatives > 0 {
             // Mixed negative sampling (Yang et al. 2020): uniformly drawn items join the batch's,
             // corrected by their own draw probability, 1 / items.
@@ -205,10 +204,9 @@ impl Recommender for TwoTower {
             let extra_logits = self.logits(u, e) + (context.items as f64).ln();
             let own = items.unsqueeze_dim::<2>(1).equal(extra.unsqueeze_dim::<2>(0)); // [b, n]
             logits = Tensor::cat(vec![logits, extra_logits.mask_fill(own, -1e9)], 1); // [b, b + n]
-            positive = Tensor::cat(vec![positive, Tensor::zeros([b, n], &device)], 1);
         }
-        let picked = (log_softmax(logits, 1) * positive).sum_dim(1); // [b, 1]
-        picked.neg().mean()
+        // Customer r's own item is column r.
+        softmax_cross_entropy(logits, Tensor::arange(0..b as i64, &device)).mean()
     }
 
     fn scores(&self, users: &[u32], context: &ScoreContext) -> Tensor<2> {
