@@ -3,8 +3,8 @@
 //! item table shared between input and output. Each customer's next item is predicted from
 //! their `max_len` most recent ones.
 
-use burn::nn::attention::generate_autoregressive_mask;
-use burn::nn::transformer::{TransformerEncoder, TransformerEncoderConfig, TransformerEncoderInput};
+use burn::nn::attention::{MhaInput, generate_autoregressive_mask};
+use burn::nn::transformer::{TransformerEncoder, TransformerEncoderConfig, TransformerEncoderInput, TransformerEncoderLayer};
 use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig};
 use burn::prelude::*;
 use vitrine_core::cross_entropy::softmax_cross_entropy;
@@ -55,13 +55,17 @@ impl Sasrec {
     /// Hidden states `[b, len, d]` of item ids `[b, len]` (0 = padding, at the end).
     fn encode(&self, inputs: Tensor<2, Int>) -> Tensor<3> {
         let [b, len] = inputs.dims();
-        let device = inputs.device();
-        let positions = Tensor::<1, Int>::arange(0..len as i64, &device).unsqueeze_dim::<2>(0).repeat_dim(0, b);
-        let x = self.item_embedding.forward(inputs.clone()) + self.position_embedding.forward(positions);
-        let x = self.dropout.forward(self.layer_norm.forward(x));
-        let padding = inputs.equal_elem(0);
-        let causal = generate_autoregressive_mask(b, len, &device);
-        self.encoder.forward(TransformerEncoderInput::new(x).mask_pad(padding).mask_attn(causal))
+        let padding = inputs.clone().equal_elem(0);
+        let causal = generate_autoregressive_mask(b, len, &inputs.device());
+        self.encoder.forward(TransformerEncoderInput::new(self.embed(inputs)).mask_pad(padding).mask_attn(causal))
+    }
+
+    /// The encoder's input `[b, len, d]`: item and position embeddings, normalised.
+    fn embed(&self, inputs: Tensor<2, Int>) -> Tensor<3> {
+        let [b, len] = inputs.dims();
+        let positions = Tensor::<1, Int>::arange(0..len as i64, &inputs.device()).unsqueeze_dim::<2>(0).repeat_dim(0, b);
+        let x = self.item_embedding.forward(inputs) + self.position_embedding.forward(positions);
+        self.dropout.forward(self.layer_norm.forward(x))
     }
 
     /// The item table without its padding row `[items, d]`.
@@ -89,15 +93,36 @@ impl Sasrec {
 }
 
 impl Sasrec {
-    /// The hidden state after each customer's latest item `[users, d]`.
+    /// The hidden state after each customer's latest item `[users, d]`, for ranking (no dropout).
+    /// The encoder is causal and post-norm, so its last layer runs at that one position only:
+    /// its keys and values still come from every position, and nothing else of that layer is
+    /// needed. The layers before it run whole.
     fn state(&self, users: &[u32], context: &ScoreContext) -> Tensor<2> {
         let device = self.item_embedding.weight.device();
         let (ids, last) = self.recent(users, context, &device);
-        let hidden = self.encode(ids); // [users, len, d]
-        let [b, len, d] = hidden.dims();
+        let [b, len] = ids.dims();
+        let padding = ids.clone().equal_elem(0);
+        let causal = generate_autoregressive_mask(b, len, &device);
+        let mut x = self.embed(ids);
+        let (final_layer, earlier) = self.encoder.layers.split_last().expect("sasrec has at least one layer");
+        for layer in earlier {
+            x = layer.forward(x, Some(padding.clone()), Some(causal.clone()));
+        }
+        let d = x.dims()[2];
         let at: Vec<i64> = last.iter().enumerate().map(|(r, &t)| (r * len + t) as i64).collect();
-        hidden.reshape([b * len, d]).select(0, Tensor::<1, Int>::from_data(TensorData::new(at, [b]), &device))
+        let latest = x.clone().reshape([b * len, d]).select(0, Tensor::<1, Int>::from_data(TensorData::new(at, [b]), &device));
+        at_latest_position(final_layer, latest.reshape([b, 1, d]), x, padding).reshape([b, d])
     }
+}
+
+/// burn's post-norm `TransformerEncoderLayer::forward` without dropout for one query per sequence
+/// `[b, 1, d]` at its latest real position, attending to `sequence` `[b, len, d]`: there the
+/// causal mask hides only what the padding mask already does.
+fn at_latest_position(layer: &TransformerEncoderLayer, query: Tensor<3>, sequence: Tensor<3>, padding: Tensor<2, Bool>) -> Tensor<3> {
+    debug_assert!(!layer.norm_first, "sasrec's encoder is post-norm");
+    let context = layer.mha.forward(MhaInput::new(query.clone(), sequence.clone(), sequence).mask_pad(padding)).context;
+    let x = layer.norm_1.forward(query + context);
+    layer.norm_2.forward(x.clone() + layer.pwff.forward(x))
 }
 
 impl Recommender for Sasrec {
@@ -125,5 +150,35 @@ impl Recommender for Sasrec {
     fn user_vectors(&self, context: &ScoreContext) -> Option<Tensor<2>> {
         let users: Vec<u32> = (0..context.history.len() as u32).collect();
         Some(Tensor::cat(users.chunks(1024).map(|chunk| self.state(chunk, context)).collect(), 0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    /// The ranking state, computed at each customer's latest position only in the last layer,
+    /// equals the whole encoder's output there: customers with full, short and empty histories.
+    #[test]
+    fn the_latest_position_alone_gives_the_whole_encoders_state() {
+        let device = Device::flex();
+        device.seed(3);
+        let shape = SasrecShape { items: 40, dim: 16, max_len: 8, layers: 2, heads: 2, feed_forward: 32, dropout: 0.0 };
+        let model = Sasrec::new(&shape, &device);
+        let history: Vec<Vec<u32>> = vec![(0..12).map(|i| (i * 7 % 40) as u32).collect(), vec![5, 9, 1], vec![], vec![39]];
+        let context = ScoreContext { history: Arc::new(history), items: 40, item_features: None, user_features: None, warm_items: None, item_log_frequency: None };
+        let users = [0u32, 1, 2, 3];
+        let (ids, last) = model.recent(&users, &context, &device);
+        let whole = model.encode(ids).into_data().try_to_vec::<f32>().unwrap();
+        let got = model.state(&users, &context).into_data().try_to_vec::<f32>().unwrap();
+        let d = shape.dim;
+        for (r, &t) in last.iter().enumerate() {
+            let want = &whole[(r * shape.max_len + t) * d..][..d];
+            for (g, w) in got[r * d..][..d].iter().zip(want) {
+                assert!((g - w).abs() <= 1e-5, "customer {r}: {g} against the whole encoder's {w}");
+            }
+        }
     }
 }
