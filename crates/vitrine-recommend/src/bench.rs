@@ -117,6 +117,9 @@ fn measure<M: Build + Clone>(arch: Architecture, data: &RecData, request: &Bench
     result.extra.insert("inference_unit".into(), "customers ranked over every item (top 10)".into());
     result.extra.insert("users".into(), users.into());
     result.extra.insert("items".into(), data.items.len().into());
+    if arch == Architecture::TwoTower {
+        result.extra.insert("item_features".into(), "generated genres, one to three of 19 per item".into());
+    }
     result.extra.insert("interactions".into(), data.train.len().into());
     Ok(result)
 }
