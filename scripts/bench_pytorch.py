@@ -267,6 +267,9 @@ def rate(step, warmup, steps, seconds, sync=lambda: None):
     return done / (time.perf_counter() - started)
 
 
+# Recommenders: inference is ranking every item for a batch of customers (`ranking`).
+RECOMMENDERS = ("bpr-mf", "neumf", "two-tower", "sasrec")
+
 # Vitrine's names for torchvision's constructors (vitrine bench uses 3×224×224, batch 32).
 TORCHVISION = {"resnet18": "resnet18", "resnet50": "resnet50", "mobilenet-v3-large": "mobilenet_v3_large"}
 
@@ -292,7 +295,7 @@ def main():
     torch.set_default_device(dev)
     m = a.model
     text = m.startswith("text-")
-    bs = a.batch_size or (64 if text else 2048 if m in ("bpr-mf", "neumf", "two-tower") else 256 if m == "sasrec" else 32 if m in TORCHVISION else 128)
+    bs = a.batch_size or (64 if text else 256 if m == "sasrec" else 2048 if m in RECOMMENDERS else 32 if m in TORCHVISION else 128)
     adam = lambda params, lr=1e-3, betas=(0.9, 0.999): torch.optim.Adam(params, lr=lr, betas=betas)
     if m in ("fashion-cnn", "resnet-small", "conv-ae") or m in TORCHVISION:
         if m in TORCHVISION:
@@ -430,7 +433,7 @@ def main():
     train_rate = rate(train, a.warmup, a.steps, a.seconds, sync)
     net.eval()
     with torch.no_grad():
-        if m in ("bpr-mf", "neumf", "two-tower", "sasrec"):
+        if m in RECOMMENDERS:
             infer, infer_bs = rank, customers
         elif text:
             infer = lambda: net(*infer_input)

@@ -54,9 +54,7 @@ impl Sasrec {
 
     /// Hidden states `[b, len, d]` of item ids `[b, len]` (0 = padding, at the end).
     fn encode(&self, inputs: Tensor<2, Int>) -> Tensor<3> {
-        let [b, len] = inputs.dims();
-        let padding = inputs.clone().equal_elem(0);
-        let causal = generate_autoregressive_mask(b, len, &inputs.device());
+        let (padding, causal) = masks(&inputs);
         self.encoder.forward(TransformerEncoderInput::new(self.embed(inputs)).mask_pad(padding).mask_attn(causal))
     }
 
@@ -101,8 +99,7 @@ impl Sasrec {
         let device = self.item_embedding.weight.device();
         let (ids, last) = self.recent(users, context, &device);
         let [b, len] = ids.dims();
-        let padding = ids.clone().equal_elem(0);
-        let causal = generate_autoregressive_mask(b, len, &device);
+        let (padding, causal) = masks(&ids);
         let mut x = self.embed(ids);
         let (final_layer, earlier) = self.encoder.layers.split_last().expect("sasrec has at least one layer");
         for layer in earlier {
@@ -113,6 +110,12 @@ impl Sasrec {
         let latest = x.clone().reshape([b * len, d]).select(0, Tensor::<1, Int>::from_data(TensorData::new(at, [b]), &device));
         at_latest_position(final_layer, latest.reshape([b, 1, d]), x, padding).reshape([b, d])
     }
+}
+
+/// The encoder's masks for item ids `[b, len]`: padding `[b, len]` and causal `[b, len, len]`.
+fn masks(ids: &Tensor<2, Int>) -> (Tensor<2, Bool>, Tensor<3, Bool>) {
+    let [b, len] = ids.dims();
+    (ids.clone().equal_elem(0), generate_autoregressive_mask(b, len, &ids.device()))
 }
 
 /// burn's post-norm `TransformerEncoderLayer::forward` without dropout for one query per sequence
