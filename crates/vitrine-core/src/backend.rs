@@ -126,12 +126,14 @@ fn rank(kind: wgpu::DeviceType) -> u8 {
 pub fn keep_freed_memory_for_reuse() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     unsafe {
-        // 32 MiB is the largest mmap threshold glibc accepts; the trim threshold keeps freed
-        // memory at the top of the heap instead of returning it. Larger blocks (an embedding
-        // table of 644,492 n-grams is 41 MB, and so are its gradient and Adam's moments) are
-        // mapped afresh unless the heap's free top can hold them: growing the heap 256 MiB at a
-        // time lets it (text-ngram with that table: 434 → 1,007 training samples/s).
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        // No block is mapped on its own: glibc maps every block over 32 MiB (the largest
+        // threshold it accepts) afresh, and `sasrec`'s logits and their gradient are 86 MB each,
+        // 457k page faults in a 10-second bench (100k without; 512/521 → 542/543 sequences/s).
+        // The trim threshold keeps freed memory at the top of the heap instead of returning it;
+        // growing the heap 256 MiB at a time lets its free top hold the next large block (an
+        // embedding table of 644,492 n-grams is 41 MB, and so are its gradient and Adam's
+        // moments: text-ngram with that table, 434 → 1,007 training samples/s).
+        libc::mallopt(libc::M_MMAP_MAX, 0);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
         libc::mallopt(libc::M_TOP_PAD, 256 << 20);
     }

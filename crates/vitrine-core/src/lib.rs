@@ -6,6 +6,7 @@
 //! binary owns the terminal.
 
 pub mod activation;
+pub mod attention;
 pub mod backend;
 pub mod bench;
 pub mod classifier;
@@ -15,6 +16,7 @@ pub mod data;
 pub mod export;
 pub mod family;
 pub mod history;
+pub mod layer_norm;
 pub mod metrics;
 pub mod per_cpu;
 pub mod plot;

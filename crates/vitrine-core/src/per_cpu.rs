@@ -36,3 +36,36 @@ macro_rules! compiled_per_cpu {
         }
     };
 }
+
+/// Independent accumulators in [`lane_sum`] and [`lane_max`]: enough for AVX-512.
+const LANES: usize = 16;
+
+/// Σ f(i, v) over `row`, in lanes: a single running sum keeps a loop scalar. Inlined into the
+/// [`compiled_per_cpu!`] function that calls it, which vectorises it.
+#[inline(always)]
+pub fn lane_sum(row: &[f32], f: impl Fn(usize, f32) -> f32) -> f32 {
+    let mut lanes = [0f32; LANES];
+    let chunks = row.chunks_exact(LANES);
+    let tail = LANES * chunks.len();
+    let rest = chunks.remainder();
+    for (c, chunk) in chunks.enumerate() {
+        for (l, (lane, &v)) in lanes.iter_mut().zip(chunk).enumerate() {
+            *lane += f(c * LANES + l, v);
+        }
+    }
+    lanes.iter().sum::<f32>() + rest.iter().enumerate().map(|(i, &v)| f(tail + i, v)).sum::<f32>()
+}
+
+/// The largest value of `row` (−∞ when empty), in lanes as [`lane_sum`].
+#[inline(always)]
+pub fn lane_max(row: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; LANES];
+    let chunks = row.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for chunk in chunks {
+        for (lane, &v) in lanes.iter_mut().zip(chunk) {
+            *lane = lane.max(v);
+        }
+    }
+    lanes.iter().chain(rest).fold(f32::NEG_INFINITY, |m, &v| m.max(v))
+}
