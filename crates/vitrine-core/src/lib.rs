@@ -24,3 +24,4 @@ pub mod report;
 pub mod reporter;
 pub mod run_dir;
 pub mod train;
+pub mod transformer;

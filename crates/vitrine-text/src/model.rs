@@ -3,7 +3,7 @@
 //! additive attention pooling masked at padding.
 
 use burn::module::Param;
-use burn::nn::transformer::{TransformerEncoder, TransformerEncoderConfig, TransformerEncoderInput};
+use burn::nn::transformer::{TransformerEncoder, TransformerEncoderConfig};
 use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig};
 use burn::optim::GradientsParams;
 use burn::prelude::*;
@@ -11,6 +11,7 @@ use burn::tensor::Gradients;
 use burn::tensor::activation::{sigmoid, softmax};
 use vitrine_core::activation::tanh;
 use vitrine_core::classifier::ClassifierModel;
+use vitrine_core::transformer::encoder_layer;
 use anyhow::{Context, Result, bail};
 
 use crate::bert::{BertConfig, BertModel};
@@ -19,6 +20,9 @@ use crate::data::TokenInput;
 
 /// Output scale of the wide path's table; see [`TextClassifier::wide_logits`].
 const WIDE_SCALE: f32 = 20.0;
+
+/// `text-transformer`'s LayerNorm ε (burn's default, named because the fused forward needs it).
+const TRANSFORMER_LAYER_NORM_EPSILON: f64 = 1e-5;
 
 
 /// A bidirectional recurrent layer (LSTM or GRU) that honours the padding mask: each direction
@@ -250,6 +254,7 @@ impl TextClassifier {
                     TransformerEncoderConfig::new(c.embedding_dim, c.feed_forward, c.heads, c.layers)
                         .with_norm_first(true)
                         .with_dropout(0.1)
+                        .with_layer_norm_eps(TRANSFORMER_LAYER_NORM_EPSILON)
                         .init(device),
                 );
                 c.embedding_dim
@@ -398,8 +403,9 @@ impl TextClassifier {
             let (position, transformer) = position.zip(transformer).expect("a transformer model has both parts");
             let [batch, len, _] = x.dims();
             let positions = Tensor::<1, Int>::arange(0..len as i64, &x.device()).unsqueeze_dim::<2>(0).repeat_dim(0, batch);
-            let padding = mask.clone().equal_elem(0.0);
-            transformer.forward(TransformerEncoderInput::new(x + position.forward(positions)).mask_pad(padding))
+            let hidden = mask.clone().equal_elem(0.0).unsqueeze_dim::<3>(1).expand([batch, len, len]);
+            let x = x + position.forward(positions);
+            transformer.layers.iter().fold(x, |x, layer| encoder_layer(layer, x, hidden.clone(), TRANSFORMER_LAYER_NORM_EPSILON))
         };
         attention.forward(encoded, mask) // [batch, d], [batch, len]
     }

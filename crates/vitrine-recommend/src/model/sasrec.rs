@@ -1,17 +1,16 @@
 //! `sasrec` (Kang & McAuley 2018, RecBole's `SASRec`): item and position embeddings, a causal
 //! Transformer encoder (post-norm, GELU), and at each position a softmax over every item, the
 //! item table shared between input and output. Each customer's next item is predicted from
-//! their `max_len` most recent ones. burn's encoder modules hold the weights; their forward
-//! pass is written out here (the same operations, dropouts in the same order) so that layer norm
-//! and the attention weights run as one operation each on `flex`.
+//! their `max_len` most recent ones. The encoder runs through `vitrine_core::transformer`, which
+//! fuses its layer norms and attention weights on `flex`.
 
-use burn::nn::attention::{MultiHeadAttention, generate_autoregressive_mask};
-use burn::nn::transformer::{TransformerEncoder, TransformerEncoderConfig, TransformerEncoderLayer};
-use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig, Linear};
+use burn::nn::attention::generate_autoregressive_mask;
+use burn::nn::transformer::{TransformerEncoder, TransformerEncoderConfig};
+use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig};
 use burn::prelude::*;
-use vitrine_core::attention::attention_weights;
 use vitrine_core::cross_entropy::softmax_cross_entropy;
 use vitrine_core::layer_norm::layer_norm;
+use vitrine_core::transformer::{encoder_layer, encoder_layer_at};
 
 use super::{Recommender, ScoreContext};
 use crate::data::batches::RecBatch;
@@ -62,7 +61,7 @@ impl Sasrec {
     /// Hidden states `[b, len, d]` of item ids `[b, len]` (0 = padding, at the end).
     fn encode(&self, inputs: Tensor<2, Int>) -> Tensor<3> {
         let hidden = hidden_keys(&inputs);
-        self.encoder.layers.iter().fold(self.embed(inputs), |x, layer| encoder_layer(layer, x, hidden.clone()))
+        self.encoder.layers.iter().fold(self.embed(inputs), |x, layer| encoder_layer(layer, x, hidden.clone(), LAYER_NORM_EPSILON))
     }
 
     /// The encoder's input `[b, len, d]`: item and position embeddings, normalised.
@@ -109,12 +108,12 @@ impl Sasrec {
         let padding = ids.clone().equal_elem(0);
         let hidden = hidden_keys(&ids);
         let (final_layer, earlier) = self.encoder.layers.split_last().expect("sasrec has at least one layer");
-        let x = earlier.iter().fold(self.embed(ids), |x, layer| encoder_layer(layer, x, hidden.clone()));
+        let x = earlier.iter().fold(self.embed(ids), |x, layer| encoder_layer(layer, x, hidden.clone(), LAYER_NORM_EPSILON));
         let d = x.dims()[2];
         let at: Vec<i64> = last.iter().enumerate().map(|(r, &t)| (r * len + t) as i64).collect();
         let latest = x.clone().reshape([b * len, d]).select(0, Tensor::<1, Int>::from_data(TensorData::new(at, [b]), &device));
         // At the latest real position the causal mask hides only what the padding mask does.
-        layer_forward(final_layer, latest.reshape([b, 1, d]), x, padding.unsqueeze_dim(1)).reshape([b, d])
+        encoder_layer_at(final_layer, latest.reshape([b, 1, d]), x, padding.unsqueeze_dim(1), LAYER_NORM_EPSILON).reshape([b, d])
     }
 }
 
@@ -124,35 +123,6 @@ fn hidden_keys(ids: &Tensor<2, Int>) -> Tensor<3, Bool> {
     let [b, len] = ids.dims();
     let padding = ids.clone().equal_elem(0).unsqueeze_dim::<3>(1).expand([b, len, len]);
     generate_autoregressive_mask(b, len, &ids.device()).bool_or(padding)
-}
-
-/// burn's post-norm `TransformerEncoderLayer::forward` over a whole sequence `[b, len, d]`.
-fn encoder_layer(layer: &TransformerEncoderLayer, x: Tensor<3>, hidden: Tensor<3, Bool>) -> Tensor<3> {
-    layer_forward(layer, x.clone(), x, hidden)
-}
-
-/// burn's post-norm `TransformerEncoderLayer::forward`, its dropouts drawn in the same order,
-/// for `queries` `[b, q, d]` attending to `sequence` `[b, len, d]` except where `hidden`
-/// `[b, q, len]`; its normalisations and attention weights as one operation each on `flex`.
-fn layer_forward(layer: &TransformerEncoderLayer, queries: Tensor<3>, sequence: Tensor<3>, hidden: Tensor<3, Bool>) -> Tensor<3> {
-    debug_assert!(!layer.norm_first, "sasrec's encoder is post-norm");
-    let attended = layer.dropout.forward(attention(&layer.mha, queries.clone(), sequence, hidden));
-    let x = layer_norm(&layer.norm_1, queries + attended, LAYER_NORM_EPSILON);
-    let fed = layer.dropout.forward(layer.pwff.forward(x.clone()));
-    layer_norm(&layer.norm_2, x + fed, LAYER_NORM_EPSILON)
-}
-
-/// burn's `MultiHeadAttention::forward` (its context), the keys and values from `sequence`.
-fn attention(mha: &MultiHeadAttention, queries: Tensor<3>, sequence: Tensor<3>, hidden: Tensor<3, Bool>) -> Tensor<3> {
-    let [b, q, d] = queries.dims();
-    let heads = |x: Tensor<3>, linear: &Linear| {
-        let [b, len, _] = x.dims();
-        linear.forward(x).reshape([b, len, mha.n_heads, mha.d_k]).swap_dims(1, 2)
-    };
-    let (query, key, value) = (heads(queries, &mha.query), heads(sequence.clone(), &mha.key), heads(sequence, &mha.value));
-    let weights = attention_weights(query.matmul(key.transpose()), hidden, (mha.d_k as f32).sqrt(), mha.min_float as f32);
-    let context = mha.dropout.forward(weights).matmul(value).swap_dims(1, 2).reshape([b, q, d]);
-    mha.output.forward(context)
 }
 
 impl Recommender for Sasrec {
@@ -187,44 +157,7 @@ impl Recommender for Sasrec {
 mod tests {
     use std::sync::Arc;
 
-    use burn::nn::transformer::TransformerEncoderInput;
-
     use super::*;
-
-    /// The encoder, with its normalisations and attention weights fused on flex, equals burn's
-    /// `TransformerEncoder` with the same masks, dropouts included (drawn in the same order from
-    /// the same seed): the hidden states and the gradients of the item table and a scale.
-    #[test]
-    fn the_encoder_equals_burns_transformer_encoder_dropouts_and_gradients_included() {
-        let device = Device::flex().autodiff();
-        device.seed(3);
-        let shape = SasrecShape { items: 40, dim: 16, max_len: 8, layers: 2, heads: 2, feed_forward: 32, dropout: 0.2 };
-        let model = Sasrec::new(&shape, &device);
-        let ids: Vec<i64> = vec![3, 9, 1, 40, 7, 2, 5, 8, 4, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-        let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [3, 8]), &device);
-        let weights = Tensor::<3>::from_data(TensorData::new((0..3 * 8 * 16).map(|i| (i % 7) as f32 - 3.0).collect::<Vec<f32>>(), [3, 8, 16]), &device);
-        let run = |encode: &dyn Fn() -> Tensor<3>| {
-            device.seed(11);
-            let hidden = encode();
-            let grads = (hidden.clone() * weights.clone()).sum().backward();
-            let items = model.item_embedding.weight.val().grad(&grads).expect("a gradient for the item table");
-            let scale = model.encoder.layers[0].norm_1.gamma.val().grad(&grads).expect("a gradient for a scale");
-            [hidden.inner(), items.reshape([41 * 16]).unsqueeze_dim::<2>(0).unsqueeze_dim(0), scale.unsqueeze_dim::<2>(0).unsqueeze_dim(0)].map(|t| t.into_data().try_to_vec::<f32>().unwrap())
-        };
-        // burn initialises parameters when first read, from the same generator as the dropouts.
-        run(&|| model.encode(ids.clone()));
-        let ours = run(&|| model.encode(ids.clone()));
-        let burns = run(&|| {
-            let input = TransformerEncoderInput::new(model.embed(ids.clone())).mask_pad(ids.clone().equal_elem(0)).mask_attn(generate_autoregressive_mask(3, 8, &device));
-            model.encoder.forward(input)
-        });
-        for (what, (ours, burns)) in ["hidden states", "item table's gradient", "scale's gradient"].iter().zip(ours.iter().zip(&burns)) {
-            assert!(ours.iter().any(|&v| v != 0.0), "{what}: all zero");
-            for (i, (o, b)) in ours.iter().zip(burns).enumerate() {
-                assert!((o - b).abs() <= 1e-4 * b.abs().max(1.0), "{what} at {i}: {o} against burn's {b}");
-            }
-        }
-    }
 
     /// The ranking state, computed at each customer's latest position only in the last layer,
     /// equals the whole encoder's output there: customers with full, short and empty histories.
