@@ -23,7 +23,7 @@ use burn::tensor::{DType, TensorData};
 use rayon::prelude::*;
 
 use crate::compiled_per_cpu;
-use crate::per_cpu::{lane_max, lane_sum};
+use crate::per_cpu::{lane_dot, lane_max, lane_sum};
 
 /// Rows of weights per parallel task.
 const ROWS_PER_TASK: usize = 256;
@@ -146,7 +146,7 @@ compiled_per_cpu! {
             let e = exp_f32(if h { 0.0 } else { *o - max });
             *o = if h { 0.0 } else { e };
         }
-        let inverse = 1.0 / lane_sum(out, |_, e| e);
+        let inverse = 1.0 / lane_sum(out, |e| e);
         out.iter_mut().for_each(|o| *o *= inverse);
     }
 }
@@ -155,7 +155,7 @@ compiled_per_cpu! {
     /// The scores' gradient of one row: `y·(dy − Σ dy·y) / divisor`, zero where hidden (the
     /// fill does not depend on the scores).
     fn softmax_row_backward(y: &[f32], dy: &[f32], hidden: &[bool], divisor: f32, out: &mut [f32]) {
-        let dot = lane_sum(y, |i, y| y * dy[i]);
+        let dot = lane_dot(y, dy);
         for (((o, &y), &d), &h) in out.iter_mut().zip(y).zip(dy).zip(hidden) {
             let g = y * (d - dot) / divisor;
             *o = if h { 0.0 } else { g };

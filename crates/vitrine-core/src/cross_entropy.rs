@@ -23,6 +23,7 @@ use burn::tensor::{DType, TensorData};
 use rayon::prelude::*;
 
 use crate::compiled_per_cpu;
+use crate::per_cpu::{lane_max, lane_sum};
 
 /// `-log softmax(logits[r])[targets[r]]` for each row `r`: `[rows, classes]` and `[rows]` give
 /// `[rows]`. A target outside `0..classes` is the caller's error (burn's `gather` decides what
@@ -121,31 +122,13 @@ impl Backward<Flex, 1> for CrossEntropyBackward {
     }
 }
 
-/// Lanes of the running maximum and sum: enough independent accumulators for AVX-512.
-const LANES: usize = 16;
-
 compiled_per_cpu! {
     /// log Σ e^v over the row, shifted by its maximum so that nothing overflows. NaN anywhere
-    /// gives NaN, as burn's composition does.
+    /// gives NaN, as burn's composition does: a NaN is no maximum, but its e^(v − max) is NaN,
+    /// and the sum carries it.
     fn log_sum_exp(row: &[f32]) -> f32 {
-        let chunks = row.chunks_exact(LANES);
-        let rest = chunks.remainder();
-        let mut peaks = [f32::NEG_INFINITY; LANES];
-        for chunk in chunks.clone() {
-            for (p, &v) in peaks.iter_mut().zip(chunk) {
-                *p = p.max(v);
-            }
-        }
-        let max = peaks.iter().chain(rest).fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-        let mut sums = [0f32; LANES];
-        for chunk in chunks {
-            for (s, &v) in sums.iter_mut().zip(chunk) {
-                *s += exp_f32(v - max);
-            }
-        }
-        // A NaN is no maximum, but its e^(v - max) is NaN: the sum carries it.
-        let sum = sums.iter().sum::<f32>() + rest.iter().map(|&v| exp_f32(v - max)).sum::<f32>();
-        max + sum.ln()
+        let max = lane_max(row);
+        max + lane_sum(row, |v| exp_f32(v - max)).ln()
     }
 }
 

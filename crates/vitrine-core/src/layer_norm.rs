@@ -22,7 +22,7 @@ use burn::tensor::{DType, TensorData};
 use rayon::prelude::*;
 
 use crate::compiled_per_cpu;
-use crate::per_cpu::lane_sum;
+use crate::per_cpu::{lane_dot, lane_sum};
 
 /// Rows per parallel task: each task sums its own share of the scale's and shift's gradients.
 const ROWS_PER_TASK: usize = 128;
@@ -148,8 +148,8 @@ compiled_per_cpu! {
     fn normalise(x: &[f32], gamma: &[f32], beta: &[f32], epsilon: f32, out: &mut [f32], stats: &mut [[f32; 2]]) {
         let width = gamma.len();
         for ((row, out), stat) in x.chunks_exact(width).zip(out.chunks_exact_mut(width)).zip(stats) {
-            let mean = lane_sum(row, |_, v| v) / width as f32;
-            let var = lane_sum(row, |_, v| (v - mean) * (v - mean)) / width as f32;
+            let mean = lane_sum(row, |v| v) / width as f32;
+            let var = lane_sum(row, |v| (v - mean) * (v - mean)) / width as f32;
             let inverse_sigma = 1.0 / (var + epsilon).sqrt();
             for (((o, &v), &g), &b) in out.iter_mut().zip(row).zip(gamma).zip(beta) {
                 *o = (v - mean) * inverse_sigma * g + b;
@@ -164,14 +164,21 @@ compiled_per_cpu! {
     /// rows' Σ dy·x̂ and Σ dy added to the scale's and shift's gradients.
     fn normalise_backward(x: &[f32], grad: &[f32], gamma: &[f32], stats: &[[f32; 2]], d_x: &mut [f32], d_gamma: &mut [f32], d_beta: &mut [f32]) {
         let width = gamma.len();
+        // g and x̂ of the row at hand, so that every loop below runs over whole slices.
+        let (mut g, mut normalised) = (vec![0f32; width], vec![0f32; width]);
         for (((row, dy), d_row), &[mean, inverse_sigma]) in x.chunks_exact(width).zip(grad.chunks_exact(width)).zip(d_x.chunks_exact_mut(width)).zip(stats) {
-            let g_mean = lane_sum(dy, |i, d| d * gamma[i]) / width as f32;
-            let gx_mean = lane_sum(dy, |i, d| d * gamma[i] * (row[i] - mean) * inverse_sigma) / width as f32;
-            for i in 0..width {
-                let normalised = (row[i] - mean) * inverse_sigma;
-                d_row[i] = (dy[i] * gamma[i] - g_mean - normalised * gx_mean) * inverse_sigma;
-                d_gamma[i] += dy[i] * normalised;
-                d_beta[i] += dy[i];
+            for ((((g, n), &d), &c), &v) in g.iter_mut().zip(normalised.iter_mut()).zip(dy).zip(gamma).zip(row) {
+                *g = d * c;
+                *n = (v - mean) * inverse_sigma;
+            }
+            let g_mean = lane_sum(&g, |v| v) / width as f32;
+            let gx_mean = lane_dot(&g, &normalised) / width as f32;
+            for ((o, &g), &n) in d_row.iter_mut().zip(&g).zip(&normalised) {
+                *o = (g - g_mean - n * gx_mean) * inverse_sigma;
+            }
+            for (((d_gamma, d_beta), &d), &n) in d_gamma.iter_mut().zip(d_beta.iter_mut()).zip(dy).zip(&normalised) {
+                *d_gamma += d * n;
+                *d_beta += d;
             }
         }
     }

@@ -40,20 +40,34 @@ macro_rules! compiled_per_cpu {
 /// Independent accumulators in [`lane_sum`] and [`lane_max`]: enough for AVX-512.
 const LANES: usize = 16;
 
-/// Σ f(i, v) over `row`, in lanes: a single running sum keeps a loop scalar. Inlined into the
+/// Σ f(v) over `row`, in lanes: a single running sum keeps a loop scalar. Inlined into the
 /// [`compiled_per_cpu!`] function that calls it, which vectorises it.
 #[inline(always)]
-pub fn lane_sum(row: &[f32], f: impl Fn(usize, f32) -> f32) -> f32 {
+pub fn lane_sum(row: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     let mut lanes = [0f32; LANES];
     let chunks = row.chunks_exact(LANES);
-    let tail = LANES * chunks.len();
     let rest = chunks.remainder();
-    for (c, chunk) in chunks.enumerate() {
-        for (l, (lane, &v)) in lanes.iter_mut().zip(chunk).enumerate() {
-            *lane += f(c * LANES + l, v);
+    for chunk in chunks {
+        for (lane, &v) in lanes.iter_mut().zip(chunk) {
+            *lane += f(v);
         }
     }
-    lanes.iter().sum::<f32>() + rest.iter().enumerate().map(|(i, &v)| f(tail + i, v)).sum::<f32>()
+    lanes.iter().sum::<f32>() + rest.iter().map(|&v| f(v)).sum::<f32>()
+}
+
+/// Σ a·b over two rows of one length, in lanes as [`lane_sum`].
+#[inline(always)]
+pub fn lane_dot(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "rows of one length");
+    let mut lanes = [0f32; LANES];
+    let (chunks_a, chunks_b) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let rest = chunks_a.remainder().iter().zip(chunks_b.remainder()).map(|(x, y)| x * y).sum::<f32>();
+    for (ca, cb) in chunks_a.zip(chunks_b) {
+        for ((lane, &x), &y) in lanes.iter_mut().zip(ca).zip(cb) {
+            *lane += x * y;
+        }
+    }
+    lanes.iter().sum::<f32>() + rest
 }
 
 /// The largest value of `row` (−∞ when empty), in lanes as [`lane_sum`].
