@@ -20,6 +20,8 @@ use burn::prelude::*;
 use burn::tensor::{DType, TensorData};
 use rayon::prelude::*;
 
+use crate::backend::one_input_backward;
+
 /// Elements per parallel task: large enough that a task outweighs its scheduling.
 const CHUNK: usize = 1 << 15;
 
@@ -102,12 +104,10 @@ impl Backward<Flex, 1> for FusedBackward {
     type State = FlexTensor;
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
-        let [node] = ops.parents;
-        let grad = grads.consume::<Flex>(&ops.node);
-        let Some(node) = node else { return };
-        let kept = ops.state.to_contiguous();
+        let Some((grad, input, kept)) = one_input_backward(ops, grads) else { return };
+        let kept = kept.to_contiguous();
         let kept = kept.as_slice::<f32>().expect("f32, checked before the forward pass");
-        grads.register::<Flex>(node.id, self.activation.backward(&grad, kept));
+        grads.register::<Flex>(input, self.activation.backward(&grad, kept));
     }
 }
 

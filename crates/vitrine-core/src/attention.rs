@@ -22,6 +22,7 @@ use burn::tensor::activation::softmax;
 use burn::tensor::{DType, TensorData};
 use rayon::prelude::*;
 
+use crate::backend::one_input_backward;
 use crate::compiled_per_cpu;
 use crate::per_cpu::{lane_dot, lane_max, lane_sum};
 
@@ -109,11 +110,8 @@ impl Backward<Flex, 1> for AttentionBackward {
     type State = Saved;
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
-        let [node] = ops.parents;
-        let grad = grads.consume::<Flex>(&ops.node).to_contiguous();
-        let Some(node) = node else { return };
+        let Some((grad, input, Saved { weights, shape })) = one_input_backward(ops, grads) else { return };
         let grad = grad.as_slice::<f32>().expect("f32");
-        let Saved { weights, shape } = ops.state;
         let dims = weights.layout().shape().clone();
         let weights = weights.as_slice::<f32>().expect("f32, contiguous");
         let keys = shape.keys;
@@ -125,7 +123,7 @@ impl Backward<Flex, 1> for AttentionBackward {
                 }
             },
         );
-        grads.register::<Flex>(node.id, FlexTensor::from_data(TensorData::new(d_scores, dims)));
+        grads.register::<Flex>(input, FlexTensor::from_data(TensorData::new(d_scores, dims)));
     }
 }
 

@@ -5,6 +5,11 @@
 use std::fmt;
 
 use anyhow::{Context, Result, bail};
+use burn::backend::Flex;
+use burn::backend::autodiff::NodeId;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::Ops;
+use burn::backend::flex::FlexTensor;
 use burn::tensor::wgpu::wgpu;
 use burn::tensor::{Device, DeviceKind};
 use serde::{Deserialize, Serialize};
@@ -156,6 +161,15 @@ pub fn computes_in_host_memory(device: &Device) -> bool {
 /// fused operations (activations, the recurrence) run.
 pub fn is_flex(device: &Device) -> bool {
     matches!(device.clone().without_autodiff().as_dispatch(), burn::backend::DispatchDevice::Flex(_))
+}
+
+/// Where a fused one-input operation's backward pass on `flex` starts: its output's gradient
+/// (contiguous), the input's node, and what the forward pass kept; `None` when the input needs
+/// no gradient (the output's is consumed all the same).
+pub(crate) fn one_input_backward<S>(ops: Ops<S, 1>, grads: &mut Gradients) -> Option<(FlexTensor, NodeId, S)> {
+    let [input] = ops.parents;
+    let grad = grads.consume::<Flex>(&ops.node).to_contiguous();
+    input.map(|input| (grad, input.id, ops.state))
 }
 
 /// Resolves a choice to a device. `auto` never picks a software wgpu adapter; `wgpu` may.

@@ -22,6 +22,7 @@ use burn::tensor::activation::log_softmax;
 use burn::tensor::{DType, TensorData};
 use rayon::prelude::*;
 
+use crate::backend::one_input_backward;
 use crate::compiled_per_cpu;
 use crate::per_cpu::{lane_max, lane_sum};
 
@@ -100,11 +101,8 @@ impl Backward<Flex, 1> for CrossEntropyBackward {
     type State = Saved;
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
-        let [node] = ops.parents;
-        let grad = grads.consume::<Flex>(&ops.node).to_contiguous();
-        let Some(node) = node else { return };
+        let Some((grad, input, Saved { logits, log_sum_exp, targets })) = one_input_backward(ops, grads) else { return };
         let grad = grad.as_slice::<f32>().expect("f32");
-        let Saved { logits, log_sum_exp, targets } = ops.state;
         let shape = logits.layout().shape().clone();
         let classes = shape[1];
         let values = logits.as_slice::<f32>().expect("f32, contiguous");
@@ -118,7 +116,7 @@ impl Backward<Flex, 1> for CrossEntropyBackward {
                 }
             },
         );
-        grads.register::<Flex>(node.id, FlexTensor::from_data(TensorData::new(d_logits, shape)));
+        grads.register::<Flex>(input, FlexTensor::from_data(TensorData::new(d_logits, shape)));
     }
 }
 
