@@ -10,8 +10,10 @@ use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::tensor::Gradients;
 use burn::store::{ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
-use burn::tensor::activation::{gelu, softmax};
+use burn::tensor::activation::gelu;
 use serde::Deserialize;
+use vitrine_core::attention::attention_weights;
+use vitrine_core::layer_norm::layer_norm;
 
 /// The files a pretrained encoder directory must hold.
 pub const CONFIG_FILE: &str = "config.json";
@@ -74,6 +76,7 @@ pub struct BertEmbeddings {
     token_type_embeddings: Embedding,
     layer_norm: LayerNorm,
     dropout: Dropout,
+    layer_norm_eps: f64,
 }
 
 #[derive(Module, Debug)]
@@ -91,6 +94,7 @@ pub struct BertOutput {
     dense: Linear,
     layer_norm: LayerNorm,
     dropout: Dropout,
+    layer_norm_eps: f64,
 }
 
 #[derive(Module, Debug)]
@@ -135,23 +139,25 @@ impl BertOutput {
             dense: LinearConfig::new(input, hidden).init(device),
             layer_norm: LayerNormConfig::new(hidden).with_epsilon(c.layer_norm_eps).init(device),
             dropout: DropoutConfig::new(c.hidden_dropout_prob).init(),
+            layer_norm_eps: c.layer_norm_eps,
         }
     }
 
     fn forward(&self, x: Tensor<3>, residual: Tensor<3>) -> Tensor<3> {
-        self.layer_norm.forward(self.dropout.forward(self.dense.forward(x)) + residual)
+        layer_norm(&self.layer_norm, self.dropout.forward(self.dense.forward(x)) + residual, self.layer_norm_eps)
     }
 }
 
 impl BertSelfAttention {
-    /// `x` `[batch, len, hidden]`, `additive_mask` `[batch, 1, 1, len]` → `[batch, len, hidden]`.
-    fn forward(&self, x: Tensor<3>, additive_mask: Tensor<4>) -> Tensor<3> {
+    /// `x` `[batch, len, hidden]`, `padding` `[batch, len, len]` (each query's padded keys) →
+    /// `[batch, len, hidden]`. Padding's score is -1e9 before the softmax, as transformers' added
+    /// mask makes it: exp() makes its weight exactly 0.
+    fn forward(&self, x: Tensor<3>, padding: Tensor<3, Bool>) -> Tensor<3> {
         let [batch, len, hidden] = x.dims();
         let head = hidden / self.heads;
         let split = |t: Tensor<3>| t.reshape([batch, len, self.heads, head]).swap_dims(1, 2); // [batch, heads, len, head]
         let (q, k, v) = (split(self.query.forward(x.clone())), split(self.key.forward(x.clone())), split(self.value.forward(x)));
-        let scores = q.matmul(k.swap_dims(2, 3)) / (head as f64).sqrt() + additive_mask;
-        let probabilities = self.dropout.forward(softmax(scores, 3));
+        let probabilities = self.dropout.forward(attention_weights(q.matmul(k.swap_dims(2, 3)), padding, (head as f32).sqrt(), -1e9));
         probabilities.matmul(v).swap_dims(1, 2).reshape([batch, len, hidden])
     }
 }
@@ -184,6 +190,7 @@ impl BertModel {
                 token_type_embeddings: EmbeddingConfig::new(c.type_vocab_size, h).init(device),
                 layer_norm: LayerNormConfig::new(h).with_epsilon(c.layer_norm_eps).init(device),
                 dropout: dropout.init(),
+                layer_norm_eps: c.layer_norm_eps,
             },
             encoder: BertEncoder { layer },
             pooler: BertPooler { dense: LinearConfig::new(h, h).init(device) },
@@ -239,11 +246,10 @@ impl BertModel {
         let positions = Tensor::<1, Int>::arange(0..len as i64, &device).unsqueeze_dim::<2>(0).repeat_dim(0, batch);
         let types = Tensor::<2, Int>::zeros([batch, len], &device);
         let x = e.word_embeddings.forward(ids) + e.position_embeddings.forward(positions) + e.token_type_embeddings.forward(types);
-        let mut x = e.dropout.forward(e.layer_norm.forward(x));
-        // Padding gets -1e9 before the softmax: exp() makes its weight exactly 0.
-        let additive_mask = ((mask - 1.0) * 1e9).reshape([batch, 1, 1, len]);
+        let mut x = e.dropout.forward(layer_norm(&e.layer_norm, x, e.layer_norm_eps));
+        let padding = mask.equal_elem(0.0).unsqueeze_dim::<3>(1).expand([batch, len, len]);
         for layer in &self.encoder.layer {
-            let attended = layer.attention.output.forward(layer.attention.self_attention.forward(x.clone(), additive_mask.clone()), x);
+            let attended = layer.attention.output.forward(layer.attention.self_attention.forward(x.clone(), padding.clone()), x);
             let inner = gelu(layer.intermediate.dense.forward(attended.clone()));
             x = layer.output.forward(inner, attended);
         }
