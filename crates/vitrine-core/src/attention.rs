@@ -40,7 +40,7 @@ pub fn attention_weights(scores: Tensor<4>, hidden: Tensor<3, Bool>, divisor: f3
 #[derive(Clone)]
 struct Saved {
     weights: FlexTensor,
-    shape: Rows,
+    rows: Rows,
 }
 
 impl std::fmt::Debug for Saved {
@@ -73,31 +73,31 @@ fn fused(scores: &Tensor<4>, hidden: &Tensor<3, Bool>, divisor: f32, fill: f32) 
     if scores.dtype() != DType::F32 || !crate::backend::is_flex(&device) || hidden.dims() != [batch, queries, keys] || keys == 0 {
         return None;
     }
-    let shape = Rows { heads, queries, keys, divisor, hidden: Arc::new(hidden.to_data().iter::<bool>().collect()) };
+    let rows = Rows { heads, queries, keys, divisor, hidden: Arc::new(hidden.to_data().iter::<bool>().collect()) };
     if !device.is_autodiff() {
         let scores = scores.clone().try_into_primitive::<Flex>().ok()?;
-        return Some(Tensor::from_primitive::<Flex>(forward(&scores, &shape, fill)));
+        return Some(Tensor::from_primitive::<Flex>(forward(&scores, &rows, fill)));
     }
     let scores = scores.clone().try_into_primitive::<Autodiff<Flex>>().ok()?;
     let out = match AttentionBackward.prepare::<NoCheckpointing>([scores.node()]).compute_bound().stateful() {
         OpsKind::Tracked(prep) => {
-            let weights = forward(&scores.into_primitive(), &shape, fill);
-            prep.finish(Saved { weights: weights.clone(), shape }, weights)
+            let weights = forward(&scores.into_primitive(), &rows, fill);
+            prep.finish(Saved { weights: weights.clone(), rows }, weights)
         }
-        OpsKind::UnTracked(prep) => prep.finish(forward(&scores.into_primitive(), &shape, fill)),
+        OpsKind::UnTracked(prep) => prep.finish(forward(&scores.into_primitive(), &rows, fill)),
     };
     Some(Tensor::from_primitive::<Autodiff<Flex>>(out))
 }
 
-fn forward(scores: &FlexTensor, shape: &Rows, fill: f32) -> FlexTensor {
+fn forward(scores: &FlexTensor, rows: &Rows, fill: f32) -> FlexTensor {
     let dims = scores.layout().shape().clone();
     let scores = scores.to_contiguous();
     let scores = scores.as_slice::<f32>().expect("f32, checked before");
-    let keys = shape.keys;
+    let keys = rows.keys;
     let mut out = vec![0f32; scores.len()];
     out.par_chunks_mut(ROWS_PER_TASK * keys).zip(scores.par_chunks(ROWS_PER_TASK * keys)).enumerate().for_each(|(task, (out, scores))| {
         for (i, (out, row)) in out.chunks_exact_mut(keys).zip(scores.chunks_exact(keys)).enumerate() {
-            softmax_row(row, shape.hidden_row(task * ROWS_PER_TASK + i), shape.divisor, fill, out);
+            softmax_row(row, rows.hidden_row(task * ROWS_PER_TASK + i), rows.divisor, fill, out);
         }
     });
     FlexTensor::from_data(TensorData::new(out, dims))
@@ -110,16 +110,16 @@ impl Backward<Flex, 1> for AttentionBackward {
     type State = Saved;
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
-        let Some((grad, input, Saved { weights, shape })) = one_input_backward(ops, grads) else { return };
+        let Some((grad, input, Saved { weights, rows })) = one_input_backward(ops, grads) else { return };
         let grad = grad.as_slice::<f32>().expect("f32");
         let dims = weights.layout().shape().clone();
         let weights = weights.as_slice::<f32>().expect("f32, contiguous");
-        let keys = shape.keys;
+        let keys = rows.keys;
         let mut d_scores = vec![0f32; weights.len()];
         d_scores.par_chunks_mut(ROWS_PER_TASK * keys).zip(weights.par_chunks(ROWS_PER_TASK * keys)).zip(grad.par_chunks(ROWS_PER_TASK * keys)).enumerate().for_each(
             |(task, ((out, weights), grad))| {
                 for (i, ((out, y), dy)) in out.chunks_exact_mut(keys).zip(weights.chunks_exact(keys)).zip(grad.chunks_exact(keys)).enumerate() {
-                    softmax_row_backward(y, dy, shape.hidden_row(task * ROWS_PER_TASK + i), shape.divisor, out);
+                    softmax_row_backward(y, dy, rows.hidden_row(task * ROWS_PER_TASK + i), rows.divisor, out);
                 }
             },
         );
