@@ -28,16 +28,15 @@ use crate::per_cpu::{lane_dot, lane_sum};
 const ROWS_PER_TASK: usize = 128;
 
 /// `norm` applied over the last axis of `x`: burn's `LayerNorm::forward`. burn keeps the layer's
-/// epsilon private, so the caller passes the one it built the layer with.
+/// epsilon private, so the caller passes the one it built the layer with for the fused path;
+/// elsewhere the layer's own `forward` runs.
 pub fn layer_norm<const D: usize>(norm: &LayerNorm, x: Tensor<D>, epsilon: f64) -> Tensor<D> {
-    let gamma = norm.gamma.val();
-    let beta = norm.beta.as_ref().map(|b| b.val());
-    if let Some(beta) = &beta
-        && let Some(y) = fused(&x, &gamma, beta, epsilon as f32)
+    if let Some(beta) = &norm.beta
+        && let Some(y) = fused(&x, &norm.gamma.val(), &beta.val(), epsilon as f32)
     {
         return y;
     }
-    burn::tensor::module::layer_norm(x, gamma, beta, epsilon)
+    norm.forward(x)
 }
 
 /// What the backward pass needs: the input, the scale, and each row's mean and 1/σ.

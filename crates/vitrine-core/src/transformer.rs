@@ -68,10 +68,17 @@ mod tests {
 
     /// Post-norm and pre-norm layers against burn's `TransformerEncoder` with the same masks
     /// (causal and padding), dropouts included (drawn in the same order from the same seed): the
-    /// output, and the gradients of the input and of a scale.
+    /// output, and the gradients of the input and of a scale. On flex (the fused operations) and
+    /// on ndarray (burn's composition, as on a GPU).
     #[test]
     fn encoder_layers_equal_burns_dropouts_and_gradients_included() {
-        let device = Device::flex().autodiff();
+        #[allow(deprecated)] // burn-ndarray: where the fused operations fall back
+        for device in [Device::flex(), Device::ndarray()] {
+            encoder_layers_equal_burns_on(device.autodiff());
+        }
+    }
+
+    fn encoder_layers_equal_burns_on(device: Device) {
         let [b, len, d] = [3, 8, 16];
         let x: Vec<f32> = (0..b * len * d).map(|i| ((i * 7919 % 1013) as f32 / 101.3 - 5.0) * 0.3).collect();
         let w: Vec<f32> = (0..b * len * d).map(|i| (i % 7) as f32 - 3.0).collect();
@@ -99,7 +106,7 @@ mod tests {
             for (what, (ours, burns)) in ["output", "input's gradient", "scale's gradient"].iter().zip(ours.iter().zip(&burns)) {
                 assert!(ours.iter().any(|&v| v != 0.0), "{what}: all zero");
                 for (i, (o, b)) in ours.iter().zip(burns).enumerate() {
-                    assert!((o - b).abs() <= 1e-4 * b.abs().max(1.0), "norm_first {norm_first}, {what} at {i}: {o} against burn's {b}");
+                    assert!((o - b).abs() <= 1e-4 * b.abs().max(1.0), "{device:?}, norm_first {norm_first}, {what} at {i}: {o} against burn's {b}");
                 }
             }
         }
