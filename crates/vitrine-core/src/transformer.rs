@@ -46,8 +46,10 @@ fn after_attention(layer: &TransformerEncoderLayer, x: Tensor<3>, queries: Tenso
     }
 }
 
-/// `MultiHeadAttention::forward`'s context, the keys and values from `sequence`.
+/// `MultiHeadAttention::forward`'s context, the keys and values from `sequence`. Its softmax is
+/// the plain one: no Vitrine model sets burn's `quiet_softmax`.
 fn attention(mha: &MultiHeadAttention, queries: Tensor<3>, sequence: Tensor<3>, hidden: Tensor<3, Bool>) -> Tensor<3> {
+    debug_assert!(!mha.quiet_softmax, "the fused attention weights are the plain softmax");
     let [b, q, d] = queries.dims();
     let heads = |x: Tensor<3>, linear: &Linear| {
         let [b, len, _] = x.dims();
