@@ -36,6 +36,13 @@ pub fn attention_weights(scores: Tensor<4>, hidden: Tensor<3, Bool>, divisor: f3
     fused(&scores, &hidden, divisor, fill).unwrap_or_else(|| softmax(scores.div_scalar(divisor).mask_fill(hidden.unsqueeze_dim::<4>(1), fill), 3))
 }
 
+/// Each query's padded keys `[b, len, len]` from the padding `[b, len]` (true where padded):
+/// the `hidden` of a self-attention whose only mask is padding.
+pub fn padded_keys(padding: Tensor<2, Bool>) -> Tensor<3, Bool> {
+    let [b, len] = padding.dims();
+    padding.unsqueeze_dim::<3>(1).expand([b, len, len])
+}
+
 /// What the backward pass needs: the weights and which positions were hidden.
 #[derive(Clone)]
 struct Saved {

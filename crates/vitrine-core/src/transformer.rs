@@ -88,7 +88,7 @@ mod tests {
         let padding: Vec<bool> = (0..b * len).map(|i| i % len >= lengths[i / len]).collect();
         let padding = Tensor::<2, Bool>::from_data(TensorData::new(padding, [b, len]), &device);
         let causal = generate_autoregressive_mask(b, len, &device);
-        let hidden = causal.clone().bool_or(padding.clone().unsqueeze_dim::<3>(1).expand([b, len, len]));
+        let hidden = causal.clone().bool_or(crate::attention::padded_keys(padding.clone()));
         for norm_first in [false, true] {
             device.seed(3);
             let encoder = TransformerEncoderConfig::new(d, 32, 2, 2).with_norm_first(norm_first).with_dropout(0.2).with_layer_norm_eps(1e-6).init(&device);

@@ -12,7 +12,7 @@ use burn::tensor::Gradients;
 use burn::store::{ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
 use burn::tensor::activation::gelu;
 use serde::Deserialize;
-use vitrine_core::attention::attention_weights;
+use vitrine_core::attention::{attention_weights, padded_keys};
 use vitrine_core::layer_norm::layer_norm;
 
 /// The files a pretrained encoder directory must hold.
@@ -247,7 +247,7 @@ impl BertModel {
         let types = Tensor::<2, Int>::zeros([batch, len], &device);
         let x = e.word_embeddings.forward(ids) + e.position_embeddings.forward(positions) + e.token_type_embeddings.forward(types);
         let mut x = e.dropout.forward(layer_norm(&e.layer_norm, x, e.layer_norm_eps));
-        let padding = mask.equal_elem(0.0).unsqueeze_dim::<3>(1).expand([batch, len, len]);
+        let padding = padded_keys(mask.equal_elem(0.0));
         for layer in &self.encoder.layer {
             let attended = layer.attention.output.forward(layer.attention.self_attention.forward(x.clone(), padding.clone()), x);
             let inner = gelu(layer.intermediate.dense.forward(attended.clone()));

@@ -10,6 +10,7 @@ use burn::prelude::*;
 use burn::tensor::Gradients;
 use burn::tensor::activation::{sigmoid, softmax};
 use vitrine_core::activation::tanh;
+use vitrine_core::attention::padded_keys;
 use vitrine_core::classifier::ClassifierModel;
 use vitrine_core::transformer::encoder_layer;
 use anyhow::{Context, Result, bail};
@@ -403,7 +404,7 @@ impl TextClassifier {
             let (position, transformer) = position.zip(transformer).expect("a transformer model has both parts");
             let [batch, len, _] = x.dims();
             let positions = Tensor::<1, Int>::arange(0..len as i64, &x.device()).unsqueeze_dim::<2>(0).repeat_dim(0, batch);
-            let hidden = mask.clone().equal_elem(0.0).unsqueeze_dim::<3>(1).expand([batch, len, len]);
+            let hidden = padded_keys(mask.clone().equal_elem(0.0));
             let x = x + position.forward(positions);
             transformer.layers.iter().fold(x, |x, layer| encoder_layer(layer, x, hidden.clone(), TRANSFORMER_LAYER_NORM_EPSILON))
         };

@@ -8,6 +8,7 @@ use burn::nn::attention::generate_autoregressive_mask;
 use burn::nn::transformer::{TransformerEncoder, TransformerEncoderConfig};
 use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig};
 use burn::prelude::*;
+use vitrine_core::attention::padded_keys;
 use vitrine_core::cross_entropy::softmax_cross_entropy;
 use vitrine_core::layer_norm::layer_norm;
 use vitrine_core::transformer::{encoder_layer, encoder_layer_at};
@@ -60,7 +61,7 @@ impl Sasrec {
 
     /// Hidden states `[b, len, d]` of item ids `[b, len]` (0 = padding, at the end).
     fn encode(&self, inputs: Tensor<2, Int>) -> Tensor<3> {
-        let hidden = hidden_keys(&inputs);
+        let hidden = hidden_keys(inputs.clone().equal_elem(0));
         self.encoder.layers.iter().fold(self.embed(inputs), |x, layer| encoder_layer(layer, x, hidden.clone(), LAYER_NORM_EPSILON))
     }
 
@@ -106,7 +107,7 @@ impl Sasrec {
         let (ids, last) = self.recent(users, context, &device);
         let [b, len] = ids.dims();
         let padding = ids.clone().equal_elem(0);
-        let hidden = hidden_keys(&ids);
+        let hidden = hidden_keys(padding.clone());
         let (final_layer, earlier) = self.encoder.layers.split_last().expect("sasrec has at least one layer");
         let x = earlier.iter().fold(self.embed(ids), |x, layer| encoder_layer(layer, x, hidden.clone(), LAYER_NORM_EPSILON));
         let d = x.dims()[2];
@@ -117,12 +118,11 @@ impl Sasrec {
     }
 }
 
-/// The keys each query of item ids `[b, len]` may not see `[b, len, len]`: later positions
-/// (causal) and padding.
-fn hidden_keys(ids: &Tensor<2, Int>) -> Tensor<3, Bool> {
-    let [b, len] = ids.dims();
-    let padding = ids.clone().equal_elem(0).unsqueeze_dim::<3>(1).expand([b, len, len]);
-    generate_autoregressive_mask(b, len, &ids.device()).bool_or(padding)
+/// The keys each query may not see `[b, len, len]`, from the padding of item ids `[b, len]`:
+/// later positions (causal) and padding.
+fn hidden_keys(padding: Tensor<2, Bool>) -> Tensor<3, Bool> {
+    let [b, len] = padding.dims();
+    generate_autoregressive_mask(b, len, &padding.device()).bool_or(padded_keys(padding))
 }
 
 impl Recommender for Sasrec {
