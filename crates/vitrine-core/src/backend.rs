@@ -345,6 +345,14 @@ fn wgpu_device(adapter: &GpuAdapter, index: usize) -> ComputeDevice {
     }
 }
 
+/// Held by the tests that seed `flex`'s one generator and compare what it draws: the tests of
+/// a binary run on several threads, and another such test drawing in between changes the values.
+#[cfg(test)]
+pub(crate) fn seeded_draws() -> std::sync::MutexGuard<'static, ()> {
+    static DRAWING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    DRAWING.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -607,16 +615,20 @@ mod tests {
     #[test]
     fn flex_bernoulli_masks_equal_one_draw_at_a_time() {
         use burn::tensor::{Distribution, FloatDType, Tensor};
+        let _seeded = super::seeded_draws();
 
         let device = Device::flex();
-        for (p, count) in [(0.9, 5_000), (0.1, 2_048), (1.0, 7), (0.0, 3)] {
-            let draw = |dtype: FloatDType| {
+        // Masks of 96 Ki draws or more are split among the threads (three here, so the parts
+        // differ in size), each part drawn from its own place in the generator's stream.
+        let three_threads = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
+        for (p, count) in [(0.9, 5_000), (0.1, 2_048), (1.0, 7), (0.0, 3), (0.3, 100_003)] {
+            let draw = |dtype: FloatDType| three_threads.install(|| {
                 device.seed(7);
                 let first = Tensor::<1>::random([1], Distribution::Uniform(0.0, 1.0), &device); // one u32: odd
                 let mask = Tensor::<1>::zeros([count], &device).cast(dtype).random_like(Distribution::Bernoulli(p)).cast(FloatDType::F32);
                 let after = Tensor::<1>::random([3], Distribution::Uniform(0.0, 1.0), &device);
                 [first, mask, after].map(|t| t.into_data().try_to_vec::<f32>().unwrap())
-            };
+            });
             let (blocks, one_by_one) = (draw(FloatDType::F32), draw(FloatDType::F16));
             assert_eq!(blocks, one_by_one, "Bernoulli({p}) over {count}");
             let ones = blocks[1].iter().filter(|&&v| v == 1.0).count() as f64;

@@ -6,14 +6,19 @@ use burn_backend::{
 };
 use burn_ir::{BackendIr, HandleKind, TensorHandle};
 use burn_std::device::Device;
-use burn_std::rand::{SeedableRng, StdRng};
+use burn_std::rand::SeedableRng;
 use burn_std::sync::Mutex;
 
 use crate::qtensor::FlexQTensor;
 use crate::tensor::FlexTensor;
 
 /// Type alias for the RNG used by Flex.
-pub type FlexRng = StdRng;
+///
+/// Vitrine patch: rand's `StdRng` is this generator (ChaCha12) behind a newtype, seeded the
+/// same way, so the values are the same; named directly, it can be moved to a point in its
+/// stream (`set_word_pos`), which lets threads draw the parts of one dropout mask at once
+/// (`ops::float::bernoulli`).
+pub type FlexRng = chacha20::ChaCha12Rng;
 
 /// Global seed storage for reproducible random number generation.
 /// Uses Mutex for thread-safe RNG state management.
@@ -27,7 +32,7 @@ pub(crate) static SEED: Mutex<Option<FlexRng>> = Mutex::new(None);
 /// This function seeds from burn_std's entropy source and is only reached when
 /// `seed()` has never been called.
 pub(crate) fn get_seeded_rng() -> FlexRng {
-    burn_std::rand::get_seeded_rng()
+    FlexRng::from_rng(&mut burn_std::rand::get_seeded_rng())
 }
 
 /// CPU device for the Flex backend.

@@ -152,6 +152,7 @@ impl TrainTask for Draws {
 
 #[test]
 fn a_resumed_run_draws_the_random_numbers_of_an_uninterrupted_one() {
+    let _seeded = crate::backend::seeded_draws();
     let plan = |epochs| FitPlan {
         epochs,
         base_lr: 1e-3,
