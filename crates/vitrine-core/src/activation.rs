@@ -113,7 +113,7 @@ impl Backward<Flex, 1> for FusedBackward {
 
 /// `f(v_i, o_i)` over `values` and `other` (the values themselves when not given), in chunks
 /// across the threads, into a new contiguous tensor of `values`' shape.
-fn map(values: &FlexTensor, other: Option<&[f32]>, f: impl Fn(f32, f32) -> f32 + Sync) -> FlexTensor {
+pub(crate) fn map(values: &FlexTensor, other: Option<&[f32]>, f: impl Fn(f32, f32) -> f32 + Sync) -> FlexTensor {
     let shape = values.layout().shape().clone();
     let values = values.to_contiguous();
     let values = values.as_slice::<f32>().expect("f32, checked before the forward pass");

@@ -13,6 +13,7 @@ pub mod classifier;
 pub mod config;
 pub mod cross_entropy;
 pub mod data;
+pub mod dropout;
 pub mod export;
 pub mod family;
 pub mod history;

@@ -7,6 +7,7 @@ use burn::prelude::*;
 use burn::tensor::activation::relu;
 use vitrine_core::classifier::ClassifierModel;
 use vitrine_core::config::ImageShape;
+use vitrine_core::dropout::dropout;
 
 use crate::config::DEFAULT_WIDTH;
 
@@ -56,7 +57,7 @@ impl FashionCnn {
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
         let x = self.features(x);
-        self.fc2.forward(self.dropout.forward(x)) // [b, classes]
+        self.fc2.forward(dropout(&self.dropout, x)) // [b, classes]
     }
 
     /// The penultimate layer's activations `[b, 256]`: the feature space of Fréchet distances.
@@ -68,7 +69,7 @@ impl FashionCnn {
         let x = relu(self.bn4.forward(self.conv4.forward(x)));
         let x = self.pool.forward(x); // [b, 64, h/4, w/4]
         let x: Tensor<2> = x.flatten(1, 3); // [b, 3136] for 28×28
-        relu(self.fc1.forward(self.dropout.forward(x))) // [b, 256]
+        relu(self.fc1.forward(dropout(&self.dropout, x))) // [b, 256]
     }
 }
 
@@ -138,7 +139,7 @@ impl ResnetSmall {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        self.fc.forward(self.dropout.forward(self.features(x))) // [b, classes]
+        self.fc.forward(dropout(&self.dropout, self.features(x))) // [b, classes]
     }
 
     /// The globally pooled activations `[b, 4w]` before the classifier layer.

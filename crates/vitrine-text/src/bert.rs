@@ -13,6 +13,7 @@ use burn::store::{ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
 use burn::tensor::activation::gelu;
 use serde::Deserialize;
 use vitrine_core::attention::{attention_weights, padded_keys};
+use vitrine_core::dropout::dropout;
 use vitrine_core::layer_norm::layer_norm;
 
 /// The files a pretrained encoder directory must hold.
@@ -32,9 +33,9 @@ pub struct BertConfig {
     pub type_vocab_size: usize,
     #[serde(default = "epsilon")]
     pub layer_norm_eps: f64,
-    #[serde(default = "dropout")]
+    #[serde(default = "transformers_dropout")]
     pub hidden_dropout_prob: f64,
-    #[serde(default = "dropout")]
+    #[serde(default = "transformers_dropout")]
     pub attention_probs_dropout_prob: f64,
     #[serde(default = "gelu_name")]
     pub hidden_act: String,
@@ -46,7 +47,7 @@ fn two() -> usize {
 fn epsilon() -> f64 {
     1e-12
 }
-fn dropout() -> f64 {
+fn transformers_dropout() -> f64 {
     0.1
 }
 fn gelu_name() -> String {
@@ -144,7 +145,7 @@ impl BertOutput {
     }
 
     fn forward(&self, x: Tensor<3>, residual: Tensor<3>) -> Tensor<3> {
-        layer_norm(&self.layer_norm, self.dropout.forward(self.dense.forward(x)) + residual, self.layer_norm_eps)
+        layer_norm(&self.layer_norm, dropout(&self.dropout, self.dense.forward(x)) + residual, self.layer_norm_eps)
     }
 }
 
@@ -157,7 +158,7 @@ impl BertSelfAttention {
         let head = hidden / self.heads;
         let split = |t: Tensor<3>| t.reshape([batch, len, self.heads, head]).swap_dims(1, 2); // [batch, heads, len, head]
         let (q, k, v) = (split(self.query.forward(x.clone())), split(self.key.forward(x.clone())), split(self.value.forward(x)));
-        let probabilities = self.dropout.forward(attention_weights(q.matmul(k.swap_dims(2, 3)), padding, (head as f32).sqrt(), -1e9));
+        let probabilities = dropout(&self.dropout, attention_weights(q.matmul(k.swap_dims(2, 3)), padding, (head as f32).sqrt(), -1e9));
         probabilities.matmul(v).swap_dims(1, 2).reshape([batch, len, hidden])
     }
 }
@@ -246,7 +247,7 @@ impl BertModel {
         let positions = Tensor::<1, Int>::arange(0..len as i64, &device).unsqueeze_dim::<2>(0).repeat_dim(0, batch);
         let types = Tensor::<2, Int>::zeros([batch, len], &device);
         let x = e.word_embeddings.forward(ids) + e.position_embeddings.forward(positions) + e.token_type_embeddings.forward(types);
-        let mut x = e.dropout.forward(layer_norm(&e.layer_norm, x, e.layer_norm_eps));
+        let mut x = dropout(&e.dropout, layer_norm(&e.layer_norm, x, e.layer_norm_eps));
         let padding = padded_keys(mask.equal_elem(0.0));
         for layer in &self.encoder.layer {
             let attended = layer.attention.output.forward(layer.attention.self_attention.forward(x.clone(), padding.clone()), x);

@@ -12,6 +12,7 @@ use burn::tensor::activation::{sigmoid, softmax};
 use vitrine_core::activation::tanh;
 use vitrine_core::attention::padded_keys;
 use vitrine_core::classifier::ClassifierModel;
+use vitrine_core::dropout::dropout;
 use vitrine_core::transformer::encoder_layer;
 use anyhow::{Context, Result, bail};
 
@@ -349,7 +350,7 @@ impl TextClassifier {
     pub fn forward_with_attention(&self, input: TokenInput) -> (Tensor<2>, Tensor<2>) {
         let (ids, mask) = (input.ids.clone(), input.mask.clone());
         let (pooled, weights) = self.pool(input);
-        let mut logits = self.output.forward(self.dropout.forward(pooled));
+        let mut logits = self.output.forward(dropout(&self.dropout, pooled));
         if let Some(wide) = &self.wide {
             let wide = self.wide_logits(wide, ids, mask);
             logits = if self.ensemble {
@@ -391,7 +392,7 @@ impl TextClassifier {
                 }
             }
         }
-        let x = self.embedding_dropout.forward(x);
+        let x = dropout(&self.embedding_dropout, x);
         let Some(attention) = &self.attention else {
             return average(x, mask, self.hidden.as_ref());
         };

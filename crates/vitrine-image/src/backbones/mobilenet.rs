@@ -5,6 +5,7 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::activation::{hard_sigmoid, hard_swish, relu};
+use vitrine_core::dropout::dropout;
 
 use super::NamePair;
 
@@ -209,7 +210,7 @@ impl Mobilenet {
 
     /// Logits of ImageNet-normalised images `[b, 3, h, w]`, as torchvision's `forward`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        self.classifier.forward(self.dropout.forward(self.features(x)))
+        self.classifier.forward(dropout(&self.dropout, self.features(x)))
     }
 
     /// The activations before the last `Linear` (after `classifier.0` and hard swish).

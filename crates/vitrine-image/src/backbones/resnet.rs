@@ -6,6 +6,7 @@ use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
+use vitrine_core::dropout::dropout;
 
 use super::NamePair;
 
@@ -144,7 +145,7 @@ impl Resnet {
 
     /// Logits of ImageNet-normalised images `[b, 3, h, w]`, as torchvision's `forward`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        self.fc.forward(self.dropout.forward(self.features(x)))
+        self.fc.forward(dropout(&self.dropout, self.features(x)))
     }
 
     /// The globally pooled activations before `fc`.

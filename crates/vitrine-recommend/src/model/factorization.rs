@@ -4,6 +4,7 @@
 use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
+use vitrine_core::dropout::dropout;
 
 use super::sparse::{RowAdam, distinct_rows};
 use super::{Recommender, ScoreContext, index_tensor, softplus_neg_mean};
@@ -132,7 +133,7 @@ impl NeuMf {
         let mf = gather(&self.user_mf_embedding, &users) * gather(&self.item_mf_embedding, &items); // [b, d]
         let mut h = Tensor::cat(vec![gather(&self.user_mlp_embedding, &users), gather(&self.item_mlp_embedding, &items)], 1); // [b, 2d]
         for layer in &self.mlp_layers {
-            h = relu(layer.forward(self.dropout.forward(h)));
+            h = relu(layer.forward(dropout(&self.dropout, h)));
         }
         let joined = Tensor::cat(vec![mf, h], 1); // [b, d + last]
         self.predict_layer.forward(joined).flatten(0, 1)

@@ -10,6 +10,7 @@ use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, 
 use burn::prelude::*;
 use vitrine_core::attention::padded_keys;
 use vitrine_core::cross_entropy::softmax_cross_entropy;
+use vitrine_core::dropout::dropout;
 use vitrine_core::layer_norm::layer_norm;
 use vitrine_core::transformer::{encoder_layer, encoder_layer_at};
 
@@ -70,7 +71,7 @@ impl Sasrec {
         let [b, len] = inputs.dims();
         let positions = Tensor::<1, Int>::arange(0..len as i64, &inputs.device()).unsqueeze_dim::<2>(0).repeat_dim(0, b);
         let x = self.item_embedding.forward(inputs) + self.position_embedding.forward(positions);
-        self.dropout.forward(layer_norm(&self.layer_norm, x, LAYER_NORM_EPSILON))
+        dropout(&self.dropout, layer_norm(&self.layer_norm, x, LAYER_NORM_EPSILON))
     }
 
     /// The item table without its padding row `[items, d]`.

@@ -10,6 +10,7 @@ use burn::prelude::*;
 use burn::tensor::activation::relu;
 use burn::tensor::Distribution;
 use vitrine_core::cross_entropy::softmax_cross_entropy;
+use vitrine_core::dropout::dropout;
 
 use super::{Recommender, ScoreContext, index_tensor};
 use crate::data::FeatureTensors;
@@ -78,7 +79,7 @@ impl Tower {
         let last = self.layers.len() - 1;
         let mut bias = None;
         for (i, layer) in self.layers.iter().enumerate() {
-            let input = self.dropout.forward(h);
+            let input = dropout(&self.dropout, h);
             if i == last {
                 bias = self.bias.as_ref().map(|b| b.forward(input.clone()));
             }
