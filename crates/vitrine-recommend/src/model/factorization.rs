@@ -39,7 +39,9 @@ fn bpr_loss(u: Tensor<2>, positives: Tensor<2>, negatives: Tensor<2>) -> Tensor<
     let [b, d] = u.dims();
     let n = negatives.dims()[0] / b;
     let positive = (u.clone() * positives).sum_dim(1); // [b, 1]
-    let negative = negatives.reshape([b, n, d]).matmul(u.unsqueeze_dim::<3>(2)).reshape([b, n]); // [b, n]
+    // Element-wise products summed, as for the positives: as a batched matrix product these
+    // were b products of 1×d by d×1, each a call into gemm, forward and backward.
+    let negative = (negatives.reshape([b, n, d]) * u.unsqueeze_dim::<3>(1)).sum_dim(2).reshape([b, n]); // [b, n]
     softplus_neg_mean((positive - negative).reshape([b * n]))
 }
 
