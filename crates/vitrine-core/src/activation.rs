@@ -104,11 +104,17 @@ impl Backward<Flex, 1> for FusedBackward {
     type State = FlexTensor;
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
-        let Some((grad, input, kept)) = one_input_backward(ops, grads) else { return };
-        let kept = kept.to_contiguous();
-        let kept = kept.as_slice::<f32>().expect("f32, checked before the forward pass");
-        grads.register::<Flex>(input, self.activation.backward(&grad, kept));
+        kept_tensor_backward(ops, grads, |grad, kept| self.activation.backward(grad, kept));
     }
+}
+
+/// The backward pass of a one-input element-wise operation that kept one f32 tensor (its input,
+/// its output or a mask): registers `gradient(output's gradient, kept values)` as the input's.
+pub(crate) fn kept_tensor_backward(ops: Ops<FlexTensor, 1>, grads: &mut Gradients, gradient: impl FnOnce(&FlexTensor, &[f32]) -> FlexTensor) {
+    let Some((grad, input, kept)) = one_input_backward(ops, grads) else { return };
+    let kept = kept.to_contiguous();
+    let kept = kept.as_slice::<f32>().expect("f32, checked before the forward pass");
+    grads.register::<Flex>(input, gradient(&grad, kept));
 }
 
 /// `f(v_i, o_i)` over `values` and `other` (the values themselves when not given), in chunks

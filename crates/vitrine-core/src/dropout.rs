@@ -16,8 +16,7 @@ use burn::nn::Dropout;
 use burn::prelude::*;
 use burn::tensor::{DType, Distribution};
 
-use crate::activation::map;
-use crate::backend::one_input_backward;
+use crate::activation::{kept_tensor_backward, map};
 
 /// `layer.forward(x)`, one pass each way on `flex` when the layer drops anything.
 pub fn dropout<const D: usize>(layer: &Dropout, x: Tensor<D>) -> Tensor<D> {
@@ -62,11 +61,8 @@ impl Backward<Flex, 1> for DropoutBackward {
     type State = FlexTensor;
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
-        let Some((grad, input, mask)) = one_input_backward(ops, grads) else { return };
-        let mask = mask.to_contiguous();
-        let mask = mask.as_slice::<f32>().expect("f32, checked before the forward pass");
         let scale = self.scale;
-        grads.register::<Flex>(input, map(&grad, Some(mask), move |g, m| g * scale * m));
+        kept_tensor_backward(ops, grads, |grad, mask| map(grad, Some(mask), move |g, m| g * scale * m));
     }
 }
 
