@@ -480,18 +480,25 @@ mod tests {
 
     /// `flex` runs the recurrence as one fused operation; it must give what the composed tensor
     /// operations give, outputs and every gradient, for both cells, on a batch with padding
-    /// (texts of 7, 4, 1, 7 and 5 tokens).
+    /// (texts of 7, 4, 1, 7 and 5 tokens), and on batches of a few texts, whose recurrent
+    /// products go row by row.
     #[test]
     fn the_fused_recurrence_matches_the_composed_one_with_its_gradients() {
-        let lengths = [7usize, 4, 1, 7, 5];
+        for lengths in [&[7usize, 4, 1, 7, 5][..], &[7], &[3, 7]] {
+            the_fused_recurrence_matches_on(lengths);
+        }
+    }
+
+    fn the_fused_recurrence_matches_on(lengths: &[usize]) {
+        let b = lengths.len();
         for device in [Device::flex(), Device::flex().autodiff()] {
             for gates in [4, 3] {
                 device.seed(5);
                 let layer = BiRecurrent::new(6, 70, gates, &device);
-                let x = Tensor::<3>::random([5, 7, 6], Distribution::Normal(0.0, 1.0), &device);
+                let x = Tensor::<3>::random([b, 7, 6], Distribution::Normal(0.0, 1.0), &device);
                 let mask: Vec<f32> = lengths.iter().flat_map(|&n| (0..7).map(move |t| if t < n { 1.0 } else { 0.0 })).collect();
-                let mask = Tensor::<2>::from_data(TensorData::new(mask, [5, 7]), &device);
-                let weights = Tensor::<3>::random([5, 7, 140], Distribution::Normal(0.0, 1.0), &device);
+                let mask = Tensor::<2>::from_data(TensorData::new(mask, [b, 7]), &device);
+                let weights = Tensor::<3>::random([b, 7, 140], Distribution::Normal(0.0, 1.0), &device);
                 let run = |fused: bool| {
                     let x = if device.is_autodiff() { x.clone().require_grad() } else { x.clone() };
                     let out = if fused { layer.forward(x.clone(), mask.clone()) } else { layer.forward_composed(x.clone(), mask.clone()) };
@@ -510,7 +517,7 @@ mod tests {
                 };
                 let (fused, composed) = (run(true), run(false));
                 for ((what, a), (_, b)) in fused.iter().zip(&composed) {
-                    assert_close(&format!("{what}, gates {gates}, autodiff {}", device.is_autodiff()), a, b);
+                    assert_close(&format!("{what}, gates {gates}, autodiff {}, lengths {lengths:?}", device.is_autodiff()), a, b);
                 }
             }
         }
