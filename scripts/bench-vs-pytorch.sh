@@ -13,8 +13,9 @@
 # there and PyTorch on CUDA (the PyPI wheel is the CUDA build); each step on both sides waits for
 # its result. Also: VITRINE (the binary, default target/release/vitrine), BENCH_PYTHON (a Python
 # that already has torch and torchvision, instead of the virtualenv), BENCH_TIMING (the timing
-# flags of both sides, default "--warmup 2 --steps 30 --seconds 10"; bpr-mf and neumf time 300 and
-# 100 steps instead of its --steps), BENCH_RAW (a file that keeps every run's JSON line).
+# flags of both sides, default "--warmup 2 --steps 30 --seconds 10"; bpr-mf, neumf and the batch-1
+# rows time 300, 100 and 300 steps instead of its --steps), BENCH_RAW (a file that keeps every
+# run's JSON line).
 #
 # Creates a virtualenv with PyTorch from PyPI at $BENCH_VENV (default .venv-bench) the first time;
 # builds Vitrine in release mode when target/release/vitrine is missing. Inputs are random tensors
@@ -44,15 +45,15 @@ else
   trap 'rm -f "$results"' EXIT
 fi
 # network | vitrine bench flags | bench_pytorch.py flags [| timed steps, instead of the timing's]
-# A step of bpr-mf or neumf takes milliseconds: 30 of them made windows of 60 and 350 ms, which
-# moved by ±10% from round to round on both sides.
+# A step of bpr-mf or neumf, or at batch 1, takes milliseconds: 30 of them made windows of 40 to
+# 350 ms, which moved by ±10% (at batch 1 by ±20%) from round to round on both sides.
 cases=(
   "fashion-cnn|--model fashion-cnn|--model fashion-cnn"
-  "fashion-cnn, batch 1|--model fashion-cnn --batch-size 1|--model fashion-cnn --batch-size 1"
+  "fashion-cnn, batch 1|--model fashion-cnn --batch-size 1|--model fashion-cnn --batch-size 1|300"
   "resnet-small|--model resnet-small|--model resnet-small"
   "text-lstm-attn, 64 tokens|--model text-lstm-attn --seq-len 64|--model text-lstm-attn --seq-len 64"
   "text-lstm-attn, 128 tokens|--model text-lstm-attn --seq-len 128|--model text-lstm-attn --seq-len 128"
-  "text-lstm-attn, batch 1|--model text-lstm-attn --seq-len 64 --batch-size 1|--model text-lstm-attn --seq-len 64 --batch-size 1"
+  "text-lstm-attn, batch 1|--model text-lstm-attn --seq-len 64 --batch-size 1|--model text-lstm-attn --seq-len 64 --batch-size 1|300"
   "text-gru-attn, 64 tokens|--model text-gru-attn --seq-len 64|--model text-gru-attn --seq-len 64"
   "conv-ae|--model conv-ae|--model conv-ae"
   "dcgan|--model dcgan|--model dcgan"
