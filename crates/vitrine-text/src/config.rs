@@ -210,8 +210,8 @@ pub enum TokenizerKind {
     Wordpiece,
     Bpe,
     /// Whole words (every CJK character its own): the most frequent ones, ties in alphabetical
-    /// order, so the same texts always give the same vocabulary. The WordPiece and BPE trainers
-    /// break ties between equally frequent merges by hash-map order, which varies between runs.
+    /// order. Like the other two (with the workspace's patched `tokenizers`), the same texts
+    /// always give the same vocabulary.
     Word,
 }
 

@@ -179,8 +179,7 @@ mod tests {
 
     #[test]
     fn word_vocabularies_are_the_same_every_time() {
-        // Every count in this corpus ties: the WordPiece and BPE trainers order such merges by
-        // hash-map order (their vocabularies differ from run to run), the word trainer by name.
+        // Every count in this corpus ties: the word trainer orders such words by name.
         let config = TokenizerConfig { kind: TokenizerKind::Word, vocab_size: 200, min_frequency: 1, ..Default::default() };
         let vocab = || {
             let tokenizer = TextTokenizer::train(corpus().iter(), &config).unwrap();
@@ -192,6 +191,26 @@ mod tests {
         assert_eq!(first.1[0].1, ["battery", "life", "was", "great", ",", "物", "流", "很", "快"], "whole words, CJK per character");
         for _ in 0..3 {
             assert_eq!(vocab(), first);
+        }
+    }
+
+    /// Hugging Face's trainer numbered the continuing subwords (`##x`) in hash-map order, and
+    /// breaks ties between equally frequent merges by those numbers, so two trainings could learn
+    /// different vocabularies; the workspace's patched `tokenizers` numbers them in word order.
+    #[test]
+    fn subword_vocabularies_are_the_same_every_time() {
+        for kind in [TokenizerKind::Wordpiece, TokenizerKind::Bpe] {
+            let config = TokenizerConfig { kind, vocab_size: 120, min_frequency: 1, ..Default::default() };
+            let vocab = || {
+                let tokenizer = TextTokenizer::train(corpus().iter(), &config).unwrap();
+                let mut v: Vec<(String, u32)> = tokenizer.inner.get_vocab(true).into_iter().collect();
+                v.sort();
+                v
+            };
+            let first = vocab();
+            for _ in 0..8 {
+                assert_eq!(vocab(), first, "{kind:?}");
+            }
         }
     }
 
