@@ -66,7 +66,12 @@ cases=(
 timing="${BENCH_TIMING:---warmup 2 --steps 30 --seconds 10}"
 measure() {
   local v p t="$timing"
-  [ -z "${3:-}" ] || t=$(printf '%s' "$timing" | sed -E "s/--steps [0-9]+/--steps $3/")
+  if [ -n "${3:-}" ]; then
+    case "$timing" in
+      *--steps*) t=$(printf '%s' "$timing" | sed -E "s/--steps [0-9]+/--steps $3/") ;;
+      *) t="$timing --steps $3" ;;
+    esac
+  fi
   # shellcheck disable=SC2086
   v=$("$vitrine" bench $1 --backend "$backend" $t --single) || return
   # shellcheck disable=SC2086

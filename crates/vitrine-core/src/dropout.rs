@@ -41,12 +41,13 @@ fn fused<const D: usize>(layer: &Dropout, x: &Tensor<D>) -> Option<Tensor<D>> {
     let mask_values = mask.to_contiguous();
     let mask_values = mask_values.as_slice::<f32>().expect("an f32 mask, as the input");
     // (x·m)·s and (g·s)·m: burn's two products, in its order.
+    let forward = |x: FlexTensor| map(&x, Some(mask_values), move |v, m| v * m * scale);
     let out = match (DropoutBackward { scale }).prepare::<NoCheckpointing>([x.node()]).compute_bound().stateful() {
         OpsKind::Tracked(prep) => {
-            let out = map(&x.into_primitive(), Some(mask_values), move |v, m| v * m * scale);
+            let out = forward(x.into_primitive());
             prep.finish(mask, out)
         }
-        OpsKind::UnTracked(prep) => prep.finish(map(&x.into_primitive(), Some(mask_values), move |v, m| v * m * scale)),
+        OpsKind::UnTracked(prep) => prep.finish(forward(x.into_primitive())),
     };
     Some(Tensor::from_primitive::<Autodiff<Flex>>(out))
 }
