@@ -286,6 +286,8 @@ def main():
     p.add_argument("--device", default="cpu", help="cpu, or cuda for the GPU comparison")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
+    # As `vitrine` does on its CPU threads (vitrine_core::backend::flush_subnormals_to_zero).
+    torch.set_flush_denormal(True)
     torch.manual_seed(0)
     dev = torch.device(a.device)
     cuda = dev.type == "cuda"

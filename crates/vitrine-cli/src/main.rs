@@ -11,6 +11,7 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     vitrine_core::backend::keep_freed_memory_for_reuse();
+    vitrine_core::backend::flush_subnormals_to_zero();
     // Anything that asks burn for its default device stays on the CPU rather than probing GPUs;
     // the device for real work is always chosen explicitly. Set before any thread starts.
     if std::env::var_os("BURN_DEVICE").is_none() {
