@@ -128,9 +128,10 @@ fn normalize<T: Scalar>(x: &[T], planes: Planes, scale: &[f64], shift: &[f64]) -
     per_channel(planes.channels, |c| {
         let (scale, shift) = (T::from(scale[c]).unwrap(), T::from(shift[c]).unwrap());
         for rows in planes.rows(c) {
-            for (at, &v) in rows.clone().zip(&x[rows]) {
-                // Each channel's planes belong to its task alone.
-                unsafe { out.write(at, v * scale + shift) };
+            // Each channel's planes belong to its task alone.
+            let y = unsafe { out.uninit(rows.clone()) };
+            for (y, &v) in y.iter_mut().zip(&x[rows]) {
+                y.write(v * scale + shift);
             }
         }
     });
@@ -208,9 +209,10 @@ fn train_backward<T: Scalar>(
         let k = T::from(gamma[c] * inv_std[c]).unwrap();
         let (mean_dy, mean_dy_xhat) = (T::from(sum_dy / planes.count()).unwrap(), T::from(sum_dy_xhat / planes.count()).unwrap());
         for r in planes.rows(c) {
-            for ((at, &x), &d) in r.clone().zip(&xs[r.clone()]).zip(&dys[r]) {
-                // Each channel's planes belong to its task alone.
-                unsafe { out.write(at, k * (d - mean_dy - (x - m) * s * mean_dy_xhat)) };
+            // Each channel's planes belong to its task alone.
+            let dx = unsafe { out.uninit(r.clone()) };
+            for ((dx, &x), &d) in dx.iter_mut().zip(&xs[r.clone()]).zip(&dys[r]) {
+                dx.write(k * (d - mean_dy - (x - m) * s * mean_dy_xhat));
             }
         }
         (sum_dy_xhat, sum_dy)

@@ -28,6 +28,16 @@ impl<T> SharedMut<T> {
         unsafe { core::slice::from_raw_parts_mut(self.0.add(range.start), range.len()) }
     }
 
+    /// The not yet written elements `range`, for a task to fill: a loop writing them through
+    /// this slice is vectorised, where one calling [`SharedMut::write`] per element reloads
+    /// the pointer after every store (it might have been overwritten).
+    ///
+    /// # Safety
+    /// `range` lies in the buffer's capacity, and no two callers hold overlapping ranges at once.
+    pub(super) unsafe fn uninit<'a>(self, range: core::ops::Range<usize>) -> &'a mut [core::mem::MaybeUninit<T>] {
+        unsafe { core::slice::from_raw_parts_mut(self.0.add(range.start).cast(), range.len()) }
+    }
+
     /// Writes `value` at `at` without reading what is there: for buffers whose every element
     /// the threads write before the length is set (no zeroing pass first).
     ///
