@@ -702,6 +702,14 @@ mod tests {
             #[allow(deprecated)] // burn-ndarray keeps upstream's kernel: the reference here
             let (flex, reference) = (run(Device::flex()), run(Device::ndarray()));
             assert_eq!(flex, reference, "kernel {kernel:?}, stride {stride:?}, {levels} levels");
+            // Without autodiff burn asks for the output alone, which flex pools without indices.
+            let inference = |device: Device| {
+                let x = Tensor::<4>::from_data(TensorData::new(x.clone(), shape), &device);
+                max_pool2d(x, MaxPoolOptions::new(kernel).with_stride(stride)).into_data().try_to_vec::<f32>().unwrap()
+            };
+            #[allow(deprecated)]
+            let reference = inference(Device::ndarray());
+            assert_eq!(inference(Device::flex()), reference, "inference: kernel {kernel:?}, stride {stride:?}, {levels} levels");
         }
     }
 

@@ -23,15 +23,25 @@ pub(crate) fn applies(dtype: DType, padding: [usize; 2], dilation: [usize; 2], c
 
 /// Output and i64 indices into each input plane, `[batch, channels, out_h, out_w]` both.
 pub(crate) fn max_pool2d_with_indices(x: FlexTensor, kernel: [usize; 2], stride: [usize; 2]) -> (FlexTensor, FlexTensor) {
+    let (values, indices) = dispatch(x, kernel, stride, true);
+    (values, indices.expect("indices asked for"))
+}
+
+/// The output alone (inference): no index is tracked or stored.
+pub(crate) fn max_pool2d(x: FlexTensor, kernel: [usize; 2], stride: [usize; 2]) -> FlexTensor {
+    dispatch(x, kernel, stride, false).0
+}
+
+fn dispatch(x: FlexTensor, kernel: [usize; 2], stride: [usize; 2], with_indices: bool) -> (FlexTensor, Option<FlexTensor>) {
     match x.dtype() {
-        DType::F32 => run::<f32>(x, kernel, stride),
-        DType::F64 => run::<f64>(x, kernel, stride),
-        DType::F16 => run::<f16>(x, kernel, stride),
-        _ => run::<bf16>(x, kernel, stride),
+        DType::F32 => run::<f32>(x, kernel, stride, with_indices),
+        DType::F64 => run::<f64>(x, kernel, stride, with_indices),
+        DType::F16 => run::<f16>(x, kernel, stride, with_indices),
+        _ => run::<bf16>(x, kernel, stride, with_indices),
     }
 }
 
-fn run<T>(x: FlexTensor, kernel: [usize; 2], stride: [usize; 2]) -> (FlexTensor, FlexTensor)
+fn run<T>(x: FlexTensor, kernel: [usize; 2], stride: [usize; 2], with_indices: bool) -> (FlexTensor, Option<FlexTensor>)
 where
     T: Float + bytemuck::Pod + burn_backend::Element + Send + Sync,
 {
@@ -42,11 +52,16 @@ where
     let out_len = out[0] * out[1];
     let data: &[T] = x.storage();
     let mut values = vec![T::zero(); planes * out_len];
-    let mut indices = vec![0i64; planes * out_len];
+    // Empty without indices: each plane then gets an empty slice and writes none.
+    let mut indices = vec![0i64; if with_indices { planes * out_len } else { 0 }];
+    let index_len = if with_indices { out_len } else { 0 };
     let pool_plane = |p: usize, values: &mut [T], indices: &mut [i64]| {
         let plane = &data[p * h * w..][..h * w];
         if kernel == [2, 2] && stride == [2, 2] {
-            return pool_2x2(plane, w, out, values, indices);
+            return match with_indices {
+                true => pool_2x2(plane, w, out, values, indices),
+                false => pool_2x2_values(plane, w, out, values),
+            };
         }
         for oh in 0..out[0] {
             for ow in 0..out[1] {
@@ -61,29 +76,35 @@ where
                     }
                 }
                 values[oh * out[1] + ow] = best;
-                indices[oh * out[1] + ow] = at as i64;
+                if with_indices {
+                    indices[oh * out[1] + ow] = at as i64;
+                }
             }
         }
     };
     if out_len > 0 {
+        let index_chunks: alloc::vec::Vec<&mut [i64]> = match index_len {
+            0 => (0..planes).map(|_| <&mut [i64]>::default()).collect(),
+            n => indices.chunks_mut(n).collect(),
+        };
         #[cfg(feature = "rayon")]
         {
             use rayon::prelude::*;
             values
                 .par_chunks_mut(out_len)
-                .zip(indices.par_chunks_mut(out_len))
+                .zip(index_chunks)
                 .enumerate()
                 .for_each(|(p, (v, i))| pool_plane(p, v, i));
         }
         #[cfg(not(feature = "rayon"))]
-        for (p, (v, i)) in values.chunks_mut(out_len).zip(indices.chunks_mut(out_len)).enumerate() {
+        for (p, (v, i)) in values.chunks_mut(out_len).zip(index_chunks).enumerate() {
             pool_plane(p, v, i);
         }
     }
     let out_shape = Shape::from(vec![shape[0], shape[1], out[0], out[1]]);
     (
         FlexTensor::new(Bytes::from_elems(values), Layout::contiguous(out_shape.clone()), x.dtype()),
-        FlexTensor::new(Bytes::from_elems(indices), Layout::contiguous(out_shape), DType::I64),
+        with_indices.then(|| FlexTensor::new(Bytes::from_elems(indices), Layout::contiguous(out_shape), DType::I64)),
     )
 }
 
@@ -112,6 +133,23 @@ fn pool_2x2<T: Float>(plane: &[T], w: usize, out: [usize; 2], values: &mut [T], 
             }
             *value = best;
             *index = (top_at + at) as i64;
+        }
+    }
+}
+
+/// [`pool_2x2`] without the indices: a loop of selects the compiler can vectorise.
+fn pool_2x2_values<T: Float>(plane: &[T], w: usize, out: [usize; 2], values: &mut [T]) {
+    for oh in 0..out[0] {
+        let top_at = 2 * oh * w;
+        let (top, bottom) = plane[top_at..top_at + 2 * w].split_at(w);
+        let values = &mut values[oh * out[1]..][..out[1]];
+        for (ow, value) in values.iter_mut().enumerate() {
+            let c = 2 * ow;
+            let mut best = top[c];
+            for v in [top[c + 1], bottom[c], bottom[c + 1]] {
+                best = if beats(v, best) { v } else { best };
+            }
+            *value = best;
         }
     }
 }

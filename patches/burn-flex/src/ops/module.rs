@@ -553,7 +553,7 @@ impl ModuleOps<Flex> for Flex {
         ceil_mode: bool,
     ) -> FloatTensor<Flex> {
         if max_pool2d::applies(x.dtype(), padding, dilation, ceil_mode) {
-            return max_pool2d::max_pool2d_with_indices(x, kernel_size, stride).0;
+            return max_pool2d::max_pool2d(x, kernel_size, stride);
         }
         match x.dtype() {
             DType::F32 => {
