@@ -46,6 +46,7 @@ pub fn rank(
         Some((_, position)) => position.get(item).copied(),
         None => Some(*item as usize),
     };
+    let in_host_memory = vitrine_core::backend::computes_in_host_memory(device);
     for batch in users.chunks(model.scoring_batch(context.items)) {
         let mut scores = model.scores(batch, context); // [b, items]
         if let Some((picked, _)) = &candidates {
@@ -53,7 +54,7 @@ pub fn rank(
         }
         // The columns of the items row `r`'s customer must not be offered.
         let excluded = |r: usize| request.exclude.into_iter().flat_map(move |e| e[batch[r] as usize].iter()).filter_map(column_of);
-        let top = if vitrine_core::backend::computes_in_host_memory(device) {
+        let top = if in_host_memory {
             top_k_in_host_memory(scores, k, excluded)
         } else {
             let positions: Vec<u32> = (0..batch.len()).flat_map(|r| excluded(r).map(move |c| (r * width + c) as u32)).collect();
@@ -244,8 +245,8 @@ mod tests {
     fn the_host_selection_picks_what_burns_topk_picks() {
         assert_eq!(top_of_row(&[0.5, 2.0, -1.0, 2.0, 7.0], 3), [4, 1, 3], "best first, of equal values the first");
         assert_eq!(top_of_row(&[0.5, 2.0], 5), [1, 0], "k above the row's length: the whole row");
-        // The block path against the selection: rows with ties, rising and falling rows (the
-        // worst and best order for a one-pass selection), rows shorter than k blocks, -1e30s.
+        // The floor path against the selection: rows with ties, rising and falling rows (the
+        // worst and best order for a one-pass selection), rows shorter than 16 or k, -1e30s.
         let ties: Vec<f32> = (0..500).map(|i| ((i * 37) % 101) as f32).collect();
         let rising: Vec<f32> = (0..1682).map(|i| i as f32 / 1682.0).collect();
         let falling: Vec<f32> = rising.iter().rev().copied().collect();

@@ -54,7 +54,6 @@ where
     let mut values = vec![T::zero(); planes * out_len];
     // Empty without indices: each plane then gets an empty slice and writes none.
     let mut indices = vec![0i64; if with_indices { planes * out_len } else { 0 }];
-    let index_len = if with_indices { out_len } else { 0 };
     let pool_plane = |p: usize, values: &mut [T], indices: &mut [i64]| {
         let plane = &data[p * h * w..][..h * w];
         if kernel == [2, 2] && stride == [2, 2] {
@@ -83,9 +82,9 @@ where
         }
     };
     if out_len > 0 {
-        let index_chunks: alloc::vec::Vec<&mut [i64]> = match index_len {
-            0 => (0..planes).map(|_| <&mut [i64]>::default()).collect(),
-            n => indices.chunks_mut(n).collect(),
+        let index_chunks: alloc::vec::Vec<&mut [i64]> = match with_indices {
+            true => indices.chunks_mut(out_len).collect(),
+            false => (0..planes).map(|_| <&mut [i64]>::default()).collect(),
         };
         #[cfg(feature = "rayon")]
         {
