@@ -687,29 +687,47 @@ mod tests {
         use burn::tensor::{Tensor, TensorData};
 
         // 257 levels: ties are rare; 3 levels: most windows tie, and the first maximum must win.
-        for ((kernel, stride), levels) in [([2, 2], [2, 2]), ([3, 2], [1, 2])].into_iter().flat_map(|ks| [(ks, 257), (ks, 3)]) {
-            let shape = [2, 3, 7, 6];
+        // ResNet's stem pools 3×3 windows, stride 2, padding 1: windows clipped at every edge.
+        let settings = [([2, 2], [2, 2], [0, 0]), ([3, 2], [1, 2], [0, 0]), ([3, 3], [2, 2], [1, 1]), ([3, 2], [1, 2], [1, 1])];
+        for ((kernel, stride, padding), levels) in settings.into_iter().flat_map(|kps| [(kps, 257), (kps, 3)]) {
+            // 37 columns: 18 windows a row, 16 to a vector and 2 more, one column left over.
+            let shape = [2, 3, 7, 37];
             let len: usize = shape.iter().product();
-            let x: Vec<f32> = (0..len).map(|i| ((i * 7919) % levels) as f32 / levels as f32).collect();
+            // Negative values too: a padded position taken for a 0 would win where a window is all below.
+            let x: Vec<f32> = (0..len).map(|i| ((i * 7919) % levels) as f32 / levels as f32 - 0.5).collect();
             let run = |device: Device| -> [Vec<f32>; 2] {
                 let device = device.autodiff();
                 let x = Tensor::<4>::from_data(TensorData::new(x.clone(), shape), &device).require_grad();
-                let y = max_pool2d(x.clone(), MaxPoolOptions::new(kernel).with_stride(stride));
+                let y = max_pool2d(x.clone(), MaxPoolOptions::new(kernel).with_stride(stride).with_padding(padding));
                 let weights = y.ones_like().mul_scalar(3.0) + y.clone();
                 let grads = (y.clone() * weights).sum().backward();
                 [y.into_data().try_to_vec::<f32>().unwrap(), x.grad(&grads).unwrap().into_data().try_to_vec::<f32>().unwrap()]
             };
             #[allow(deprecated)] // burn-ndarray keeps upstream's kernel: the reference here
             let (flex, reference) = (run(Device::flex()), run(Device::ndarray()));
-            assert_eq!(flex, reference, "kernel {kernel:?}, stride {stride:?}, {levels} levels");
+            assert_eq!(flex, reference, "kernel {kernel:?}, stride {stride:?}, padding {padding:?}, {levels} levels");
             // Without autodiff burn asks for the output alone, which flex pools without indices.
             let inference = |device: Device| {
                 let x = Tensor::<4>::from_data(TensorData::new(x.clone(), shape), &device);
-                max_pool2d(x, MaxPoolOptions::new(kernel).with_stride(stride)).into_data().try_to_vec::<f32>().unwrap()
+                max_pool2d(x, MaxPoolOptions::new(kernel).with_stride(stride).with_padding(padding)).into_data().try_to_vec::<f32>().unwrap()
             };
             #[allow(deprecated)]
             let reference = inference(Device::ndarray());
-            assert_eq!(inference(Device::flex()), reference, "inference: kernel {kernel:?}, stride {stride:?}, {levels} levels");
+            assert_eq!(inference(Device::flex()), reference, "inference: kernel {kernel:?}, stride {stride:?}, padding {padding:?}, {levels} levels");
+        }
+        // A NaN anywhere in a window wins (PyTorch's rule; ndarray's kernel lets it lose), with
+        // and without autodiff: one row of 20 windows, NaNs in windows 1 and 17.
+        let mut x: Vec<f32> = (0..80).map(|i| i as f32).collect();
+        (x[3], x[40 + 2 * 17 + 1]) = (f32::NAN, f32::NAN);
+        for device in [Device::flex(), Device::flex().autodiff()] {
+            let x = Tensor::<4>::from_data(TensorData::new(x.clone(), [1, 1, 2, 40]), &device);
+            let y = max_pool2d(x, MaxPoolOptions::new([2, 2]).with_stride([2, 2])).into_data().try_to_vec::<f32>().unwrap();
+            for (window, value) in y.iter().enumerate() {
+                match window {
+                    1 | 17 => assert!(value.is_nan(), "window {window}: {value}"),
+                    _ => assert_eq!(*value, (40 + 2 * window + 1) as f32, "window {window}"),
+                }
+            }
         }
     }
 

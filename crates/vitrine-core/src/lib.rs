@@ -8,6 +8,7 @@
 pub mod activation;
 pub mod attention;
 pub mod backend;
+pub mod batch_norm;
 pub mod bench;
 pub mod classifier;
 pub mod config;

@@ -8,6 +8,7 @@ use burn::prelude::*;
 use burn::tensor::Distribution;
 use burn::tensor::activation::{relu, sigmoid, tanh};
 use vitrine_core::activation::leaky_relu;
+use vitrine_core::batch_norm::{conv_batch_norm, conv_transpose_batch_norm};
 use vitrine_core::config::ImageShape;
 
 /// Size of the learnt label embedding concatenated to the GAN's noise vector.
@@ -153,7 +154,7 @@ impl Generator {
             _ => z,
         };
         let x = relu(self.bn0.forward(self.fc.forward(z))).reshape([b, 128, self.height, self.width]);
-        let x = relu(self.bn1.forward(self.deconv1.forward(x))); // [b, 64, h/2, w/2]
+        let x = relu(conv_transpose_batch_norm(&self.deconv1, &self.bn1, x)); // [b, 64, h/2, w/2]
         tanh(self.deconv2.forward(x)) // [b, c, h, w]
     }
 }
@@ -196,7 +197,7 @@ impl Discriminator {
             _ => x,
         };
         let x = leaky_relu(self.conv1.forward(x), 0.2); // [b, 64, h/2, w/2]
-        let x = leaky_relu(self.bn2.forward(self.conv2.forward(x)), 0.2); // [b, 128, h/4, w/4]
+        let x = leaky_relu(conv_batch_norm(&self.conv2, &self.bn2, x), 0.2); // [b, 128, h/4, w/4]
         let flat: Tensor<2> = x.flatten(1, 3);
         self.fc.forward(flat).flatten(0, 1)
     }

@@ -5,6 +5,7 @@ use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
+use vitrine_core::batch_norm::conv_batch_norm;
 use vitrine_core::classifier::ClassifierModel;
 use vitrine_core::config::ImageShape;
 use vitrine_core::dropout::dropout;
@@ -62,11 +63,11 @@ impl FashionCnn {
 
     /// The penultimate layer's activations `[b, 256]`: the feature space of Fréchet distances.
     pub fn features(&self, x: Tensor<4>) -> Tensor<2> {
-        let x = relu(self.bn1.forward(self.conv1.forward(x))); // [b, 32, h, w]
-        let x = relu(self.bn2.forward(self.conv2.forward(x)));
+        let x = relu(conv_batch_norm(&self.conv1, &self.bn1, x)); // [b, 32, h, w]
+        let x = relu(conv_batch_norm(&self.conv2, &self.bn2, x));
         let x = self.pool.forward(x); // [b, 32, h/2, w/2]
-        let x = relu(self.bn3.forward(self.conv3.forward(x))); // [b, 64, h/2, w/2]
-        let x = relu(self.bn4.forward(self.conv4.forward(x)));
+        let x = relu(conv_batch_norm(&self.conv3, &self.bn3, x)); // [b, 64, h/2, w/2]
+        let x = relu(conv_batch_norm(&self.conv4, &self.bn4, x));
         let x = self.pool.forward(x); // [b, 64, h/4, w/4]
         let x: Tensor<2> = x.flatten(1, 3); // [b, 3136] for 28×28
         relu(self.fc1.forward(dropout(&self.dropout, x))) // [b, 256]
@@ -100,10 +101,10 @@ impl BasicBlock {
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let y = relu(self.bn1.forward(self.conv1.forward(x.clone())));
-        let y = self.bn2.forward(self.conv2.forward(y));
+        let y = relu(conv_batch_norm(&self.conv1, &self.bn1, x.clone()));
+        let y = conv_batch_norm(&self.conv2, &self.bn2, y);
         let skip = match (&self.shortcut, &self.shortcut_bn) {
-            (Some(conv), Some(bn)) => bn.forward(conv.forward(x)),
+            (Some(conv), Some(bn)) => conv_batch_norm(conv, bn, x),
             _ => x,
         };
         relu(y + skip)
@@ -144,7 +145,7 @@ impl ResnetSmall {
 
     /// The globally pooled activations `[b, 4w]` before the classifier layer.
     pub fn features(&self, x: Tensor<4>) -> Tensor<2> {
-        let mut x = relu(self.stem_bn.forward(self.stem.forward(x))); // [b, w, h, w]
+        let mut x = relu(conv_batch_norm(&self.stem, &self.stem_bn, x)); // [b, w, h, w]
         for block in &self.blocks {
             x = block.forward(x); // down to [b, 4w, h/4, w/4]
         }

@@ -5,6 +5,7 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::activation::{hard_sigmoid, hard_swish, relu};
+use vitrine_core::batch_norm::conv_batch_norm;
 use vitrine_core::dropout::dropout;
 
 use super::NamePair;
@@ -93,7 +94,7 @@ impl ConvNorm {
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let x = self.bn.forward(self.conv.forward(x));
+        let x = conv_batch_norm(&self.conv, &self.bn, x);
         match self.activation {
             1 => relu(x),
             2 => hard_swish(x),

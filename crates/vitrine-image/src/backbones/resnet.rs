@@ -6,6 +6,7 @@ use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
+use vitrine_core::batch_norm::conv_batch_norm;
 use vitrine_core::dropout::dropout;
 
 use super::NamePair;
@@ -77,13 +78,13 @@ impl ResidualBlock {
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let mut y = relu(self.bn1.forward(self.conv1.forward(x.clone())));
-        y = self.bn2.forward(self.conv2.forward(y));
+        let mut y = relu(conv_batch_norm(&self.conv1, &self.bn1, x.clone()));
+        y = conv_batch_norm(&self.conv2, &self.bn2, y);
         if let (Some(conv3), Some(bn3)) = (&self.conv3, &self.bn3) {
-            y = bn3.forward(conv3.forward(relu(y)));
+            y = conv_batch_norm(conv3, bn3, relu(y));
         }
         let skip = match &self.downsample {
-            Some(d) => d.bn.forward(d.conv.forward(x)),
+            Some(d) => conv_batch_norm(&d.conv, &d.bn, x),
             None => x,
         };
         relu(y + skip)
@@ -150,7 +151,7 @@ impl Resnet {
 
     /// The globally pooled activations before `fc`.
     pub fn features(&self, x: Tensor<4>) -> Tensor<2> {
-        let mut x = self.maxpool.forward(relu(self.bn1.forward(self.conv1.forward(x)))); // [b, w, h/4, w/4]
+        let mut x = self.maxpool.forward(relu(conv_batch_norm(&self.conv1, &self.bn1, x))); // [b, w, h/4, w/4]
         for block in self.layer1.iter().chain(&self.layer2).chain(&self.layer3).chain(&self.layer4) {
             x = block.forward(x); // down to [b, 8w·e, h/32, w/32]
         }

@@ -123,9 +123,9 @@ impl Same3x3 {
         packed
     }
 
-    /// The convolution of `x` (`[batch, inputs, height, width]`): `[batch, outputs, height,
-    /// width]`. Call only where `available()`.
-    pub(super) fn run(&self, x: &[f32], w: &[f32], weights: Weights) -> Vec<f32> {
+    /// The convolution of `x` (`[batch, inputs, height, width]`), plus each output channel's
+    /// `bias`: `[batch, outputs, height, width]`. Call only where `available()`.
+    pub(super) fn run(&self, x: &[f32], w: &[f32], weights: Weights, bias: Option<&[f32]>) -> Vec<f32> {
         let packed = self.pack(w, weights);
         let (plane_len, out_len) = (self.height * self.width, self.outputs * self.height * self.width);
         let blocks = self.outputs.div_ceil(CHANNELS);
@@ -156,13 +156,24 @@ impl Same3x3 {
                 }
                 let y_ptr = y_ptr;
                 for lane in 0..CHANNELS.min(self.outputs - block * CHANNELS) {
-                    let output = image * out_len + (block * CHANNELS + lane) * plane_len;
-                    for oh in 0..self.height {
-                        let source = &staged[lane * grid + oh * self.row()..][..self.width];
-                        // SAFETY: each (image, output channel) plane is written by one task.
-                        unsafe {
-                            core::ptr::copy_nonoverlapping(source.as_ptr(), y_ptr.0.add(output + oh * self.width), self.width)
-                        };
+                    let channel = block * CHANNELS + lane;
+                    let output = image * out_len + channel * plane_len;
+                    // SAFETY: each (image, output channel) plane is written by one task.
+                    let target = unsafe { y_ptr.uninit(output..output + plane_len) };
+                    let rows = target.chunks_exact_mut(self.width).zip(staged[lane * grid..].chunks(self.row()));
+                    // The bias is added here, while the plane is in cache, rather than in a
+                    // pass over the whole output afterwards.
+                    match bias.map(|bias| bias[channel]) {
+                        Some(bias) => rows.for_each(|(target, source)| {
+                            for (t, s) in target.iter_mut().zip(source) {
+                                t.write(s + bias);
+                            }
+                        }),
+                        None => rows.for_each(|(target, source)| {
+                            for (t, s) in target.iter_mut().zip(source) {
+                                t.write(*s);
+                            }
+                        }),
                     }
                 }
             }

@@ -28,9 +28,10 @@ impl<T> SharedMut<T> {
         unsafe { core::slice::from_raw_parts_mut(self.0.add(range.start), range.len()) }
     }
 
-    /// The not yet written elements `range`, for a task to fill: a loop writing them through
-    /// this slice is vectorised, where one calling [`SharedMut::write`] per element reloads
-    /// the pointer after every store (it might have been overwritten).
+    /// The not yet written elements `range`, for a task to fill before the buffer's length is
+    /// set (no zeroing pass first). A loop writing them through this slice is vectorised,
+    /// where writes through the shared pointer one element at a time reload the pointer after
+    /// every store (it might have been overwritten).
     ///
     /// # Safety
     /// `range` lies in the buffer's capacity, and no two callers hold overlapping ranges at once.
@@ -38,14 +39,6 @@ impl<T> SharedMut<T> {
         unsafe { core::slice::from_raw_parts_mut(self.0.add(range.start).cast(), range.len()) }
     }
 
-    /// Writes `value` at `at` without reading what is there: for buffers whose every element
-    /// the threads write before the length is set (no zeroing pass first).
-    ///
-    /// # Safety
-    /// `at` lies in the buffer's capacity, and no other caller writes it at the same time.
-    pub(super) unsafe fn write(self, at: usize, value: T) {
-        unsafe { self.0.add(at).write(value) }
-    }
 }
 
 /// The threads the kernels share their work among.

@@ -552,8 +552,8 @@ impl ModuleOps<Flex> for Flex {
         dilation: [usize; 2],
         ceil_mode: bool,
     ) -> FloatTensor<Flex> {
-        if max_pool2d::applies(x.dtype(), padding, dilation, ceil_mode) {
-            return max_pool2d::max_pool2d(x, kernel_size, stride);
+        if max_pool2d::applies(x.dtype(), kernel_size, padding, dilation, ceil_mode) {
+            return max_pool2d::max_pool2d(x, kernel_size, stride, padding);
         }
         match x.dtype() {
             DType::F32 => {
@@ -582,9 +582,9 @@ impl ModuleOps<Flex> for Flex {
         indices_dtype: IntDType,
     ) -> MaxPool2dWithIndices<Flex> {
         let (output, mut indices) = match x.dtype() {
-            // Vitrine patch: a row-at-a-time kernel without padding or dilation.
-            dtype if max_pool2d::applies(dtype, padding, dilation, ceil_mode) => {
-                max_pool2d::max_pool2d_with_indices(x, kernel_size, stride)
+            // Vitrine patch: a row-at-a-time kernel without dilation.
+            dtype if max_pool2d::applies(dtype, kernel_size, padding, dilation, ceil_mode) => {
+                max_pool2d::max_pool2d_with_indices(x, kernel_size, stride, padding)
             }
             DType::F32 => pool::max_pool2d_with_indices_f32(
                 x,
