@@ -580,6 +580,41 @@ mod tests {
         compare("ReLU of an unshared tensor", &x, unique);
     }
 
+    /// Arithmetic on tensors past the patch's threshold for threads (262,144 values), which it
+    /// shares out: same shapes, a row broadcast over the rows (a bias) and a column broadcast
+    /// (left to the single-threaded nest), each operand order, as ndarray computes them.
+    #[test]
+    fn flex_large_arithmetic_matches_ndarray() {
+        use burn::tensor::{Tensor, TensorData};
+
+        let [rows, width] = [611, 769];
+        let values = |n: usize, seed: usize| -> Vec<f32> { (0..n).map(|i| ((i * 7919 + seed) % 1013) as f32 / 101.0 - 5.0 + 0.001).collect() };
+        let run = |device: Device, op: usize, other: [usize; 2], swapped: bool| -> Vec<f32> {
+            // Fresh tensors, so that the patch may write into the large one.
+            let big = Tensor::<2>::from_data(TensorData::new(values(rows * width, 1), [rows, width]), &device);
+            let small = Tensor::<2>::from_data(TensorData::new(values(other[0] * other[1], 2), other), &device);
+            let (a, b) = if swapped { (small, big) } else { (big, small) };
+            let y = match op {
+                0 => a + b,
+                1 => a - b,
+                2 => a * b,
+                _ => a / b,
+            };
+            y.into_data().try_to_vec::<f32>().unwrap()
+        };
+        for other in [[rows, width], [1, width], [rows, 1]] {
+            for op in 0..4 {
+                for swapped in [false, true] {
+                    #[allow(deprecated)]
+                    let reference = run(Device::ndarray(), op, other, swapped);
+                    let flex = run(Device::flex(), op, other, swapped);
+                    let differs = flex.iter().zip(&reference).position(|(g, w)| g != w);
+                    assert!(differs.is_none() && flex.len() == rows * width, "op {op}, other {other:?}, swapped {swapped}: at {differs:?}");
+                }
+            }
+        }
+    }
+
     /// … and e^x, tanh, the sigmoid and erf, which the patch computes without libm so that they
     /// vectorise: the first three within a few ulp of libm (here, Rust's `f32` functions) from
     /// 1e-30 to the overflow, near it in the subnormals, and libm's answers at ±inf, NaN, 0 and

@@ -116,6 +116,22 @@ where
         return rhs;
     }
 
+    // Vitrine patch: a row broadcast over a large uniquely owned tensor (a linear layer's bias
+    // on `[rows, n]`), its rows dealt out to the threads; the nest of `binary_op_typed` runs on
+    // the calling thread alone (5% of `text-gru-attn`'s inference, the other thread idle).
+    #[cfg(feature = "rayon")]
+    if let Some(simd_op) = simd_hint
+        && lhs.is_unique()
+        && lhs.layout().num_elements() >= simd::PARALLEL_THRESHOLD
+        && let Some(nest) = crate::zip::collapse_for_zip(lhs.layout(), rhs.layout())
+        && nest.ndim >= 1
+        && nest.lhs_is_dense_from_zero()
+        && nest.inner().2 == 1
+    {
+        rows_inplace_f32(simd_op, &nest, lhs.storage_mut(), rhs.storage());
+        return lhs;
+    }
+
     // Broadcast operands fall through to `binary_op_typed`, whose
     // collapsed loop nest handles every stride pattern in a single pass
     // — reusing a uniquely owned operand as the destination when it can
@@ -127,6 +143,29 @@ where
     // read-modify-write pass, while the nest reads both operands and
     // writes the output once.
     binary_op_typed(lhs, rhs, op)
+}
+
+/// `dst OP src` for each contiguous run of the nest (`dst` dense from 0, `src` read with unit
+/// stride along each run), the runs shared out between the threads.
+#[cfg(all(feature = "simd", feature = "rayon"))]
+fn rows_inplace_f32(op: BinaryOp, nest: &crate::zip::ZipNest, dst: &mut [f32], src: &[f32]) {
+    use rayon::prelude::*;
+    let (len, _, _) = nest.inner();
+    let mut starts = Vec::new();
+    nest.for_each_run(|_, src_start| starts.push(src_start));
+    dst[..starts.len() * len]
+        .par_chunks_mut(len)
+        .zip(starts.par_iter())
+        .with_min_len((1 << 14) / len + 1)
+        .for_each(|(dst, &start)| {
+            let src = &src[start..start + len];
+            match op {
+                BinaryOp::Add => simd::add_inplace_f32(dst, src),
+                BinaryOp::Sub => simd::sub_inplace_f32(dst, src),
+                BinaryOp::Mul => simd::mul_inplace_f32(dst, src),
+                BinaryOp::Div => simd::div_inplace_f32(dst, src),
+            }
+        });
 }
 
 /// Fallback when SIMD is disabled.

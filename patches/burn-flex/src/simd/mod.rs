@@ -20,6 +20,8 @@ pub mod aligned;
 // When simd feature enabled: use portable macerator for binary/comparison/bool ops
 #[cfg(feature = "simd")]
 mod portable;
+#[cfg(all(feature = "simd", feature = "rayon"))]
+pub(crate) use portable::PARALLEL_THRESHOLD;
 
 #[cfg(feature = "simd")]
 pub use portable::{
