@@ -82,12 +82,7 @@ where
         let lhs_storage: &mut [f32] = lhs.storage_mut();
         let l_slice = &mut lhs_storage[..l_end];
 
-        match simd_op {
-            BinaryOp::Add => simd::add_inplace_f32(l_slice, r_slice),
-            BinaryOp::Sub => simd::sub_inplace_f32(l_slice, r_slice),
-            BinaryOp::Mul => simd::mul_inplace_f32(l_slice, r_slice),
-            BinaryOp::Div => simd::div_inplace_f32(l_slice, r_slice),
-        }
+        inplace_f32(simd_op, l_slice, r_slice);
         return lhs;
     }
 
@@ -158,14 +153,19 @@ fn rows_inplace_f32(op: BinaryOp, nest: &crate::zip::ZipNest, dst: &mut [f32], s
         .zip(starts.par_iter())
         .with_min_len((1 << 14) / len + 1)
         .for_each(|(dst, &start)| {
-            let src = &src[start..start + len];
-            match op {
-                BinaryOp::Add => simd::add_inplace_f32(dst, src),
-                BinaryOp::Sub => simd::sub_inplace_f32(dst, src),
-                BinaryOp::Mul => simd::mul_inplace_f32(dst, src),
-                BinaryOp::Div => simd::div_inplace_f32(dst, src),
-            }
+            inplace_f32(op, dst, &src[start..start + len]);
         });
+}
+
+/// `dst OP src`, element by element, into `dst`.
+#[cfg(feature = "simd")]
+fn inplace_f32(op: BinaryOp, dst: &mut [f32], src: &[f32]) {
+    match op {
+        BinaryOp::Add => simd::add_inplace_f32(dst, src),
+        BinaryOp::Sub => simd::sub_inplace_f32(dst, src),
+        BinaryOp::Mul => simd::mul_inplace_f32(dst, src),
+        BinaryOp::Div => simd::div_inplace_f32(dst, src),
+    }
 }
 
 /// Fallback when SIMD is disabled.

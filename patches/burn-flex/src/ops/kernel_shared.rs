@@ -38,7 +38,6 @@ impl<T> SharedMut<T> {
     pub(super) unsafe fn uninit<'a>(self, range: core::ops::Range<usize>) -> &'a mut [core::mem::MaybeUninit<T>] {
         unsafe { core::slice::from_raw_parts_mut(self.0.add(range.start).cast(), range.len()) }
     }
-
 }
 
 /// The threads the kernels share their work among.
