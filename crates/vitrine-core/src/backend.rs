@@ -509,8 +509,9 @@ mod tests {
         use burn::tensor::module::batch_norm_train;
         use burn::tensor::{Tensor, TensorData};
 
-        // Images (statistics over batch and pixels) and feature rows (over the batch alone).
-        for shape in [[4, 3, 5, 6], [16, 40, 1, 1]] {
+        // Images (statistics over batch and pixels) and feature rows (over the batch alone),
+        // the last in several blocks of rows and of columns, the last block of each shorter.
+        for shape in [[4, 3, 5, 6], [16, 40, 1, 1], [37, 300, 1, 1]] {
             let len: usize = shape.iter().product();
             let channels = shape[1];
             let x: Vec<f32> = (0..len).map(|i| ((i * 7919 % 101) as f32 / 101.0 - 0.3) * (1.0 + (i % channels) as f32)).collect();
@@ -582,7 +583,8 @@ mod tests {
 
     /// Arithmetic on tensors past the patch's threshold for threads (262,144 values), which it
     /// shares out: same shapes, a row broadcast over the rows (a bias) and a column broadcast
-    /// (left to the single-threaded nest), each operand order, as ndarray computes them.
+    /// (left to the single-threaded nest), each operand order, and scalar operands, as ndarray
+    /// computes them.
     #[test]
     fn flex_large_arithmetic_matches_ndarray() {
         use burn::tensor::{Tensor, TensorData};
@@ -611,6 +613,29 @@ mod tests {
                     let differs = flex.iter().zip(&reference).position(|(g, w)| g != w);
                     assert!(differs.is_none() && flex.len() == rows * width, "op {op}, other {other:?}, swapped {swapped}: at {differs:?}");
                 }
+            }
+        }
+        // Scalar operands, into the tensor itself where it is unique and into a new one where
+        // it is shared.
+        let scalar = |device: Device, op: usize, shared: bool| -> Vec<f32> {
+            let a = Tensor::<2>::from_data(TensorData::new(values(rows * width, 3), [rows, width]), &device);
+            let kept = shared.then(|| a.clone());
+            let y = match op {
+                0 => a.add_scalar(0.3),
+                1 => a.sub_scalar(1.7),
+                2 => a.mul_scalar(-2.9),
+                _ => a.div_scalar(7.0),
+            };
+            drop(kept);
+            y.into_data().try_to_vec::<f32>().unwrap()
+        };
+        for op in 0..4 {
+            for shared in [false, true] {
+                #[allow(deprecated)]
+                let reference = scalar(Device::ndarray(), op, shared);
+                let flex = scalar(Device::flex(), op, shared);
+                let differs = flex.iter().zip(&reference).position(|(g, w)| g != w);
+                assert!(differs.is_none() && flex.len() == rows * width, "scalar op {op}, shared {shared}: at {differs:?}");
             }
         }
     }

@@ -322,12 +322,16 @@ pub fn scalar_op<F32Op, F64Op>(
     f64_op: F64Op,
 ) -> FlexTensor
 where
-    F32Op: Fn(f32, f32) -> f32 + Copy,
+    F32Op: Fn(f32, f32) -> f32 + Copy + Sync,
     F64Op: Fn(f64, f64) -> f64 + Copy,
 {
     let dtype = tensor.dtype();
 
     match dtype {
+        #[cfg(all(feature = "simd", feature = "rayon"))]
+        DType::F32 if tensor.layout().num_elements() >= simd::PARALLEL_THRESHOLD => {
+            scalar_op_f32_threads(tensor, scalar as f32, f32_op)
+        }
         DType::F32 => scalar_op_typed(tensor, scalar as f32, f32_op),
         DType::F64 => scalar_op_typed(tensor, scalar, f64_op),
         DType::F16 => {
@@ -346,6 +350,43 @@ where
         }
         _ => panic!("scalar_op: unsupported dtype {:?}", dtype),
     }
+}
+
+/// Vitrine patch: `op(x, scalar)` over a large contiguous f32 tensor, its chunks shared out
+/// between the threads (in place where the tensor is unique). Upstream runs every scalar op
+/// on the calling thread: Adam's moment updates and the scaled gradients of a large layer
+/// left the other thread idle.
+#[cfg(all(feature = "simd", feature = "rayon"))]
+fn scalar_op_f32_threads(mut tensor: FlexTensor, scalar: f32, op: impl Fn(f32, f32) -> f32 + Sync) -> FlexTensor {
+    use rayon::prelude::*;
+    const CHUNK: usize = 1 << 14;
+    if tensor.is_unique()
+        && let Some((0, end)) = tensor.layout().contiguous_offsets()
+    {
+        let storage: &mut [f32] = tensor.storage_mut();
+        storage[..end].par_chunks_mut(CHUNK).for_each(|chunk| {
+            for x in chunk {
+                *x = op(*x, scalar);
+            }
+        });
+        return tensor;
+    }
+    let Some((start, end)) = tensor.layout().contiguous_offsets() else {
+        return scalar_op_typed(tensor, scalar, op);
+    };
+    let src: &[f32] = &tensor.storage()[start..end];
+    let mut result = Vec::with_capacity(src.len());
+    result.spare_capacity_mut()[..src.len()]
+        .par_chunks_mut(CHUNK)
+        .zip(src.par_chunks(CHUNK))
+        .for_each(|(out, src)| {
+            for (y, &x) in out.iter_mut().zip(src) {
+                y.write(op(x, scalar));
+            }
+        });
+    // SAFETY: the chunks cover the first `src.len()` elements, each written above.
+    unsafe { result.set_len(src.len()) };
+    make_tensor(result, tensor.layout().shape().clone(), DType::F32)
 }
 
 pub(crate) fn scalar_op_typed<E, Op>(mut tensor: FlexTensor, scalar: E, op: Op) -> FlexTensor
