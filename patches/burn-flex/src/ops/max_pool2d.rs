@@ -63,10 +63,17 @@ where
     let pool_plane = |p: usize, values: &mut [T], indices: &mut [i64]| {
         let plane = &data[p * h * w..][..h * w];
         #[cfg(target_arch = "x86_64")]
-        if !with_indices && stride[1] == 2 && T::dtype() == DType::F32 && super::conv_direct::available() {
-            assert!(plane.len() == h * w && values.len() == out_len);
-            // SAFETY: AVX-512F is available; T is f32; the sizes are the pooling's (asserted).
-            unsafe { pool_values_avx512(plane.as_ptr().cast(), [h, w], kernel, stride[0], padding, out, values.as_mut_ptr().cast()) };
+        if stride[1] == 2 && T::dtype() == DType::F32 && h * w <= i32::MAX as usize && super::conv_direct::available() {
+            assert!(plane.len() == h * w && values.len() == out_len && indices.len() == if with_indices { out_len } else { 0 });
+            let (plane, values) = (plane.as_ptr().cast(), values.as_mut_ptr().cast());
+            // SAFETY: AVX-512F is available; T is f32; the sizes are the pooling's (asserted),
+            // the plane's positions fit in i32.
+            unsafe {
+                match with_indices {
+                    true => pool_avx512::<true>(plane, [h, w], kernel, stride[0], padding, out, values, indices.as_mut_ptr()),
+                    false => pool_avx512::<false>(plane, [h, w], kernel, stride[0], padding, out, values, indices.as_mut_ptr()),
+                }
+            };
             return;
         }
         if kernel == [2, 2] && stride == [2, 2] && padding == [0, 0] {
@@ -157,7 +164,7 @@ fn pool_2x2<T: Float>(plane: &[T], w: usize, out: [usize; 2], values: &mut [T], 
 
 /// [`pool_2x2`] without the indices: a loop of selects. The compiler leaves it scalar (the
 /// windows' columns are interleaved; 8% of `fashion-cnn`'s inference): in f32 on AVX-512
-/// machines [`pool_values_avx512`] runs instead.
+/// machines [`pool_avx512`] runs instead.
 fn pool_2x2_values<T: Float>(plane: &[T], w: usize, out: [usize; 2], values: &mut [T]) {
     for oh in 0..out[0] {
         let top_at = 2 * oh * w;
@@ -174,20 +181,23 @@ fn pool_2x2_values<T: Float>(plane: &[T], w: usize, out: [usize; 2], values: &mu
     }
 }
 
-/// Max pooling's values in f32 where the windows start two columns apart (any window, row
-/// stride and padding within half the window), 16 outputs per step: for each window position
-/// in order, a row's 32 columns from that position are loaded as two vectors (masked to the
-/// plane) and their even columns taken out by a permute, then the same select as
-/// [`beats`]. Each output starts at -inf instead of its window's first value, which gives the
-/// same value (the first value beats -inf, or is -inf). As scalar loops, ResNet's padded 3×3
-/// pooling was 20% of ResNet-18's inference and the 2×2 one 8% of `fashion-cnn`'s.
+/// Max pooling in f32 where the windows start two columns apart (any window, row stride and
+/// padding within half the window), 16 outputs per step: for each window position in order,
+/// a row's 32 columns from that position are loaded as two vectors (masked to the plane) and
+/// their even columns taken out by a permute, then the same select as [`beats`], the window's
+/// first value inside the plane taken as it comes. With `INDICES` each output's position in
+/// the plane follows its value (training). As scalar loops, ResNet's padded 3×3 pooling was
+/// 20% of ResNet-18's inference and 5% of its training step, the 2×2 one 8% of
+/// `fashion-cnn`'s inference.
 ///
 /// # Safety
-/// AVX-512F is available; `plane` holds `h` rows of `w` floats, `values` `out[0]·out[1]`
-/// floats; `out` is the pooling's output size for these settings.
+/// AVX-512F is available; `plane` holds `h` rows of `w` floats, `h·w ≤ i32::MAX`; `values`
+/// holds `out[0]·out[1]` floats, and `indices` as many i64 with `INDICES`; `out` is the
+/// pooling's output size for these settings.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn pool_values_avx512(plane: *const f32, [h, w]: [usize; 2], kernel: [usize; 2], row_stride: usize, padding: [usize; 2], out: [usize; 2], values: *mut f32) {
+#[allow(clippy::too_many_arguments)]
+unsafe fn pool_avx512<const INDICES: bool>(plane: *const f32, [h, w]: [usize; 2], kernel: [usize; 2], row_stride: usize, padding: [usize; 2], out: [usize; 2], values: *mut f32, indices: *mut i64) {
     use core::arch::x86_64::*;
     let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     // Bits lo..hi (hi ≤ 32).
@@ -199,7 +209,9 @@ unsafe fn pool_values_avx512(plane: *const f32, [h, w]: [usize; 2], kernel: [usi
         for ow in (0..out[1]).step_by(16) {
             let n = (out[1] - ow).min(16);
             let mut best = _mm512_set1_ps(f32::NEG_INFINITY);
-            for row in rows.clone().map(|r| plane.wrapping_add(r * w)) {
+            let (mut at_best, mut seen) = (_mm512_setzero_si512(), 0 as __mmask16);
+            for r in rows.clone() {
+                let row = plane.wrapping_add(r * w);
                 for kw in 0..kernel[1] {
                     // Lane l holds column base + l; output j reads lane 2j.
                     let base = (2 * ow + kw) as isize - padding[1] as isize;
@@ -212,11 +224,30 @@ unsafe fn pool_values_avx512(plane: *const f32, [h, w]: [usize; 2], kernel: [usi
                         _mm512_permutex2var_ps(first, even, second)
                     };
                     let inside = bits(lo.div_ceil(2), hi.div_ceil(2).min(n)) as __mmask16;
-                    best = _mm512_mask_blend_ps(inside & beats(v, best), best, v);
+                    if INDICES {
+                        // As the scalar loop: the first value inside, then any that beats it.
+                        let take = inside & (beats(v, best) | !seen);
+                        best = _mm512_mask_blend_ps(take, best, v);
+                        // Output j's value is column base + 2j of row r.
+                        let at = _mm512_add_epi32(_mm512_set1_epi32((r * w) as i32 + base as i32), even);
+                        at_best = _mm512_mask_blend_epi32(take, at_best, at);
+                        seen |= inside;
+                    } else {
+                        // From -inf: the first value beats it, or is -inf.
+                        best = _mm512_mask_blend_ps(inside & beats(v, best), best, v);
+                    }
                 }
             }
-            // SAFETY: outputs ow..ow + n of row oh lie in `values`.
-            unsafe { _mm512_mask_storeu_ps(values.wrapping_add(oh * out[1] + ow), bits(0, n) as __mmask16, best) };
+            let first = oh * out[1] + ow;
+            // SAFETY: outputs ow..ow + n of row oh lie in `values` (and `indices`).
+            unsafe {
+                _mm512_mask_storeu_ps(values.wrapping_add(first), bits(0, n) as __mmask16, best);
+                if INDICES {
+                    let [low, high] = [_mm512_castsi512_si256(at_best), _mm512_extracti64x4_epi64::<1>(at_best)].map(|half| _mm512_cvtepi32_epi64(half));
+                    _mm512_mask_storeu_epi64(indices.wrapping_add(first), bits(0, n.min(8)) as __mmask8, low);
+                    _mm512_mask_storeu_epi64(indices.wrapping_add(first + 8), bits(0, n.saturating_sub(8)) as __mmask8, high);
+                }
+            }
         }
     }
 }
