@@ -775,6 +775,23 @@ mod tests {
             let reference = inference(Device::ndarray());
             assert_eq!(inference(Device::flex()), reference, "inference: kernel {kernel:?}, stride {stride:?}, padding {padding:?}, {levels} levels");
         }
+        // A window of -inf alone: its first position inside the plane is the maximum's (as
+        // PyTorch's), so the gradient of each window lands there. ResNet's stem setting, rows
+        // of 19 windows (a full vector and a partial one).
+        let [h, w] = [5, 37];
+        let device = Device::flex().autodiff();
+        let x = Tensor::<4>::from_data(TensorData::new(vec![f32::NEG_INFINITY; h * w], [1, 1, h, w]), &device).require_grad();
+        let y = max_pool2d(x.clone(), MaxPoolOptions::new([3, 3]).with_stride([2, 2]).with_padding([1, 1]));
+        let [_, _, out_h, out_w] = y.dims();
+        let grads = y.sum().backward();
+        let got = x.grad(&grads).unwrap().into_data().try_to_vec::<f32>().unwrap();
+        let mut want = vec![0f32; h * w];
+        for oh in 0..out_h {
+            for ow in 0..out_w {
+                want[(2 * oh).saturating_sub(1) * w + (2 * ow).saturating_sub(1)] += 1.0;
+            }
+        }
+        assert_eq!(got, want, "windows of -inf");
         // A NaN anywhere in a window wins (PyTorch's rule; ndarray's kernel lets it lose), with
         // and without autodiff: one row of 20 windows, NaNs in windows 1 and 17.
         let mut x: Vec<f32> = (0..80).map(|i| i as f32).collect();
