@@ -13,7 +13,7 @@ use burn_backend::ops::{BatchNormTrain, BatchNormTrainBackward};
 use burn_std::{Bytes, Shape};
 use num_traits::ToPrimitive;
 
-use super::kernel_shared::{Scalar, SharedMut, back_to, threads, to_f32};
+use super::kernel_shared::{Scalar, SharedMut, back_to, for_each_task, threads, to_f32};
 use crate::{Flex, FlexTensor, Layout};
 
 
@@ -96,12 +96,6 @@ fn column_blocks(channels: usize) -> Vec<core::ops::Range<usize>> {
     (0..channels).step_by(block.max(1)).map(|start| start..(start + block).min(channels)).collect()
 }
 
-/// `rows` cut into runs of rows, one task each.
-fn row_blocks(rows: usize) -> Vec<core::ops::Range<usize>> {
-    let block = rows.div_ceil(threads() * 4).max(1);
-    (0..rows).step_by(block).map(|start| start..(start + block).min(rows)).collect()
-}
-
 /// `Σ f(a_i, b_i)` in 16 lanes, so that the compiler can vectorize it.
 #[inline(always)]
 fn sum<T: Scalar>(a: &[T], b: &[T], f: impl Fn(T, T) -> T) -> f64 {
@@ -174,18 +168,15 @@ fn column_stats<T: Scalar>(data: &[T], channels: usize) -> Vec<(f64, f64)> {
     .collect()
 }
 
-/// `f(row, out)` for each row of `[rows, channels]` data, the runs of rows shared out
-/// between the tasks; `out` is the row's part of the result, every element of which `f`
+/// `f(row, out)` for each row of `[rows, channels]` data, in runs of rows across the threads
+/// (`for_each_task`); `out` is the row's part of the result, every element of which `f`
 /// writes.
 fn map_rows<T: Scalar>(rows: usize, channels: usize, f: impl Fn(usize, &mut [core::mem::MaybeUninit<T>]) + Send + Sync) -> Vec<T> {
     let mut y = Vec::with_capacity(rows * channels);
     let out = SharedMut(y.as_mut_ptr());
-    let blocks = row_blocks(rows);
-    per_task(blocks.len(), #[inline(always)] |b| {
-        for r in blocks[b].clone() {
-            // Each run of rows belongs to its task alone.
-            f(r, unsafe { out.uninit(r * channels..(r + 1) * channels) });
-        }
+    for_each_task::<T>(rows, 0, |r, _| {
+        // Each row belongs to its task alone.
+        vectorized(#[inline(always)] || f(r, unsafe { out.uninit(r * channels..(r + 1) * channels) }));
     });
     // SAFETY: the runs cover every row, and `f` wrote each row whole.
     unsafe { y.set_len(rows * channels) };
