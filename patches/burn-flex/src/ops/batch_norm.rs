@@ -13,7 +13,7 @@ use burn_backend::ops::{BatchNormTrain, BatchNormTrainBackward};
 use burn_std::{Bytes, Shape};
 use num_traits::ToPrimitive;
 
-use super::kernel_shared::{Scalar, SharedMut, back_to, for_each_task, threads, to_f32};
+use super::kernel_shared::{Scalar, SharedMut, back_to, for_each_task, threads, to_f32, vectorized};
 use crate::{Flex, FlexTensor, Layout};
 
 
@@ -60,33 +60,6 @@ fn per_task<R: Send>(tasks: usize, f: impl Fn(usize) -> R + Send + Sync) -> Vec<
     }
     #[cfg(not(feature = "rayon"))]
     (0..tasks).map(f).collect()
-}
-
-/// Runs `f` compiled for AVX-512 (or AVX2) where the CPU has it: the default build targets
-/// SSE2, and these loops stream whole activations (`dcgan`'s batch norms ran 4 lanes wide).
-/// Without fast-math the arithmetic is the same, only wider.
-#[inline(always)]
-fn vectorized<R>(f: impl FnOnce() -> R) -> R {
-    #[cfg(all(target_arch = "x86_64", feature = "std"))]
-    {
-        #[target_feature(enable = "avx512f")]
-        unsafe fn avx512<R>(f: impl FnOnce() -> R) -> R {
-            f()
-        }
-        #[target_feature(enable = "avx2")]
-        unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
-            f()
-        }
-        if std::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has the feature the function is compiled for.
-            return unsafe { avx512(f) };
-        }
-        if std::is_x86_feature_detected!("avx2") {
-            // SAFETY: as above.
-            return unsafe { avx2(f) };
-        }
-    }
-    f()
 }
 
 /// `[rows, channels]` data (one value per plane) cut into column blocks, for tasks that each

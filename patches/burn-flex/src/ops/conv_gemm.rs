@@ -24,6 +24,7 @@ use burn_backend::ops::{ConvOptions, ConvTransposeOptions};
 use burn_std::{Bytes, Shape, f16};
 
 use super::conv_direct::{self, Same3x3, Weights};
+use super::conv_winograd::Winograd;
 use super::kernel_shared::{Scalar, SharedMut, back_to, for_each_task, threads, to_f32};
 use crate::{FlexTensor, Layout};
 
@@ -69,9 +70,8 @@ impl Geometry {
         self.channels_in * self.height * self.width
     }
 
-    /// The direct kernel's convolution (`conv_direct`), where it applies: f32 on an AVX-512
-    /// machine, 3×3, stride 1, padding 1 all round, no dilation, one group, and images large
-    /// enough (`Same3x3::worthwhile`).
+    /// The convolutions that `conv_winograd` and `conv_direct` compute: f32 on an AVX-512
+    /// machine, 3×3, stride 1, padding 1 all round, no dilation, one group.
     fn same_3x3<T: Scalar>(&self) -> Option<Same3x3> {
         let applies = T::dtype() == DType::F32
             && self.kernel == [3, 3]
@@ -81,14 +81,25 @@ impl Geometry {
             && self.groups == 1
             && self.out == [self.height, self.width]
             && conv_direct::available();
-        let direct = Same3x3 {
+        applies.then_some(Same3x3 {
             batch: self.batch,
             inputs: self.channels_in,
             outputs: self.channels_out,
             height: self.height,
             width: self.width,
-        };
-        (applies && direct.worthwhile()).then_some(direct)
+        })
+    }
+
+    /// Winograd's F(2×2, 3×3) (`conv_winograd`), where it applies and there are enough
+    /// channels (`Winograd::worthwhile`).
+    fn winograd<T: Scalar>(&self) -> Option<Winograd> {
+        self.same_3x3::<T>().map(Winograd::from).filter(Winograd::worthwhile)
+    }
+
+    /// The direct kernel (`conv_direct`), where it applies and the images are large enough
+    /// (`Same3x3::worthwhile`).
+    fn direct<T: Scalar>(&self) -> Option<Same3x3> {
+        self.same_3x3::<T>().filter(Same3x3::worthwhile)
     }
 
     /// Output rows per tile, so that a tile's column matrix stays under `COLUMN_BYTES`.
@@ -439,7 +450,10 @@ fn forward<T: Scalar>(g: &Geometry, x: &[T], w: &[T], bias: Option<&[T]>) -> Vec
         }
         return y;
     }
-    if let Some(direct) = g.same_3x3::<T>() {
+    if let Some(winograd) = g.winograd::<T>() {
+        return as_t(winograd.run(as_f32(x), as_f32(w), Weights::AsGiven, bias.map(as_f32)));
+    }
+    if let Some(direct) = g.direct::<T>() {
         return as_t(direct.run(as_f32(x), as_f32(w), Weights::AsGiven, bias.map(as_f32)));
     }
     // Not zeroed: the tasks' gemms overwrite every element (`set_len` below).
@@ -498,7 +512,11 @@ fn forward<T: Scalar>(g: &Geometry, x: &[T], w: &[T], bias: Option<&[T]>) -> Vec
 /// With a `bias` (a transposed convolution's), each image's channel planes start from their
 /// bias instead of zero.
 fn input_grad<T: Scalar>(g: &Geometry, w: &[T], dy: &[T], bias: Option<&[T]>) -> Vec<T> {
-    if let Some(direct) = g.same_3x3::<T>() {
+    if let Some(winograd) = g.winograd::<T>() {
+        let adjoint = Winograd { inputs: winograd.outputs, outputs: winograd.inputs, ..winograd };
+        return as_t(adjoint.run(as_f32(dy), as_f32(w), Weights::Adjoint, bias.map(as_f32)));
+    }
+    if let Some(direct) = g.direct::<T>() {
         let adjoint = Same3x3 { inputs: direct.outputs, outputs: direct.inputs, ..direct };
         return as_t(adjoint.run(as_f32(dy), as_f32(w), Weights::Adjoint, bias.map(as_f32)));
     }
@@ -554,7 +572,10 @@ fn input_grad<T: Scalar>(g: &Geometry, w: &[T], dy: &[T], bias: Option<&[T]>) ->
 /// `dW[co, K] = Σ_n dY_n[co, P] · col(X_n)[K, P]ᵀ`: each worker sums a share of the
 /// batch into its own copy, and the copies are added at the end.
 fn weight_grad<T: Scalar>(g: &Geometry, x: &[T], dy: &[T]) -> Vec<T> {
-    if let Some(direct) = g.same_3x3::<T>().filter(Same3x3::weight_grad_fits) {
+    if let Some(winograd) = g.winograd::<T>() {
+        return as_t(winograd.weight_grad(as_f32(x), as_f32(dy)));
+    }
+    if let Some(direct) = g.direct::<T>().filter(Same3x3::weight_grad_fits) {
         return as_t(direct.weight_grad(as_f32(x), as_f32(dy)));
     }
     let (k, p) = (g.col_rows(), g.out_pixels());

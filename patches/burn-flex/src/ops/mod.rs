@@ -100,6 +100,7 @@ mod conv_common;
 pub mod conv;
 mod conv_direct;
 mod conv_gemm;
+mod conv_winograd;
 mod kernel_shared;
 pub mod conv_transpose;
 pub mod cumulative;
