@@ -25,7 +25,7 @@ use burn_std::{Bytes, Shape, f16};
 
 use super::conv_direct::{self, Same3x3, Weights};
 use super::conv_winograd::Winograd;
-use super::kernel_shared::{Scalar, SharedMut, back_to, for_each_task, threads, to_f32};
+use super::kernel_shared::{Scalar, SharedMut, back_to, for_each_task, gemm, threads, to_f32};
 use crate::{FlexTensor, Layout};
 
 /// The most column-matrix bytes one task builds at a time.
@@ -389,43 +389,6 @@ fn col2im<T: Scalar>(g: &Geometry, col: &mut [T], group: usize, rows: (usize, us
         }
     }
 }
-
-/// `dst[m, n] (+)= lhs[m, k] · rhs[k, n]`, row stride of dst given, its column stride 1.
-#[allow(clippy::too_many_arguments)]
-unsafe fn gemm<T: Scalar>(
-    [m, n, k]: [usize; 3],
-    dst: *mut T,
-    dst_rs: usize,
-    accumulate: bool,
-    lhs: (*const T, usize, usize),
-    rhs: (*const T, usize, usize),
-    parallelism: gemm::Parallelism,
-) {
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst,
-            1,
-            dst_rs as isize,
-            accumulate,
-            lhs.0,
-            lhs.1 as isize,
-            lhs.2 as isize,
-            rhs.0,
-            rhs.1 as isize,
-            rhs.2 as isize,
-            T::one(),
-            T::one(),
-            false,
-            false,
-            false,
-            parallelism,
-        )
-    }
-}
-
 
 /// The gemm's own threading when there are fewer images than threads.
 fn inner_parallelism(tasks: usize) -> gemm::Parallelism {

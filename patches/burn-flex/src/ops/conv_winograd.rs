@@ -27,13 +27,16 @@ use core::mem::MaybeUninit;
 use core::ops::Range;
 
 use super::conv_direct::{Same3x3, Weights};
-use super::kernel_shared::{SharedMut, for_each_task, threads};
+use super::kernel_shared::{SharedMut, for_each_task, gemm, threads};
 
 #[cfg(target_arch = "x86_64")]
 use core::arch::x86_64::*;
 
 /// Tiles (of all of a task's images) that a task's 16 products aim to span.
 const COLUMNS: usize = 128;
+
+/// Kernels per task of the weights' transforms.
+const KERNELS_PER_TASK: usize = 1024;
 
 /// A 3×3 convolution with stride 1 and padding 1 from `[batch, inputs, height, width]` to
 /// `[batch, outputs, height, width]`.
@@ -64,44 +67,6 @@ fn uninit(len: usize) -> Vec<MaybeUninit<f32>> {
     // SAFETY: `MaybeUninit` needs no initialisation.
     unsafe { values.set_len(len) };
     values
-}
-
-/// `dst[m, n] (+)= lhs[m, k] · rhs[k, n]`, each operand given as (pointer, column stride,
-/// row stride), `dst` with column stride 1.
-///
-/// # Safety
-/// The operands hold the elements their shapes and strides reach.
-unsafe fn product(
-    [m, n, k]: [usize; 3],
-    dst: (*mut f32, usize),
-    accumulate: bool,
-    lhs: (*const f32, usize, usize),
-    rhs: (*const f32, usize, usize),
-) {
-    // SAFETY: the caller's contract.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.0,
-            1,
-            dst.1 as isize,
-            accumulate,
-            lhs.0,
-            lhs.1 as isize,
-            lhs.2 as isize,
-            rhs.0,
-            rhs.1 as isize,
-            rhs.2 as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        )
-    }
 }
 
 impl Winograd {
@@ -170,9 +135,8 @@ impl Winograd {
         };
         let mut u = Vec::<f32>::with_capacity(16 * kernels);
         let u_ptr = SharedMut(u.as_mut_ptr());
-        const PER_TASK: usize = 1024;
-        for_each_task::<f32>(kernels.div_ceil(PER_TASK), 0, |task, _| {
-            let range = task * PER_TASK..((task + 1) * PER_TASK).min(kernels);
+        for_each_task::<f32>(kernels.div_ceil(KERNELS_PER_TASK), 0, |task, _| {
+            let range = task * KERNELS_PER_TASK..((task + 1) * KERNELS_PER_TASK).min(kernels);
             let mut transformed = vec![[0.0f32; 16]; range.len()];
             for (kernel, u) in range.clone().zip(&mut transformed) {
                 let g: [[f32; 3]; 3] = from_fn(|r| {
@@ -314,12 +278,14 @@ impl Winograd {
                 // `[inputs, columns]` (rows 16 apart), `m_ξ` `[outputs, columns]` (the same),
                 // all inside their buffers.
                 unsafe {
-                    product(
+                    gemm(
                         [self.outputs, columns, self.inputs],
-                        (m[xi * columns..].as_mut_ptr().cast(), 16 * columns),
+                        m[xi * columns..].as_mut_ptr().cast(),
+                        16 * columns,
                         false,
                         (u[xi * self.outputs * self.inputs..].as_ptr(), u_strides.0, u_strides.1),
                         (v[xi * columns..].as_ptr().cast(), 1, 16 * columns),
+                        gemm::Parallelism::None,
                     )
                 };
             }
@@ -396,12 +362,14 @@ impl Winograd {
                     // transposed; both with rows 16 apart), `partial_ξ` `[outputs, inputs]`,
                     // all inside their buffers.
                     unsafe {
-                        product(
+                        gemm(
                             [self.outputs, self.inputs, columns],
-                            (partial[xi * self.outputs * self.inputs..].as_mut_ptr(), self.inputs),
+                            partial[xi * self.outputs * self.inputs..].as_mut_ptr(),
+                            self.inputs,
                             true,
                             (dm[xi * columns..].as_ptr().cast(), 1, 16 * columns),
                             (v[xi * columns..].as_ptr().cast(), 16 * columns, 1),
+                            gemm::Parallelism::None,
                         )
                     };
                 }
@@ -414,26 +382,32 @@ impl Winograd {
         }
         #[cfg(not(feature = "rayon"))]
         partials.chunks_mut(u_len).enumerate().for_each(share);
-        let (du, rest) = partials.split_at_mut(u_len);
-        for partial in rest.chunks_exact(u_len) {
-            du.iter_mut().zip(partial).for_each(|(a, b)| *a += b);
-        }
-        let (outputs, inputs) = (self.outputs, self.inputs);
-        let mut dw = vec![0.0f32; outputs * inputs * 9];
+        // Each kernel's 16 sums over the shares, taken back through Gᵀ dU G, in tasks across
+        // the threads (ResNet-18's last layers have 512 × 512 kernels).
+        let kernels = self.outputs * self.inputs;
+        let mut dw = Vec::<f32>::with_capacity(kernels * 9);
+        let dw_ptr = SharedMut(dw.as_mut_ptr());
         // Gᵀ applied to four values: [a0 + (a1 + a2)/2, (a1 - a2)/2, (a1 + a2)/2 + a3].
         let back = |a: [f32; 4]| [a[0] + (a[1] + a[2]) * 0.5, (a[1] - a[2]) * 0.5, (a[1] + a[2]) * 0.5 + a[3]];
-        for output in 0..outputs {
-            for input in 0..inputs {
-                let d: [[f32; 4]; 4] = from_fn(|a| from_fn(|b| du[((4 * a + b) * outputs + output) * inputs + input]));
-                let columns: [[f32; 3]; 4] = from_fn(|a| back(d[a]));
+        for_each_task::<f32>(kernels.div_ceil(KERNELS_PER_TASK), 0, |task, _| {
+            let range = task * KERNELS_PER_TASK..((task + 1) * KERNELS_PER_TASK).min(kernels);
+            let dw_ptr = dw_ptr;
+            // SAFETY: each task writes its own kernels.
+            let target = unsafe { dw_ptr.uninit(range.start * 9..range.end * 9) };
+            for (kernel, target) in range.zip(target.chunks_exact_mut(9)) {
+                let du: [[f32; 4]; 4] =
+                    from_fn(|a| from_fn(|b| partials.chunks_exact(u_len).map(|partial| partial[(4 * a + b) * kernels + kernel]).sum()));
+                let columns: [[f32; 3]; 4] = from_fn(|a| back(du[a]));
                 for s in 0..3 {
                     let g = back(from_fn(|a| columns[a][s]));
                     for r in 0..3 {
-                        dw[(output * inputs + input) * 9 + 3 * r + s] = g[r];
+                        target[3 * r + s].write(g[r]);
                     }
                 }
             }
-        }
+        });
+        // SAFETY: the tasks wrote every kernel.
+        unsafe { dw.set_len(kernels * 9) };
         dw
     }
 }

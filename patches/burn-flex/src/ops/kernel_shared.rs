@@ -99,6 +99,46 @@ pub(super) fn vectorized<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// `dst[m, n] (+)= lhs[m, k] · rhs[k, n]`, row stride of dst given, its column stride 1; the
+/// operands as (pointer, column stride, row stride).
+///
+/// # Safety
+/// The operands hold the elements their shapes and strides reach.
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn gemm<T: Scalar>(
+    [m, n, k]: [usize; 3],
+    dst: *mut T,
+    dst_rs: usize,
+    accumulate: bool,
+    lhs: (*const T, usize, usize),
+    rhs: (*const T, usize, usize),
+    parallelism: gemm::Parallelism,
+) {
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            dst_rs as isize,
+            accumulate,
+            lhs.0,
+            lhs.1 as isize,
+            lhs.2 as isize,
+            rhs.0,
+            rhs.1 as isize,
+            rhs.2 as isize,
+            T::one(),
+            T::one(),
+            false,
+            false,
+            false,
+            parallelism,
+        )
+    }
+}
+
 /// Half-precision tensors as f32 (the kernels' bf16 has no gemm, f16 no accurate sums); others as they are.
 pub(super) fn to_f32(t: FlexTensor) -> FlexTensor {
     match t.dtype() {
