@@ -93,7 +93,7 @@ impl Geometry {
     /// Winograd's F(2×2, 3×3) (`conv_winograd`), where it applies and there are enough
     /// channels (`Winograd::worthwhile`).
     fn winograd<T: Scalar>(&self) -> Option<Winograd> {
-        self.same_3x3::<T>().map(Winograd::from).filter(Winograd::worthwhile)
+        self.same_3x3::<T>().map(Winograd).filter(Winograd::worthwhile)
     }
 
     /// The direct kernel (`conv_direct`), where it applies and the images are large enough
@@ -476,7 +476,7 @@ fn forward<T: Scalar>(g: &Geometry, x: &[T], w: &[T], bias: Option<&[T]>) -> Vec
 /// bias instead of zero.
 fn input_grad<T: Scalar>(g: &Geometry, w: &[T], dy: &[T], bias: Option<&[T]>) -> Vec<T> {
     if let Some(winograd) = g.winograd::<T>() {
-        let adjoint = Winograd { inputs: winograd.outputs, outputs: winograd.inputs, ..winograd };
+        let adjoint = Winograd(Same3x3 { inputs: winograd.outputs, outputs: winograd.inputs, ..winograd.0 });
         return as_t(adjoint.run(as_f32(dy), as_f32(w), Weights::Adjoint, bias.map(as_f32)));
     }
     if let Some(direct) = g.direct::<T>() {

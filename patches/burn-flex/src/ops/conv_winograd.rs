@@ -38,20 +38,16 @@ const COLUMNS: usize = 128;
 /// Kernels per task of the weights' transforms.
 const KERNELS_PER_TASK: usize = 1024;
 
-/// A 3×3 convolution with stride 1 and padding 1 from `[batch, inputs, height, width]` to
-/// `[batch, outputs, height, width]`.
+/// A 3×3 convolution with stride 1 and padding 1 (the direct kernel's geometry, whose
+/// fields it reads through `Deref`).
 #[derive(Clone, Copy, Debug)]
-pub(super) struct Winograd {
-    pub batch: usize,
-    pub inputs: usize,
-    pub outputs: usize,
-    pub height: usize,
-    pub width: usize,
-}
+pub(super) struct Winograd(pub(super) Same3x3);
 
-impl From<Same3x3> for Winograd {
-    fn from(g: Same3x3) -> Self {
-        Self { batch: g.batch, inputs: g.inputs, outputs: g.outputs, height: g.height, width: g.width }
+impl core::ops::Deref for Winograd {
+    type Target = Same3x3;
+
+    fn deref(&self) -> &Same3x3 {
+        &self.0
     }
 }
 
