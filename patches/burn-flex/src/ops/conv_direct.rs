@@ -69,6 +69,12 @@ pub(super) fn available() -> bool {
 }
 
 impl Same3x3 {
+    /// The convolution that computes this one's input gradient: the channel counts swapped
+    /// (read with `Weights::Adjoint`).
+    pub(super) fn adjoint(self) -> Self {
+        Self { inputs: self.outputs, outputs: self.inputs, ..self }
+    }
+
     /// Whether at least three quarters of the pixels the register blocks compute are output
     /// pixels (28×28: 91%, 14×14: 82%, 7×7: 51%, where im2col + gemm is faster), and there is
     /// an image for each thread (with fewer, im2col + gemm shares an image's rows out; here

@@ -476,12 +476,10 @@ fn forward<T: Scalar>(g: &Geometry, x: &[T], w: &[T], bias: Option<&[T]>) -> Vec
 /// bias instead of zero.
 fn input_grad<T: Scalar>(g: &Geometry, w: &[T], dy: &[T], bias: Option<&[T]>) -> Vec<T> {
     if let Some(winograd) = g.winograd::<T>() {
-        let adjoint = Winograd(Same3x3 { inputs: winograd.outputs, outputs: winograd.inputs, ..winograd.0 });
-        return as_t(adjoint.run(as_f32(dy), as_f32(w), Weights::Adjoint, bias.map(as_f32)));
+        return as_t(Winograd(winograd.adjoint()).run(as_f32(dy), as_f32(w), Weights::Adjoint, bias.map(as_f32)));
     }
     if let Some(direct) = g.direct::<T>() {
-        let adjoint = Same3x3 { inputs: direct.outputs, outputs: direct.inputs, ..direct };
-        return as_t(adjoint.run(as_f32(dy), as_f32(w), Weights::Adjoint, bias.map(as_f32)));
+        return as_t(direct.adjoint().run(as_f32(dy), as_f32(w), Weights::Adjoint, bias.map(as_f32)));
     }
     let (k, p) = (g.col_rows(), g.out_pixels());
     let tile_rows = g.tile_rows::<T>();
