@@ -468,6 +468,14 @@ mod tests {
             ([5, 20, 14, 12], [16, 20, 3, 3], Op::Conv(ConvOptions::new([1, 1], [1, 1], [1, 1], 1))),
             ([2, 16, 5, 35], [16, 16, 3, 3], Op::Conv(ConvOptions::new([1, 1], [1, 1], [1, 1], 1))),
             ([2, 16, 6, 7], [16, 18, 3, 3], Op::Transpose(ConvTransposeOptions::new([1, 1], [1, 1], [0, 0], [1, 1], 1))),
+            // Strided convolutions of 8 images or more: several whole images to a task (the last
+            // one short). Kernel 4, stride 2, padding 1, halving the image (the row-wise col2im
+            // on AVX-512 machines): 11 images, rows of 11 outputs (a block of 8 and one of 3), a
+            // transposed one; then stride 2 otherwise (the scatter col2im).
+            ([11, 3, 10, 8], [5, 3, 4, 4], Op::Conv(ConvOptions::new([2, 2], [1, 1], [1, 1], 1))),
+            ([10, 2, 6, 22], [3, 2, 4, 4], Op::Conv(ConvOptions::new([2, 2], [1, 1], [1, 1], 1))),
+            ([9, 6, 4, 5], [6, 3, 4, 4], Op::Transpose(ConvTransposeOptions::new([2, 2], [1, 1], [0, 0], [1, 1], 1))),
+            ([9, 2, 9, 7], [3, 2, 3, 3], Op::Conv(ConvOptions::new([2, 2], [1, 1], [1, 1], 1))),
         ];
         let mut state = 12345u64;
         let mut random = |len: usize| -> Vec<f32> {

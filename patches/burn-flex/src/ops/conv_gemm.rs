@@ -31,6 +31,13 @@ use crate::{FlexTensor, Layout};
 /// The most column-matrix bytes one task builds at a time.
 const COLUMN_BYTES: usize = 4 * 1024 * 1024;
 
+/// The most column-matrix bytes of the images one task takes together (`images_per_task`),
+/// so that they stay in the core's L2 cache between the gather and the gemm.
+const IMAGES_COLUMN_BYTES: usize = 1024 * 1024;
+
+/// The most images one task takes together.
+const MAX_IMAGES_PER_TASK: usize = 16;
+
 /// A convolution from `[batch, channels_in, height, width]` to
 /// `[batch, channels_out, out_height, out_width]`.
 #[derive(Clone, Copy, Debug)]
@@ -100,6 +107,34 @@ impl Geometry {
     /// (`Same3x3::worthwhile`).
     fn direct<T: Scalar>(&self) -> Option<Same3x3> {
         self.same_3x3::<T>().filter(Same3x3::worthwhile)
+    }
+
+    /// Whole images per task for strided convolutions (those with gather tables) of small
+    /// images, 1 elsewhere. Their per-image gemms are short (one column per output pixel:
+    /// 49 for `dcgan`'s 7×7 outputs), so several images' column matrices side by side make
+    /// one longer gemm, the weights packed once for all of them.
+    fn images_per_task<T>(&self) -> usize {
+        let image_col = self.col_rows() * self.out_pixels() * core::mem::size_of::<T>();
+        if self.stride[1] == 1 || self.groups != 1 || image_col == 0 || self.tile_rows::<T>() < self.out[0] {
+            return 1;
+        }
+        // Keep several tasks per thread, and the gather's indices inside i32.
+        let by_threads = self.batch / (2 * threads());
+        let by_index = (i32::MAX as usize).saturating_sub(self.image_len()) / self.image_len().max(1) + 1;
+        (IMAGES_COLUMN_BYTES / image_col).min(by_threads).min(by_index).clamp(1, MAX_IMAGES_PER_TASK)
+    }
+
+    /// Kernel 4, stride 2, padding 1 both ways, halving the image exactly (DCGAN's down- and
+    /// up-sampling layers), f32 on an AVX-512 machine: `col2im_halves` applies.
+    fn halves<T: Scalar>(&self) -> bool {
+        T::dtype() == DType::F32
+            && conv_direct::available()
+            && self.kernel == [4, 4]
+            && self.stride == [2, 2]
+            && self.padding == [1, 1]
+            && self.dilation == [1, 1]
+            && self.groups == 1
+            && [self.height, self.width] == [2 * self.out[0], 2 * self.out[1]]
     }
 
     /// Output rows per tile, so that a tile's column matrix stays under `COLUMN_BYTES`.
@@ -217,6 +252,109 @@ fn gather_tables(g: &Geometry, tile_rows: usize) -> Vec<Vec<u32>> {
         return Vec::new();
     }
     (0..g.out[0]).step_by(tile_rows).map(|row| gather_table(g, (row, (row + tile_rows).min(g.out[0])))).collect()
+}
+
+/// [`gather_table`] for `images` whole consecutive images side by side: row `kernel
+/// position` holds image 0's output pixels, then image 1's, ..., each read `image_len`
+/// further on than the one before (the plane of one channel of the first image begins a
+/// span over the same channel of the others).
+fn images_table(g: &Geometry, images: usize) -> Vec<u32> {
+    let one = gather_table(g, (0, g.out[0]));
+    let pixels = g.out_pixels();
+    let mut table = Vec::with_capacity(one.len() * images);
+    for position in one.chunks_exact(pixels) {
+        for image in 0..images {
+            let offset = (image * g.image_len()) as u32;
+            table.extend(position.iter().map(|&at| if at == u32::MAX { at } else { at + offset }));
+        }
+    }
+    table
+}
+
+/// The span from channel `c`'s plane in the first of `images` images to its plane in the last.
+fn channel_span(g: &Geometry, c: usize, images: usize) -> core::ops::Range<usize> {
+    let plane_len = g.height * g.width;
+    c * plane_len..(images - 1) * g.image_len() + (c + 1) * plane_len
+}
+
+/// `im2col` of `images` whole images (from the first of `x`) side by side:
+/// `col` is `[col_rows, images · out_pixels]`, `table` their `images_table`.
+fn im2col_images<T: Scalar>(g: &Geometry, x: &[T], images: usize, col: &mut [T], table: &[u32]) {
+    let row = table.len();
+    for c in 0..g.channels_in {
+        gather(&x[channel_span(g, c, images)], table, &mut col[c * row..][..row]);
+    }
+}
+
+/// `col2im` of `images` whole images side by side (the adjoint of `im2col_images`).
+fn col2im_images<T: Scalar>(g: &Geometry, col: &[T], images: usize, dx: &mut [T], table: &[u32]) {
+    let row = table.len();
+    for c in 0..g.channels_in {
+        let span = &mut dx[channel_span(g, c, images)];
+        for (&value, &at) in col[c * row..][..row].iter().zip(table) {
+            if let Some(target) = span.get_mut(at as usize) {
+                *target = *target + value;
+            }
+        }
+    }
+}
+
+/// `col2im_images` for `Geometry::halves`, whole rows of the image at a time with AVX-512
+/// instead of a scalar scatter-add. Pixel `(y, x)` takes kernel row `kh` of output row `oh`
+/// where `y = 2·oh - 1 + kh`: an even row takes (kh 1, oh y/2) and (kh 3, oh y/2 - 1), an odd
+/// one (kh 2, oh y/2) and (kh 0, oh y/2 + 1). Columns the same way: along one (kh, oh), the
+/// even pixels `2q` sum kernel columns 1 (at q) and 3 (at q - 1), the odd pixels `2q + 1`
+/// columns 2 (at q) and 0 (at q + 1); eight of each are added, interleaved, onto 16 pixels.
+///
+/// # Safety
+/// AVX-512F is available; `col` is `[in channels · 16, images · out pixels]` and `dx` holds
+/// `images` images of `g`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn col2im_halves(g: &Geometry, col: &[f32], images: usize, dx: &mut [f32]) {
+    use core::arch::x86_64::*;
+    let [rows, cols] = g.out;
+    let (pixels, plane_len) = (rows * cols, g.height * g.width);
+    let row_len = images * pixels;
+    assert!(col.len() >= g.channels_in * 16 * row_len && dx.len() >= images * g.image_len());
+    let lanes = |count: usize| ((1u32 << count) - 1) as u16;
+    let interleave = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    for c in 0..g.channels_in {
+        for image in 0..images {
+            let plane = image * g.image_len() + c * plane_len;
+            for y in 0..g.height {
+                let m = y / 2;
+                let taps = if y % 2 == 0 { [(1, Some(m)), (3, m.checked_sub(1))] } else { [(2, Some(m)), (0, Some(m + 1).filter(|&oh| oh < rows))] };
+                for (kh, oh) in taps {
+                    let Some(oh) = oh else { continue };
+                    let start = (c * 16 + kh * 4) * row_len + image * pixels + oh * cols;
+                    // SAFETY: every load and store below is masked to the lanes inside this
+                    // kernel row's `cols` values (or the image row's `2·cols` pixels).
+                    unsafe {
+                        let tap = |kw: usize| col.as_ptr().add(start + kw * row_len);
+                        let out = dx.as_mut_ptr().add(plane + y * g.width);
+                        for q in (0..cols).step_by(8) {
+                            let count = (cols - q).min(8);
+                            let r1 = _mm512_maskz_loadu_ps(lanes(count), tap(1).add(q));
+                            let r2 = _mm512_maskz_loadu_ps(lanes(count), tap(2).add(q));
+                            // Kernel column 3 one output column back: nothing left of q = 0.
+                            let r3 = if q == 0 {
+                                _mm512_maskz_expandloadu_ps(lanes(count) & !1, tap(3))
+                            } else {
+                                _mm512_maskz_loadu_ps(lanes(count), tap(3).add(q - 1))
+                            };
+                            // Kernel column 0 one output column on: nothing right of the last.
+                            let r0 = _mm512_maskz_loadu_ps(lanes(count.min(cols - q - 1)), tap(0).add(q + 1));
+                            let pairs = _mm512_permutex2var_ps(_mm512_add_ps(r1, r3), interleave, _mm512_add_ps(r2, r0));
+                            let at = out.add(2 * q);
+                            let sum = _mm512_add_ps(_mm512_maskz_loadu_ps(lanes(2 * count), at), pairs);
+                            _mm512_mask_storeu_ps(at, lanes(2 * count), sum);
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// `col[i] = plane[table[i]]`, zero where `table[i]` is past the plane (`u32::MAX` where the
@@ -400,6 +538,146 @@ fn inner_parallelism(tasks: usize) -> gemm::Parallelism {
     gemm::Parallelism::None
 }
 
+/// The gather tables of `images_per_task` images and of the last task's fewer, if fewer.
+struct ImageTables {
+    per_task: usize,
+    full: Vec<u32>,
+    last: Vec<u32>,
+}
+
+impl ImageTables {
+    fn new(g: &Geometry, per_task: usize) -> Self {
+        let last = g.batch % per_task;
+        Self { per_task, full: images_table(g, per_task), last: if last == 0 { Vec::new() } else { images_table(g, last) } }
+    }
+
+    fn tasks(&self, g: &Geometry) -> usize {
+        g.batch.div_ceil(self.per_task)
+    }
+
+    /// Task `task`'s first image, image count and table.
+    fn task(&self, g: &Geometry, task: usize) -> (usize, usize, &[u32]) {
+        let first = task * self.per_task;
+        let images = self.per_task.min(g.batch - first);
+        (first, images, if images == self.per_task { &self.full } else { &self.last })
+    }
+}
+
+/// Copies `images` images' `[channels, pixels]` planes (from the first of `planes`) side by
+/// side into `dst`, `[channels, images · pixels]`.
+fn side_by_side<T: Scalar>(planes: &[T], channels: usize, pixels: usize, images: usize, dst: &mut [T]) {
+    for c in 0..channels {
+        for image in 0..images {
+            let src = &planes[(image * channels + c) * pixels..][..pixels];
+            dst[(c * images + image) * pixels..][..pixels].copy_from_slice(src);
+        }
+    }
+}
+
+/// `forward` for `images_per_task` > 1: `Y[co, images · P] = W · col`, then each image's
+/// rows copied out (with the bias).
+fn forward_images<T: Scalar>(g: &Geometry, x: &[T], w: &[T], bias: Option<&[T]>, per_task: usize) -> Vec<T> {
+    let (k, p, co) = (g.col_rows(), g.out_pixels(), g.channels_out);
+    let tables = ImageTables::new(g, per_task);
+    let mut y = Vec::<T>::with_capacity(g.batch * co * p);
+    let y_ptr = SharedMut(y.as_mut_ptr());
+    for_each_task(tables.tasks(g), (k + co) * per_task * p, |task, scratch| {
+        let (first, images, table) = tables.task(g, task);
+        let n = images * p;
+        let (col, out) = scratch.split_at_mut(k * n);
+        im2col_images(g, &x[first * g.image_len()..], images, col, table);
+        unsafe { gemm([co, n, k], out.as_mut_ptr(), n, false, (w.as_ptr(), 1, k), (col.as_ptr(), 1, n), gemm::Parallelism::None) };
+        let y_ptr = y_ptr;
+        // SAFETY: this task's images of y, each element written below.
+        let mine = unsafe { y_ptr.uninit(first * co * p..(first + images) * co * p) };
+        for c in 0..co {
+            let b = bias.map_or(T::zero(), |bias| bias[c]);
+            for image in 0..images {
+                let src = &out[(c * images + image) * p..][..p];
+                for (d, &v) in mine[(image * co + c) * p..][..p].iter_mut().zip(src) {
+                    d.write(v + b);
+                }
+            }
+        }
+    });
+    // Each task wrote every element of its images.
+    unsafe { y.set_len(g.batch * co * p) };
+    y
+}
+
+/// `input_grad` for `images_per_task` > 1: `col = Wᵀ · dY[co, images · P]`, then one
+/// `col2im` for all the task's images.
+fn input_grad_images<T: Scalar>(g: &Geometry, w: &[T], dy: &[T], bias: Option<&[T]>, per_task: usize) -> Vec<T> {
+    let (k, p, co) = (g.col_rows(), g.out_pixels(), g.channels_out);
+    let tables = ImageTables::new(g, per_task);
+    let mut dx = Vec::<T>::with_capacity(g.batch * g.image_len());
+    let dx_ptr = SharedMut(dx.as_mut_ptr());
+    let halves = g.halves::<T>();
+    for_each_task(tables.tasks(g), (k + co) * per_task * p, |task, scratch| {
+        let (first, images, table) = tables.task(g, task);
+        let n = images * p;
+        let (col, dy_side) = scratch.split_at_mut(k * n);
+        side_by_side(&dy[first * co * p..], co, p, images, dy_side);
+        unsafe { gemm([k, n, co], col.as_mut_ptr(), n, false, (w.as_ptr(), k, 1), (dy_side.as_ptr(), 1, n), gemm::Parallelism::None) };
+        let dx_ptr = dx_ptr;
+        // SAFETY: this task's images of dx, each set to its bias (or zero) before the sums.
+        let mine = unsafe {
+            let range = first * g.image_len()..(first + images) * g.image_len();
+            let plane = (g.height * g.width).max(1);
+            for (at, value) in dx_ptr.uninit(range.clone()).chunks_exact_mut(plane).enumerate() {
+                let b = bias.map_or(T::zero(), |bias| bias[at % g.channels_in]);
+                value.iter_mut().for_each(|v| _ = v.write(b));
+            }
+            dx_ptr.slice(range)
+        };
+        if halves {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `halves` checked AVX-512F; col and this task's images have its shapes.
+            unsafe {
+                col2im_halves(g, bytemuck::cast_slice(col), images, bytemuck::cast_slice_mut(mine))
+            };
+        } else {
+            col2im_images(g, col, images, mine, table);
+        }
+    });
+    // Every image was set by its task.
+    unsafe { dx.set_len(g.batch * g.image_len()) };
+    dx
+}
+
+/// `weight_grad` for `images_per_task` > 1: each thread's share of the batch a task of
+/// images at a time, `dW += dY[co, images · P] · colᵀ`.
+fn weight_grad_images<T: Scalar>(g: &Geometry, x: &[T], dy: &[T], per_task: usize) -> Vec<T> {
+    let (k, p, co) = (g.col_rows(), g.out_pixels(), g.channels_out);
+    let tables = ImageTables::new(g, per_task);
+    let tasks = tables.tasks(g);
+    let shares = threads().min(tasks).max(1);
+    let w_len = co * k;
+    let mut partials = vec![T::zero(); shares * w_len];
+    let partials_ptr = SharedMut(partials.as_mut_ptr());
+    for_each_task(shares, (k + co) * per_task * p, |share, scratch| {
+        let partials_ptr = partials_ptr;
+        // Each share owns one partial sum.
+        let acc = unsafe { partials_ptr.slice(share * w_len..(share + 1) * w_len) };
+        for task in share * tasks / shares..(share + 1) * tasks / shares {
+            let (first, images, table) = tables.task(g, task);
+            let n = images * p;
+            let (col, dy_side) = scratch.split_at_mut(k * n);
+            im2col_images(g, &x[first * g.image_len()..], images, col, table);
+            side_by_side(&dy[first * co * p..], co, p, images, dy_side);
+            unsafe { gemm([co, k, n], acc.as_mut_ptr(), k, true, (dy_side.as_ptr(), 1, n), (col.as_ptr(), n, 1), gemm::Parallelism::None) };
+        }
+    });
+    let (first, rest) = partials.split_at_mut(w_len);
+    for partial in rest.chunks_exact(w_len) {
+        for (a, b) in first.iter_mut().zip(partial) {
+            *a = *a + *b;
+        }
+    }
+    partials.truncate(w_len);
+    partials
+}
+
 /// `Y_n[co, P] = W[co, K] · col(X_n)[K, P] (+ bias[co])`, tiled over output rows. The bias
 /// is added by each task to the rows its gemm has just written, still in cache: as a pass
 /// over the whole output after the convolution it was 5% of `fashion-cnn`'s inference.
@@ -418,6 +696,10 @@ fn forward<T: Scalar>(g: &Geometry, x: &[T], w: &[T], bias: Option<&[T]>) -> Vec
     }
     if let Some(direct) = g.direct::<T>() {
         return as_t(direct.run(as_f32(x), as_f32(w), Weights::AsGiven, bias.map(as_f32)));
+    }
+    let per_task = g.images_per_task::<T>();
+    if per_task > 1 {
+        return forward_images(g, x, w, bias, per_task);
     }
     // Not zeroed: the tasks' gemms overwrite every element (`set_len` below).
     let mut y = Vec::<T>::with_capacity(g.batch * out_len);
@@ -481,6 +763,10 @@ fn input_grad<T: Scalar>(g: &Geometry, w: &[T], dy: &[T], bias: Option<&[T]>) ->
     if let Some(direct) = g.direct::<T>() {
         return as_t(direct.adjoint().run(as_f32(dy), as_f32(w), Weights::Adjoint, bias.map(as_f32)));
     }
+    let per_task = g.images_per_task::<T>();
+    if per_task > 1 {
+        return input_grad_images(g, w, dy, bias, per_task);
+    }
     let (k, p) = (g.col_rows(), g.out_pixels());
     let tile_rows = g.tile_rows::<T>();
     let tables = gather_tables(g, tile_rows);
@@ -538,6 +824,10 @@ fn weight_grad<T: Scalar>(g: &Geometry, x: &[T], dy: &[T]) -> Vec<T> {
     }
     if let Some(direct) = g.direct::<T>().filter(Same3x3::weight_grad_fits) {
         return as_t(direct.weight_grad(as_f32(x), as_f32(dy)));
+    }
+    let per_task = g.images_per_task::<T>();
+    if per_task > 1 {
+        return weight_grad_images(g, x, dy, per_task);
     }
     let (k, p) = (g.col_rows(), g.out_pixels());
     let tile_rows = g.tile_rows::<T>();
