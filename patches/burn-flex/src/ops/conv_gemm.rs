@@ -586,6 +586,7 @@ fn forward_images<T: Scalar>(g: &Geometry, x: &[T], w: &[T], bias: Option<&[T]>,
         let n = images * p;
         let (col, out) = scratch.split_at_mut(k * n);
         im2col_images(g, &x[first * g.image_len()..], images, col, table);
+        // SAFETY: w is [co, k], col [k, n] and out [co, n], all row-major.
         unsafe { gemm([co, n, k], out.as_mut_ptr(), n, false, (w.as_ptr(), 1, k), (col.as_ptr(), 1, n), gemm::Parallelism::None) };
         let y_ptr = y_ptr;
         // SAFETY: this task's images of y, each element written below.
@@ -618,6 +619,7 @@ fn input_grad_images<T: Scalar>(g: &Geometry, w: &[T], dy: &[T], bias: Option<&[
         let n = images * p;
         let (col, dy_side) = scratch.split_at_mut(k * n);
         side_by_side(&dy[first * co * p..], co, p, images, dy_side);
+        // SAFETY: w is [co, k] (read transposed), dy_side [co, n] and col [k, n].
         unsafe { gemm([k, n, co], col.as_mut_ptr(), n, false, (w.as_ptr(), k, 1), (dy_side.as_ptr(), 1, n), gemm::Parallelism::None) };
         let dx_ptr = dx_ptr;
         // SAFETY: this task's images of dx, each set to its bias (or zero) before the sums.
@@ -665,6 +667,7 @@ fn weight_grad_images<T: Scalar>(g: &Geometry, x: &[T], dy: &[T], per_task: usiz
             let (col, dy_side) = scratch.split_at_mut(k * n);
             im2col_images(g, &x[first * g.image_len()..], images, col, table);
             side_by_side(&dy[first * co * p..], co, p, images, dy_side);
+            // SAFETY: dy_side is [co, n], col [k, n] (read transposed) and acc [co, k].
             unsafe { gemm([co, k, n], acc.as_mut_ptr(), k, true, (dy_side.as_ptr(), 1, n), (col.as_ptr(), n, 1), gemm::Parallelism::None) };
         }
     });
