@@ -324,7 +324,11 @@ unsafe fn col2im_halves(g: &Geometry, col: &[f32], images: usize, dx: &mut [f32]
             let plane = image * g.image_len() + c * plane_len;
             for y in 0..g.height {
                 let m = y / 2;
-                let taps = if y % 2 == 0 { [(1, Some(m)), (3, m.checked_sub(1))] } else { [(2, Some(m)), (0, Some(m + 1).filter(|&oh| oh < rows))] };
+                let taps = if y % 2 == 0 {
+                    [(1, Some(m)), (3, m.checked_sub(1))]
+                } else {
+                    [(2, Some(m)), (0, Some(m + 1).filter(|&oh| oh < rows))]
+                };
                 for (kh, oh) in taps {
                     let Some(oh) = oh else { continue };
                     let start = (c * 16 + kh * 4) * row_len + image * pixels + oh * cols;
@@ -548,7 +552,8 @@ struct ImageTables {
 impl ImageTables {
     fn new(g: &Geometry, per_task: usize) -> Self {
         let last = g.batch % per_task;
-        Self { per_task, full: images_table(g, per_task), last: if last == 0 { Vec::new() } else { images_table(g, last) } }
+        let last = if last == 0 { Vec::new() } else { images_table(g, last) };
+        Self { per_task, full: images_table(g, per_task), last }
     }
 
     fn tasks(&self, g: &Geometry) -> usize {
