@@ -290,12 +290,7 @@ fn im2col_images<T: Scalar>(g: &Geometry, x: &[T], images: usize, col: &mut [T],
 fn col2im_images<T: Scalar>(g: &Geometry, col: &[T], images: usize, dx: &mut [T], table: &[u32]) {
     let row = table.len();
     for c in 0..g.channels_in {
-        let span = &mut dx[channel_span(g, c, images)];
-        for (&value, &at) in col[c * row..][..row].iter().zip(table) {
-            if let Some(target) = span.get_mut(at as usize) {
-                *target = *target + value;
-            }
-        }
+        scatter_add(&col[c * row..][..row], table, &mut dx[channel_span(g, c, images)]);
     }
 }
 
@@ -371,6 +366,17 @@ fn gather<T: Scalar>(plane: &[T], table: &[u32], col: &mut [T]) {
     }
     for (out, &at) in col.iter_mut().zip(table) {
         *out = plane.get(at as usize).copied().unwrap_or(T::zero());
+    }
+}
+
+/// The adjoint of [`gather`]: `plane[table[i]] += col[i]`, nothing where `table[i]` is past
+/// the plane. Scalar: with AVX-512 gathers and scatters (targets are distinct within a kernel
+/// position) it took more of dcgan's step (one thread: 9% against 8%).
+fn scatter_add<T: Scalar>(col: &[T], table: &[u32], plane: &mut [T]) {
+    for (&value, &at) in col.iter().zip(table) {
+        if let Some(target) = plane.get_mut(at as usize) {
+            *target = *target + value;
+        }
     }
 }
 
@@ -470,14 +476,7 @@ fn col2im<T: Scalar>(g: &Geometry, col: &mut [T], group: usize, rows: (usize, us
         let kernel = g.kernel[0] * g.kernel[1];
         for c in 0..g.in_per_group() {
             let plane = &mut image[(group * g.in_per_group() + c) * plane_len..][..plane_len];
-            let col = &col[c * kernel * width..][..kernel * width];
-            // Scalar: with AVX-512 gathers and scatters (targets are distinct within a kernel
-            // position) it took more of dcgan's step (one thread: 9% against 8%).
-            for (&value, &at) in col.iter().zip(table) {
-                if let Some(target) = plane.get_mut(at as usize) {
-                    *target = *target + value;
-                }
-            }
+            scatter_add(&col[c * kernel * width..][..kernel * width], table, plane);
         }
         return;
     }
@@ -611,6 +610,18 @@ fn forward_images<T: Scalar>(g: &Geometry, x: &[T], w: &[T], bias: Option<&[T]>,
     y
 }
 
+/// Sets whole images of an input gradient (`[images, channels_in, height, width]`, not yet
+/// written) to their starting values: each channel plane its bias (a transposed convolution's),
+/// or zero.
+fn start_planes<T: Scalar>(g: &Geometry, images: &mut [core::mem::MaybeUninit<T>], bias: Option<&[T]>) {
+    match bias {
+        Some(bias) => images.chunks_exact_mut((g.height * g.width).max(1)).zip(bias.iter().cycle()).for_each(|(plane, &b)| {
+            plane.iter_mut().for_each(|v| _ = v.write(b));
+        }),
+        None => images.iter_mut().for_each(|v| _ = v.write(T::zero())),
+    }
+}
+
 /// `input_grad` for `images_per_task` > 1: `col = Wᵀ · dY[co, images · P]`, then one
 /// `col2im` for all the task's images.
 fn input_grad_images<T: Scalar>(g: &Geometry, w: &[T], dy: &[T], bias: Option<&[T]>, per_task: usize) -> Vec<T> {
@@ -630,11 +641,7 @@ fn input_grad_images<T: Scalar>(g: &Geometry, w: &[T], dy: &[T], bias: Option<&[
         // SAFETY: this task's images of dx, each set to its bias (or zero) before the sums.
         let mine = unsafe {
             let range = first * g.image_len()..(first + images) * g.image_len();
-            let plane = (g.height * g.width).max(1);
-            for (at, value) in dx_ptr.uninit(range.clone()).chunks_exact_mut(plane).enumerate() {
-                let b = bias.map_or(T::zero(), |bias| bias[at % g.channels_in]);
-                value.iter_mut().for_each(|v| _ = v.write(b));
-            }
+            start_planes(g, dx_ptr.uninit(range.clone()), bias);
             dx_ptr.slice(range)
         };
         if halves {
@@ -650,6 +657,18 @@ fn input_grad_images<T: Scalar>(g: &Geometry, w: &[T], dy: &[T], bias: Option<&[
     // Every image was set by its task.
     unsafe { dx.set_len(g.batch * g.image_len()) };
     dx
+}
+
+/// The weight gradient from the threads' partial sums (`partials`, one of `w_len` after another).
+fn sum_shares<T: Scalar>(mut partials: Vec<T>, w_len: usize) -> Vec<T> {
+    let (first, rest) = partials.split_at_mut(w_len);
+    for partial in rest.chunks_exact(w_len) {
+        for (a, b) in first.iter_mut().zip(partial) {
+            *a = *a + *b;
+        }
+    }
+    partials.truncate(w_len);
+    partials
 }
 
 /// `weight_grad` for `images_per_task` > 1: each thread's share of the batch a task of
@@ -676,14 +695,7 @@ fn weight_grad_images<T: Scalar>(g: &Geometry, x: &[T], dy: &[T], per_task: usiz
             unsafe { gemm([co, k, n], acc.as_mut_ptr(), k, true, (dy_side.as_ptr(), 1, n), (col.as_ptr(), n, 1), gemm::Parallelism::None) };
         }
     });
-    let (first, rest) = partials.split_at_mut(w_len);
-    for partial in rest.chunks_exact(w_len) {
-        for (a, b) in first.iter_mut().zip(partial) {
-            *a = *a + *b;
-        }
-    }
-    partials.truncate(w_len);
-    partials
+    sum_shares(partials, w_len)
 }
 
 /// `Y_n[co, P] = W[co, K] · col(X_n)[K, P] (+ bias[co])`, tiled over output rows. The bias
@@ -787,14 +799,7 @@ fn input_grad<T: Scalar>(g: &Geometry, w: &[T], dy: &[T], bias: Option<&[T]>) ->
         // Each task owns one image of dx.
         let image = unsafe {
             let start = b * g.image_len();
-            let image = dx_ptr.uninit(start..start + g.image_len());
-            let plane = g.height * g.width;
-            match bias {
-                Some(bias) => image.chunks_exact_mut(plane.max(1)).zip(bias).for_each(|(plane, &b)| {
-                    plane.iter_mut().for_each(|v| _ = v.write(b));
-                }),
-                None => image.iter_mut().for_each(|v| _ = v.write(T::zero())),
-            }
+            start_planes(g, dx_ptr.uninit(start..start + g.image_len()), bias);
             dx_ptr.slice(start..start + g.image_len())
         };
         let dy_image = &dy[b * g.channels_out * p..][..g.channels_out * p];
@@ -874,14 +879,7 @@ fn weight_grad<T: Scalar>(g: &Geometry, x: &[T], dy: &[T]) -> Vec<T> {
             }
         }
     });
-    let (first, rest) = partials.split_at_mut(w_len);
-    for partial in rest.chunks_exact(w_len) {
-        for (a, b) in first.iter_mut().zip(partial) {
-            *a = *a + *b;
-        }
-    }
-    partials.truncate(w_len);
-    partials
+    sum_shares(partials, w_len)
 }
 
 /// An f32 slice seen as one (for `Geometry::same_3x3`, which holds only for f32).
