@@ -75,17 +75,25 @@ impl BiRecurrent {
             return self.forward_composed(x, mask);
         }
         let [batch, len, input] = x.dims();
+        let b_ih = Tensor::stack::<2>(vec![self.bias_ih_l0.val(), self.bias_ih_l0_reverse.val()], 0);
+        let b_hh = Tensor::stack::<2>(vec![self.bias_hh_l0.val(), self.bias_hh_l0_reverse.val()], 0);
+        let w_hh = Tensor::stack::<3>(vec![self.weight_hh_l0.val().transpose(), self.weight_hh_l0_reverse.val().transpose()], 0);
+        if !x.device().is_autodiff() {
+            // Inference: the input projections a few steps at a time, inside the recurrence.
+            let w_ih = Tensor::stack::<3>(vec![self.weight_ih_l0.val().transpose(), self.weight_ih_l0_reverse.val().transpose()], 0);
+            return match crate::recurrence::fused_inference(&x, &w_ih, &b_ih, &w_hh, &b_hh, &mask, self.gates) {
+                Some(out) => out,
+                None => self.forward_composed(x, mask),
+            };
+        }
         // Both directions' input projections of every step as one matrix product.
         let w_ih = Tensor::cat(vec![self.weight_ih_l0.val(), self.weight_ih_l0_reverse.val()], 0); // [2·G·h, input]
         let gx = x.clone().reshape([batch * len, input]).matmul(w_ih.transpose());
-        let b_ih = Tensor::stack::<2>(vec![self.bias_ih_l0.val(), self.bias_ih_l0_reverse.val()], 0);
-        let b_hh = Tensor::stack::<2>(vec![self.bias_hh_l0.val(), self.bias_hh_l0_reverse.val()], 0);
         // An LSTM's gates see both biases only as their sum, so it joins `b_hh` (a pass over
         // the projections and the sum of their gradient saved); a GRU's n gate scales its
         // recurrent part by r, so the input bias stays with the projections there.
         let (gx, b_hh) = if self.gates == 4 { (gx, b_hh + b_ih) } else { (gx + b_ih.reshape([1, 2 * self.gates * self.hidden]), b_hh) };
         let gx = gx.reshape([batch, len, 2 * self.gates * self.hidden]);
-        let w_hh = Tensor::stack::<3>(vec![self.weight_hh_l0.val().transpose(), self.weight_hh_l0_reverse.val().transpose()], 0);
         match crate::recurrence::fused_recurrence(&gx, &w_hh, &b_hh, &mask, self.gates) {
             Some(out) => out,
             None => self.forward_composed(x, mask),
@@ -480,11 +488,13 @@ mod tests {
 
     /// `flex` runs the recurrence as one fused operation; it must give what the composed tensor
     /// operations give, outputs and every gradient, for both cells, on a batch with padding
-    /// (texts of 7, 4, 1, 7 and 5 tokens), and on batches of a few texts, whose recurrent
-    /// products go row by row.
+    /// (texts of 7, 4, 1, 7 and 5 tokens), on batches of a few texts, whose recurrent
+    /// products go row by row, and on one of 80 texts, whose input projections at inference come
+    /// in blocks of 6 steps (`PROJECTED_ROWS`), the last block shorter.
     #[test]
     fn the_fused_recurrence_matches_the_composed_one_with_its_gradients() {
-        for lengths in [&[7usize, 4, 1, 7, 5][..], &[7], &[3, 7]] {
+        let many: Vec<usize> = (0..80).map(|i| 1 + i % 7).collect();
+        for lengths in [&[7usize, 4, 1, 7, 5][..], &[7], &[3, 7], &many] {
             the_fused_recurrence_matches_on(lengths);
         }
     }

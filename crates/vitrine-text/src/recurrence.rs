@@ -3,7 +3,8 @@
 //! small operations and as many autodiff nodes, which is most of a recurrent model's training time
 //! on the CPU. Here a step is one matrix product and one pass over the gates per direction, the two
 //! directions run on the two halves of the thread pool, and the backward pass gets the recurrent
-//! weight gradient from one matrix product over all steps.
+//! weight gradient from one matrix product over all steps. At inference the input projections
+//! are computed inside the recurrence too, a few steps at a time ([`fused_inference`]).
 //!
 //! Layouts: `gx` `[batch, len, 2·G·h]` holds the input projections (with `bias_ih`) of the
 //! forward direction then the reverse one, as one matrix product gives them; `w_hh` `[2, h, G·h]`
@@ -37,31 +38,56 @@ pub fn fuses(device: &Device) -> bool {
     !unfused && vitrine_core::backend::is_flex(device)
 }
 
-/// Runs the recurrence as one operation when the tensors live on `flex` in f32; `None`
-/// elsewhere, where the caller composes it from tensor operations.
+/// Inference (no autodiff) on `flex` in f32: the input projections are not computed for the
+/// whole sequence first but inside each direction's thread, a few steps at a time
+/// ([`PROJECTED_ROWS`]) just before those steps run: a batch of 64 texts of 64 tokens has 16 MB of
+/// them, which the steps then waited on (a prefetch of each row was 8% of the time), while a block
+/// of a few steps stays in the core's cache. `w_ih` `[2, input, G·h]` is PyTorch's `weight_ih` of
+/// each direction transposed, `b_ih` `[2, G·h]`; the rest as in [`fused_recurrence`]. `None`
+/// elsewhere.
+pub fn fused_inference(x: &Tensor<3>, w_ih: &Tensor<3>, b_ih: &Tensor<2>, w_hh: &Tensor<3>, b_hh: &Tensor<2>, mask: &Tensor<2>, gates: usize) -> Option<Tensor<3>> {
+    let device = x.device();
+    if !fuses(&device) || device.is_autodiff() || x.dtype() != DType::F32 || x.dims()[1] == 0 {
+        return None;
+    }
+    let [batch, len, input] = x.dims();
+    let dims = Dims { batch, len, hidden: w_hh.dims()[1], gates };
+    let plain = |t: Tensor<3>| t.try_into_primitive::<Flex>().ok().map(|t| t.to_contiguous());
+    // Time-major, so that a block of steps' inputs is one block of rows.
+    let [x, w_ih, b_ih, w_hh, b_hh, mask] =
+        [plain(x.clone().swap_dims(0, 1))?, plain(w_ih.clone())?, plain(b_ih.clone().unsqueeze())?, plain(w_hh.clone())?, plain(b_hh.clone().unsqueeze())?, plain(mask.clone().unsqueeze())?];
+    let inputs = Inputs::Raw {
+        x: x.as_slice::<f32>()?,
+        w_ih: w_ih.as_slice::<f32>()?,
+        b_ih: b_ih.as_slice::<f32>()?,
+        input,
+    };
+    let (out, _) = forward(&dims, inputs, &w_hh, &b_hh, &mask, false);
+    Some(Tensor::from_primitive::<Flex>(out))
+}
+
+/// Runs the recurrence as one operation, with its backward pass, when the tensors live on `flex`
+/// with autodiff in f32; `None` elsewhere, where the caller composes it from tensor operations
+/// (or, without autodiff, calls [`fused_inference`]).
 pub fn fused_recurrence(gx: &Tensor<3>, w_hh: &Tensor<3>, b_hh: &Tensor<2>, mask: &Tensor<2>, gates: usize) -> Option<Tensor<3>> {
     let device = gx.device();
-    if !fuses(&device) || gx.dtype() != DType::F32 || gx.dims()[1] == 0 {
+    if !fuses(&device) || !device.is_autodiff() || gx.dtype() != DType::F32 || gx.dims()[1] == 0 {
         return None;
     }
     let [batch, len, _] = gx.dims();
     let dims = Dims { batch, len, hidden: w_hh.dims()[1], gates };
-    if !device.is_autodiff() {
-        let plain = |t: Tensor<3>| t.try_into_primitive::<Flex>().ok();
-        let [gx, w_hh, b_hh, mask] = [plain(gx.clone())?, plain(w_hh.clone())?, plain(b_hh.clone().unsqueeze())?, plain(mask.clone().unsqueeze())?];
-        let (out, _) = forward(&dims, &gx, &w_hh, &b_hh, &mask, false);
-        return Some(Tensor::from_primitive::<Flex>(out));
-    }
     let tracked = |t: Tensor<3>| t.try_into_primitive::<Autodiff<Flex>>().ok();
     let [gx, w_hh, b_hh, mask] = [tracked(gx.clone())?, tracked(w_hh.clone())?, tracked(b_hh.clone().unsqueeze())?, tracked(mask.clone().unsqueeze())?];
     let mask = mask.into_primitive();
     let out = match RecurrenceBackward.prepare::<NoCheckpointing>([gx.node(), w_hh.node(), b_hh.node()]).compute_bound().stateful() {
         OpsKind::Tracked(prep) => {
-            let (out, saved) = forward(&dims, &gx.into_primitive(), &w_hh.into_primitive(), &b_hh.into_primitive(), &mask, true);
+            let gx = gx.into_primitive().to_contiguous();
+            let (out, saved) = forward(&dims, Inputs::Projected(gx.as_slice::<f32>().expect("f32")), &w_hh.into_primitive(), &b_hh.into_primitive(), &mask, true);
             prep.finish(Arc::new(saved.expect("kept when asked")), out)
         }
         OpsKind::UnTracked(prep) => {
-            let (out, _) = forward(&dims, &gx.into_primitive(), &w_hh.into_primitive(), &b_hh.into_primitive(), &mask, false);
+            let gx = gx.into_primitive().to_contiguous();
+            let (out, _) = forward(&dims, Inputs::Projected(gx.as_slice::<f32>().expect("f32")), &w_hh.into_primitive(), &b_hh.into_primitive(), &mask, false);
             prep.finish(out)
         }
     };
@@ -137,13 +163,45 @@ fn matmul(m: usize, n: usize, k: usize, dst: &mut [f32], dst_strides: (usize, us
     }
 }
 
+/// Rows of input projections [`fused_inference`] computes at a time, a few steps of a batch
+/// together as one product (1 MB for `text-lstm-attn`'s LSTM, 8 steps of a batch of 64).
+const PROJECTED_ROWS: usize = 512;
+
+/// Where a step's input projections `x_t·W_ih (+ b_ih)` come from.
+#[derive(Clone, Copy)]
+enum Inputs<'a> {
+    /// Computed for the whole sequence before: `gx` `[batch, len, 2·G·h]`.
+    Projected(&'a [f32]),
+    /// Computed a block of steps at a time from `x` `[len, batch, input]` (time-major), `w_ih`
+    /// `[2, input, G·h]`, `b_ih` `[2, G·h]`.
+    Raw { x: &'a [f32], w_ih: &'a [f32], b_ih: &'a [f32], input: usize },
+}
+
+/// `rows` `[batch, width]` become `bias` + `x_b·W` for each row `x_b` (row b of `x` at
+/// `b·x_stride`; `W` `[k, width]`), by rows for a few of them, else as one product.
+fn project(rows: &mut [f32], bias: &[f32], x: &[f32], x_stride: usize, k: usize, w: &[f32]) {
+    let width = bias.len();
+    let batch = rows.len() / width;
+    for row in rows.chunks_exact_mut(width) {
+        row.copy_from_slice(bias);
+    }
+    if batch <= FEW_ROWS {
+        for (b, row) in rows.chunks_exact_mut(width).enumerate() {
+            add_row_times_matrix(row, &x[b * x_stride..][..k], w);
+        }
+    } else {
+        // rowsᵀ += Wᵀ · xᵀ: W `[k, width]` row-major is Wᵀ column-major.
+        matmul(width, batch, k, rows, (1, width), true, w, (1, width), x, (1, x_stride));
+    }
+}
+
 /// Both directions over the whole sequence: the `[batch, len, 2h]` output, and what the backward
 /// pass needs when `keep`.
-fn forward(dims: &Dims, gx: &FlexTensor, w_hh: &FlexTensor, b_hh: &FlexTensor, mask: &FlexTensor, keep: bool) -> (FlexTensor, Option<Saved>) {
+fn forward(dims: &Dims, inputs: Inputs, w_hh: &FlexTensor, b_hh: &FlexTensor, mask: &FlexTensor, keep: bool) -> (FlexTensor, Option<Saved>) {
     let Dims { len, batch, hidden: h, gates } = *dims;
     let g = gates * h;
-    let [gx, w_hh, b_hh, mask] = [gx, w_hh, b_hh, mask].map(FlexTensor::to_contiguous);
-    let [gx, w_hh, b_hh, mask] = [&gx, &w_hh, &b_hh, &mask].map(|t| t.as_slice::<f32>().expect("f32"));
+    let [w_hh, b_hh, mask] = [w_hh, b_hh, mask].map(FlexTensor::to_contiguous);
+    let [w_hh, b_hh, mask] = [&w_hh, &b_hh, &mask].map(|t| t.as_slice::<f32>().expect("f32"));
     let mut out = Vec::with_capacity(2 * dims.block(h));
     let rows = SideBySide::new(&mut out, dims, h);
     // Each direction allocates (and so zeroes) its own buffers, on its own thread.
@@ -153,23 +211,30 @@ fn forward(dims: &Dims, gx: &FlexTensor, w_hh: &FlexTensor, b_hh: &FlexTensor, m
         let w = &w_hh[d * h * g..][..h * g];
         let bias = &b_hh[d * g..][..g];
         let mut carried = Carried { h: vec![0.0; batch * h], c: vec![0.0; batch * h], gh: vec![0.0; batch * g], n: vec![0.0; h] };
+        // A block of steps' input projections, `[steps, batch, G·h]` in time order from `block_start`.
+        let (mut block, mut block_start) = (Vec::new(), 0);
         let mut step_out = vec![0.0; batch * h];
         for t in 0..len {
-            for row in carried.gh.chunks_exact_mut(g) {
-                row.copy_from_slice(bias);
-            }
-            if batch <= FEW_ROWS {
-                for (gh, h) in carried.gh.chunks_exact_mut(g).zip(carried.h.chunks_exact(h)) {
-                    add_row_times_matrix(gh, h, w);
-                }
-            } else {
-                // ghᵀ += W_hhᵀ · hᵀ: W_hh `[h, G·h]` row-major is W_hhᵀ column-major.
-                matmul(g, batch, h, &mut carried.gh, (1, g), true, w, (1, g), &carried.h, (1, h));
-            }
+            project(&mut carried.gh, bias, &carried.h, h, h, w);
             let time = dims.time(d, t);
+            let (gx, gx_stride) = match inputs {
+                Inputs::Projected(gx) => (&gx[time * 2 * g + d * g..], len * 2 * g),
+                Inputs::Raw { x, w_ih, b_ih, input } => {
+                    let steps = (PROJECTED_ROWS / batch).max(1);
+                    if t % steps == 0 {
+                        let steps = steps.min(len - t);
+                        block_start = if d == 0 { t } else { len - t - steps };
+                        block.resize(steps * batch * g, 0.0);
+                        project(&mut block, &b_ih[d * g..][..g], &x[block_start * batch * input..], input, input, &w_ih[d * input * g..][..input * g]);
+                    }
+                    (&block[(time - block_start) * batch * g..], g)
+                }
+            };
             let step = Step {
-                gx: &gx[time * 2 * g + d * g..],
-                gx_stride: len * 2 * g,
+                gx,
+                gx_stride,
+                // Rows of projections made for the whole sequence come from memory.
+                prefetch: !keep && matches!(inputs, Inputs::Projected(_)),
                 mask: &mask[time..],
                 mask_stride: len,
                 out: &mut step_out,
@@ -247,6 +312,8 @@ struct Carried {
 struct Step<'a> {
     gx: &'a [f32],
     gx_stride: usize,
+    /// Ask for the next row's `gx` while a row runs.
+    prefetch: bool,
     mask: &'a [f32],
     mask_stride: usize,
     out: &'a mut [f32],
@@ -273,10 +340,10 @@ fn cell_step(dims: &Dims, step: Step, carried: &mut Carried) {
             continue;
         }
         let x = &step.gx[b * step.gx_stride..][..g];
-        if !keep && b + 1 < batch {
-            // The input projections are computed for the whole sequence before the recurrence
-            // (tens of MB), so each row comes from memory: ask for the next while this one runs.
-            // Inference only: in training, alternated runs were level or a few percent slower.
+        if step.prefetch && b + 1 < batch {
+            // Input projections computed for the whole sequence before the recurrence (tens of
+            // MB) come from memory: ask for the next row while this one runs. Not in training,
+            // where alternated runs were level or a few percent slower.
             prefetch(&step.gx[(b + 1) * step.gx_stride..][..g]);
         }
         let gh = &mut carried.gh[b * g..][..g];
