@@ -2,9 +2,10 @@
 //! backend, forward and backward. Composed of tensor operations, each time step costs some twenty
 //! small operations and as many autodiff nodes, which is most of a recurrent model's training time
 //! on the CPU. Here a step is one matrix product and one pass over the gates per direction, the two
-//! directions run on the two halves of the thread pool, and the backward pass gets the recurrent
-//! weight gradient from one matrix product over all steps. At inference the input projections
-//! are computed inside the recurrence too, a few steps at a time ([`fused_inference`]).
+//! directions run on the two halves of the thread pool, and the backward pass adds each step's
+//! share of the recurrent weight gradient while that step's gradients are in the cache. At
+//! inference the input projections are computed inside the recurrence too, a few steps at a time
+//! ([`fused_inference`]). Big buffers are written once, where they end up, never zeroed first.
 //!
 //! Layouts: `gx` `[batch, len, 2·G·h]` holds the input projections (with `bias_ih`) of the
 //! forward direction then the reverse one, as one matrix product gives them; `w_hh` `[2, h, G·h]`
@@ -15,6 +16,7 @@
 //! starts at each text's last real token. Gates in PyTorch's order: i, f, g, o for an LSTM
 //! (G = 4), r, z, n for a GRU (G = 3). Inside, each direction keeps its own time-major buffers.
 
+use std::mem::MaybeUninit;
 use std::sync::Arc;
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -151,12 +153,22 @@ fn matmul(m: usize, n: usize, k: usize, dst: &mut [f32], dst_strides: (usize, us
     let reach = |(rows, cols): (usize, usize), r: usize, c: usize| (r - 1) * rows + (c - 1) * cols + 1;
     assert!(dst.len() >= reach(dst_strides, m, n) && lhs.len() >= reach(lhs_strides, m, k) && rhs.len() >= reach(rhs_strides, k, n), "operands inside their slices");
     // SAFETY: the last element each operand's strides reach is inside its slice (checked above).
+    unsafe { matmul_raw(m, n, k, dst.as_mut_ptr(), dst_strides, accumulate, lhs.as_ptr(), lhs_strides, rhs.as_ptr(), rhs_strides) };
+}
+
+/// [`matmul`] on pointers, for operands spread over a buffer not all written yet.
+///
+/// # Safety
+/// Every element the strides reach is inside its allocation and, in `lhs` and `rhs`, written.
+#[allow(clippy::too_many_arguments)]
+unsafe fn matmul_raw(m: usize, n: usize, k: usize, dst: *mut f32, dst_strides: (usize, usize), accumulate: bool, lhs: *const f32, lhs_strides: (usize, usize), rhs: *const f32, rhs_strides: (usize, usize)) {
+    // SAFETY: the caller's.
     unsafe {
         gemm(
             m, n, k,
-            dst.as_mut_ptr(), dst_strides.1 as isize, dst_strides.0 as isize, accumulate,
-            lhs.as_ptr(), lhs_strides.1 as isize, lhs_strides.0 as isize,
-            rhs.as_ptr(), rhs_strides.1 as isize, rhs_strides.0 as isize,
+            dst, dst_strides.1 as isize, dst_strides.0 as isize, accumulate,
+            lhs, lhs_strides.1 as isize, lhs_strides.0 as isize,
+            rhs, rhs_strides.1 as isize, rhs_strides.0 as isize,
             if accumulate { 1.0 } else { 0.0 }, 1.0,
             false, false, false, Parallelism::None,
         );
@@ -177,14 +189,19 @@ enum Inputs<'a> {
     Raw { x: &'a [f32], w_ih: &'a [f32], b_ih: &'a [f32], input: usize },
 }
 
-/// `rows` `[batch, width]` become `bias` + `x_b·W` for each row `x_b` (row b of `x` at
-/// `b·x_stride`; `W` `[k, width]`), by rows for a few of them, else as one product.
+/// `rows` `[batch, width]` become `bias` + `x_b·W` for each row `x_b` (see [`add_projection`]).
 fn project(rows: &mut [f32], bias: &[f32], x: &[f32], x_stride: usize, k: usize, w: &[f32]) {
-    let width = bias.len();
-    let batch = rows.len() / width;
-    for row in rows.chunks_exact_mut(width) {
+    for row in rows.chunks_exact_mut(bias.len()) {
         row.copy_from_slice(bias);
     }
+    add_projection(rows, x, x_stride, k, w);
+}
+
+/// `rows` `[batch, width]` get `x_b·W` added for each row `x_b` (row b of `x` at `b·x_stride`;
+/// `W` `[k, width]`), by rows for a few of them, else as one product.
+fn add_projection(rows: &mut [f32], x: &[f32], x_stride: usize, k: usize, w: &[f32]) {
+    let width = w.len() / k;
+    let batch = rows.len() / width;
     if batch <= FEW_ROWS {
         for (b, row) in rows.chunks_exact_mut(width).enumerate() {
             add_row_times_matrix(row, &x[b * x_stride..][..k], w);
@@ -192,6 +209,25 @@ fn project(rows: &mut [f32], bias: &[f32], x: &[f32], x_stride: usize, k: usize,
     } else {
         // rowsᵀ += Wᵀ · xᵀ: W `[k, width]` row-major is Wᵀ column-major.
         matmul(width, batch, k, rows, (1, width), true, w, (1, width), x, (1, x_stride));
+    }
+}
+
+/// `x_b·W` for each row `x_b` of `x` `[batch, k]` (`W` `[k, width]`), appended to `buffer` as
+/// `[batch, width]` rows; a product written straight into its room, not zeroed before.
+fn append_product(buffer: &mut Vec<f32>, x: &[f32], k: usize, w: &[f32]) {
+    let width = w.len() / k;
+    let (batch, start) = (x.len() / k, buffer.len());
+    if batch <= FEW_ROWS {
+        buffer.resize(start + batch * width, 0.0);
+        add_projection(&mut buffer[start..], x, k, k, w);
+    } else {
+        buffer.reserve(batch * width);
+        // SAFETY: `reserve` made room for the `batch·width` values after `start`, and the product
+        // writes all of them without reading them (`accumulate` false) before they count.
+        unsafe {
+            matmul_raw(width, batch, k, buffer.as_mut_ptr().add(start), (1, width), false, w.as_ptr(), (1, width), x.as_ptr(), (1, k));
+            buffer.set_len(start + batch * width);
+        }
     }
 }
 
@@ -203,19 +239,31 @@ fn forward(dims: &Dims, inputs: Inputs, w_hh: &FlexTensor, b_hh: &FlexTensor, ma
     let [w_hh, b_hh, mask] = [w_hh, b_hh, mask].map(FlexTensor::to_contiguous);
     let [w_hh, b_hh, mask] = [&w_hh, &b_hh, &mask].map(|t| t.as_slice::<f32>().expect("f32"));
     let mut out = Vec::with_capacity(2 * dims.block(h));
-    let rows = SideBySide::new(&mut out, dims, h);
-    // Each direction allocates (and so zeroes) its own buffers, on its own thread.
+    let out_rows = SideBySide::new(&mut out, dims, h);
+    // An LSTM's recurrent products become its gate activations in place, so when they are kept
+    // they are computed where they are kept; a GRU's go to a step's scratch buffer.
+    let in_place = keep && gates == 4;
     let direction = |d: usize| {
-        let kept = |width| if keep { vec![0.0; dims.block(width)] } else { Vec::new() };
-        let (mut act, mut cell, mut state) = (kept(g), kept(h), kept(h));
+        // Each direction's kept buffers grow by a step's rows as they are written (never zeroed
+        // first: zeroing them was 3% of `text-lstm-attn`'s training).
+        let kept = |width| if keep { Vec::with_capacity(dims.block(width)) } else { Vec::new() };
+        let (mut act, mut cell, mut state): (Vec<f32>, Vec<f32>, Vec<f32>) = (kept(g), kept(h), kept(h));
         let w = &w_hh[d * h * g..][..h * g];
         let bias = &b_hh[d * g..][..g];
-        let mut carried = Carried { h: vec![0.0; batch * h], c: vec![0.0; batch * h], gh: vec![0.0; batch * g], n: vec![0.0; h] };
+        let mut carried = Carried { h: vec![0.0; batch * h], c: vec![0.0; batch * h], n: vec![0.0; h] };
+        let mut scratch = Vec::with_capacity(if in_place { 0 } else { batch * g });
         // A block of steps' input projections, `[steps, batch, G·h]` in time order from `block_start`.
         let (mut block, mut block_start) = (Vec::new(), 0);
-        let mut step_out = vec![0.0; batch * h];
         for t in 0..len {
-            project(&mut carried.gh, bias, &carried.h, h, h, w);
+            let (gh, activations): (&mut [f32], _) = if in_place {
+                let start = act.len();
+                append_product(&mut act, &carried.h, h, w);
+                (&mut act[start..], None)
+            } else {
+                scratch.clear();
+                append_product(&mut scratch, &carried.h, h, w);
+                (&mut scratch[..], Some(&mut act))
+            };
             let time = dims.time(d, t);
             let (gx, gx_stride) = match inputs {
                 Inputs::Projected(gx) => (&gx[time * 2 * g + d * g..], len * 2 * g),
@@ -237,14 +285,14 @@ fn forward(dims: &Dims, inputs: Inputs, w_hh: &FlexTensor, b_hh: &FlexTensor, ma
                 prefetch: !keep && matches!(inputs, Inputs::Projected(_)),
                 mask: &mask[time..],
                 mask_stride: len,
-                out: &mut step_out,
-                activations: kept_step(&mut act, t, batch * g),
-                cells: kept_step(&mut cell, t, batch * h),
-                states: kept_step(&mut state, t, batch * h),
+                bias,
+                gh,
+                out: out_rows,
+                direction: d,
+                time,
+                kept: keep.then_some(Kept { activations, cells: &mut cell, states: &mut state }),
             };
             cell_step(dims, step, &mut carried);
-            // SAFETY: this closure is direction d's only thread; `out` outlives the join.
-            unsafe { rows.write(d, time, &step_out) };
         }
         [act, cell, state]
     };
@@ -258,7 +306,7 @@ fn forward(dims: &Dims, inputs: Inputs, w_hh: &FlexTensor, b_hh: &FlexTensor, ma
 /// A `[batch, len, 2·width]` buffer that both directions fill at once from their own threads,
 /// each only its own half of each token's row: `width` values of direction 0, then `width` of
 /// direction 1 (whose step t is token len-1-t). Not zeroed: together they write all of it, on
-/// their threads rather than in a pass on the calling thread before (and, into time-major
+/// their threads rather than in a pass on the calling thread before (and, from time-major
 /// buffers, a copy after).
 #[derive(Clone, Copy)]
 struct SideBySide {
@@ -267,7 +315,7 @@ struct SideBySide {
     width: usize,
 }
 
-// SAFETY: the two threads write disjoint halves of the rows (see `write`).
+// SAFETY: the two threads write disjoint halves of the rows (see `row`).
 unsafe impl Send for SideBySide {}
 unsafe impl Sync for SideBySide {}
 
@@ -277,38 +325,41 @@ impl SideBySide {
         Self { start: buffer.as_mut_ptr(), dims: *dims, width }
     }
 
-    /// Direction `d`'s rows (`[batch, width]`) for token `time` of each text.
+    /// Where direction `d`'s row of text `b` at token `time` starts; rows of the following texts
+    /// are `stride()` further each.
+    fn at(self, d: usize, time: usize, b: usize) -> *mut f32 {
+        let Dims { len, batch, .. } = self.dims;
+        assert!(d < 2 && time < len && b < batch, "a row of the buffer");
+        // SAFETY: inside the buffer (its capacity checked in `new`, the indices above).
+        unsafe { self.start.add(((b * len + time) * 2 + d) * self.width) }
+    }
+
+    /// Elements from a text's row to the next text's at the same token.
+    fn stride(self) -> usize {
+        self.dims.len * 2 * self.width
+    }
+
+    /// Direction `d`'s row of text `b` at token `time`, to be written.
     ///
     /// # Safety
-    /// Only one thread writes direction `d`'s rows, and the buffer outlives the writes.
-    unsafe fn write(self, d: usize, time: usize, rows: &[f32]) {
-        let Dims { len, batch, .. } = self.dims;
-        assert!(d < 2 && time < len && rows.len() == batch * self.width, "a step's rows of one direction");
-        for (b, row) in rows.chunks_exact(self.width).enumerate() {
-            // SAFETY: inside the buffer (checked in `new` and above); the caller's thread alone
-            // writes direction d.
-            unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), self.start.add(((b * len + time) * 2 + d) * self.width), self.width) };
-        }
+    /// Only one thread writes direction `d`'s rows, and the buffer outlives the row.
+    unsafe fn row<'a>(self, d: usize, time: usize, b: usize) -> &'a mut [MaybeUninit<f32>] {
+        // SAFETY: `at` is inside the buffer with `width` values after it; the caller's thread
+        // alone writes direction d.
+        unsafe { std::slice::from_raw_parts_mut(self.at(d, time, b).cast(), self.width) }
     }
-}
-
-/// Step `t`'s part of a kept buffer, or nothing when nothing is kept.
-fn kept_step(buffer: &mut [f32], t: usize, size: usize) -> &mut [f32] {
-    if buffer.is_empty() { buffer } else { &mut buffer[t * size..][..size] }
 }
 
 /// One direction's state between steps, and its scratch space.
 struct Carried {
     h: Vec<f32>,
     c: Vec<f32>,
-    /// `h·W_hh + b_hh` of the step, `[batch, G·h]`; the LSTM turns it into its gate activations.
-    gh: Vec<f32>,
     /// The GRU's candidate for one row.
     n: Vec<f32>,
 }
 
-/// One time step of one direction: its inputs (row `b` at `b·stride`), its time-major output
-/// rows, and the kept rows (empty when nothing is kept).
+/// One time step of one direction: its inputs (row `b` at `b·stride`), where its output rows go,
+/// and the kept buffers.
 struct Step<'a> {
     gx: &'a [f32],
     gx_stride: usize,
@@ -316,26 +367,42 @@ struct Step<'a> {
     prefetch: bool,
     mask: &'a [f32],
     mask_stride: usize,
-    out: &'a mut [f32],
-    activations: &'a mut [f32],
-    cells: &'a mut [f32],
-    states: &'a mut [f32],
+    /// `b_hh`, added to `gh` row by row.
+    bias: &'a [f32],
+    /// `h·W_hh` of the step, `[batch, G·h]`; the LSTM turns it into its gate activations.
+    gh: &'a mut [f32],
+    out: SideBySide,
+    direction: usize,
+    time: usize,
+    /// The buffers the backward pass reads, a step's rows appended; `None` at inference.
+    kept: Option<Kept<'a>>,
+}
+
+struct Kept<'a> {
+    /// `None` where the activations are kept in place (the LSTM's `gh`).
+    activations: Option<&'a mut Vec<f32>>,
+    cells: &'a mut Vec<f32>,
+    states: &'a mut Vec<f32>,
 }
 
 /// The gates and state update of one step, for every row, after `gh` has been computed.
-fn cell_step(dims: &Dims, step: Step, carried: &mut Carried) {
+fn cell_step(dims: &Dims, mut step: Step, carried: &mut Carried) {
     let Dims { batch, hidden: h, gates, .. } = *dims;
     let g = gates * h;
-    let keep = !step.states.is_empty();
     for b in 0..batch {
         let (hb, cb) = (&mut carried.h[b * h..][..h], &mut carried.c[b * h..][..h]);
-        let out = &mut step.out[b * h..][..h];
+        // SAFETY: this step runs on direction `step.direction`'s only thread; the output
+        // outlives the recurrence.
+        let out = unsafe { step.out.row(step.direction, step.time, b) };
         if step.mask[b * step.mask_stride] == 0.0 {
-            // Padding: the state carries over, the output is 0.
-            out.fill(0.0);
-            if keep {
-                step.states[b * h..][..h].copy_from_slice(hb);
-                step.cells[b * h..][..h].copy_from_slice(cb);
+            // Padding: the state carries over, the output is 0; the backward pass skips the row.
+            out.fill(MaybeUninit::new(0.0));
+            if let Some(kept) = &mut step.kept {
+                if let Some(act) = &mut kept.activations {
+                    act.resize(act.len() + g, 0.0);
+                }
+                kept.cells.extend_from_slice(cb);
+                kept.states.extend_from_slice(hb);
             }
             continue;
         }
@@ -346,25 +413,24 @@ fn cell_step(dims: &Dims, step: Step, carried: &mut Carried) {
             // where alternated runs were level or a few percent slower.
             prefetch(&step.gx[(b + 1) * step.gx_stride..][..g]);
         }
-        let gh = &mut carried.gh[b * g..][..g];
+        let gh = &mut step.gh[b * g..][..g];
         if gates == 4 {
-            lstm_row(x, gh, cb, hb);
-            if keep {
-                step.activations[b * g..][..g].copy_from_slice(gh);
-                step.cells[b * h..][..h].copy_from_slice(cb);
+            lstm_row(x, step.bias, gh, cb, hb);
+            if let Some(kept) = &mut step.kept {
+                kept.cells.extend_from_slice(cb);
             }
         } else {
-            gru_row(x, gh, &mut carried.n, hb);
-            if keep {
-                let act = &mut step.activations[b * g..][..g];
-                act[..2 * h].copy_from_slice(&gh[..2 * h]);
-                act[2 * h..].copy_from_slice(&carried.n);
-                step.cells[b * h..][..h].copy_from_slice(&gh[2 * h..]);
+            gru_row(x, step.bias, gh, &mut carried.n, hb);
+            if let Some(kept) = &mut step.kept {
+                let act = kept.activations.as_mut().expect("a GRU's activations kept apart");
+                act.extend_from_slice(&gh[..2 * h]);
+                act.extend_from_slice(&carried.n);
+                kept.cells.extend_from_slice(&gh[2 * h..]);
             }
         }
-        out.copy_from_slice(hb);
-        if keep {
-            step.states[b * h..][..h].copy_from_slice(hb);
+        out.write_copy_of_slice(hb);
+        if let Some(kept) = &mut step.kept {
+            kept.states.extend_from_slice(hb);
         }
     }
 }
@@ -421,13 +487,13 @@ compiled_per_cpu! {
 // One row's step, compiled for the CPU, the written slices parameters of their own (see
 // `lstm_row_gradients`).
 compiled_per_cpu! {
-    /// LSTM: `gates` holds h·W_hh + b_hh and becomes the activations i, f, g, o; `c` and `h` the
-    /// carried states, updated.
-    fn lstm_row(x: &[f32], gates: &mut [f32], c: &mut [f32], h: &mut [f32]) {
+    /// LSTM: `gates` holds h·W_hh and becomes the activations i, f, g, o of it + `x` + `bias`;
+    /// `c` and `h` the carried states, updated.
+    fn lstm_row(x: &[f32], bias: &[f32], gates: &mut [f32], c: &mut [f32], h: &mut [f32]) {
         let n = h.len();
-        let (x, gates, c) = (&x[..4 * n], &mut gates[..4 * n], &mut c[..n]);
-        for (a, x) in gates.iter_mut().zip(x) {
-            *a += x;
+        let (x, bias, gates, c) = (&x[..4 * n], &bias[..4 * n], &mut gates[..4 * n], &mut c[..n]);
+        for j in 0..4 * n {
+            gates[j] += x[j] + bias[j];
         }
         let (ifg, o) = gates.split_at_mut(3 * n);
         let (i_f, gg) = ifg.split_at_mut(2 * n);
@@ -443,15 +509,18 @@ compiled_per_cpu! {
 }
 
 compiled_per_cpu! {
-    /// GRU: `gates` holds h·W_hh + b_hh, its r and z parts become their activations; `n` gets
-    /// the candidate, `h` the carried state, updated.
-    fn gru_row(x: &[f32], gates: &mut [f32], n: &mut [f32], h: &mut [f32]) {
+    /// GRU: `gates` holds h·W_hh and becomes, with `bias` (b_hh) added, the activations of r and
+    /// z and the recurrent part of n; `n` gets the candidate, `h` the carried state, updated.
+    fn gru_row(x: &[f32], bias: &[f32], gates: &mut [f32], n: &mut [f32], h: &mut [f32]) {
         let k = h.len();
-        let (x, gates, n) = (&x[..3 * k], &mut gates[..3 * k], &mut n[..k]);
-        let (rz, gh_n) = gates.split_at_mut(2 * k);
-        for (a, x) in rz.iter_mut().zip(x) {
-            *a = sigmoid(*a + x);
+        let (x, bias, gates, n) = (&x[..3 * k], &bias[..3 * k], &mut gates[..3 * k], &mut n[..k]);
+        for j in 0..2 * k {
+            gates[j] = sigmoid(gates[j] + x[j] + bias[j]);
         }
+        for j in 2 * k..3 * k {
+            gates[j] += bias[j];
+        }
+        let (rz, gh_n) = gates.split_at_mut(2 * k);
         let (r, z, gh_n, x_n) = (&rz[..k], &rz[k..][..k], &gh_n[..k], &x[2 * k..][..k]);
         for j in 0..k {
             n[j] = tanh(x_n[j] + r[j] * gh_n[j]);
@@ -498,11 +567,10 @@ fn backward(saved: &Saved, d_out: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let (dw0, dw1) = d_w.split_at_mut(h * g);
     let (db0, db1) = d_b.split_at_mut(g);
     let direction = |d: usize, d_w: &mut [f32], d_b: &mut [f32]| {
-        // The gradients of the gate inputs, time-major, allocated (so zeroed) on this thread; the
-        // GRU's n gate reaches the input and the recurrent products differently, so it keeps the
-        // recurrent side apart.
-        let mut d_x = vec![0.0; dims.block(g)];
-        let mut d_gh = if gates == 3 { vec![0.0; dims.block(g)] } else { Vec::new() };
+        // The step's gradients of the recurrent product, row b at b·stride: an LSTM's are those of
+        // its gate inputs, written straight into `d_gx`; the GRU's n gate reaches the input and
+        // the recurrent products differently, so it has a step's buffer of its own.
+        let mut d_gh = if gates == 3 { vec![0.0; batch * g] } else { Vec::new() };
         let (act, cell, state) = (&saved.activations[d], &saved.cells[d], &saved.states[d]);
         let w = &saved.w_hh[d * h * g..][..h * g];
         let mut w_t = vec![0.0; h * g];
@@ -525,24 +593,28 @@ fn backward(saved: &Saved, d_out: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
                 activations: &act[t * batch * g..][..batch * g],
                 cells: &cell[t * batch * h..][..batch * h],
                 before,
-                d_x: &mut d_x[t * batch * g..][..batch * g],
-                d_gh: if gates == 3 { &mut d_gh[t * batch * g..][..batch * g] } else { &mut [] },
+                d_x: d_gx_rows,
+                direction: d,
+                time,
+                d_gh: &mut d_gh,
             };
             step_gradients(&dims, step, &mut dh, &mut dc);
-            // dh_{t-1} += dG_t · W_hhᵀ (rows at padding have dG_t = 0).
-            let d_gh_t: &[f32] = if gates == 3 { &d_gh[t * batch * g..][..batch * g] } else { &d_x[t * batch * g..][..batch * g] };
-            // As dhᵀ += W_hh · dG_tᵀ, with W_hh column-major (`w_t`).
-            matmul(h, batch, g, &mut dh, (1, h), true, &w_t, (1, h), d_gh_t, (1, g));
-            // SAFETY: this closure is direction d's only thread; `d_gx` outlives the join.
-            unsafe { d_gx_rows.write(d, time, &d_x[t * batch * g..][..batch * g]) };
-        }
-        let d_gh: &[f32] = if gates == 3 { &d_gh } else { &d_x };
-        // dW_hh = Σ_t h_{t-1}ᵀ · dG_t, one product over all steps (h_{-1} = 0).
-        let earlier = (len - 1) * batch;
-        matmul(h, g, earlier, d_w, (g, 1), false, &state[..earlier * h], (1, h), &d_gh[batch * g..], (g, 1));
-        for row in d_gh.chunks_exact(g) {
-            for (acc, v) in d_b.iter_mut().zip(row) {
-                *acc += v;
+            let (d_gh_t, stride) = if gates == 3 { (d_gh.as_ptr(), g) } else { (d_gx_rows.at(d, time, 0).cast_const(), d_gx_rows.stride()) };
+            // SAFETY: `d_gh_t` has this step's `batch` rows of `g` values at `stride`, all written
+            // by `step_gradients` (in `d_gx`, by this direction's thread, this step's alone); the
+            // other operands are whole buffers of the sizes the products read.
+            unsafe {
+                // dh_{t-1} += dG_t · W_hhᵀ, as dhᵀ += W_hh · dG_tᵀ with W_hh column-major (`w_t`).
+                matmul_raw(h, batch, g, dh.as_mut_ptr(), (1, h), true, w_t.as_ptr(), (1, h), d_gh_t, (1, stride));
+                // dW_hh += h_{t-1}ᵀ · dG_t, step by step while dG_t is in the cache (h_{-1} = 0).
+                if t > 0 {
+                    matmul_raw(h, g, batch, d_w.as_mut_ptr(), (g, 1), true, state[(t - 1) * batch * h..][..batch * h].as_ptr(), (1, h), d_gh_t, (stride, 1));
+                }
+                for b in 0..batch {
+                    for (acc, v) in d_b.iter_mut().zip(std::slice::from_raw_parts(d_gh_t.add(b * stride), g)) {
+                        *acc += v;
+                    }
+                }
             }
         }
     };
@@ -563,7 +635,10 @@ struct BackStep<'a> {
     cells: &'a [f32],
     /// The step before: its cells (LSTM) or hidden states (GRU).
     before: &'a [f32],
-    d_x: &'a mut [f32],
+    /// Where the gradients of the gate inputs go: direction `direction`'s half of token `time`.
+    d_x: SideBySide,
+    direction: usize,
+    time: usize,
     /// The GRU's gradients of the recurrent product (its n gate differs from `d_x`'s).
     d_gh: &'a mut [f32],
 }
@@ -575,13 +650,20 @@ fn step_gradients(dims: &Dims, step: BackStep, dh: &mut [f32], dc: &mut [f32]) {
     let Dims { batch, hidden: h, gates, .. } = *dims;
     let g = gates * h;
     for b in 0..batch {
+        // SAFETY: this step runs on direction `step.direction`'s only thread; `d_gx` outlives
+        // the backward pass.
+        let dx = unsafe { step.d_x.row(step.direction, step.time, b) };
         if step.mask[b * step.mask_stride] == 0.0 {
-            continue; // output 0, state carried: dh and dc pass through unchanged.
+            // Output 0, state carried: dh and dc pass through unchanged, the gate inputs get none.
+            dx.fill(MaybeUninit::new(0.0));
+            if gates == 3 {
+                step.d_gh[b * g..][..g].fill(0.0);
+            }
+            continue;
         }
         let d_out = &step.d_out[b * step.d_out_stride..][..h];
         let a = &step.activations[b * g..][..g];
         let (cell, before) = (&step.cells[b * h..][..h], &step.before[b * h..][..h]);
-        let dx = &mut step.d_x[b * g..][..g];
         let (dx_0, rest) = dx.split_at_mut(h);
         let (dx_1, rest) = rest.split_at_mut(h);
         let (dx_2, dx_3) = rest.split_at_mut(h);
@@ -599,10 +681,11 @@ fn step_gradients(dims: &Dims, step: BackStep, dh: &mut [f32], dc: &mut [f32]) {
 // One row's gradients. Each written slice is a parameter of its own, of a function compiled for
 // the CPU: as `&mut` parameters they cannot overlap, so the loop vectorises without run-time
 // overlap checks (with the slices in `BackStep`'s fields it needed a dozen and stayed scalar).
+// The gate inputs' gradients go straight to `d_gx`, not written before.
 compiled_per_cpu! {
     /// LSTM: `activations` i, f, g, o; `c_prev` the previous cell state.
     #[allow(clippy::too_many_arguments)]
-    fn lstm_row_gradients(activations: &[f32], cell: &[f32], c_prev: &[f32], d_out: &[f32], dh: &mut [f32], dc: &mut [f32], dx_i: &mut [f32], dx_f: &mut [f32], dx_g: &mut [f32], dx_o: &mut [f32]) {
+    fn lstm_row_gradients(activations: &[f32], cell: &[f32], c_prev: &[f32], d_out: &[f32], dh: &mut [f32], dc: &mut [f32], dx_i: &mut [MaybeUninit<f32>], dx_f: &mut [MaybeUninit<f32>], dx_g: &mut [MaybeUninit<f32>], dx_o: &mut [MaybeUninit<f32>]) {
         let h = dh.len();
         let [i, f, gg, o] = [0, 1, 2, 3].map(|k| &activations[k * h..][..h]);
         let (cell, c_prev, d_out, dc) = (&cell[..h], &c_prev[..h], &d_out[..h], &mut dc[..h]);
@@ -611,10 +694,10 @@ compiled_per_cpu! {
             let d_state = dh[j] + d_out[j];
             let tc = tanh(cell[j]);
             let d_cell = d_state * o[j] * (1.0 - tc * tc) + dc[j];
-            dx_i[j] = d_cell * gg[j] * i[j] * (1.0 - i[j]);
-            dx_f[j] = d_cell * c_prev[j] * f[j] * (1.0 - f[j]);
-            dx_g[j] = d_cell * i[j] * (1.0 - gg[j] * gg[j]);
-            dx_o[j] = d_state * tc * o[j] * (1.0 - o[j]);
+            dx_i[j] = MaybeUninit::new(d_cell * gg[j] * i[j] * (1.0 - i[j]));
+            dx_f[j] = MaybeUninit::new(d_cell * c_prev[j] * f[j] * (1.0 - f[j]));
+            dx_g[j] = MaybeUninit::new(d_cell * i[j] * (1.0 - gg[j] * gg[j]));
+            dx_o[j] = MaybeUninit::new(d_state * tc * o[j] * (1.0 - o[j]));
             dc[j] = d_cell * f[j];
             dh[j] = 0.0; // the product with W_hhᵀ adds what flows to h_{t-1}
         }
@@ -624,7 +707,7 @@ compiled_per_cpu! {
 compiled_per_cpu! {
     /// GRU: `activations` r, z, n; `gh_n` the recurrent part of n; `h_prev` the previous state.
     #[allow(clippy::too_many_arguments)]
-    fn gru_row_gradients(activations: &[f32], gh_n: &[f32], h_prev: &[f32], d_out: &[f32], dh: &mut [f32], dx_r: &mut [f32], dx_z: &mut [f32], dx_n: &mut [f32], dg_r: &mut [f32], dg_z: &mut [f32], dg_n: &mut [f32]) {
+    fn gru_row_gradients(activations: &[f32], gh_n: &[f32], h_prev: &[f32], d_out: &[f32], dh: &mut [f32], dx_r: &mut [MaybeUninit<f32>], dx_z: &mut [MaybeUninit<f32>], dx_n: &mut [MaybeUninit<f32>], dg_r: &mut [f32], dg_z: &mut [f32], dg_n: &mut [f32]) {
         let h = dh.len();
         let [r, z, n] = [0, 1, 2].map(|k| &activations[k * h..][..h]);
         let (gh_n, h_prev, d_out) = (&gh_n[..h], &h_prev[..h], &d_out[..h]);
@@ -634,9 +717,9 @@ compiled_per_cpu! {
             let d_n = d_state * (1.0 - z[j]) * (1.0 - n[j] * n[j]);
             let d_r = d_n * gh_n[j] * r[j] * (1.0 - r[j]);
             let d_z = d_state * (h_prev[j] - n[j]) * z[j] * (1.0 - z[j]);
-            dx_r[j] = d_r;
-            dx_z[j] = d_z;
-            dx_n[j] = d_n;
+            dx_r[j] = MaybeUninit::new(d_r);
+            dx_z[j] = MaybeUninit::new(d_z);
+            dx_n[j] = MaybeUninit::new(d_n);
             dg_r[j] = d_r;
             dg_z[j] = d_z;
             dg_n[j] = d_n * r[j];
