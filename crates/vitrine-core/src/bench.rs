@@ -5,7 +5,9 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::backend::ComputeDevice;
+use burn::prelude::Device;
+
+use crate::backend::{ComputeDevice, on_compute_pool};
 use crate::classifier::{ClassifierModel, ClassifierTask, LabelledBatch};
 use crate::config::OptimizerConfig;
 use crate::train::{TrainTask, build_optimizer};
@@ -48,6 +50,12 @@ impl Timing {
         done as f64 / started.elapsed().as_secs_f64()
     }
 
+    /// [`Timing::rate`] of `step` run where `device` computes ([`on_compute_pool`]), as training
+    /// and inference run it.
+    pub fn rate_on(&self, device: &Device, mut step: impl FnMut()) -> f64 {
+        self.rate(|| on_compute_pool(device, &mut step))
+    }
+
     /// Times training steps (forward, backward, Adam) on `train_batch` (on the autodiff device),
     /// then inference on `input`. Each step waits for its result.
     pub fn measure<M, B>(&self, name: &str, model: M, train_batch: B, input: M::Input, compute: &ComputeDevice) -> BenchResult
@@ -62,11 +70,11 @@ impl Timing {
         if !compute.replicas.is_empty() {
             task.spread_over(compute.replicas.iter().map(|d| d.clone().autodiff()).collect()).expect("classifiers split batches");
         }
-        let train = self.rate(|| {
+        let train = self.rate_on(&train_device, || {
             let _: f32 = task.train_step(train_batch.clone(), 1e-3).loss_sum.into_scalar();
         });
         let model = task.model().valid();
-        let infer = self.rate(|| {
+        let infer = self.rate_on(&compute.device, || {
             let _ = model.logits(input.clone()).into_data();
         });
         let mut result = BenchResult::new(name, compute, batch_size, train, infer);

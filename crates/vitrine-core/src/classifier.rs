@@ -12,6 +12,7 @@ use burn::prelude::*;
 use burn::tensor::Gradients;
 use burn::tensor::activation::softmax;
 
+use crate::backend::on_compute_pool;
 use crate::data::ImageBatch;
 use crate::metrics::{ConfusionMatrix, auroc};
 use crate::report::ClassificationScores;
@@ -234,16 +235,18 @@ where
     fn validate(&self, batches: &mut dyn Iterator<Item = B>) -> PassTotals {
         let model = self.model.valid();
         sum_steps(batches.map(|batch| {
-            let (input, targets) = batch.into_parts();
-            let count = targets.dims()[0];
-            let logits = model.logits(input);
-            let loss = self.loss.forward(logits.clone(), targets.clone());
-            StepStats {
-                loss_sum: loss.mul_scalar(count as f32),
-                correct: Some(count_correct(logits, targets)),
-                count,
-                extra: Vec::new(),
-            }
+            on_compute_pool(&self.device, || {
+                let (input, targets) = batch.into_parts();
+                let count = targets.dims()[0];
+                let logits = model.logits(input);
+                let loss = self.loss.forward(logits.clone(), targets.clone());
+                StepStats {
+                    loss_sum: loss.mul_scalar(count as f32),
+                    correct: Some(count_correct(logits, targets)),
+                    count,
+                    extra: Vec::new(),
+                }
+            })
         }))
     }
 

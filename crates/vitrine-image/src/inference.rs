@@ -6,6 +6,7 @@ use std::sync::Arc;
 use anyhow::{Result, bail};
 use burn::prelude::*;
 use serde::Serialize;
+use vitrine_core::backend::on_compute_pool;
 use vitrine_core::classifier::{argmax, predict_probabilities_by, score_by};
 use vitrine_core::config::{ConfigFile, DataSource};
 use vitrine_core::data::{BatchSource, ClassMatcher, ImageBatches, LoadReport, PixelRange, load_source, read_images};
@@ -109,7 +110,7 @@ pub fn evaluate(trained: &ImageRun, paths: &[PathBuf], mirror: bool, confusion_o
     let device = ctx.device();
     let batches = ImageBatches::ordered(Arc::new(set), INFERENCE_BATCH, PixelRange::Unit, device.clone());
     let model = trained.classifier(device)?;
-    let scores = score_by(|images| model.logits_mirrored(images, mirror), batches.batches(0), &trained.classes);
+    let scores = score_by(|images| on_compute_pool(device, || model.logits_mirrored(images, mirror)), batches.batches(0), &trained.classes);
     if let Some(path) = confusion_out {
         confusion_png(path, &scores.confusion, &trained.classes)?;
     }
@@ -137,7 +138,7 @@ pub fn predict(trained: &ImageRun, inputs: &[PathBuf], top_k: usize, mirror: boo
     let device = ctx.device();
     let batches = ImageBatches::ordered(Arc::new(set), INFERENCE_BATCH, PixelRange::Unit, device.clone());
     let model = trained.classifier(device)?;
-    let probabilities = predict_probabilities_by(|images| model.logits_mirrored(images, mirror), batches.batches(0).map(|b| b.images));
+    let probabilities = predict_probabilities_by(|images| on_compute_pool(device, || model.logits_mirrored(images, mirror)), batches.batches(0).map(|b| b.images));
     Ok(kept
         .into_iter()
         .zip(probabilities)

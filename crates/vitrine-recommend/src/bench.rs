@@ -10,6 +10,7 @@ use std::sync::Arc;
 use anyhow::Result;
 
 use rand::{Rng, SeedableRng, rngs::StdRng};
+use vitrine_core::backend::on_compute_pool;
 use vitrine_core::bench::BenchResult;
 use vitrine_core::config::ConfigFile;
 use vitrine_core::data::BatchSource;
@@ -90,7 +91,8 @@ fn measure<M: Build + Clone>(arch: Architecture, data: &RecData, request: &Bench
         let batch = stream.next().expect("batches never run out");
         examples += batch.count();
         steps += 1;
-        let _: f32 = task.train_step(batch, 1e-3).loss_sum.into_scalar();
+        // The batch from the loader's channel first: only the step runs where flex computes.
+        let _: f32 = on_compute_pool(&train_device, || task.train_step(batch, 1e-3).loss_sum.into_scalar());
     });
     let per_step = examples as f64 / steps.max(1) as f64;
     if M::COUNTED {
@@ -103,7 +105,7 @@ fn measure<M: Build + Clone>(arch: Architecture, data: &RecData, request: &Bench
     let ranked_users: Vec<u32> = (0..users as u32).collect();
     let chunk = crate::model::Ranker::scoring_batch(&model, data.items.len()).min(users.max(1));
     let mut start = 0usize;
-    let infer_rate = request.timing.rate(|| {
+    let infer_rate = request.timing.rate_on(device, || {
         let end = (start + chunk).min(users);
         let batch = &ranked_users[start..end];
         ranking::rank(&model, batch, &rank_context, RankRequest { k: 10, exclude: Some(&seen), candidates: None }, device, |_, _| Ok(()))

@@ -7,6 +7,7 @@ use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 
 use super::task::{MetricKind, Running, TrainTask};
+use crate::backend::on_compute_pool;
 use crate::config::{EarlyStopping, ScheduleConfig, TrainSection};
 use crate::data::BatchSource;
 use crate::history::{EpochRecord, Monitor, Score, write_metrics};
@@ -29,6 +30,10 @@ pub struct FitPlan {
     /// exactly what an uninterrupted one would have.
     /// The devices are the training device and any data-parallel replicas (each its own seed).
     pub reseed: Option<(Vec<Device>, u64)>,
+    /// The one training device, whose steps then run where it computes
+    /// ([`crate::backend::on_compute_pool`]); `None` with data-parallel replicas, whose steps
+    /// start threads of their own.
+    pub step_device: Option<Device>,
 }
 
 impl FitPlan {
@@ -42,6 +47,10 @@ impl FitPlan {
             restore_best: t.restore_best,
             monitor: Monitor::ValidLoss,
             reseed: Some((train_devices.to_vec(), seed)),
+            step_device: match train_devices {
+                [device] => Some(device.clone()),
+                _ => None,
+            },
         }
     }
 }
@@ -97,7 +106,10 @@ pub fn fit<T: TrainTask>(
         let started = Instant::now();
         let mut running = Running::default();
         for (step, batch) in train.batches(epoch).enumerate() {
-            running.add(task.train_step(batch, lr));
+            running.add(match &plan.step_device {
+                Some(device) => on_compute_pool(device, || task.train_step(batch, lr)),
+                None => task.train_step(batch, lr),
+            });
             bar.set(step + 1);
             if (step + 1) % REFRESH_STEPS == 0 || step + 1 == steps {
                 let so_far = running.read();

@@ -90,6 +90,7 @@ fn restore_best_ends_with_the_lowest_validation_loss() {
             restore_best,
             monitor: Monitor::ValidLoss,
             reseed: None,
+            step_device: None,
         };
         let outcome = fit(&mut task, &OneBatch, &OneBatch, &plan, &run, Vec::new(), &Silent).unwrap();
         assert_eq!(outcome.history.len(), 4);
@@ -112,6 +113,7 @@ fn divergence_stops_with_the_epoch_and_step_and_keeps_the_last_good_checkpoint()
         restore_best: false,
         monitor: Monitor::ValidLoss,
         reseed: None,
+        step_device: None,
     };
     let err = fit(&mut task, &OneBatch, &OneBatch, &plan, &run, Vec::new(), &Silent).unwrap_err().to_string();
     assert!(err.contains("diverged at epoch 3, step 1: g_loss is NaN"), "{err}");
@@ -162,6 +164,8 @@ fn a_resumed_run_draws_the_random_numbers_of_an_uninterrupted_one() {
         restore_best: false,
         monitor: Monitor::ValidLoss,
         reseed: Some((vec![Device::flex()], 7)),
+        // Its steps on the compute pool, as `vitrine train` runs them on flex.
+        step_device: Some(Device::flex()),
     };
     let tmp = tempfile::tempdir().unwrap();
     let straight_run = RunDir::create(&tmp.path().join("straight")).unwrap();
@@ -237,6 +241,7 @@ fn a_monitored_score_picks_the_best_epoch_and_stops_early() {
         restore_best: true,
         monitor: Monitor::Score("mrr".into()),
         reseed: None,
+        step_device: None,
     };
     let outcome = fit(&mut task, &OneBatch, &OneBatch, &plan, &run, Vec::new(), &Silent).unwrap();
     assert_eq!(outcome.history.len(), 4, "two epochs without a better score, then stop");
