@@ -141,11 +141,6 @@ pub fn keep_freed_memory_for_reuse() {
         libc::mallopt(libc::M_MMAP_MAX, 0);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
         libc::mallopt(libc::M_TOP_PAD, 256 << 20);
-        // Every thread allocates from that one heap. Steps run on rayon's threads
-        // (`on_compute_pool`), and a thread's own glibc arena is a mapped heap of at most 64 MiB
-        // that it gives back and maps again: ResNet-18's training spent 12% of its samples
-        // zeroing fresh pages, 24.2 → 19.5 images/s (23.5 with one arena).
-        libc::mallopt(libc::M_ARENA_MAX, 1);
     }
 }
 
