@@ -7,7 +7,8 @@ use anyhow::{Result, bail, ensure};
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
 use serde::Serialize;
-use vitrine_core::classifier::{ClassifierModel, argmax, score, score_by};
+use vitrine_core::backend::on_compute_pool;
+use vitrine_core::classifier::{ClassifierModel, argmax, score_by};
 use vitrine_core::config::ConfigFile;
 use vitrine_core::data::{BatchSource, ClassMap, ClassMatcher, SkippedRow};
 use vitrine_core::export::{WeightsFormat, export_weights, load_weights};
@@ -86,13 +87,14 @@ impl TextRun {
 /// Scores labelled batches in order; with `blend`, the model's class probabilities averaged with
 /// the classical baseline's on the same `texts` (in the same order).
 pub fn score_texts(model: &TextClassifier, batches: TokenBatches, texts: &[&str], blend: Option<&ClassicalBaseline>, classes: &[String]) -> ClassificationScores {
+    let device = batches.device().clone();
     let Some(baseline) = blend else {
-        return score(model, batches.batches(0), classes);
+        return score_by(|input| on_compute_pool(&device, || model.logits(input)), batches.batches(0), classes);
     };
     let next = std::cell::Cell::new(0usize);
     score_by(
         |input: TokenInput| {
-            let probabilities = softmax(model.logits(input), 1);
+            let probabilities = softmax(on_compute_pool(&device, || model.logits(input)), 1);
             let n = probabilities.dims()[0];
             let start = next.replace(next.get() + n);
             blended(probabilities, &texts[start..start + n], Some(baseline)).clamp_min(1e-7).log()
@@ -183,7 +185,7 @@ pub fn predict(trained: &TextRun, texts: &[String], top_tokens: usize, device: &
         let encoded = trained.tokenizer.encode_tokens(&refs)?;
         let ids: Vec<&[u32]> = encoded.iter().map(|(ids, _)| ids.as_slice()).collect();
         let input = TokenInput::from_ids(&ids, trained.ngrams.as_deref(), trained.tokenizer.pad_id(), 1, device);
-        let (logits, weights) = model.forward_with_attention(input);
+        let (logits, weights) = on_compute_pool(device, || model.forward_with_attention(input));
         let [n, k] = logits.dims();
         let len = weights.dims()[1];
         let probs = blended(softmax(logits, 1), &refs, trained.blend.as_ref()).into_data().try_into_vec_as::<f32>().expect("f32 data");
