@@ -19,7 +19,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Keeps freed memory for the next tensors instead of handing it back to the operating system
 /// after 10 ms: a training step frees and allocates the same sizes again (ResNet-18 19.6 → 23.7
-/// images/s; peak memory 1,392 → 1,529 MiB, PyTorch's ~2,000).
+/// images/s; peak memory 1,392 → 1,529 MiB, PyTorch's ~2,000). It replaces the `mallopt` settings
+/// that did this for glibc's malloc (no block mapped on its own, no trimming), which no longer
+/// serves the tensors.
 fn keep_freed_memory() {
     // `mi_option_purge_delay` in mimalloc.h's enum (libmimalloc-sys names no constant for it).
     const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
@@ -29,7 +31,6 @@ fn keep_freed_memory() {
 
 fn main() -> ExitCode {
     keep_freed_memory();
-    vitrine_core::backend::keep_freed_memory_for_reuse();
     vitrine_core::backend::flush_subnormals_to_zero();
     // Anything that asks burn for its default device stays on the CPU rather than probing GPUs;
     // the device for real work is always chosen explicitly. Set before any thread starts.

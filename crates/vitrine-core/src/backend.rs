@@ -123,27 +123,6 @@ fn rank(kind: wgpu::DeviceType) -> u8 {
     }
 }
 
-/// Keeps freed memory in the process for the next tensor instead of handing it back to the
-/// operating system. Every training step allocates and frees hundreds of tensors of the same
-/// sizes; by default glibc maps each block over 128 KiB afresh and unmaps it when freed, so the
-/// next tensor pays a page fault per 4 KiB (a third of a 32→32-channel convolution's input
-/// gradient at batch 128). Call once, before any thread starts.
-pub fn keep_freed_memory_for_reuse() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    unsafe {
-        // No block is mapped on its own: glibc maps every block over 32 MiB (the largest
-        // threshold it accepts) afresh, and `sasrec`'s logits and their gradient are 86 MB each,
-        // 457k page faults in a 10-second bench (100k without; 512/521 → 542/543 sequences/s).
-        // The trim threshold keeps freed memory at the top of the heap instead of returning it;
-        // growing the heap 256 MiB at a time lets its free top hold the next large block (an
-        // embedding table of 644,492 n-grams is 41 MB, and so are its gradient and Adam's
-        // moments: text-ngram with that table, 434 → 1,007 training samples/s).
-        libc::mallopt(libc::M_MMAP_MAX, 0);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
-        libc::mallopt(libc::M_TOP_PAD, 256 << 20);
-    }
-}
-
 /// Flushes subnormal floats to zero, as results and as inputs, on this thread and on every
 /// thread of rayon's pool, where burn's CPU backends compute: the CPU handles a subnormal in a
 /// microcode assist some hundred times slower than a normal number. TensorFlow does the same on

@@ -88,13 +88,14 @@ impl TextRun {
 /// the classical baseline's on the same `texts` (in the same order).
 pub fn score_texts(model: &TextClassifier, batches: TokenBatches, texts: &[&str], blend: Option<&ClassicalBaseline>, classes: &[String]) -> ClassificationScores {
     let device = batches.device().clone();
+    let logits = |input| on_compute_pool(&device, || model.logits(input));
     let Some(baseline) = blend else {
-        return score_by(|input| on_compute_pool(&device, || model.logits(input)), batches.batches(0), classes);
+        return score_by(logits, batches.batches(0), classes);
     };
     let next = std::cell::Cell::new(0usize);
     score_by(
         |input: TokenInput| {
-            let probabilities = softmax(on_compute_pool(&device, || model.logits(input)), 1);
+            let probabilities = softmax(logits(input), 1);
             let n = probabilities.dims()[0];
             let start = next.replace(next.get() + n);
             blended(probabilities, &texts[start..start + n], Some(baseline)).clamp_min(1e-7).log()
