@@ -396,6 +396,7 @@ mod tests {
     fn flex_steps_run_on_the_compute_pool_and_others_where_they_are_called() {
         let outside = std::thread::spawn(|| {
             let on_flex = on_compute_pool(&Device::flex().autodiff(), || (rayon::current_thread_index(), vec![1, 2, 3]));
+            #[allow(deprecated)] // burn-ndarray: a CPU device that is not flex
             let on_ndarray = on_compute_pool(&Device::ndarray(), rayon::current_thread_index);
             (on_flex, on_ndarray)
         });
