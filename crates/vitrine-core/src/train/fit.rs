@@ -47,10 +47,9 @@ impl FitPlan {
             restore_best: t.restore_best,
             monitor: Monitor::ValidLoss,
             reseed: Some((train_devices.to_vec(), seed)),
-            step_device: match train_devices {
-                [device] => Some(device.clone()),
-                _ => None,
-            },
+            // Not on the pool yet: with `fit`'s steps there a resumed `fashion-cnn` run drifted from
+            // the uninterrupted one (3 of 6 runs of the resume test); the cause is open.
+            step_device: None,
         }
     }
 }
