@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use burn::prelude::Device;
 
-use crate::backend::{ComputeDevice, on_compute_pool};
+use crate::backend::{ComputeDevice, on_compute_pool, train_on_compute_pool};
 use crate::classifier::{ClassifierModel, ClassifierTask, LabelledBatch};
 use crate::config::OptimizerConfig;
 use crate::train::{TrainTask, build_optimizer};
@@ -50,10 +50,16 @@ impl Timing {
         done as f64 / started.elapsed().as_secs_f64()
     }
 
-    /// [`Timing::rate`] of `step` run where `device` computes ([`on_compute_pool`]), as training
-    /// and inference run it.
+    /// [`Timing::rate`] of inference's `step` run where `device` computes ([`on_compute_pool`]),
+    /// as `evaluate` and `predict` run it.
     pub fn rate_on(&self, device: &Device, mut step: impl FnMut()) -> f64 {
         self.rate(|| on_compute_pool(device, &mut step))
+    }
+
+    /// [`Timing::rate`] of a training `step` run as `vitrine train` runs it
+    /// ([`train_on_compute_pool`]).
+    pub fn train_rate_on(&self, device: &Device, mut step: impl FnMut()) -> f64 {
+        self.rate(|| train_on_compute_pool(device, &mut step))
     }
 
     /// Times training steps (forward, backward, Adam) on `train_batch` (on the autodiff device),
@@ -70,7 +76,7 @@ impl Timing {
         if !compute.replicas.is_empty() {
             task.spread_over(compute.replicas.iter().map(|d| d.clone().autodiff()).collect()).expect("classifiers split batches");
         }
-        let train = self.rate_on(&train_device, || {
+        let train = self.train_rate_on(&train_device, || {
             let _: f32 = task.train_step(train_batch.clone(), 1e-3).loss_sum.into_scalar();
         });
         let model = task.model().valid();

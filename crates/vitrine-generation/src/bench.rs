@@ -31,7 +31,7 @@ pub fn bench(arch: Architecture, compute: &ComputeDevice, batch_size: usize, tim
         Architecture::ConvAe => {
             let model = ConvAe::new(shape, arch.default_latent(), false, &train_device);
             let mut task = AutoencoderTask::new(model, &config, images(&compute.device));
-            let train = timing.rate_on(&train_device, || wait(task.train_step(batch.clone(), 1e-3)));
+            let train = timing.train_rate_on(&train_device, || wait(task.train_step(batch.clone(), 1e-3)));
             let model = task.model.valid();
             let input = images(&compute.device);
             (train, timing.rate_on(&compute.device, || drop(model.forward(input.clone(), false).images.into_data())))
@@ -39,7 +39,7 @@ pub fn bench(arch: Architecture, compute: &ComputeDevice, batch_size: usize, tim
         Architecture::Dcgan => {
             let gan = Gan::new(shape, arch.default_latent(), None, &train_device);
             let mut task = GanTask::new(gan, &config, 1, None, &compute.device);
-            let train = timing.rate_on(&train_device, || wait(task.train_step(batch.clone(), 2e-4)));
+            let train = timing.train_rate_on(&train_device, || wait(task.train_step(batch.clone(), 2e-4)));
             let generator = task.gan.valid().generator;
             let noise = normal_noise(batch_size, arch.default_latent(), 0, &compute.device);
             (train, timing.rate_on(&compute.device, || drop(generator.forward(noise.clone(), None).into_data())))

@@ -7,7 +7,7 @@ use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 
 use super::task::{MetricKind, Running, TrainTask};
-use crate::backend::on_compute_pool;
+use crate::backend::train_on_compute_pool;
 use crate::config::{EarlyStopping, ScheduleConfig, TrainSection};
 use crate::data::BatchSource;
 use crate::history::{EpochRecord, Monitor, Score, write_metrics};
@@ -31,7 +31,7 @@ pub struct FitPlan {
     /// The devices are the training device and any data-parallel replicas (each its own seed).
     pub reseed: Option<(Vec<Device>, u64)>,
     /// The one training device, whose steps then run where it computes
-    /// ([`crate::backend::on_compute_pool`]); `None` with data-parallel replicas, whose steps
+    /// ([`crate::backend::train_on_compute_pool`]); `None` with data-parallel replicas, whose steps
     /// start threads of their own.
     pub step_device: Option<Device>,
 }
@@ -47,9 +47,10 @@ impl FitPlan {
             restore_best: t.restore_best,
             monitor: Monitor::ValidLoss,
             reseed: Some((train_devices.to_vec(), seed)),
-            // Not on the pool yet: with `fit`'s steps there a resumed `fashion-cnn` run drifted from
-            // the uninterrupted one (3 of 6 runs of the resume test); the cause is open.
-            step_device: None,
+            step_device: match train_devices {
+                [device] => Some(device.clone()),
+                _ => None,
+            },
         }
     }
 }
@@ -106,7 +107,7 @@ pub fn fit<T: TrainTask>(
         let mut running = Running::default();
         for (step, batch) in train.batches(epoch).enumerate() {
             running.add(match &plan.step_device {
-                Some(device) => on_compute_pool(device, || task.train_step(batch, lr)),
+                Some(device) => train_on_compute_pool(device, || task.train_step(batch, lr)),
                 None => task.train_step(batch, lr),
             });
             bar.set(step + 1);
