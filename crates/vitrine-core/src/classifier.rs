@@ -173,6 +173,12 @@ where
                 .collect();
             workers.into_iter().map(|worker| worker.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect::<Vec<_>>()
         });
+        // burn's batch norm files each thread's update of its running statistics apart and
+        // averages them when it syncs, which a thread does only on its next update: the shares'
+        // threads end here, so without this sync their updates piled up unread, every step
+        // started from the statistics of the epoch's start, and the epoch moved them a tenth
+        // of the way. Synced now: the shares' average, as burn's data-parallel strategy gives.
+        drop(self.model.valid());
         let mut sums: Vec<(f64, GradientsAccumulator<M>)> = Vec::new();
         let mut totals: Option<StepStats> = None;
         for (groups, stats) in results {
@@ -335,4 +341,59 @@ where
     let mut scores = ClassificationScores::new(matrix, classes);
     scores.auroc = auroc(&second_class_probability, &is_second_class);
     scores
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig};
+    use burn::tensor::TensorData;
+
+    use super::*;
+    use crate::config::{OptimizerConfig, OptimizerKind};
+    use crate::train::build_optimizer;
+
+    #[derive(Module, Debug)]
+    struct Normed {
+        norm: BatchNorm,
+        head: Linear,
+    }
+
+    impl ClassifierModel for Normed {
+        type Input = Tensor<4>;
+        fn logits(&self, images: Tensor<4>) -> Tensor<2> {
+            self.head.forward(self.norm.forward(images).flatten(1, 3))
+        }
+    }
+
+    /// Data-parallel steps move batch norm's running statistics as steps on one device do
+    /// (equal shares: the average of the shares' means is the batch's mean).
+    #[test]
+    fn data_parallel_steps_keep_batch_norms_running_statistics() {
+        let main = Device::flex().autodiff();
+        #[allow(deprecated)] // burn-ndarray: a second CPU device
+        let replica = Device::ndarray().autodiff();
+        let head = LinearConfig::new(12, 2).init(&main);
+        let values: Vec<f32> = (0..8 * 12).map(|i| (i * 37 % 23) as f32 / 4.0 + 1.0).collect();
+        let batch = || ImageBatch {
+            images: Tensor::from_data(TensorData::new(values.clone(), [8, 3, 2, 2]), &main),
+            targets: Tensor::from_ints([0, 1, 1, 0, 1, 0, 0, 1], &main),
+        };
+        let running_mean_after_steps = |replicas: Vec<Device>| {
+            let sgd = build_optimizer(&OptimizerConfig { kind: OptimizerKind::Sgd, lr: 0.1, ..Default::default() }, None);
+            // A fresh batch norm each time: clones of one share its running statistics.
+            let model = Normed { norm: BatchNormConfig::new(3).init(&main), head: head.clone() };
+            let mut task = ClassifierTask::new(model, sgd, &main);
+            task.spread_over(replicas).unwrap();
+            for _ in 0..5 {
+                task.train_step(batch(), 0.1);
+            }
+            task.model().valid().norm.running_mean.value().into_data().try_to_vec::<f32>().unwrap()
+        };
+        let one = running_mean_after_steps(Vec::new());
+        let two = running_mean_after_steps(vec![replica]);
+        // Five steps of momentum 0.1 from 0: 41% of the way to the batch's mean.
+        assert!(one.iter().all(|&m| m > 1.0), "{one:?}");
+        let diff = one.iter().zip(&two).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        assert!(diff < 1e-4, "one device {one:?}, two {two:?}");
+    }
 }
