@@ -6,6 +6,7 @@ use std::path::Path;
 use anyhow::Result;
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
+use vitrine_core::backend::on_compute_pool;
 use vitrine_core::config::ImageShape;
 use vitrine_core::data::{BatchSource, ImageBatch, ImageBatches, ImageSplits};
 use vitrine_core::run_dir::RunDir;
@@ -75,7 +76,9 @@ impl TrainTask for AutoencoderTask {
 
     fn validate(&self, batches: &mut dyn Iterator<Item = ImageBatch>) -> PassTotals {
         let model = self.model.valid();
-        sum_steps(batches.map(|b| autoencoder_loss(model.forward(b.images.clone(), false), b.images, self.shape, self.kl_weight).1))
+        sum_steps(batches.map(|b| {
+            on_compute_pool(&b.images.device(), || autoencoder_loss(model.forward(b.images.clone(), false), b.images, self.shape, self.kl_weight).1)
+        }))
     }
 
     fn save_checkpoint(&self, dir: &Path) -> Result<()> {

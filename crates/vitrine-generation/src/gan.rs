@@ -8,6 +8,7 @@ use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 use burn::tensor::Distribution;
 use burn::tensor::activation::softplus;
+use vitrine_core::backend::on_compute_pool;
 use vitrine_core::data::{ImageBatch, ImageSplits};
 use vitrine_core::run_dir::RunDir;
 use vitrine_core::train::{
@@ -125,12 +126,14 @@ impl TrainTask for GanTask {
     fn validate(&self, batches: &mut dyn Iterator<Item = ImageBatch>) -> PassTotals {
         let gan = self.gan.valid();
         sum_steps(batches.map(|batch| {
-            let b = batch.images.dims()[0];
-            let labels = self.labels(batch.targets);
-            let (loss_d, loss_g) = Self::losses(&gan, batch.images, labels, self.latent);
-            let mut stats = StepStats::loss(loss_d.mul_scalar(b as f32), b);
-            stats.extra = vec![(G_LOSS, loss_g.mul_scalar(b as f32))];
-            stats
+            on_compute_pool(&batch.images.device(), || {
+                let b = batch.images.dims()[0];
+                let labels = self.labels(batch.targets);
+                let (loss_d, loss_g) = Self::losses(&gan, batch.images, labels, self.latent);
+                let mut stats = StepStats::loss(loss_d.mul_scalar(b as f32), b);
+                stats.extra = vec![(G_LOSS, loss_g.mul_scalar(b as f32))];
+                stats
+            })
         }))
     }
 

@@ -10,6 +10,7 @@ use anyhow::Result;
 use burn::prelude::*;
 use burn::tensor::IndexingUpdateOp;
 use rayon::prelude::*;
+use vitrine_core::backend::on_compute_pool;
 
 use crate::data::Interaction;
 use crate::metrics::{RankingMetrics, RankingScores};
@@ -48,18 +49,20 @@ pub fn rank(
     };
     let in_host_memory = vitrine_core::backend::computes_in_host_memory(device);
     for batch in users.chunks(model.scoring_batch(context.items)) {
-        let mut scores = model.scores(batch, context); // [b, items]
-        if let Some((picked, _)) = &candidates {
-            scores = scores.select(1, picked.clone()); // [b, candidates]
-        }
         // The columns of the items row `r`'s customer must not be offered.
         let excluded = |r: usize| request.exclude.into_iter().flat_map(move |e| e[batch[r] as usize].iter()).filter_map(column_of);
-        let top = if in_host_memory {
-            top_k_in_host_memory(scores, k, excluded)
-        } else {
-            let positions: Vec<u32> = (0..batch.len()).flat_map(|r| excluded(r).map(move |c| (r * width + c) as u32)).collect();
-            top_k_on_device(scores, &positions, k, device)
-        };
+        let top = on_compute_pool(device, || {
+            let mut scores = model.scores(batch, context); // [b, items]
+            if let Some((picked, _)) = &candidates {
+                scores = scores.select(1, picked.clone()); // [b, candidates]
+            }
+            if in_host_memory {
+                top_k_in_host_memory(scores, k, excluded)
+            } else {
+                let positions: Vec<u32> = (0..batch.len()).flat_map(|r| excluded(r).map(move |c| (r * width + c) as u32)).collect();
+                top_k_on_device(scores, &positions, k, device)
+            }
+        });
         for (r, &u) in batch.iter().enumerate() {
             let mut items: Vec<u32> = top[r * k..(r + 1) * k]
                 .iter()
