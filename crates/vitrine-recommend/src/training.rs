@@ -86,6 +86,7 @@ impl<M: Recommender> RecommendTask<M> {
 
 impl<M: Recommender + Clone> TrainTask for RecommendTask<M> {
     type Batch = RecBatch;
+    const STEPS_ON_COMPUTE_POOL: bool = M::STEPS_ON_COMPUTE_POOL;
 
     fn train_step(&mut self, batch: RecBatch, lr: f64) -> StepStats {
         let count = batch.count();

@@ -107,8 +107,8 @@ pub fn fit<T: TrainTask>(
         let mut running = Running::default();
         for (step, batch) in train.batches(epoch).enumerate() {
             running.add(match &plan.step_device {
-                Some(device) => train_on_compute_pool(device, || task.train_step(batch, lr)),
-                None => task.train_step(batch, lr),
+                Some(device) if T::STEPS_ON_COMPUTE_POOL => train_on_compute_pool(device, || task.train_step(batch, lr)),
+                _ => task.train_step(batch, lr),
             });
             bar.set(step + 1);
             if (step + 1) % REFRESH_STEPS == 0 || step + 1 == steps {

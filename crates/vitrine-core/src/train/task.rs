@@ -94,6 +94,10 @@ pub trait TrainTask {
     type Batch: Send + 'static;
     /// Whether [`TrainTask::spread_over`] splits batches between devices (`run.devices`).
     const DATA_PARALLEL: bool = false;
+    /// Whether a training step gains from running on `flex`'s compute pool
+    /// ([`crate::backend::train_on_compute_pool`]): a step of no parallel operation only pays
+    /// the hand-over there.
+    const STEPS_ON_COMPUTE_POOL: bool = true;
     /// One optimisation step at learning rate `lr`.
     fn train_step(&mut self, batch: Self::Batch, lr: f64) -> StepStats;
     /// A pass over validation data in inference mode.

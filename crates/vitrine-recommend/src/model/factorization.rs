@@ -46,6 +46,10 @@ fn bpr_loss(u: Tensor<2>, positives: Tensor<2>, negatives: Tensor<2>) -> Tensor<
 }
 
 impl Recommender for MatrixFactorization {
+    // Gathers and products of 64 values a row: ~1 ms steps that the pool's hand-over slowed by
+    // ~9% (README, "Steps on the compute pool").
+    const STEPS_ON_COMPUTE_POOL: bool = false;
+
     /// BPR: `-log σ(u·p − u·n)` over each positive and its sampled negatives.
     fn loss(&self, batch: RecBatch, _context: &ScoreContext) -> Tensor<1> {
         let RecBatch::Pairs { users, positives, negatives } = batch else { unreachable!("bpr-mf trains on pairs") };

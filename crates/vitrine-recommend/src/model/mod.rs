@@ -58,6 +58,8 @@ pub trait Recommender: Module + Send + 'static {
     /// Whether the model is counted in one pass over the customers' rows ([`Recommender::count`])
     /// rather than trained by gradient.
     const COUNTED: bool = false;
+    /// Whether its training steps run parallel operations ([`vitrine_core::train::TrainTask::STEPS_ON_COMPUTE_POOL`]).
+    const STEPS_ON_COMPUTE_POOL: bool = true;
     /// Counted models: takes one batch of the pass in.
     fn count(self, _batch: RecBatch) -> Self
     where
