@@ -190,7 +190,8 @@ pub fn on_compute_pool<R>(device: &Device, work: impl FnOnce() -> R) -> R {
 /// keeps its running statistics' updates per thread (`RunningState`, made for data-parallel
 /// threads) and averages them when it syncs, so steps landing on one thread, then another, mixed
 /// a stale mean into the new one (and a resumed run drifted from an uninterrupted one). Waking
-/// every thread costs a little: `bpr-mf`'s ~1 ms steps ran ~8% slower than on any thread.
+/// every thread costs a little: `bpr-mf`'s ~1 ms steps ran ~8% slower than on any thread (they
+/// now stay off the pool: [`crate::train::TrainTask::STEPS_ON_COMPUTE_POOL`]).
 pub fn train_on_compute_pool<R>(device: &Device, work: impl FnOnce() -> R) -> R {
     if rayon::current_thread_index().is_some() || !is_flex(device) {
         return work();
