@@ -10,6 +10,7 @@ use std::sync::Arc;
 use anyhow::{Result, bail};
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
+use vitrine_core::backend::on_compute_pool;
 use vitrine_core::config::Settings;
 
 use vitrine_core::report::{DataSummary, RunReport};
@@ -116,7 +117,8 @@ impl<M: Recommender + Clone> TrainTask for RecommendTask<M> {
         let model = self.model.valid();
         sum_steps(batches.map(|batch| {
             let count = batch.count();
-            StepStats::loss(model.loss(batch, &self.valid_context).mul_scalar(count as f32), count)
+            let loss = || model.loss(batch, &self.valid_context).mul_scalar(count as f32);
+            StepStats::loss(if M::STEPS_ON_COMPUTE_POOL { on_compute_pool(&self.train_device, loss) } else { loss() }, count)
         }))
     }
 
