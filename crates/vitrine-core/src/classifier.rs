@@ -281,7 +281,16 @@ pub fn predict_probabilities<M: ClassifierModel>(
     model: &M,
     inputs: impl Iterator<Item = M::Input>,
 ) -> Vec<Vec<f32>> {
-    predict_probabilities_by(|input| model.logits(input), inputs)
+    predict_probabilities_by(logits_on_compute_pool(model), inputs)
+}
+
+/// `model.logits` run where its device computes ([`on_compute_pool`]).
+fn logits_on_compute_pool<M: ClassifierModel>(model: &M) -> impl Fn(M::Input) -> Tensor<2> + '_ {
+    let device = model.devices().into_iter().next();
+    move |input| match &device {
+        Some(device) => on_compute_pool(device, || model.logits(input)),
+        None => model.logits(input),
+    }
 }
 
 /// [`predict_probabilities`] with any map from inputs to logits (e.g. averaged over test-time
@@ -315,7 +324,7 @@ where
     M: ClassifierModel,
     B: LabelledBatch<Input = M::Input>,
 {
-    score_by(|input| model.logits(input), batches, classes)
+    score_by(logits_on_compute_pool(model), batches, classes)
 }
 
 /// [`score`] with any map from inputs to logits (e.g. averaged over test-time augmentations).
