@@ -285,7 +285,7 @@ pub fn predict_probabilities<M: ClassifierModel>(
 }
 
 /// `model.logits` run where its device computes ([`on_compute_pool`]).
-fn logits_on_compute_pool<M: ClassifierModel>(model: &M) -> impl Fn(M::Input) -> Tensor<2> + '_ {
+pub fn logits_on_compute_pool<M: ClassifierModel>(model: &M) -> impl Fn(M::Input) -> Tensor<2> + '_ {
     let device = model.devices().into_iter().next();
     move |input| match &device {
         Some(device) => on_compute_pool(device, || model.logits(input)),

@@ -8,7 +8,7 @@ use burn::prelude::*;
 use burn::tensor::activation::softmax;
 use serde::Serialize;
 use vitrine_core::backend::on_compute_pool;
-use vitrine_core::classifier::{ClassifierModel, argmax, score_by};
+use vitrine_core::classifier::{argmax, logits_on_compute_pool, score_by};
 use vitrine_core::config::ConfigFile;
 use vitrine_core::data::{BatchSource, ClassMap, ClassMatcher, SkippedRow};
 use vitrine_core::export::{WeightsFormat, export_weights, load_weights};
@@ -87,8 +87,7 @@ impl TextRun {
 /// Scores labelled batches in order; with `blend`, the model's class probabilities averaged with
 /// the classical baseline's on the same `texts` (in the same order).
 pub fn score_texts(model: &TextClassifier, batches: TokenBatches, texts: &[&str], blend: Option<&ClassicalBaseline>, classes: &[String]) -> ClassificationScores {
-    let device = batches.device().clone();
-    let logits = |input| on_compute_pool(&device, || model.logits(input));
+    let logits = logits_on_compute_pool(model);
     let Some(baseline) = blend else {
         return score_by(logits, batches.batches(0), classes);
     };

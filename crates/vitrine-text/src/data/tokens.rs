@@ -86,11 +86,6 @@ pub struct TokenBatches {
 }
 
 impl TokenBatches {
-    /// Where the batches' tensors live.
-    pub fn device(&self) -> &Device {
-        &self.device
-    }
-
     /// In-order batches (validation, test, prediction).
     pub fn ordered(set: Arc<TokenizedSet>, batch_size: usize, pad_id: u32, device: Device) -> Self {
         Self { set, ngrams: None, batch_size, shuffle_seed: None, pad_id, device }
