@@ -527,13 +527,17 @@ mod tests {
             ([18, 2, 14, 14], [4, 2, 3, 3], Op::Conv(ConvOptions::new([1, 1], [1, 1], [1, 1], 1))),
             ([3, 9, 16, 14], [8, 9, 3, 3], Op::Conv(ConvOptions::new([1, 1], [1, 1], [1, 1], 1))),
             ([2, 6, 16, 14], [6, 11, 3, 3], Op::Transpose(ConvTransposeOptions::new([1, 1], [1, 1], [0, 0], [1, 1], 1))),
-            // The same convolutions with 16 channels or more: Winograd's F(2×2, 3×3) on AVX-512
-            // machines (`conv_winograd`). Odd heights and widths (tiles cut off at the last row
-            // and column), 3 and 5 images (tasks of 2 and 3 images, the last one short), 18 tiles
-            // to a row (a block of 16 and one of 2), a transposed one.
+            // The same convolutions with 16 channels or more: Winograd on AVX-512 machines
+            // (`conv_winograd`; F(4×4, 3×3) for the output and the input gradient, F(2×2, 3×3)
+            // for the weight gradient). Heights and widths not multiples of 4 or of 2 (tiles cut
+            // off at the last rows and columns), 3 and 5 images (tasks of 2 and 3 images, the
+            // last one short), 18 tiles to a row (a block of 16 and one of 2) of either size,
+            // an image of 156 F(4×4) tiles (bands of 10 tile rows and of 3), a transposed one.
             ([3, 16, 7, 9], [17, 16, 3, 3], Op::Conv(ConvOptions::new([1, 1], [1, 1], [1, 1], 1))),
             ([5, 20, 14, 12], [16, 20, 3, 3], Op::Conv(ConvOptions::new([1, 1], [1, 1], [1, 1], 1))),
             ([2, 16, 5, 35], [16, 16, 3, 3], Op::Conv(ConvOptions::new([1, 1], [1, 1], [1, 1], 1))),
+            ([2, 16, 6, 70], [16, 16, 3, 3], Op::Conv(ConvOptions::new([1, 1], [1, 1], [1, 1], 1))),
+            ([2, 16, 50, 46], [16, 16, 3, 3], Op::Conv(ConvOptions::new([1, 1], [1, 1], [1, 1], 1))),
             ([2, 16, 6, 7], [16, 18, 3, 3], Op::Transpose(ConvTransposeOptions::new([1, 1], [1, 1], [0, 0], [1, 1], 1))),
             // Strided convolutions of 8 images or more: several whole images to a task (the last
             // one short). Kernel 4, stride 2, padding 1, halving the image (the row-wise col2im

@@ -97,9 +97,10 @@ impl Geometry {
         })
     }
 
-    /// Winograd's F(2×2, 3×3) (`conv_winograd`), where it applies and there are enough
-    /// channels (`Winograd::worthwhile`).
-    fn winograd<T: Scalar>(&self) -> Option<Winograd> {
+    /// Winograd's F(M×M, 3×3) (`conv_winograd`), where it applies and there are enough
+    /// channels (`Winograd::worthwhile`): M = 4 for the convolution and its input gradient,
+    /// 2 for the weight gradient.
+    fn winograd<T: Scalar, const M: usize>(&self) -> Option<Winograd<M>> {
         self.same_3x3::<T>().map(Winograd).filter(Winograd::worthwhile)
     }
 
@@ -711,7 +712,7 @@ fn forward<T: Scalar>(g: &Geometry, x: &[T], w: &[T], bias: Option<&[T]>) -> Vec
         }
         return y;
     }
-    if let Some(winograd) = g.winograd::<T>() {
+    if let Some(winograd) = g.winograd::<T, 4>() {
         return as_t(winograd.run(as_f32(x), as_f32(w), Weights::AsGiven, bias.map(as_f32)));
     }
     if let Some(direct) = g.direct::<T>() {
@@ -777,8 +778,8 @@ fn forward<T: Scalar>(g: &Geometry, x: &[T], w: &[T], bias: Option<&[T]>) -> Vec
 /// With a `bias` (a transposed convolution's), each image's channel planes start from their
 /// bias instead of zero.
 fn input_grad<T: Scalar>(g: &Geometry, w: &[T], dy: &[T], bias: Option<&[T]>) -> Vec<T> {
-    if let Some(winograd) = g.winograd::<T>() {
-        return as_t(Winograd(winograd.adjoint()).run(as_f32(dy), as_f32(w), Weights::Adjoint, bias.map(as_f32)));
+    if let Some(winograd) = g.winograd::<T, 4>() {
+        return as_t(Winograd::<4>(winograd.adjoint()).run(as_f32(dy), as_f32(w), Weights::Adjoint, bias.map(as_f32)));
     }
     if let Some(direct) = g.direct::<T>() {
         return as_t(direct.adjoint().run(as_f32(dy), as_f32(w), Weights::Adjoint, bias.map(as_f32)));
@@ -832,7 +833,7 @@ fn input_grad<T: Scalar>(g: &Geometry, w: &[T], dy: &[T], bias: Option<&[T]>) ->
 /// `dW[co, K] = Σ_n dY_n[co, P] · col(X_n)[K, P]ᵀ`: each worker sums a share of the
 /// batch into its own copy, and the copies are added at the end.
 fn weight_grad<T: Scalar>(g: &Geometry, x: &[T], dy: &[T]) -> Vec<T> {
-    if let Some(winograd) = g.winograd::<T>() {
+    if let Some(winograd) = g.winograd::<T, 2>() {
         return as_t(winograd.weight_grad(as_f32(x), as_f32(dy)));
     }
     if let Some(direct) = g.direct::<T>().filter(Same3x3::weight_grad_fits) {

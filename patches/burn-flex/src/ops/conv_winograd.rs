@@ -1,24 +1,25 @@
 //! 3×3, stride-1 convolutions with one pixel of zero padding on each side (the output as
-//! large as the input), in f32, by Winograd's minimal filtering F(2×2, 3×3) (Lavin and Gray,
+//! large as the input), in f32, by Winograd's minimal filtering F(m×m, 3×3) (Lavin and Gray,
 //! "Fast Algorithms for Convolutional Neural Networks", 2016). Vitrine's patch; see
 //! `PATCH.md` at the crate root.
 //!
-//! Each 2×2 block of output pixels (a tile) is computed from the 4×4 block of padded input
-//! around it: `Y = Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A`. Summed over the input channels, the
-//! element-wise products become 16 matrix products, one per position ξ of the 4×4 block:
+//! Each m×m block of output pixels (a tile) is computed from the α×α block of padded input
+//! around it (α = m + 2): `Y = Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A`. Summed over the input channels,
+//! the element-wise products become α² matrix products, one per position ξ of the block:
 //! `M_ξ[out, tile] = Σ_in U_ξ[out, in] · V_ξ[in, tile]`, with `U = G g Gᵀ` the weights and
-//! `V = Bᵀ d B` the input, transformed once. That is 16 multiply-adds per tile per channel
-//! pair where the direct convolution has 36 (2.25× fewer); the transforms are additions.
-//! The multiplications are `gemm`'s, on the tiles of a few images at once.
+//! `V = Bᵀ d B` the input, transformed once. The multiplications are `gemm`'s, on the tiles
+//! of a few images at once. Per output pixel and channel pair that is 36/16 = 2.25
+//! multiply-adds with F(4×4, 3×3), which the convolution and its input gradient use, and
+//! 16/4 = 4 with F(2×2, 3×3), which the weight gradient uses; the direct convolution has 9.
 //!
 //! The input gradient is the same kind of convolution of the output gradient (the weight's
 //! channel axes swapped, its kernel turned by 180°). The weight gradient is the adjoint of
 //! the forward computation: `dU_ξ = Σ_tiles dM_ξ · V_ξᵀ` with `dM = A dY Aᵀ`, then
 //! `dg = Gᵀ dU G`.
 //!
-//! Each padded input row is stored with its even columns first and its odd columns after
-//! them, and each output-gradient row the same way: the tiles of a row start two columns
-//! apart, so the transforms then read contiguous runs and vectorise.
+//! Each padded input row is stored in m phases, its columns `≡ 0 (mod m)` first, then those
+//! `≡ 1`, and so on (each output-gradient row of F(2×2) the same way): the tiles of a row
+//! start m columns apart, so the transforms then read contiguous runs and vectorise.
 
 use alloc::vec;
 use alloc::vec::Vec;
@@ -32,18 +33,18 @@ use super::kernel_shared::{SharedMut, for_each_task, gemm, threads};
 #[cfg(target_arch = "x86_64")]
 use core::arch::x86_64::*;
 
-/// Tiles (of all of a task's images) that a task's 16 products aim to span.
+/// Tiles (of all of a task's images) that a task's products aim to span.
 const COLUMNS: usize = 128;
 
 /// Kernels per task of the weights' transforms.
 const KERNELS_PER_TASK: usize = 1024;
 
 /// A 3×3 convolution with stride 1 and padding 1 (the direct kernel's geometry, whose
-/// fields it reads through `Deref`).
+/// fields it reads through `Deref`), computed in tiles of `M`×`M` output pixels (2 or 4).
 #[derive(Clone, Copy, Debug)]
-pub(super) struct Winograd(pub(super) Same3x3);
+pub(super) struct Winograd<const M: usize>(pub(super) Same3x3);
 
-impl core::ops::Deref for Winograd {
+impl<const M: usize> core::ops::Deref for Winograd<M> {
     type Target = Same3x3;
 
     fn deref(&self) -> &Same3x3 {
@@ -65,7 +66,13 @@ fn uninit(len: usize) -> Vec<MaybeUninit<f32>> {
     values
 }
 
-impl Winograd {
+impl<const M: usize> Winograd<M> {
+    /// Side of the transformed block: the tile and the kernel's reach around it.
+    const ALPHA: usize = M + 2;
+
+    /// Positions ξ of the transformed block: the products per task.
+    const POSITIONS: usize = Self::ALPHA * Self::ALPHA;
+
     /// Whether the transforms are worth it: with few channels they cost more than the
     /// multiplications they save, and with fewer images than threads (inference at batch 1)
     /// the weights' transform and products a few tiles wide cost more than im2col + gemm
@@ -75,26 +82,28 @@ impl Winograd {
     }
 
     fn tiles_high(&self) -> usize {
-        self.height.div_ceil(2)
+        self.height.div_ceil(M)
     }
 
     fn tiles_wide(&self) -> usize {
-        self.width.div_ceil(2)
+        self.width.div_ceil(M)
     }
 
     fn tiles(&self) -> usize {
         self.tiles_high() * self.tiles_wide()
     }
 
-    /// Even (or odd) columns of a padded row: `tiles_wide() + 1`.
-    fn half_row(&self) -> usize {
-        self.tiles_wide() + 1
+    /// Floats per segment of the padded plane: `tiles_high() + 1` rows of `tiles_wide()`.
+    fn segment(&self) -> usize {
+        (self.tiles_high() + 1) * self.tiles_wide()
     }
 
-    /// Floats per padded plane: `2·tiles_high() + 2` rows of `2·half_row()`, zero outside
-    /// the image.
+    /// Floats per padded plane: `M·α` segments, zero outside the image. Segment `(a, b)`
+    /// holds padded pixel `(M·i + a, M·j + b)` at `i·tiles_wide() + j`, so that tile `(i, j)`'s
+    /// pixel `(a, b)` is at `(i + a / M)·tiles_wide() + j` of segment `(a mod M, b)`: each
+    /// position of a run of tiles is a run of floats.
     fn padded_plane(&self) -> usize {
-        (2 * self.tiles_high() + 2) * 2 * self.half_row()
+        M * Self::ALPHA * self.segment()
     }
 
     /// `images` cut into parts of about `COLUMNS` tiles: runs of at most `most` whole
@@ -118,7 +127,7 @@ impl Winograd {
         part.images.len() * part.rows.len() * self.tiles_wide()
     }
 
-    /// `U_ξ = G g Gᵀ` for each kernel `g` of `w`, as `[16, kernels]` in `w`'s order of
+    /// `U_ξ = G g Gᵀ` for each kernel `g` of `w`, as `[POSITIONS, kernels]` in `w`'s order of
     /// kernels, with the (column, row) strides of `U_ξ` read as `[outputs, inputs]`: `w` is
     /// `[outputs, inputs, 3, 3]` as given, `[inputs, outputs, 3, 3]` as the adjoint (whose
     /// kernels are turned by 180°). Shared out between the threads: ResNet-18's 512 × 512
@@ -129,121 +138,106 @@ impl Winograd {
             Weights::AsGiven => (1, self.inputs),
             Weights::Adjoint => (self.outputs, 1),
         };
-        let mut u = Vec::<f32>::with_capacity(16 * kernels);
+        let positions = Self::POSITIONS;
+        let mut u = Vec::<f32>::with_capacity(positions * kernels);
         let u_ptr = SharedMut(u.as_mut_ptr());
         for_each_task::<f32>(kernels.div_ceil(KERNELS_PER_TASK), 0, |task, _| {
             let range = task * KERNELS_PER_TASK..((task + 1) * KERNELS_PER_TASK).min(kernels);
-            let mut transformed = vec![[0.0f32; 16]; range.len()];
-            for (kernel, u) in range.clone().zip(&mut transformed) {
+            let mut transformed = vec![0.0f32; positions * range.len()];
+            for (kernel, u) in range.clone().zip(transformed.chunks_exact_mut(positions)) {
                 let g: [[f32; 3]; 3] = from_fn(|r| {
                     from_fn(|s| match weights {
                         Weights::AsGiven => w[kernel * 9 + 3 * r + s],
                         Weights::Adjoint => w[kernel * 9 + 8 - (3 * r + s)],
                     })
                 });
-                // G g (4×3), then (G g) Gᵀ row by row.
-                let half = |a: [f32; 3], sign: f32| (a[0] + sign * a[1] + a[2]) * 0.5;
-                let gg: [[f32; 3]; 4] =
-                    [g[0], from_fn(|s| half([g[0][s], g[1][s], g[2][s]], 1.0)), from_fn(|s| half([g[0][s], g[1][s], g[2][s]], -1.0)), g[2]];
-                for (a, row) in gg.iter().enumerate() {
-                    u[4 * a..4 * a + 4].copy_from_slice(&[row[0], half(*row, 1.0), half(*row, -1.0), row[2]]);
+                // G g (α×3) column by column, then (G g) Gᵀ row by row.
+                let columns: [[f32; 6]; 3] = from_fn(|s| weight_column::<M>([g[0][s], g[1][s], g[2][s]]));
+                for (a, u) in u.chunks_exact_mut(Self::ALPHA).enumerate() {
+                    u.copy_from_slice(&weight_column::<M>(from_fn(|s| columns[s][a]))[..Self::ALPHA]);
                 }
             }
             let u_ptr = u_ptr;
-            for xi in 0..16 {
+            for xi in 0..positions {
                 // SAFETY: each task writes its own kernels of each position's row.
                 let target = unsafe { u_ptr.uninit(xi * kernels + range.start..xi * kernels + range.end) };
-                for (target, u) in target.iter_mut().zip(&transformed) {
+                for (target, u) in target.iter_mut().zip(transformed.chunks_exact(positions)) {
                     target.write(u[xi]);
                 }
             }
         });
         // SAFETY: the tasks wrote every kernel of every position.
-        unsafe { u.set_len(16 * kernels) };
+        unsafe { u.set_len(positions * kernels) };
         (u, strides)
     }
 
-    /// Copies `image`'s planes into `padded` (`padded_plane()` floats each), its pixel
-    /// `(r, c)` at padded row `r + 1`, column `c + 1`, each row's even columns before its odd
-    /// ones; only the rows that `tile_rows` read. Only the image's pixels are written: the
-    /// border stays as it was (zero).
-    fn pad_into(&self, image: &[f32], padded: &mut [f32], tile_rows: &Range<usize>) {
-        let half = self.half_row();
-        // The image rows that tile rows `i` read: 2i - 1 to 2i + 2.
-        let rows = (2 * tile_rows.start).saturating_sub(1)..(2 * tile_rows.end + 1).min(self.height);
-        for (plane, target) in image.chunks_exact(self.height * self.width).zip(padded.chunks_exact_mut(self.padded_plane())) {
-            for (r, source) in plane.chunks_exact(self.width).enumerate().take(rows.end).skip(rows.start) {
-                let (even, odd) = target[(r + 1) * 2 * half..][..2 * half].split_at_mut(half);
-                // Image column c is padded column c + 1: the image's even columns land among
-                // the odd ones, its odd columns among the even ones from the second on.
-                // SAFETY: AVX-512F (the caller's contract); `odd` holds `half ≥ ⌈width/2⌉`
-                // floats, `even[1..]` `half - 1 ≥ ⌊width/2⌋`.
-                unsafe { deinterleave(source, odd.as_mut_ptr(), even[1..].as_mut_ptr()) };
+    /// `V_ξ[in, column + tile] = (Bᵀ d B)_ξ` for the tiles in `tile_rows` of `image`
+    /// (`[inputs, height, width]`), into `v` (`[inputs, POSITIONS, columns]`). Each input
+    /// plane is copied into `padded` (`padded_plane()` floats, zero outside the image: only
+    /// the image's pixels are written) and transformed while it is in cache.
+    fn transform_input(&self, image: &[f32], padded: &mut [f32], v: &mut [MaybeUninit<f32>], columns: usize, column: usize, tile_rows: &Range<usize>) {
+        let (tiles_wide, segment) = (self.tiles_wide(), self.segment());
+        assert!(v.len() >= Self::POSITIONS * self.inputs * columns && padded.len() >= self.padded_plane());
+        // The image rows that tile rows `i` read: M·i - 1 to M·i + M.
+        let image_rows = (M * tile_rows.start).saturating_sub(1)..(M * tile_rows.end + 1).min(self.height);
+        let (start, end) = (tile_rows.start * tiles_wide, tile_rows.end * tiles_wide);
+        let target = padded.as_mut_ptr();
+        let lanes = slot_lanes::<M>(self.width, tiles_wide);
+        for (input, plane) in image.chunks_exact(self.height * self.width).enumerate() {
+            for r in image_rows.clone() {
+                // Image pixel (r, c) is padded pixel (r + 1, c + 1).
+                let row = target.wrapping_add((r + 1) % M * Self::ALPHA * segment + (r + 1) / M * tiles_wide);
+                let slots = from_fn(|b| row.wrapping_add(b.min(Self::ALPHA - 1) * segment));
+                // SAFETY: AVX-512F (the caller's contract); the row is in the plane, the slots'
+                // rows in the padded plane.
+                unsafe { to_slots::<M>(plane[r * self.width..].as_ptr(), slots, &lanes) };
             }
-        }
-    }
-
-    /// `V_ξ[in, column + tile] = (Bᵀ d B)_ξ` for the tiles of the padded image in
-    /// `tile_rows`, into `v` (`[inputs, 16, columns]`).
-    fn transform_input(&self, padded: &[f32], v: &mut [MaybeUninit<f32>], columns: usize, column: usize, tile_rows: &Range<usize>) {
-        let (tiles_wide, half) = (self.tiles_wide(), self.half_row());
-        assert!(v.len() >= 16 * self.inputs * columns && padded.len() >= self.inputs * self.padded_plane());
-        for (input, plane) in padded.chunks_exact(self.padded_plane()).enumerate() {
-            for (k, i) in tile_rows.clone().enumerate() {
-                let rows = &plane[2 * i * 2 * half..][..8 * half];
-                let at = input * 16 * columns + column + k * tiles_wide;
-                for first in (0..tiles_wide).step_by(16) {
-                    // SAFETY: AVX-512F (the caller's contract); the reads stay in the four rows
-                    // (`first + 16 ≤ …` is masked to `tiles_wide`, and `tiles_wide + 1 = half`),
-                    // the writes in `v` (asserted above).
-                    unsafe {
-                        input_tiles(rows.as_ptr().add(first), half, (tiles_wide - first).min(16), v.as_mut_ptr().add(at + first).cast(), columns)
-                    };
+            let out = v[input * Self::POSITIONS * columns + column..].as_mut_ptr().cast::<f32>();
+            for first in (start..end).step_by(16) {
+                let (padded, count, out) = (padded.as_ptr().wrapping_add(first), (end - first).min(16), out.wrapping_add(first - start));
+                // SAFETY: AVX-512F (the caller's contract); the reads stay in the padded plane
+                // (`first + count ≤ (tiles_high() + 1 - a / M)·tiles_wide()`), the writes in
+                // `v` (asserted above).
+                unsafe {
+                    match M {
+                        2 => input_tiles_2(padded, segment, tiles_wide, count, out, columns),
+                        _ => input_tiles_4(padded, segment, tiles_wide, count, out, columns),
+                    }
                 }
             }
         }
     }
+}
 
-    /// `Y = Aᵀ M A` for the tiles of `image` in `tile_rows`, from `m` (`[outputs, 16,
-    /// columns]`, written by the products) into `y` (`[batch, outputs, height, width]`, the
-    /// rows of those tiles written whole), plus each channel's `bias`.
-    #[allow(clippy::too_many_arguments)]
-    fn transform_output(
-        &self,
-        m: &[MaybeUninit<f32>],
-        columns: usize,
-        column: usize,
-        y: SharedMut<f32>,
-        image: usize,
-        tile_rows: &Range<usize>,
-        bias: Option<&[f32]>,
-    ) {
+impl Winograd<4> {
+    /// `Y = Aᵀ M A` for the tiles of `part`, from `m` (`[outputs, POSITIONS, columns]`,
+    /// written by the products) into `y` (`[batch, outputs, height, width]`, the rows of
+    /// those tiles written whole), plus each channel's `bias`. Each channel's pixels go to
+    /// `pixels` first (`[16, columns]`: by position in their tile), then to their rows.
+    fn transform_output(&self, m: &[MaybeUninit<f32>], columns: usize, part: &Part, y: SharedMut<f32>, bias: Option<&[f32]>, pixels: &mut [MaybeUninit<f32>]) {
         let (tiles_wide, width, plane_len) = (self.tiles_wide(), self.width, self.height * self.width);
-        assert!(m.len() >= 16 * self.outputs * columns);
+        let per_image = part.rows.len() * tiles_wide;
+        assert!(m.len() >= Self::POSITIONS * self.outputs * columns && pixels.len() >= 16 * columns);
         for output in 0..self.outputs {
             let bias = bias.map_or(0.0, |bias| bias[output]);
-            let plane = (image * self.outputs + output) * plane_len;
-            for (k, i) in tile_rows.clone().enumerate() {
-                let at = output * 16 * columns + column + k * tiles_wide;
-                let row = |r: usize| plane + r * width..plane + (r + 1) * width;
-                // SAFETY: rows 2i and 2i + 1 of this plane belong to this part's task alone.
-                let top = unsafe { y.uninit(row(2 * i)) }.as_mut_ptr().cast::<f32>();
-                let bottom = (2 * i + 1 < self.height).then(|| unsafe { y.uninit(row(2 * i + 1)) }.as_mut_ptr().cast::<f32>());
-                for first in (0..tiles_wide).step_by(16) {
-                    let pixels = (width - 2 * first).min(32);
-                    // SAFETY: AVX-512F (the caller's contract); the reads stay in `m` (asserted),
-                    // the writes in rows `2i` and `2i + 1`.
-                    unsafe {
-                        output_tiles(
-                            m.as_ptr().add(at + first).cast(),
-                            columns,
-                            (tiles_wide - first).min(16),
-                            bias,
-                            top.add(2 * first),
-                            bottom.map(|b| b.add(2 * first)),
-                            pixels,
-                        )
-                    };
+            let m = m[output * Self::POSITIONS * columns..].as_ptr().cast::<f32>();
+            for first in (0..columns).step_by(16) {
+                // SAFETY: AVX-512F (the caller's contract); the reads stay in `m`, the writes
+                // in `pixels` (asserted above).
+                unsafe { output_tiles_4(m.add(first), columns, (columns - first).min(16), bias, pixels.as_mut_ptr().add(first).cast(), columns) };
+            }
+            let pixels = pixels.as_ptr().cast::<f32>();
+            for (n, image) in part.images.clone().enumerate() {
+                let plane = (image * self.outputs + output) * plane_len;
+                for (k, i) in part.rows.clone().enumerate() {
+                    for r in (0..4).take_while(|r| 4 * i + r < self.height) {
+                        let row = plane + (4 * i + r) * width;
+                        // SAFETY: the rows of this part's tiles belong to its task alone.
+                        let target = unsafe { y.uninit(row..row + width) }.as_mut_ptr().cast();
+                        // SAFETY: AVX-512F (the caller's contract); the four runs of this tile
+                        // row's pixels were written just above, the target is the row.
+                        unsafe { interleave_4(pixels.add(4 * r * columns + n * per_image + k * tiles_wide), columns, tiles_wide, target, width) };
+                    }
                 }
             }
         }
@@ -254,57 +248,68 @@ impl Winograd {
     pub(super) fn run(&self, x: &[f32], w: &[f32], weights: Weights, bias: Option<&[f32]>) -> Vec<f32> {
         let (u, u_strides) = self.transform_weights(w, weights);
         let (x_len, y_len) = (self.inputs * self.height * self.width, self.outputs * self.height * self.width);
+        let positions = Self::POSITIONS;
         // Every thread gets parts.
         let parts = self.parts(0..self.batch, self.batch.div_ceil(threads()));
         let most = parts.iter().map(|part| self.columns(part)).max().unwrap_or(0);
         let mut y = Vec::<f32>::with_capacity(self.batch * y_len);
         let y_ptr = SharedMut(y.as_mut_ptr());
         // `padded` (zeroed once per run of tasks: its border is never written).
-        for_each_task(parts.len(), self.inputs * self.padded_plane(), |task, padded: &mut [f32]| {
+        for_each_task(parts.len(), self.padded_plane(), |task, padded: &mut [f32]| {
             let part = &parts[task];
             let (columns, per_image) = (self.columns(part), part.rows.len() * self.tiles_wide());
-            // Written whole (by the transform, by the products) before they are read.
-            let (mut v, mut m) = (uninit(16 * self.inputs * most), uninit(16 * self.outputs * most));
+            // Written whole (by the transforms, by the products) before they are read.
+            let (mut v, mut m, mut pixels) = (uninit(positions * self.inputs * most), uninit(positions * self.outputs * most), uninit(16 * most));
             for (n, image) in part.images.clone().enumerate() {
-                self.pad_into(&x[image * x_len..][..x_len], padded, &part.rows);
-                self.transform_input(padded, &mut v, columns, n * per_image, &part.rows);
+                self.transform_input(&x[image * x_len..][..x_len], padded, &mut v, columns, n * per_image, &part.rows);
             }
-            for xi in 0..16 {
+            for xi in 0..positions {
                 // SAFETY: `u_ξ` is `[outputs, inputs]` (read with `u_strides`), `v_ξ`
-                // `[inputs, columns]` (rows 16 apart), `m_ξ` `[outputs, columns]` (the same),
-                // all inside their buffers.
+                // `[inputs, columns]` (rows `positions` apart), `m_ξ` `[outputs, columns]`
+                // (the same), all inside their buffers.
                 unsafe {
                     gemm(
                         [self.outputs, columns, self.inputs],
                         m[xi * columns..].as_mut_ptr().cast(),
-                        16 * columns,
+                        positions * columns,
                         false,
                         (u[xi * self.outputs * self.inputs..].as_ptr(), u_strides.0, u_strides.1),
-                        (v[xi * columns..].as_ptr().cast(), 1, 16 * columns),
+                        (v[xi * columns..].as_ptr().cast(), 1, positions * columns),
                         gemm::Parallelism::None,
                     )
                 };
             }
-            for (n, image) in part.images.clone().enumerate() {
-                self.transform_output(&m, columns, n * per_image, y_ptr, image, &part.rows, bias);
-            }
+            self.transform_output(&m, columns, part, y_ptr, bias, &mut pixels);
         });
         // SAFETY: the parts cover every row of every image's output planes.
         unsafe { y.set_len(self.batch * y_len) };
         y
     }
+}
 
-    /// Copies `dy`'s planes (one image) into `grid` (`2·tiles_high()` rows of
-    /// `2·tiles_wide()` floats per plane, each row's even columns first), the rows of
-    /// `tile_rows`; zero where the tiles reach past the output (never written).
+/// G applied to one column (or row) of a kernel: `α` values of `[f32; 6]` (the rest zero).
+fn weight_column<const M: usize>([a, b, c]: [f32; 3]) -> [f32; 6] {
+    match M {
+        2 => [a, (a + b + c) * 0.5, (a - b + c) * 0.5, c, 0.0, 0.0],
+        _ => [a / 4.0, -(a + b + c) / 6.0, -(a - b + c) / 6.0, a / 24.0 + b / 12.0 + c / 6.0, a / 24.0 - b / 12.0 + c / 6.0, c],
+    }
+}
+
+impl Winograd<2> {
+    /// Copies `dy`'s planes (one image) into `grid` (`4·tiles()` floats per plane), the rows
+    /// of `tile_rows`: pixel `(r, c)` in segment `(r mod 2, c mod 2)` (of `tiles()` floats) at
+    /// `(r / 2)·tiles_wide() + c / 2`, so that a run of tiles is a run of floats; zero where
+    /// the tiles reach past the output (never written).
     fn dy_on_grid(&self, dy: &[f32], grid: &mut [f32], tile_rows: &Range<usize>) {
-        let half = self.tiles_wide();
+        let (tiles_wide, tiles) = (self.tiles_wide(), self.tiles());
         let rows = 2 * tile_rows.start..(2 * tile_rows.end).min(self.height);
-        for (plane, target) in dy.chunks_exact(self.height * self.width).zip(grid.chunks_exact_mut(4 * self.tiles())) {
+        for (plane, target) in dy.chunks_exact(self.height * self.width).zip(grid.chunks_exact_mut(4 * tiles)) {
+            let target = target.as_mut_ptr();
             for (r, source) in plane.chunks_exact(self.width).enumerate().take(rows.end).skip(rows.start) {
-                let (even, odd) = target[r * 2 * half..][..2 * half].split_at_mut(half);
-                // SAFETY: AVX-512F (the caller's contract); each half holds `⌈width/2⌉` floats.
-                unsafe { deinterleave(source, even.as_mut_ptr(), odd.as_mut_ptr()) };
+                let at = |c: usize| target.wrapping_add((r % 2 * 2 + c) * tiles + r / 2 * tiles_wide);
+                // SAFETY: AVX-512F (the caller's contract); each segment row holds
+                // `⌈width/2⌉` floats.
+                unsafe { deinterleave(source, at(0), at(1)) };
             }
         }
     }
@@ -312,17 +317,15 @@ impl Winograd {
     /// `dM_ξ[out, column + tile] = (A dY Aᵀ)_ξ` for the tiles in `tile_rows` of one image's
     /// output gradient on the grid, into `dm` (`[outputs, 16, columns]`).
     fn transform_output_grad(&self, grid: &[f32], dm: &mut [MaybeUninit<f32>], columns: usize, column: usize, tile_rows: &Range<usize>) {
-        let half = self.tiles_wide();
-        assert!(dm.len() >= 16 * self.outputs * columns && grid.len() >= self.outputs * 4 * self.tiles());
-        for (output, plane) in grid.chunks_exact(4 * self.tiles()).enumerate() {
-            for (k, i) in tile_rows.clone().enumerate() {
-                let rows = &plane[2 * i * 2 * half..][..4 * half];
-                let at = output * 16 * columns + column + k * half;
-                for first in (0..half).step_by(16) {
-                    // SAFETY: AVX-512F (the caller's contract); reads in the two rows, writes in
-                    // `dm` (asserted above).
-                    unsafe { output_grad_tiles(rows.as_ptr().add(first), half, (half - first).min(16), dm.as_mut_ptr().add(at + first).cast(), columns) };
-                }
+        let tiles = self.tiles();
+        let (start, end) = (tile_rows.start * self.tiles_wide(), tile_rows.end * self.tiles_wide());
+        assert!(dm.len() >= 16 * self.outputs * columns && grid.len() >= self.outputs * 4 * tiles);
+        for (output, plane) in grid.chunks_exact(4 * tiles).enumerate() {
+            let out = dm[output * 16 * columns + column..].as_mut_ptr().cast::<f32>();
+            for first in (start..end).step_by(16) {
+                // SAFETY: AVX-512F (the caller's contract); reads in the plane's segments,
+                // writes in `dm` (asserted above).
+                unsafe { output_grad_tiles(plane.as_ptr().add(first), tiles, (end - first).min(16), out.add(first - start), columns) };
             }
         }
     }
@@ -335,7 +338,7 @@ impl Winograd {
         let u_len = 16 * self.outputs * self.inputs;
         let shares = threads().min(self.batch).max(1);
         let per_share = self.batch.div_ceil(shares);
-        let (padded_len, grid_len) = (self.inputs * self.padded_plane(), self.outputs * 4 * self.tiles());
+        let (padded_len, grid_len) = (self.padded_plane(), self.outputs * 4 * self.tiles());
         let mut partials = vec![0.0f32; shares * u_len];
         let share = |(share, partial): (usize, &mut [f32])| {
             let parts = self.parts(share * per_share..((share + 1) * per_share).min(self.batch), per_share);
@@ -348,8 +351,7 @@ impl Winograd {
             for part in &parts {
                 let (columns, per_image) = (self.columns(part), part.rows.len() * self.tiles_wide());
                 for (n, image) in part.images.clone().enumerate() {
-                    self.pad_into(&x[image * x_len..][..x_len], padded, &part.rows);
-                    self.transform_input(padded, &mut v, columns, n * per_image, &part.rows);
+                    self.transform_input(&x[image * x_len..][..x_len], padded, &mut v, columns, n * per_image, &part.rows);
                     self.dy_on_grid(&dy[image * dy_len..][..dy_len], grid, &part.rows);
                     self.transform_output_grad(grid, &mut dm, columns, n * per_image, &part.rows);
                 }
@@ -436,91 +438,49 @@ unsafe fn deinterleave(source: &[f32], even: *mut f32, odd: *mut f32) {
     }
 }
 
-/// `V_ξ` for `count` (≤ 16) tiles side by side: `out[ξ·stride + j]` from four padded rows
-/// (`rows + q·2·half`, even columns then odd ones) at tiles `j`.
-///
-/// # Safety
-/// AVX-512F is available; each row is readable at `0..count + 1` and `half..half + count + 1`,
-/// `out` writable at `ξ·stride + 0..count`.
+/// `Bᵀ` of F(2×2, 3×3) applied to four values (a column of the block, or a row).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn input_tiles(rows: *const f32, half: usize, count: usize, out: *mut f32, stride: usize) {
+#[inline]
+fn input_transform_2(d: [__m512; 4]) -> [__m512; 4] {
+    [_mm512_sub_ps(d[0], d[2]), _mm512_add_ps(d[1], d[2]), _mm512_sub_ps(d[2], d[1]), _mm512_sub_ps(d[1], d[3])]
+}
+
+/// `V_ξ` of F(2×2, 3×3) for `count` (≤ 16) tiles side by side, into `out[ξ·stride + j]`:
+/// position `(a, b)` of tile `j` read at `plane + (2·(a mod 2) + b)·segment + (a / 2)·row + j`.
+///
+/// # Safety
+/// AVX-512F is available; those reads are in bounds for `j < count`, and `out` writable at
+/// `ξ·stride + 0..count`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn input_tiles_2(plane: *const f32, segment: usize, row: usize, count: usize, out: *mut f32, stride: usize) {
     let mask = lanes(count);
     // SAFETY: within the bounds the caller guarantees (masked to `count`).
-    let load = |q: usize, at: usize| unsafe { _mm512_maskz_loadu_ps(mask, rows.add(q * 2 * half + at)) };
-    // Columns 2j, 2j+2, 2j+1, 2j+3 of each row.
-    let d: [[__m512; 4]; 4] = from_fn(|q| [load(q, 0), load(q, 1), load(q, half), load(q, half + 1)]);
-    // Bᵀ d (rows), then (Bᵀ d) B (columns).
-    let e: [[__m512; 4]; 4] = [
-        from_fn(|c| _mm512_sub_ps(d[0][c], d[2][c])),
-        from_fn(|c| _mm512_add_ps(d[1][c], d[2][c])),
-        from_fn(|c| _mm512_sub_ps(d[2][c], d[1][c])),
-        from_fn(|c| _mm512_sub_ps(d[1][c], d[3][c])),
-    ];
-    for (a, [even, even_next, odd, odd_next]) in e.into_iter().enumerate() {
-        let v = [
-            _mm512_sub_ps(even, even_next),
-            _mm512_add_ps(odd, even_next),
-            _mm512_sub_ps(even_next, odd),
-            _mm512_sub_ps(odd, odd_next),
-        ];
-        for (b, v) in v.into_iter().enumerate() {
+    let load = |a: usize, b: usize| unsafe { _mm512_maskz_loadu_ps(mask, plane.add((a % 2 * 4 + b) * segment + a / 2 * row)) };
+    // d B (each row's columns combined), then Bᵀ (d B) (the rows combined).
+    let t: [[__m512; 4]; 4] = from_fn(|a| input_transform_2(from_fn(|b| load(a, b))));
+    for b in 0..4 {
+        for (a, v) in input_transform_2(from_fn(|a| t[a][b])).into_iter().enumerate() {
             // SAFETY: within the bounds the caller guarantees.
             unsafe { _mm512_mask_storeu_ps(out.add((4 * a + b) * stride), mask, v) };
         }
     }
 }
 
-/// `Y = Aᵀ M A` for `count` (≤ 16) tiles side by side, from `m[ξ·stride + j]`: the tiles'
-/// top rows interleaved into `top`, their bottom rows into `bottom` (if the output has that
-/// row), `pixels` (≤ 32) of each, plus `bias`.
+/// `dM_ξ = (A dY Aᵀ)_ξ` for `count` (≤ 16) tiles side by side, from the output gradient's
+/// grid (`grid + s·tiles` the segment `s`), into `out[ξ·stride + j]`.
 ///
 /// # Safety
-/// AVX-512F is available; `m` is readable at `ξ·stride + 0..count`, `top` and `bottom`
-/// writable for `pixels` floats.
+/// AVX-512F is available; each segment is readable at `0..count`, `out` writable at
+/// `ξ·stride + 0..count`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn output_tiles(m: *const f32, stride: usize, count: usize, bias: f32, top: *mut f32, bottom: Option<*mut f32>, pixels: usize) {
+unsafe fn output_grad_tiles(grid: *const f32, tiles: usize, count: usize, out: *mut f32, stride: usize) {
     let mask = lanes(count);
     // SAFETY: within the bounds the caller guarantees (masked to `count`).
-    let m: [__m512; 16] = from_fn(|xi| unsafe { _mm512_maskz_loadu_ps(mask, m.add(xi * stride)) });
-    // M A (columns), then Aᵀ (M A) (rows).
-    let s: [[__m512; 2]; 4] = from_fn(|a| {
-        let r = &m[4 * a..4 * a + 4];
-        [_mm512_add_ps(_mm512_add_ps(r[0], r[1]), r[2]), _mm512_sub_ps(_mm512_sub_ps(r[1], r[2]), r[3])]
-    });
-    let bias = _mm512_set1_ps(bias);
-    let top_row: [__m512; 2] = from_fn(|c| _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(s[0][c], s[1][c]), s[2][c]), bias));
-    let bottom_row: [__m512; 2] = from_fn(|c| _mm512_add_ps(_mm512_sub_ps(_mm512_sub_ps(s[1][c], s[2][c]), s[3][c]), bias));
-    let low = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
-    let high = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
-    let store = |target: *mut f32, [left, right]: [__m512; 2]| {
-        // SAFETY: within the bounds the caller guarantees (masked to `pixels`).
-        unsafe {
-            _mm512_mask_storeu_ps(target, lanes(pixels.min(16)), _mm512_permutex2var_ps(left, low, right));
-            _mm512_mask_storeu_ps(target.add(16), lanes(pixels.saturating_sub(16)), _mm512_permutex2var_ps(left, high, right));
-        }
-    };
-    store(top, top_row);
-    if let Some(bottom) = bottom {
-        store(bottom, bottom_row);
-    }
-}
-
-/// `dM_ξ = (A dY Aᵀ)_ξ` for `count` (≤ 16) tiles side by side, from two rows of the output
-/// gradient's grid (`rows`, `rows + 2·half`; even columns then odd ones), into
-/// `out[ξ·stride + j]`.
-///
-/// # Safety
-/// AVX-512F is available; each row is readable at `0..count` and `half..half + count`, `out`
-/// writable at `ξ·stride + 0..count`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn output_grad_tiles(rows: *const f32, half: usize, count: usize, out: *mut f32, stride: usize) {
-    let mask = lanes(count);
-    // SAFETY: within the bounds the caller guarantees (masked to `count`).
-    let load = |u: usize, at: usize| unsafe { _mm512_maskz_loadu_ps(mask, rows.add(u * 2 * half + at)) };
-    let d: [[__m512; 2]; 2] = from_fn(|u| [load(u, 0), load(u, half)]);
+    let load = |u: usize, c: usize| unsafe { _mm512_maskz_loadu_ps(mask, grid.add((2 * u + c) * tiles)) };
+    let d: [[__m512; 2]; 2] = from_fn(|u| [load(u, 0), load(u, 1)]);
     let zero = _mm512_setzero_ps();
     // A dY (rows), then (A dY) Aᵀ (columns).
     let t: [[__m512; 2]; 4] = [
@@ -534,6 +494,231 @@ unsafe fn output_grad_tiles(rows: *const f32, half: usize, count: usize, out: *m
         for (b, v) in v.into_iter().enumerate() {
             // SAFETY: within the bounds the caller guarantees.
             unsafe { _mm512_mask_storeu_ps(out.add((4 * a + b) * stride), mask, v) };
+        }
+    }
+}
+
+/// The lanes that `to_slots` loads and stores for one block of `16·M` pixels of a row.
+struct SlotLanes {
+    load: [u16; 4],
+    store: [u16; 6],
+}
+
+/// `to_slots`' lanes for the blocks of a row of `width` pixels into slot rows of `row`.
+fn slot_lanes<const M: usize>(width: usize, row: usize) -> Vec<SlotLanes> {
+    // Lanes `skip..count` of block `block`'s 16.
+    let between = |block: usize, skip: usize, count: usize| {
+        let lanes = |n: usize| ((1u32 << n.saturating_sub(16 * block).min(16)) - 1) as u16;
+        lanes(count) & !lanes(skip)
+    };
+    let phase = |k: usize| width.saturating_sub(k).div_ceil(M);
+    (0..width.div_ceil(16 * M))
+        .map(|block| {
+            let n = width - 16 * M * block;
+            SlotLanes {
+                load: from_fn(|q| if q < M { ((1u32 << n.saturating_sub(16 * q).min(16)) - 1) as u16 } else { 0 }),
+                store: from_fn(|b| match b {
+                    0 => between(block, 0, phase(M - 1).min(row - 1)),
+                    b if b <= M => between(block, 0, phase(b - 1)),
+                    b if b == M + 1 => between(block, 1, phase(0)),
+                    _ => 0,
+                }),
+            }
+        })
+        .collect()
+}
+
+/// Spreads a row of pixels over the `M + 2` segment rows (`slots`) of its padded row: pixel
+/// `c` is padded column `c + 1`, so the values at `c ≡ b - 1 (mod M)` go to `slots[b]` for
+/// `b` in `1..=M`, the last of those (`c ≡ M - 1`) also to `slots[0]` one place on (within
+/// a slot's row), and the first (`c ≡ 0`) also to `slots[M + 1]` one place back (their first
+/// value dropped), block by block with `lanes` (from `slot_lanes`).
+///
+/// # Safety
+/// AVX-512F is available; `source` is readable for the row's pixels, and each slot writable
+/// for a slot's row.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn to_slots<const M: usize>(source: *const f32, slots: [*mut f32; 6], lanes: &[SlotLanes]) {
+    for (block, lanes) in lanes.iter().enumerate() {
+        let source = source.wrapping_add(16 * M * block);
+        // SAFETY: the loads are masked to the row.
+        let v: [__m512; 4] = from_fn(|q| unsafe { _mm512_maskz_loadu_ps(lanes.load[q], source.wrapping_add(16 * q)) });
+        let phases: [__m512; 4] = from_fn(|k| {
+            let k = k as i32;
+            match M {
+                2 => _mm512_permutex2var_ps(v[0], _mm512_setr_epi32(k, k + 2, k + 4, k + 6, k + 8, k + 10, k + 12, k + 14, k + 16, k + 18, k + 20, k + 22, k + 24, k + 26, k + 28, k + 30), v[1]),
+                _ => {
+                    // Phase k of two vectors in the low eight lanes; two such halves put together.
+                    let pick = _mm512_setr_epi32(k, k + 4, k + 8, k + 12, k + 16, k + 20, k + 24, k + 28, 0, 0, 0, 0, 0, 0, 0, 0);
+                    _mm512_shuffle_f32x4::<0b01_00_01_00>(_mm512_permutex2var_ps(v[0], pick, v[1]), _mm512_permutex2var_ps(v[2], pick, v[3]))
+                }
+            }
+        });
+        let at = |slot: usize, shift: isize| slots[slot].wrapping_add(16 * block).wrapping_offset(shift);
+        // SAFETY: the stores are masked to the phases' values of the block, inside the slots'
+        // rows (the caller's contract).
+        unsafe {
+            for k in 0..M {
+                _mm512_mask_storeu_ps(at(k + 1, 0), lanes.store[k + 1], phases[k]);
+            }
+            _mm512_mask_storeu_ps(at(0, 1), lanes.store[0], phases[M - 1]);
+            _mm512_mask_storeu_ps(at(M + 1, -1), lanes.store[M + 1], phases[0]);
+        }
+    }
+}
+
+/// `Bᵀ` of F(4×4, 3×3) applied to six values (a column of the block, or a row).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn input_transform_4(d: [__m512; 6]) -> [__m512; 6] {
+    let (two, four, five) = (_mm512_set1_ps(2.0), _mm512_set1_ps(4.0), _mm512_set1_ps(5.0));
+    let (d31, d42) = (_mm512_sub_ps(d[3], d[1]), _mm512_sub_ps(d[4], d[2]));
+    [
+        _mm512_fmadd_ps(four, d[0], _mm512_fnmadd_ps(five, d[2], d[4])),
+        _mm512_fnmadd_ps(four, _mm512_add_ps(d[1], d[2]), _mm512_add_ps(d[3], d[4])),
+        _mm512_fmadd_ps(four, _mm512_sub_ps(d[1], d[2]), _mm512_sub_ps(d[4], d[3])),
+        _mm512_fmadd_ps(two, d31, d42),
+        _mm512_fnmadd_ps(two, d31, d42),
+        _mm512_fmadd_ps(four, d[1], _mm512_fnmadd_ps(five, d[3], d[5])),
+    ]
+}
+
+/// `Aᵀ` of F(4×4, 3×3) applied to six values (a row of the products, or a column).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn output_transform_4(x: [__m512; 6]) -> [__m512; 4] {
+    let (two, four, eight) = (_mm512_set1_ps(2.0), _mm512_set1_ps(4.0), _mm512_set1_ps(8.0));
+    let (sum12, difference12) = (_mm512_add_ps(x[1], x[2]), _mm512_sub_ps(x[1], x[2]));
+    let (sum34, difference34) = (_mm512_add_ps(x[3], x[4]), _mm512_sub_ps(x[3], x[4]));
+    [
+        _mm512_add_ps(_mm512_add_ps(x[0], sum12), sum34),
+        _mm512_fmadd_ps(two, difference34, difference12),
+        _mm512_fmadd_ps(four, sum34, sum12),
+        _mm512_fmadd_ps(eight, difference34, _mm512_add_ps(difference12, x[5])),
+    ]
+}
+
+/// `V_ξ` of F(4×4, 3×3) for `count` (≤ 16) tiles side by side, into `out[ξ·stride + j]`:
+/// position `(a, b)` of tile `j` read at `plane + (6·(a mod 4) + b)·segment + (a / 4)·row + j`.
+///
+/// # Safety
+/// AVX-512F is available; those reads are in bounds for `j < count`, and `out` writable at
+/// `ξ·stride + 0..count`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn input_tiles_4(plane: *const f32, segment: usize, row: usize, count: usize, out: *mut f32, stride: usize) {
+    let mask = lanes(count);
+    // SAFETY: within the bounds the caller guarantees (masked to `count`).
+    let load = |a: usize, b: usize| unsafe { _mm512_maskz_loadu_ps(mask, plane.add((a % 4 * 6 + b) * segment + a / 4 * row)) };
+    let (two, four, five) = (_mm512_set1_ps(2.0), _mm512_set1_ps(4.0), _mm512_set1_ps(5.0));
+    // Columns of d B two at a time (the whole block would not fit in the registers), each
+    // taken through Bᵀ over the rows.
+    // SAFETY (each): within the bounds the caller guarantees.
+    unsafe {
+        store_column_pair(
+            [0, 5],
+            from_fn(|a| [_mm512_fmadd_ps(four, load(a, 0), _mm512_fnmadd_ps(five, load(a, 2), load(a, 4))), _mm512_fmadd_ps(four, load(a, 1), _mm512_fnmadd_ps(five, load(a, 3), load(a, 5)))]),
+            out,
+            stride,
+            mask,
+        );
+        store_column_pair(
+            [1, 2],
+            from_fn(|a| {
+                let d: [__m512; 4] = from_fn(|b| load(a, b + 1));
+                [_mm512_fnmadd_ps(four, _mm512_add_ps(d[0], d[1]), _mm512_add_ps(d[2], d[3])), _mm512_fmadd_ps(four, _mm512_sub_ps(d[0], d[1]), _mm512_sub_ps(d[3], d[2]))]
+            }),
+            out,
+            stride,
+            mask,
+        );
+        store_column_pair(
+            [3, 4],
+            from_fn(|a| {
+                let d: [__m512; 4] = from_fn(|b| load(a, b + 1));
+                let (d31, d42) = (_mm512_sub_ps(d[2], d[0]), _mm512_sub_ps(d[3], d[1]));
+                [_mm512_fmadd_ps(two, d31, d42), _mm512_fnmadd_ps(two, d31, d42)]
+            }),
+            out,
+            stride,
+            mask,
+        );
+    }
+}
+
+/// Columns `b` of `d B` (`t[a][k]` for column `b[k]`) taken through `Bᵀ` over the rows, into
+/// `out[(6a + b)·stride + 0..16]` (the lanes of `mask`).
+///
+/// # Safety
+/// AVX-512F is available; `out` is writable there.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn store_column_pair(b: [usize; 2], t: [[__m512; 2]; 6], out: *mut f32, stride: usize, mask: __mmask16) {
+    for (k, b) in b.into_iter().enumerate() {
+        for (a, v) in input_transform_4(from_fn(|a| t[a][k])).into_iter().enumerate() {
+            // SAFETY: within the bounds the caller guarantees.
+            unsafe { _mm512_mask_storeu_ps(out.add((6 * a + b) * stride), mask, v) };
+        }
+    }
+}
+
+/// `Y = Aᵀ M A` of F(4×4, 3×3) for `count` (≤ 16) tiles side by side, from
+/// `m[ξ·stride + j]`, plus `bias`: pixel `(r, c)` of tile `j` to `out[(4r + c)·out_stride + j]`.
+///
+/// # Safety
+/// AVX-512F is available; `m` is readable at `ξ·stride + 0..count`, `out` writable at
+/// `p·out_stride + 0..count` for the 16 pixels `p`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn output_tiles_4(m: *const f32, stride: usize, count: usize, bias: f32, out: *mut f32, out_stride: usize) {
+    let mask = lanes(count);
+    // M A (each row's columns combined). SAFETY: within the bounds the caller guarantees
+    // (masked to `count`).
+    let s: [[__m512; 4]; 6] = from_fn(|a| output_transform_4(from_fn(|b| unsafe { _mm512_maskz_loadu_ps(mask, m.add((6 * a + b) * stride)) })));
+    let bias = _mm512_set1_ps(bias);
+    // Aᵀ (M A), column by column.
+    for c in 0..4 {
+        for (r, y) in output_transform_4(from_fn(|a| s[a][c])).into_iter().enumerate() {
+            // SAFETY: within the bounds the caller guarantees.
+            unsafe { _mm512_mask_storeu_ps(out.add((4 * r + c) * out_stride), mask, _mm512_add_ps(y, bias)) };
+        }
+    }
+}
+
+/// One output row from four runs of `tiles` pixels (`source + c·stride` holding the pixels
+/// `4j + c`): `width` (≤ 4·tiles) floats into `target`.
+///
+/// # Safety
+/// AVX-512F is available; each run is readable for `tiles` floats, `target` writable for
+/// `width`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn interleave_4(source: *const f32, stride: usize, tiles: usize, target: *mut f32, width: usize) {
+    let pairs_low = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    let pairs_high = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    let quads_low = _mm512_setr_epi32(0, 1, 16, 17, 2, 3, 18, 19, 4, 5, 20, 21, 6, 7, 22, 23);
+    let quads_high = _mm512_setr_epi32(8, 9, 24, 25, 10, 11, 26, 27, 12, 13, 28, 29, 14, 15, 30, 31);
+    for first in (0..tiles).step_by(16) {
+        let mask = lanes((tiles - first).min(16));
+        // SAFETY: within the bounds the caller guarantees (masked to `tiles`).
+        let c: [__m512; 4] = from_fn(|c| unsafe { _mm512_maskz_loadu_ps(mask, source.add(c * stride + first)) });
+        // Pixels 4j and 4j + 1 interleaved, and 4j + 2 and 4j + 3; then the pairs interleaved.
+        let (first_pairs, second_pairs) = (_mm512_permutex2var_ps(c[0], pairs_low, c[1]), _mm512_permutex2var_ps(c[0], pairs_high, c[1]));
+        let (third_pairs, fourth_pairs) = (_mm512_permutex2var_ps(c[2], pairs_low, c[3]), _mm512_permutex2var_ps(c[2], pairs_high, c[3]));
+        let out = [
+            _mm512_permutex2var_ps(first_pairs, quads_low, third_pairs),
+            _mm512_permutex2var_ps(first_pairs, quads_high, third_pairs),
+            _mm512_permutex2var_ps(second_pairs, quads_low, fourth_pairs),
+            _mm512_permutex2var_ps(second_pairs, quads_high, fourth_pairs),
+        ];
+        let pixels = width.saturating_sub(4 * first);
+        for (q, out) in out.into_iter().enumerate() {
+            // SAFETY: within the bounds the caller guarantees (masked to `width`).
+            unsafe { _mm512_mask_storeu_ps(target.wrapping_add(4 * first + 16 * q), lanes(pixels.saturating_sub(16 * q).min(16)), out) };
         }
     }
 }
