@@ -532,7 +532,7 @@ mod tests {
             // for the weight gradient). Heights and widths not multiples of 4 or of 2 (tiles cut
             // off at the last rows and columns), 3 and 5 images (tasks of 2 and 3 images, the
             // last one short), 18 tiles to a row (a block of 16 and one of 2) of either size,
-            // an image of 156 F(4×4) tiles (bands of 10 tile rows and of 3), a transposed one.
+            // an image of 156 F(4×4) tiles (bands of 5, 5 and 3 tile rows), a transposed one.
             ([3, 16, 7, 9], [17, 16, 3, 3], Op::Conv(ConvOptions::new([1, 1], [1, 1], [1, 1], 1))),
             ([5, 20, 14, 12], [16, 20, 3, 3], Op::Conv(ConvOptions::new([1, 1], [1, 1], [1, 1], 1))),
             ([2, 16, 5, 35], [16, 16, 3, 3], Op::Conv(ConvOptions::new([1, 1], [1, 1], [1, 1], 1))),

@@ -34,7 +34,7 @@ use super::kernel_shared::{SharedMut, for_each_task, gemm, threads};
 use core::arch::x86_64::*;
 
 /// Tiles (of all of a task's images) that a task's products aim to span.
-const COLUMNS: usize = 128;
+const COLUMNS: usize = 64;
 
 /// Kernels per task of the weights' transforms.
 const KERNELS_PER_TASK: usize = 1024;
