@@ -56,18 +56,6 @@ pub(super) enum Weights {
     Adjoint,
 }
 
-/// Whether this machine runs the direct kernel (AVX-512).
-pub(super) fn available() -> bool {
-    #[cfg(all(target_arch = "x86_64", feature = "std"))]
-    {
-        std::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(all(target_arch = "x86_64", feature = "std")))]
-    {
-        false
-    }
-}
-
 impl Same3x3 {
     /// The convolution that computes this one's input gradient: the channel counts swapped
     /// (read with `Weights::Adjoint`).
@@ -130,7 +118,7 @@ impl Same3x3 {
     }
 
     /// The convolution of `x` (`[batch, inputs, height, width]`), plus each output channel's
-    /// `bias`: `[batch, outputs, height, width]`. Call only where `available()`.
+    /// `bias`: `[batch, outputs, height, width]`. Call only where `avx512_available()`.
     pub(super) fn run(&self, x: &[f32], w: &[f32], weights: Weights, bias: Option<&[f32]>) -> Vec<f32> {
         let packed = self.pack(w, weights);
         let (plane_len, out_len) = (self.height * self.width, self.outputs * self.height * self.width);
@@ -144,7 +132,7 @@ impl Same3x3 {
             for block in 0..blocks {
                 let weights = &packed[block * self.inputs * 9 * CHANNELS..][..self.inputs * 9 * CHANNELS];
                 for pixels in 0..self.pixel_blocks() {
-                    // SAFETY: `available()` holds (the caller's contract); the block reads
+                    // SAFETY: `avx512_available()` holds (the caller's contract); the block reads
                     // `padded` up to `pixels·48 + 48 + 2·row + 2 ≤ plane` per input and writes
                     // `staged` within its 8 rows of `grid`.
                     #[cfg(target_arch = "x86_64")]
@@ -193,7 +181,7 @@ impl Same3x3 {
     /// gradient `dy`: `dW[o, i, kh, kw] = Σ_q dy[o, q] · x_padded[i, q + kh·row + kw]` over the
     /// grid, `dy` put on the grid with zeros in its padding columns. Each thread sums a share
     /// of the batch, still as 16-lane vectors, and the lanes and shares are added at the end.
-    /// Call only where `available()` and `weight_grad_fits()`.
+    /// Call only where `avx512_available()` and `weight_grad_fits()`.
     pub(super) fn weight_grad(&self, x: &[f32], dy: &[f32]) -> Vec<f32> {
         let (plane_len, grid) = (self.height * self.width, self.grid());
         let blocks = self.outputs.div_ceil(GRADIENT_OUTPUTS);
@@ -215,7 +203,7 @@ impl Same3x3 {
                     for input in 0..self.inputs {
                         let at = (block * self.inputs + input) * GRADIENT_OUTPUTS * 9 * 16;
                         let offsets = (block * GRADIENT_OUTPUTS * grid, input * self.plane());
-                        // SAFETY: `available()` holds (the caller's contract); the reads stay in
+                        // SAFETY: `avx512_available()` holds (the caller's contract); the reads stay in
                         // each `dy_grids` entry's three rows of `grid` from `offsets.0` and in the
                         // input's padded plane from `offsets.1` (`grid + 2·row + 2 ≤ plane`), the
                         // writes in this block's 27 vectors.

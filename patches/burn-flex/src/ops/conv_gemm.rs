@@ -23,9 +23,11 @@ use burn_backend::DType;
 use burn_backend::ops::{ConvOptions, ConvTransposeOptions};
 use burn_std::{Bytes, Shape, f16};
 
-use super::conv_direct::{self, Same3x3, Weights};
+#[cfg(target_arch = "x86_64")]
+use super::conv_direct::{Same3x3, Weights};
+#[cfg(target_arch = "x86_64")]
 use super::conv_winograd::Winograd;
-use super::kernel_shared::{Scalar, SharedMut, back_to, for_each_task, gemm, threads, to_f32};
+use super::kernel_shared::{Scalar, SharedMut, avx512_available, back_to, for_each_task, gemm, threads, to_f32};
 use crate::{FlexTensor, Layout};
 
 /// The most column-matrix bytes one task builds at a time.
@@ -79,6 +81,7 @@ impl Geometry {
 
     /// The convolutions that `conv_winograd` and `conv_direct` compute: f32 on an AVX-512
     /// machine, 3×3, stride 1, padding 1 all round, no dilation, one group.
+    #[cfg(target_arch = "x86_64")]
     fn same_3x3<T: Scalar>(&self) -> Option<Same3x3> {
         let applies = T::dtype() == DType::F32
             && self.kernel == [3, 3]
@@ -87,7 +90,7 @@ impl Geometry {
             && self.dilation == [1, 1]
             && self.groups == 1
             && self.out == [self.height, self.width]
-            && conv_direct::available();
+            && avx512_available();
         applies.then_some(Same3x3 {
             batch: self.batch,
             inputs: self.channels_in,
@@ -100,12 +103,14 @@ impl Geometry {
     /// Winograd's F(M×M, 3×3) (`conv_winograd`), where it applies and there are enough
     /// channels (`Winograd::worthwhile`): M = 4 for the convolution and its input gradient,
     /// 2 for the weight gradient.
+    #[cfg(target_arch = "x86_64")]
     fn winograd<T: Scalar, const M: usize>(&self) -> Option<Winograd<M>> {
         self.same_3x3::<T>().map(Winograd).filter(Winograd::worthwhile)
     }
 
     /// The direct kernel (`conv_direct`), where it applies and the images are large enough
     /// (`Same3x3::worthwhile`).
+    #[cfg(target_arch = "x86_64")]
     fn direct<T: Scalar>(&self) -> Option<Same3x3> {
         self.same_3x3::<T>().filter(Same3x3::worthwhile)
     }
@@ -129,7 +134,7 @@ impl Geometry {
     /// up-sampling layers), f32 on an AVX-512 machine: `col2im_halves` applies.
     fn halves<T: Scalar>(&self) -> bool {
         T::dtype() == DType::F32
-            && conv_direct::available()
+            && avx512_available()
             && self.kernel == [4, 4]
             && self.stride == [2, 2]
             && self.padding == [1, 1]
@@ -361,8 +366,8 @@ unsafe fn col2im_halves(g: &Geometry, col: &[f32], images: usize, dx: &mut [f32]
 /// kernel overhangs).
 fn gather<T: Scalar>(plane: &[T], table: &[u32], col: &mut [T]) {
     #[cfg(target_arch = "x86_64")]
-    if T::dtype() == DType::F32 && plane.len() <= i32::MAX as usize && conv_direct::available() {
-        // SAFETY: AVX-512F is available (`available()`); the plane's indices fit in i32.
+    if T::dtype() == DType::F32 && plane.len() <= i32::MAX as usize && avx512_available() {
+        // SAFETY: AVX-512F is available (`avx512_available()`); the plane's indices fit in i32.
         return unsafe { gather_avx512(bytemuck::cast_slice(plane), table, bytemuck::cast_slice_mut(col)) };
     }
     for (out, &at) in col.iter_mut().zip(table) {
@@ -712,9 +717,11 @@ fn forward<T: Scalar>(g: &Geometry, x: &[T], w: &[T], bias: Option<&[T]>) -> Vec
         }
         return y;
     }
+    #[cfg(target_arch = "x86_64")]
     if let Some(winograd) = g.winograd::<T, 4>() {
         return as_t(winograd.run(as_f32(x), as_f32(w), Weights::AsGiven, bias.map(as_f32)));
     }
+    #[cfg(target_arch = "x86_64")]
     if let Some(direct) = g.direct::<T>() {
         return as_t(direct.run(as_f32(x), as_f32(w), Weights::AsGiven, bias.map(as_f32)));
     }
@@ -778,9 +785,11 @@ fn forward<T: Scalar>(g: &Geometry, x: &[T], w: &[T], bias: Option<&[T]>) -> Vec
 /// With a `bias` (a transposed convolution's), each image's channel planes start from their
 /// bias instead of zero.
 fn input_grad<T: Scalar>(g: &Geometry, w: &[T], dy: &[T], bias: Option<&[T]>) -> Vec<T> {
+    #[cfg(target_arch = "x86_64")]
     if let Some(winograd) = g.winograd::<T, 4>() {
         return as_t(Winograd::<4>(winograd.adjoint()).run(as_f32(dy), as_f32(w), Weights::Adjoint, bias.map(as_f32)));
     }
+    #[cfg(target_arch = "x86_64")]
     if let Some(direct) = g.direct::<T>() {
         return as_t(direct.adjoint().run(as_f32(dy), as_f32(w), Weights::Adjoint, bias.map(as_f32)));
     }
@@ -833,9 +842,11 @@ fn input_grad<T: Scalar>(g: &Geometry, w: &[T], dy: &[T], bias: Option<&[T]>) ->
 /// `dW[co, K] = Σ_n dY_n[co, P] · col(X_n)[K, P]ᵀ`: each worker sums a share of the
 /// batch into its own copy, and the copies are added at the end.
 fn weight_grad<T: Scalar>(g: &Geometry, x: &[T], dy: &[T]) -> Vec<T> {
+    #[cfg(target_arch = "x86_64")]
     if let Some(winograd) = g.winograd::<T, 2>() {
         return as_t(winograd.weight_grad(as_f32(x), as_f32(dy)));
     }
+    #[cfg(target_arch = "x86_64")]
     if let Some(direct) = g.direct::<T>().filter(Same3x3::weight_grad_fits) {
         return as_t(direct.weight_grad(as_f32(x), as_f32(dy)));
     }
@@ -884,11 +895,13 @@ fn weight_grad<T: Scalar>(g: &Geometry, x: &[T], dy: &[T]) -> Vec<T> {
 }
 
 /// An f32 slice seen as one (for `Geometry::same_3x3`, which holds only for f32).
+#[cfg(target_arch = "x86_64")]
 fn as_f32<T: Scalar>(values: &[T]) -> &[f32] {
     bytemuck::cast_slice(values)
 }
 
 /// The direct kernel's f32 output as `Vec<T>` (for `Geometry::same_3x3`: `T` is f32).
+#[cfg(target_arch = "x86_64")]
 fn as_t<T: Scalar>(values: Vec<f32>) -> Vec<T> {
     assert_eq!(T::dtype(), DType::F32);
     let mut values = core::mem::ManuallyDrop::new(values);

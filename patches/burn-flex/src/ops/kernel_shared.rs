@@ -156,3 +156,16 @@ pub(super) fn back_to(dtype: DType, t: FlexTensor) -> FlexTensor {
         _ => t,
     }
 }
+
+/// Whether this machine runs the AVX-512 kernels (`conv_direct`, `conv_winograd`, the gathers
+/// and col2im of `conv_gemm`, `max_pool2d`'s); those modules are compiled on x86-64 alone.
+pub(super) fn avx512_available() -> bool {
+    #[cfg(all(target_arch = "x86_64", feature = "std"))]
+    {
+        std::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(all(target_arch = "x86_64", feature = "std")))]
+    {
+        false
+    }
+}

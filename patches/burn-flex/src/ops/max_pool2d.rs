@@ -63,7 +63,7 @@ where
     let pool_plane = |p: usize, values: &mut [T], indices: &mut [i64]| {
         let plane = &data[p * h * w..][..h * w];
         #[cfg(target_arch = "x86_64")]
-        if stride[1] == 2 && T::dtype() == DType::F32 && h * w <= i32::MAX as usize && super::conv_direct::available() {
+        if stride[1] == 2 && T::dtype() == DType::F32 && h * w <= i32::MAX as usize && super::kernel_shared::avx512_available() {
             assert!(plane.len() == h * w && values.len() == out_len && indices.len() == if with_indices { out_len } else { 0 });
             let (plane, values) = (plane.as_ptr().cast(), values.as_mut_ptr().cast());
             // SAFETY: AVX-512F is available; T is f32; the sizes are the pooling's (asserted),

@@ -98,8 +98,10 @@ pub mod comparison;
 #[macro_use]
 mod conv_common;
 pub mod conv;
+#[cfg(target_arch = "x86_64")]
 mod conv_direct;
 mod conv_gemm;
+#[cfg(target_arch = "x86_64")]
 mod conv_winograd;
 mod kernel_shared;
 pub mod conv_transpose;
