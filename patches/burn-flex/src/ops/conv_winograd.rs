@@ -17,9 +17,12 @@
 //! the forward computation: `dU_ξ = Σ_tiles dM_ξ · V_ξᵀ` with `dM = A dY Aᵀ`, then
 //! `dg = Gᵀ dU G`.
 //!
-//! Each padded input row is stored in m phases, its columns `≡ 0 (mod m)` first, then those
-//! `≡ 1`, and so on (each output-gradient row of F(2×2) the same way): the tiles of a row
-//! start m columns apart, so the transforms then read contiguous runs and vectorise.
+//! The transforms run over 16 tiles at a time, one to a vector lane. So that every lane is
+//! a tile on small images too (a 28×28 image has 7 tiles of 4×4 to a row), each padded input
+//! plane is stored as segments, one per (row mod m, column offset in the block), in which the
+//! tiles of a band follow one another row after row (`Winograd::padded_plane`); the output
+//! gradient of F(2×2) likewise (`dy_on_grid`). The output goes through a buffer by position
+//! in the tile, then into its rows (`interleave_4`).
 
 use alloc::vec;
 use alloc::vec::Vec;
