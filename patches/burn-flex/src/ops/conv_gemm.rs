@@ -787,7 +787,7 @@ fn forward<T: Scalar>(g: &Geometry, x: &[T], w: &[T], bias: Option<&[T]>) -> Vec
 fn input_grad<T: Scalar>(g: &Geometry, w: &[T], dy: &[T], bias: Option<&[T]>) -> Vec<T> {
     #[cfg(target_arch = "x86_64")]
     if let Some(winograd) = g.winograd::<T, 4>() {
-        return as_t(Winograd::<4>(winograd.adjoint()).run(as_f32(dy), as_f32(w), Weights::Adjoint, bias.map(as_f32)));
+        return as_t(Winograd::<4>(winograd.0.adjoint()).run(as_f32(dy), as_f32(w), Weights::Adjoint, bias.map(as_f32)));
     }
     #[cfg(target_arch = "x86_64")]
     if let Some(direct) = g.direct::<T>() {

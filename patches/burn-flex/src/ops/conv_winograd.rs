@@ -42,18 +42,11 @@ const COLUMNS: usize = 64;
 /// Kernels per task of the weights' transforms.
 const KERNELS_PER_TASK: usize = 1024;
 
-/// A 3×3 convolution with stride 1 and padding 1 (the direct kernel's geometry, whose
-/// fields it reads through `Deref`), computed in tiles of `M`×`M` output pixels (2 or 4).
+/// A 3×3 convolution with stride 1 and padding 1 (the direct kernel's geometry), computed in
+/// tiles of `M`×`M` output pixels (2 or 4). No `Deref` to the geometry: a method missing here
+/// must not quietly become the direct kernel's.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Winograd<const M: usize>(pub(super) Same3x3);
-
-impl<const M: usize> core::ops::Deref for Winograd<M> {
-    type Target = Same3x3;
-
-    fn deref(&self) -> &Same3x3 {
-        &self.0
-    }
-}
 
 /// A task's share of the batch: whole images, or a band of one image's tile rows.
 struct Part {
@@ -70,8 +63,12 @@ fn uninit(len: usize) -> Vec<MaybeUninit<f32>> {
 }
 
 impl<const M: usize> Winograd<M> {
-    /// Side of the transformed block: the tile and the kernel's reach around it.
-    const ALPHA: usize = M + 2;
+    /// Side of the transformed block: the tile and the kernel's reach around it. The
+    /// transforms exist for tiles of 2 and 4 (any other `M` fails to compile here).
+    const ALPHA: usize = {
+        assert!(M == 2 || M == 4, "Winograd tiles are 2×2 or 4×4");
+        M + 2
+    };
 
     /// Positions ξ of the transformed block: the products per task.
     const POSITIONS: usize = Self::ALPHA * Self::ALPHA;
@@ -81,15 +78,15 @@ impl<const M: usize> Winograd<M> {
     /// the weights' transform and products a few tiles wide cost more than im2col + gemm
     /// sharing an image's rows out (`resnet-small` at batch 1: ~290 images/s against ~360).
     pub(super) fn worthwhile(&self) -> bool {
-        self.inputs >= 16 && self.outputs >= 16 && self.batch >= threads()
+        self.0.inputs >= 16 && self.0.outputs >= 16 && self.0.batch >= threads()
     }
 
     fn tiles_high(&self) -> usize {
-        self.height.div_ceil(M)
+        self.0.height.div_ceil(M)
     }
 
     fn tiles_wide(&self) -> usize {
-        self.width.div_ceil(M)
+        self.0.width.div_ceil(M)
     }
 
     fn tiles(&self) -> usize {
@@ -136,10 +133,10 @@ impl<const M: usize> Winograd<M> {
     /// kernels are turned by 180°). Shared out between the threads: ResNet-18's 512 × 512
     /// kernels on the calling thread alone were 6% of its inference.
     fn transform_weights(&self, w: &[f32], weights: Weights) -> (Vec<f32>, (usize, usize)) {
-        let kernels = self.outputs * self.inputs;
+        let kernels = self.0.outputs * self.0.inputs;
         let strides = match weights {
-            Weights::AsGiven => (1, self.inputs),
-            Weights::Adjoint => (self.outputs, 1),
+            Weights::AsGiven => (1, self.0.inputs),
+            Weights::Adjoint => (self.0.outputs, 1),
         };
         let positions = Self::POSITIONS;
         let mut u = Vec::<f32>::with_capacity(positions * kernels);
@@ -180,20 +177,20 @@ impl<const M: usize> Winograd<M> {
     /// the image's pixels are written) and transformed while it is in cache.
     fn transform_input(&self, image: &[f32], padded: &mut [f32], v: &mut [MaybeUninit<f32>], columns: usize, column: usize, tile_rows: &Range<usize>) {
         let (tiles_wide, segment) = (self.tiles_wide(), self.segment());
-        assert!(v.len() >= Self::POSITIONS * self.inputs * columns && padded.len() >= self.padded_plane());
+        assert!(v.len() >= Self::POSITIONS * self.0.inputs * columns && padded.len() >= self.padded_plane());
         // The image rows that tile rows `i` read: M·i - 1 to M·i + M.
-        let image_rows = (M * tile_rows.start).saturating_sub(1)..(M * tile_rows.end + 1).min(self.height);
+        let image_rows = (M * tile_rows.start).saturating_sub(1)..(M * tile_rows.end + 1).min(self.0.height);
         let (start, end) = (tile_rows.start * tiles_wide, tile_rows.end * tiles_wide);
         let target = padded.as_mut_ptr();
-        let lanes = slot_lanes::<M>(self.width, tiles_wide);
-        for (input, plane) in image.chunks_exact(self.height * self.width).enumerate() {
+        let lanes = slot_lanes::<M>(self.0.width, tiles_wide);
+        for (input, plane) in image.chunks_exact(self.0.height * self.0.width).enumerate() {
             for r in image_rows.clone() {
                 // Image pixel (r, c) is padded pixel (r + 1, c + 1).
                 let row = target.wrapping_add((r + 1) % M * Self::ALPHA * segment + (r + 1) / M * tiles_wide);
                 let slots = from_fn(|b| row.wrapping_add(b.min(Self::ALPHA - 1) * segment));
                 // SAFETY: AVX-512F (the caller's contract); the row is in the plane, the slots'
                 // rows in the padded plane.
-                unsafe { to_slots::<M>(plane[r * self.width..].as_ptr(), slots, &lanes) };
+                unsafe { to_slots::<M>(plane[r * self.0.width..].as_ptr(), slots, &lanes) };
             }
             let out = v[input * Self::POSITIONS * columns + column..].as_mut_ptr().cast::<f32>();
             for first in (start..end).step_by(16) {
@@ -218,10 +215,10 @@ impl Winograd<4> {
     /// those tiles written whole), plus each channel's `bias`. Each channel's pixels go to
     /// `pixels` first (`[16, columns]`: by position in their tile), then to their rows.
     fn transform_output(&self, m: &[MaybeUninit<f32>], columns: usize, part: &Part, y: SharedMut<f32>, bias: Option<&[f32]>, pixels: &mut [MaybeUninit<f32>]) {
-        let (tiles_wide, width, plane_len) = (self.tiles_wide(), self.width, self.height * self.width);
+        let (tiles_wide, width, plane_len) = (self.tiles_wide(), self.0.width, self.0.height * self.0.width);
         let per_image = part.rows.len() * tiles_wide;
-        assert!(m.len() >= Self::POSITIONS * self.outputs * columns && pixels.len() >= 16 * columns);
-        for output in 0..self.outputs {
+        assert!(m.len() >= Self::POSITIONS * self.0.outputs * columns && pixels.len() >= 16 * columns);
+        for output in 0..self.0.outputs {
             let bias = bias.map_or(0.0, |bias| bias[output]);
             let m = m[output * Self::POSITIONS * columns..].as_ptr().cast::<f32>();
             for first in (0..columns).step_by(16) {
@@ -231,9 +228,9 @@ impl Winograd<4> {
             }
             let pixels = pixels.as_ptr().cast::<f32>();
             for (n, image) in part.images.clone().enumerate() {
-                let plane = (image * self.outputs + output) * plane_len;
+                let plane = (image * self.0.outputs + output) * plane_len;
                 for (k, i) in part.rows.clone().enumerate() {
-                    for r in (0..4).take_while(|r| 4 * i + r < self.height) {
+                    for r in (0..4).take_while(|r| 4 * i + r < self.0.height) {
                         let row = plane + (4 * i + r) * width;
                         // SAFETY: the rows of this part's tiles belong to its task alone.
                         let target = unsafe { y.uninit(row..row + width) }.as_mut_ptr().cast();
@@ -250,19 +247,19 @@ impl Winograd<4> {
     /// `bias`: `[batch, outputs, height, width]`. Call only where AVX-512F is available.
     pub(super) fn run(&self, x: &[f32], w: &[f32], weights: Weights, bias: Option<&[f32]>) -> Vec<f32> {
         let (u, u_strides) = self.transform_weights(w, weights);
-        let (x_len, y_len) = (self.inputs * self.height * self.width, self.outputs * self.height * self.width);
+        let (x_len, y_len) = (self.0.inputs * self.0.height * self.0.width, self.0.outputs * self.0.height * self.0.width);
         let positions = Self::POSITIONS;
         // Every thread gets parts.
-        let parts = self.parts(0..self.batch, self.batch.div_ceil(threads()));
+        let parts = self.parts(0..self.0.batch, self.0.batch.div_ceil(threads()));
         let most = parts.iter().map(|part| self.columns(part)).max().unwrap_or(0);
-        let mut y = Vec::<f32>::with_capacity(self.batch * y_len);
+        let mut y = Vec::<f32>::with_capacity(self.0.batch * y_len);
         let y_ptr = SharedMut(y.as_mut_ptr());
         // `padded` (zeroed once per run of tasks: its border is never written).
         for_each_task(parts.len(), self.padded_plane(), |task, padded: &mut [f32]| {
             let part = &parts[task];
             let (columns, per_image) = (self.columns(part), part.rows.len() * self.tiles_wide());
             // Written whole (by the transforms, by the products) before they are read.
-            let (mut v, mut m, mut pixels) = (uninit(positions * self.inputs * most), uninit(positions * self.outputs * most), uninit(16 * most));
+            let (mut v, mut m, mut pixels) = (uninit(positions * self.0.inputs * most), uninit(positions * self.0.outputs * most), uninit(16 * most));
             for (n, image) in part.images.clone().enumerate() {
                 self.transform_input(&x[image * x_len..][..x_len], padded, &mut v, columns, n * per_image, &part.rows);
             }
@@ -272,11 +269,11 @@ impl Winograd<4> {
                 // (the same), all inside their buffers.
                 unsafe {
                     gemm(
-                        [self.outputs, columns, self.inputs],
+                        [self.0.outputs, columns, self.0.inputs],
                         m[xi * columns..].as_mut_ptr().cast(),
                         positions * columns,
                         false,
-                        (u[xi * self.outputs * self.inputs..].as_ptr(), u_strides.0, u_strides.1),
+                        (u[xi * self.0.outputs * self.0.inputs..].as_ptr(), u_strides.0, u_strides.1),
                         (v[xi * columns..].as_ptr().cast(), 1, positions * columns),
                         gemm::Parallelism::None,
                     )
@@ -285,7 +282,7 @@ impl Winograd<4> {
             self.transform_output(&m, columns, part, y_ptr, bias, &mut pixels);
         });
         // SAFETY: the parts cover every row of every image's output planes.
-        unsafe { y.set_len(self.batch * y_len) };
+        unsafe { y.set_len(self.0.batch * y_len) };
         y
     }
 }
@@ -305,10 +302,10 @@ impl Winograd<2> {
     /// the tiles reach past the output (never written).
     fn dy_on_grid(&self, dy: &[f32], grid: &mut [f32], tile_rows: &Range<usize>) {
         let (tiles_wide, tiles) = (self.tiles_wide(), self.tiles());
-        let rows = 2 * tile_rows.start..(2 * tile_rows.end).min(self.height);
-        for (plane, target) in dy.chunks_exact(self.height * self.width).zip(grid.chunks_exact_mut(4 * tiles)) {
+        let rows = 2 * tile_rows.start..(2 * tile_rows.end).min(self.0.height);
+        for (plane, target) in dy.chunks_exact(self.0.height * self.0.width).zip(grid.chunks_exact_mut(4 * tiles)) {
             let target = target.as_mut_ptr();
-            for (r, source) in plane.chunks_exact(self.width).enumerate().take(rows.end).skip(rows.start) {
+            for (r, source) in plane.chunks_exact(self.0.width).enumerate().take(rows.end).skip(rows.start) {
                 let at = |c: usize| target.wrapping_add((r % 2 * 2 + c) * tiles + r / 2 * tiles_wide);
                 // SAFETY: AVX-512F (the caller's contract); each segment row holds
                 // `⌈width/2⌉` floats.
@@ -322,7 +319,7 @@ impl Winograd<2> {
     fn transform_output_grad(&self, grid: &[f32], dm: &mut [MaybeUninit<f32>], columns: usize, column: usize, tile_rows: &Range<usize>) {
         let tiles = self.tiles();
         let (start, end) = (tile_rows.start * self.tiles_wide(), tile_rows.end * self.tiles_wide());
-        assert!(dm.len() >= 16 * self.outputs * columns && grid.len() >= self.outputs * 4 * tiles);
+        assert!(dm.len() >= 16 * self.0.outputs * columns && grid.len() >= self.0.outputs * 4 * tiles);
         for (output, plane) in grid.chunks_exact(4 * tiles).enumerate() {
             let out = dm[output * 16 * columns + column..].as_mut_ptr().cast::<f32>();
             for first in (start..end).step_by(16) {
@@ -337,20 +334,20 @@ impl Winograd<2> {
     /// gradient `dy`. Each thread sums `dU` over a share of the batch; the shares are added
     /// and taken back through `Gᵀ dU G` at the end.
     pub(super) fn weight_grad(&self, x: &[f32], dy: &[f32]) -> Vec<f32> {
-        let (x_len, dy_len) = (self.inputs * self.height * self.width, self.outputs * self.height * self.width);
-        let u_len = 16 * self.outputs * self.inputs;
-        let shares = threads().min(self.batch).max(1);
-        let per_share = self.batch.div_ceil(shares);
-        let (padded_len, grid_len) = (self.padded_plane(), self.outputs * 4 * self.tiles());
+        let (x_len, dy_len) = (self.0.inputs * self.0.height * self.0.width, self.0.outputs * self.0.height * self.0.width);
+        let u_len = 16 * self.0.outputs * self.0.inputs;
+        let shares = threads().min(self.0.batch).max(1);
+        let per_share = self.0.batch.div_ceil(shares);
+        let (padded_len, grid_len) = (self.padded_plane(), self.0.outputs * 4 * self.tiles());
         let mut partials = vec![0.0f32; shares * u_len];
         let share = |(share, partial): (usize, &mut [f32])| {
-            let parts = self.parts(share * per_share..((share + 1) * per_share).min(self.batch), per_share);
+            let parts = self.parts(share * per_share..((share + 1) * per_share).min(self.0.batch), per_share);
             let most = parts.iter().map(|part| self.columns(part)).max().unwrap_or(0);
             // Zeroed: the borders of `padded` and `grid` are never written.
             let mut scratch = vec![0.0f32; padded_len + grid_len];
             let (padded, grid) = scratch.split_at_mut(padded_len);
             // Written whole by the transforms before the products read them.
-            let (mut v, mut dm) = (uninit(16 * self.inputs * most), uninit(16 * self.outputs * most));
+            let (mut v, mut dm) = (uninit(16 * self.0.inputs * most), uninit(16 * self.0.outputs * most));
             for part in &parts {
                 let (columns, per_image) = (self.columns(part), part.rows.len() * self.tiles_wide());
                 for (n, image) in part.images.clone().enumerate() {
@@ -364,9 +361,9 @@ impl Winograd<2> {
                     // all inside their buffers.
                     unsafe {
                         gemm(
-                            [self.outputs, self.inputs, columns],
-                            partial[xi * self.outputs * self.inputs..].as_mut_ptr(),
-                            self.inputs,
+                            [self.0.outputs, self.0.inputs, columns],
+                            partial[xi * self.0.outputs * self.0.inputs..].as_mut_ptr(),
+                            self.0.inputs,
                             true,
                             (dm[xi * columns..].as_ptr().cast(), 1, 16 * columns),
                             (v[xi * columns..].as_ptr().cast(), 16 * columns, 1),
@@ -385,7 +382,7 @@ impl Winograd<2> {
         partials.chunks_mut(u_len).enumerate().for_each(share);
         // Each kernel's 16 sums over the shares, taken back through Gᵀ dU G, in tasks across
         // the threads (ResNet-18's last layers have 512 × 512 kernels).
-        let kernels = self.outputs * self.inputs;
+        let kernels = self.0.outputs * self.0.inputs;
         let mut dw = Vec::<f32>::with_capacity(kernels * 9);
         let dw_ptr = SharedMut(dw.as_mut_ptr());
         // Gᵀ applied to four values: [a0 + (a1 + a2)/2, (a1 - a2)/2, (a1 + a2)/2 + a3].
