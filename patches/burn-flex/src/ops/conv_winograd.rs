@@ -508,15 +508,15 @@ struct SlotLanes {
 fn slot_lanes<const M: usize>(width: usize, row: usize) -> Vec<SlotLanes> {
     // Lanes `skip..count` of block `block`'s 16.
     let between = |block: usize, skip: usize, count: usize| {
-        let lanes = |n: usize| ((1u32 << n.saturating_sub(16 * block).min(16)) - 1) as u16;
-        lanes(count) & !lanes(skip)
+        let first = |n: usize| lanes(n.saturating_sub(16 * block).min(16));
+        first(count) & !first(skip)
     };
     let phase = |k: usize| width.saturating_sub(k).div_ceil(M);
     (0..width.div_ceil(16 * M))
         .map(|block| {
             let n = width - 16 * M * block;
             SlotLanes {
-                load: from_fn(|q| if q < M { ((1u32 << n.saturating_sub(16 * q).min(16)) - 1) as u16 } else { 0 }),
+                load: from_fn(|q| if q < M { lanes(n.saturating_sub(16 * q).min(16)) } else { 0 }),
                 store: from_fn(|b| match b {
                     0 => between(block, 0, phase(M - 1).min(row - 1)),
                     b if b <= M => between(block, 0, phase(b - 1)),
