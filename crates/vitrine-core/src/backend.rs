@@ -175,7 +175,7 @@ pub fn computes_in_host_memory(device: &Device) -> bool {
 /// queued behind it on a one-thread pool it would wait forever). For inference: a training step
 /// goes through [`train_on_compute_pool`].
 pub fn on_compute_pool<R>(device: &Device, work: impl FnOnce() -> R) -> R {
-    if rayon::current_thread_index().is_some() || !is_flex(device) {
+    if !hand_to_pool(device) {
         return work();
     }
     let work = Lent(work);
@@ -193,7 +193,7 @@ pub fn on_compute_pool<R>(device: &Device, work: impl FnOnce() -> R) -> R {
 /// every thread costs a little: `bpr-mf`'s ~1 ms steps ran ~8% slower than on any thread (they
 /// now stay off the pool: [`crate::train::TrainTask::STEPS_ON_COMPUTE_POOL`]).
 pub fn train_on_compute_pool<R>(device: &Device, work: impl FnOnce() -> R) -> R {
-    if rayon::current_thread_index().is_some() || !is_flex(device) {
+    if !hand_to_pool(device) {
         return work();
     }
     let work = Lent(std::cell::Cell::new(Some(work)));
@@ -203,6 +203,12 @@ pub fn train_on_compute_pool<R>(device: &Device, work: impl FnOnce() -> R) -> R 
         (context.index() == 0).then(|| Lent(work.0.take().expect("run once, on the first thread")()))
     });
     results.swap_remove(0).expect("the first thread's result").0
+}
+
+/// Whether work for `device` goes to the pool: `flex` computes there, and this thread is not
+/// one of the pool's already.
+fn hand_to_pool(device: &Device) -> bool {
+    rayon::current_thread_index().is_none() && is_flex(device)
 }
 
 /// Work lent to a pool thread and its result lent back.

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::{Result, bail};
 use burn::prelude::*;
 use burn::tensor::Distribution;
-use vitrine_core::backend::{ComputeDevice, on_compute_pool, train_on_compute_pool};
+use vitrine_core::backend::{ComputeDevice, on_compute_pool};
 use vitrine_core::bench::{BenchResult, Timing};
 use vitrine_core::classifier::{ClassifierModel, ClassifierTask};
 use vitrine_core::config::{Augment, ImageShape, OptimizerConfig};
@@ -82,7 +82,7 @@ fn streamed<M: ClassifierModel<Input = Tensor<4>>>(
     let mut task = ClassifierTask::<M, ImageBatch>::new(model, build_optimizer(&OptimizerConfig::default(), None), training.device());
     // Each batch comes from the loader's channel first: only the steps run where flex computes.
     let train = batches_per_sec(training, timing, |batch| {
-        let _: f32 = train_on_compute_pool(training.device(), || task.train_step(batch, 1e-3).loss_sum.into_scalar());
+        let _: f32 = task.train_step_on(training.device(), batch, 1e-3).loss_sum.into_scalar();
     });
     let model = task.model().valid();
     let infer = batches_per_sec(inference, timing, |batch| {

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use anyhow::Result;
 
 use rand::{Rng, SeedableRng, rngs::StdRng};
-use vitrine_core::backend::train_on_compute_pool;
 use vitrine_core::bench::BenchResult;
 use vitrine_core::config::ConfigFile;
 use vitrine_core::data::BatchSource;
@@ -92,10 +91,7 @@ fn measure<M: Build + Clone>(arch: Architecture, data: &RecData, request: &Bench
         examples += batch.count();
         steps += 1;
         // The batch from the loader's channel first: only the step runs where flex computes.
-        let _: f32 = match M::STEPS_ON_COMPUTE_POOL {
-            true => train_on_compute_pool(&train_device, || task.train_step(batch, 1e-3).loss_sum.into_scalar()),
-            false => task.train_step(batch, 1e-3).loss_sum.into_scalar(),
-        };
+        let _: f32 = task.train_step_on(&train_device, batch, 1e-3).loss_sum.into_scalar();
     });
     let per_step = examples as f64 / steps.max(1) as f64;
     if M::COUNTED {

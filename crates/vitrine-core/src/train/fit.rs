@@ -7,7 +7,6 @@ use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 
 use super::task::{MetricKind, Running, TrainTask};
-use crate::backend::train_on_compute_pool;
 use crate::config::{EarlyStopping, ScheduleConfig, TrainSection};
 use crate::data::BatchSource;
 use crate::history::{EpochRecord, Monitor, Score, write_metrics};
@@ -107,8 +106,8 @@ pub fn fit<T: TrainTask>(
         let mut running = Running::default();
         for (step, batch) in train.batches(epoch).enumerate() {
             running.add(match &plan.step_device {
-                Some(device) if T::STEPS_ON_COMPUTE_POOL => train_on_compute_pool(device, || task.train_step(batch, lr)),
-                _ => task.train_step(batch, lr),
+                Some(device) => task.train_step_on(device, batch, lr),
+                None => task.train_step(batch, lr),
             });
             bar.set(step + 1);
             if (step + 1) % REFRESH_STEPS == 0 || step + 1 == steps {

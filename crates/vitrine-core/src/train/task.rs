@@ -100,6 +100,14 @@ pub trait TrainTask {
     const STEPS_ON_COMPUTE_POOL: bool = true;
     /// One optimisation step at learning rate `lr`.
     fn train_step(&mut self, batch: Self::Batch, lr: f64) -> StepStats;
+    /// [`TrainTask::train_step`] for `device`, on its compute pool where the task's steps gain
+    /// from it ([`TrainTask::STEPS_ON_COMPUTE_POOL`]).
+    fn train_step_on(&mut self, device: &Device, batch: Self::Batch, lr: f64) -> StepStats {
+        match Self::STEPS_ON_COMPUTE_POOL {
+            true => crate::backend::train_on_compute_pool(device, || self.train_step(batch, lr)),
+            false => self.train_step(batch, lr),
+        }
+    }
     /// A pass over validation data in inference mode.
     fn validate(&self, batches: &mut dyn Iterator<Item = Self::Batch>) -> PassTotals;
     /// Writes everything needed to continue (weights and optimizer state) into `dir`.
