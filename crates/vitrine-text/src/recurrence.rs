@@ -111,6 +111,9 @@ pub fn fused_recurrence(gx: &Tensor<3>, w_hh: &Tensor<3>, b_hh: &Tensor<2>, mask
 #[cfg(target_arch = "x86_64")]
 fn lstm_inference(dims: &Dims, x: &[f32], input: usize, [w_ih, b_ih, w_hh, b_hh]: [&[f32]; 4], mask: &[f32]) -> FlexTensor {
     let Dims { len, batch, hidden: h, .. } = *dims;
+    if batch == 0 {
+        return flex(Vec::new(), [0, len, 2 * h]);
+    }
     let g = 4 * h;
     let mut out = Vec::with_capacity(2 * dims.block(h));
     let out_rows = SideBySide::new(&mut out, dims, h);
