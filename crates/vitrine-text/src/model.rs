@@ -491,8 +491,8 @@ mod tests {
     /// (texts of 7, 4, 1, 7 and 5 tokens), on batches of a few texts, whose recurrent
     /// products go row by row, and on one of 80 texts, whose input projections at inference come
     /// in blocks of 6 steps (`PROJECTED_ROWS`), the last block shorter; with 70 hidden units,
-    /// and with 32, where an LSTM's inference on AVX-512 runs each step as one product (two blocks
-    /// of 16 units; tiles of 6 rows and shorter ones, see `lstm_step.rs`).
+    /// and with 32, where inference on AVX-512 runs each step as one product (two blocks of 16
+    /// units; tiles of 6 rows and shorter ones, see `step_kernel.rs`).
     #[test]
     fn the_fused_recurrence_matches_the_composed_one_with_its_gradients() {
         let many: Vec<usize> = (0..80).map(|i| 1 + i % 7).collect();
