@@ -486,9 +486,10 @@ fn prefetch(values: &[f32]) {
 }
 
 /// Batches of at most this many texts take their recurrent products row by row
-/// ([`add_row_times_matrix`]). With one row, `gemm`'s matrix-vector path was 59% of
-/// `text-lstm-attn`'s batch-1 inference (~10 µs a step for a weight of 256 KB); row by row with
-/// the sums in registers, batch-1 inference went from ~640 to ~970 texts/s.
+/// ([`add_row_times_matrix`]), at inference too, where larger ones go through the step kernel on
+/// AVX-512. With one row, `gemm`'s matrix-vector path was 59% of `text-lstm-attn`'s batch-1
+/// inference (~10 µs a step for a weight of 256 KB); row by row with the sums in registers,
+/// batch-1 inference went from ~640 to ~970 texts/s.
 const FEW_ROWS: usize = 4;
 
 compiled_per_cpu! {
