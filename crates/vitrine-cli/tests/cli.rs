@@ -363,8 +363,12 @@ fn text_run_trains_evaluates_predicts_and_exports() {
     assert!(predictions[0]["top_tokens"].as_array().unwrap().len() == 5, "{predictions}");
     let human = ok(&["predict", r, "--text", "great sound", "--top-tokens", "2"]);
     assert!(human.contains("attended to:") && human.contains("%"), "{human}");
-
     let tmp = tempfile::tempdir().unwrap();
+    let blank = tmp.path().join("blank.txt");
+    std::fs::write(&blank, "\n   \n").unwrap();
+    let err = fails(&["predict", r, "--file", blank.to_str().unwrap()]);
+    assert!(err.contains("blank.txt has no texts"), "an empty file named: {err}");
+
     let st = tmp.path().join("text.safetensors");
     ok(&["export", r, "--format", "safetensors", "--out", st.to_str().unwrap()]);
     let bytes = std::fs::read(&st).unwrap();

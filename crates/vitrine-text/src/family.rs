@@ -107,7 +107,11 @@ impl TrainedRun for TextRun {
         let mut texts = args::values::<String>(matches, "text");
         if let Some(file) = args::value::<PathBuf>(matches, "file") {
             let content = std::fs::read_to_string(&file).with_context(|| format!("reading {} (UTF-8 text, one review per line)", file.display()))?;
+            let before = texts.len();
             texts.extend(content.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from));
+            if texts.len() == before {
+                bail!("{} has no texts: it should hold one review per line", file.display());
+            }
         }
         if texts.is_empty() {
             bail!("give texts to classify with --text \"...\" (repeatable) or --file reviews.txt");
