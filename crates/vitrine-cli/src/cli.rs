@@ -8,7 +8,7 @@ use clap::{Args, Command, CommandFactory, Parser};
 use vitrine_core::backend::BackendChoice;
 use vitrine_core::data::ClassMap;
 use vitrine_core::export::WeightsFormat;
-use vitrine_core::family::Family;
+use vitrine_core::family::{Family, args};
 
 const EXAMPLES: &str = "Examples:
   vitrine train configs/quickstart.toml
@@ -148,7 +148,7 @@ pub struct BenchArgs {
     #[arg(long)]
     pub backend: Option<BackendChoice>,
     /// Examples per step [default: the model's reference batch size].
-    #[arg(long)]
+    #[arg(long, value_parser = args::at_least_one)]
     pub batch_size: Option<usize>,
     /// Untimed steps before measuring.
     #[arg(long, default_value_t = 2)]
@@ -157,7 +157,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 30)]
     pub steps: usize,
     /// Stop timing a phase after this many seconds (slow backends still time two steps).
-    #[arg(long, default_value_t = 20.0)]
+    #[arg(long, default_value_t = 20.0, value_parser = args::positive_seconds)]
     pub seconds: f64,
     /// Print JSON instead of a table.
     #[arg(long)]

@@ -285,6 +285,12 @@ fn bad_input_is_explained_not_panicked() {
     assert!(err.contains("adamax"), "{err}");
     let err = fails(&["eval", "no/such/run", "--data", "x"]);
     assert!(err.contains("no/such/run"), "{err}");
+    // Sizes of 0 and odd durations are refused by the parser (they panicked in a tensor
+    // operation or in `Duration`, in the benchmark's process).
+    for (option, value, why) in [("--batch-size", "0", "at least 1"), ("--seq-len", "0", "at least 1"), ("--seconds", "nan", "positive number of seconds")] {
+        let err = fails(&["bench", "--model", "text-lstm-attn", "--backend", "flex", option, value]);
+        assert!(err.contains(option) && err.contains(why), "{err}");
+    }
 
     // An image folder with a class the model does not know names it and the nearest class.
     let run = trained_run();

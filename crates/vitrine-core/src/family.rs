@@ -171,6 +171,23 @@ pub mod args {
         matches.try_get_many::<T>(id).ok().flatten().map(|v| v.cloned().collect()).unwrap_or_default()
     }
 
+    /// A count where 0 means nothing (texts a batch, tokens a text, pixels): refused by the
+    /// parser with a clear error, not met later by a tensor operation that panics.
+    pub fn at_least_one(text: &str) -> Result<usize, String> {
+        match text.parse::<usize>() {
+            Ok(count) if count >= 1 => Ok(count),
+            _ => Err(format!("`{text}` is not a whole number of at least 1")),
+        }
+    }
+
+    /// A number of seconds, positive and finite (`Duration::from_secs_f64` panics on the others).
+    pub fn positive_seconds(text: &str) -> Result<f64, String> {
+        match text.parse::<f64>() {
+            Ok(seconds) if seconds.is_finite() && seconds > 0.0 => Ok(seconds),
+            _ => Err(format!("`{text}` is not a positive number of seconds")),
+        }
+    }
+
     /// `--confusion-png FILE`: where a classifier's evaluation draws its confusion matrix.
     pub fn confusion_png() -> Arg {
         Arg::new("confusion_png")

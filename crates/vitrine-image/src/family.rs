@@ -55,7 +55,7 @@ impl Family for ImageFamily {
             Arg::new("image_size")
                 .long("image-size")
                 .value_name("PIXELS")
-                .value_parser(value_parser!(usize))
+                .value_parser(args::at_least_one)
                 .default_value("224")
                 .help("Image models with --data: the input size photos are cropped and resized to"),
         ]

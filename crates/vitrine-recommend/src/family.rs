@@ -89,9 +89,9 @@ impl Family for RecommendFamily {
                 .value_name("FILE")
                 .value_parser(value_parser!(PathBuf))
                 .help("Recommenders: an interactions file (columns user_id, item_id) [default: a generated one, see --users]"),
-            Arg::new("users").long("users").value_parser(value_parser!(usize)).default_value("943").help("Recommenders: customers of the generated data"),
-            Arg::new("items").long("items").value_parser(value_parser!(usize)).default_value("1682").help("Recommenders: items of the generated data"),
-            Arg::new("count").long("count").value_parser(value_parser!(usize)).default_value("100000").help("Recommenders: interactions of the generated data"),
+            Arg::new("users").long("users").value_parser(args::at_least_one).default_value("943").help("Recommenders: customers of the generated data"),
+            Arg::new("items").long("items").value_parser(args::at_least_one).default_value("1682").help("Recommenders: items of the generated data"),
+            Arg::new("count").long("count").value_parser(args::at_least_one).default_value("100000").help("Recommenders: interactions of the generated data"),
             Arg::new("sparse_updates").long("sparse-updates").action(ArgAction::SetTrue).help("bpr-mf: row-wise Adam updates (model.sparse_updates)"),
         ]
     }

@@ -72,7 +72,7 @@ impl Family for TextFamily {
     }
 
     fn bench_args(&self) -> Vec<Arg> {
-        vec![Arg::new("seq_len").long("seq-len").value_parser(value_parser!(usize)).default_value("64").help("Text models: tokens per text")]
+        vec![Arg::new("seq_len").long("seq-len").value_parser(args::at_least_one).default_value("64").help("Text models: tokens per text")]
     }
 }
 
