@@ -119,12 +119,13 @@ fn step_kernel_inference(dims: &Dims, x: &[f32], input: usize, [w_ih, b_ih, w_hh
     let direction = |d: usize| {
         let packed = step_kernel::PackedCell::new(gates, &w_ih[d * input * g..][..input * g], &w_hh[d * h * g..][..h * g], &b_ih[d * g..][..g], &b_hh[d * g..][..g], input, h);
         let (mut state, mut next, mut cell) = (vec![0.0; batch * h], vec![0.0; batch * h], vec![0.0; batch * h]);
+        let mut partial = step_kernel::PackedCell::scratch(batch);
         for t in 0..len {
             let time = dims.time(d, t);
             // SAFETY: the caller checked `PackedCell::available`; direction d's rows at token
             // `time` have room for h values each, a stride apart, and only this thread writes them.
             unsafe {
-                step_kernel::step(&packed, &x[time * batch * input..][..batch * input], &state, &mut next, &mut cell, |b| mask[b * len + time] != 0.0, out_rows.at(d, time, 0), out_rows.stride());
+                step_kernel::step(&packed, &x[time * batch * input..][..batch * input], &state, &mut next, &mut cell, &mut partial, |b| mask[b * len + time] != 0.0, out_rows.at(d, time, 0), out_rows.stride());
             }
             std::mem::swap(&mut state, &mut next);
         }

@@ -60,28 +60,32 @@ impl PackedCell {
         }
         Self { weights, bias, gates, input, hidden }
     }
+
+    /// The scratch [`step`] needs for a batch of `batch` rows (kept across the steps).
+    pub fn scratch(batch: usize) -> Vec<f32> {
+        vec![0.0; batch * 4 * UNITS]
+    }
 }
 
 /// One step for a batch: `x` `[batch, input]` the step's inputs, `h` `[batch, hidden]` the state
 /// before it, `h_next` gets the state after it, `c` `[batch, hidden]` an LSTM's cell state,
-/// updated (a GRU leaves it alone). A row whose `real` is false (padding) carries the state over.
-/// Row `b`'s output (its new state, 0 at padding) goes to the `hidden` values at
-/// `out + b·out_stride`.
+/// updated (a GRU leaves it alone), `partial` the scratch of [`PackedCell::scratch`]. A row
+/// whose `real` is false (padding) carries the state over. Row `b`'s output (its new state, 0 at
+/// padding) goes to the `hidden` values at `out + b·out_stride`.
 ///
 /// # Safety
 /// [`PackedCell::available`]; `out + b·out_stride` has room for `hidden` values for each row,
 /// written by this thread alone.
 #[allow(clippy::too_many_arguments)]
-pub unsafe fn step(packed: &PackedCell, x: &[f32], h: &[f32], h_next: &mut [f32], c: &mut [f32], real: impl Fn(usize) -> bool, out: *mut f32, out_stride: usize) {
+pub unsafe fn step(packed: &PackedCell, x: &[f32], h: &[f32], h_next: &mut [f32], c: &mut [f32], partial: &mut [f32], real: impl Fn(usize) -> bool, out: *mut f32, out_stride: usize) {
     let PackedCell { gates, input, hidden, .. } = *packed;
     let batch = h.len() / hidden;
-    assert!(x.len() == batch * input && h_next.len() == h.len() && c.len() == h.len(), "rows of matching sizes");
+    assert!(x.len() == batch * input && h_next.len() == h.len() && c.len() == h.len() && partial.len() == batch * 4 * UNITS, "rows of matching sizes");
     let per_block = (input + hidden) * gates * UNITS;
     // Each block in two passes over the rows, the x products of every tile (their sums kept in
     // `partial`), then the h products and the update: each half of the block's weights (32 KB
     // for `text-lstm-attn`) stays in the L1 cache through its pass, where the whole block (64 KB)
     // did not (the step alone, timed: 123–129 → 137 GFLOP/s).
-    let mut partial = vec![0f32; batch * 4 * UNITS];
     for (block, unit) in (0..hidden).step_by(UNITS).enumerate() {
         let weights = &packed.weights[block * per_block..][..per_block];
         let bias = &packed.bias[block * 4 * UNITS..][..4 * UNITS];
