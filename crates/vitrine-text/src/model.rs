@@ -68,17 +68,19 @@ impl BiRecurrent {
     }
 
     /// `x`: `[batch, len, input]`, `mask`: `[batch, len]` → `[batch, len, 2·hidden]`, zero at padding.
-    /// On `flex` the recurrence runs as one fused operation (see `recurrence.rs`); elsewhere it
-    /// is composed from tensor operations.
+    /// On `flex` the recurrence runs as one fused operation (see `recurrence.rs`), on a GPU as one
+    /// kernel over the sequence (`recurrence/gpu.rs`); elsewhere it is composed from tensor
+    /// operations.
     pub fn forward(&self, x: Tensor<3>, mask: Tensor<2>) -> Tensor<3> {
-        if !crate::recurrence::fuses(&x.device()) {
+        let on_gpu = crate::recurrence::gpu::fuses(&x.device(), self.hidden);
+        if !on_gpu && !crate::recurrence::fuses(&x.device()) {
             return self.forward_composed(x, mask);
         }
         let [batch, len, input] = x.dims();
         let b_ih = Tensor::stack::<2>(vec![self.bias_ih_l0.val(), self.bias_ih_l0_reverse.val()], 0);
         let b_hh = Tensor::stack::<2>(vec![self.bias_hh_l0.val(), self.bias_hh_l0_reverse.val()], 0);
         let w_hh = Tensor::stack::<3>(vec![self.weight_hh_l0.val().transpose(), self.weight_hh_l0_reverse.val().transpose()], 0);
-        if !x.device().is_autodiff() {
+        if !on_gpu && !x.device().is_autodiff() {
             // Inference: the input projections a few steps at a time, inside the recurrence.
             let w_ih = Tensor::stack::<3>(vec![self.weight_ih_l0.val().transpose(), self.weight_ih_l0_reverse.val().transpose()], 0);
             return match crate::recurrence::fused_inference(&x, &w_ih, &b_ih, &w_hh, &b_hh, &mask, self.gates) {
@@ -94,7 +96,12 @@ impl BiRecurrent {
         // recurrent part by r, so the input bias stays with the projections there.
         let (gx, b_hh) = if self.gates == 4 { (gx, b_hh + b_ih) } else { (gx + b_ih.reshape([1, 2 * self.gates * self.hidden]), b_hh) };
         let gx = gx.reshape([batch, len, 2 * self.gates * self.hidden]);
-        match crate::recurrence::fused_recurrence(&gx, &w_hh, &b_hh, &mask, self.gates) {
+        let fused = if on_gpu {
+            crate::recurrence::gpu::recurrence(&gx, &w_hh, &b_hh, &mask, self.gates)
+        } else {
+            crate::recurrence::fused_recurrence(&gx, &w_hh, &b_hh, &mask, self.gates)
+        };
+        match fused {
             Some(out) => out,
             None => self.forward_composed(x, mask),
         }
@@ -478,11 +485,11 @@ mod tests {
         t.into_data().try_into_vec_as::<f32>().unwrap()
     }
 
-    fn assert_close(what: &str, fused: &[f32], composed: &[f32]) {
+    fn assert_close(what: &str, fused: &[f32], composed: &[f32], tolerance: f32) {
         assert_eq!(fused.len(), composed.len(), "{what}");
         let scale = composed.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
         let worst = fused.iter().zip(composed).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
-        assert!(worst <= 1e-5 * scale.max(1.0), "{what}: differs by {worst} (largest value {scale})");
+        assert!(worst <= tolerance * scale.max(1.0), "{what}: differs by {worst} (largest value {scale})");
         assert!(composed.iter().any(|v| v.abs() > 1e-4), "{what}: all zero, the comparison would prove nothing");
     }
 
@@ -502,8 +509,39 @@ mod tests {
     }
 
     fn the_fused_recurrence_matches_on(lengths: &[usize]) {
+        let devices = [Device::flex(), Device::flex().autodiff()];
+        the_recurrence_matches_on(lengths, devices.into_iter().flat_map(|d| [(d.clone(), 70), (d, 32)]), 1e-5);
+    }
+
+    /// On a GPU (here the software adapter CI installs) the recurrence is one kernel over the
+    /// sequence, forward and backward (`recurrence/gpu.rs`): it must give what the composed
+    /// operations give on the same device, outputs and every gradient, for both cells, on a batch
+    /// with padding and on one text; with 70 hidden units, and with 300, more than a workgroup's
+    /// 256 threads, so that threads take units in turns.
+    #[test]
+    fn the_gpu_recurrence_matches_the_composed_one_with_its_gradients() {
+        let compute = match vitrine_core::backend::select_device(vitrine_core::backend::BackendChoice::Wgpu) {
+            Ok(compute) => compute,
+            Err(e) if std::env::var_os("VITRINE_REQUIRE_WGPU").is_none() => {
+                eprintln!("SKIPPED the_gpu_recurrence_matches_the_composed_one_with_its_gradients: {e:#}");
+                return;
+            }
+            Err(e) => panic!("{e:#}"),
+        };
+        let device = compute.device;
+        // The layer falls back to the composed operations where the kernels decline: they must not.
+        for device in [device.clone(), device.clone().autodiff()] {
+            let zeros = |shape: [usize; 3]| Tensor::<3>::zeros(shape, &device);
+            let (gx, w_hh, b_hh, mask) = (zeros([2, 3, 2 * 4 * 300]), zeros([2, 300, 4 * 300]), Tensor::<2>::zeros([2, 4 * 300], &device), Tensor::<2>::ones([2, 3], &device));
+            assert!(crate::recurrence::gpu::recurrence(&gx, &w_hh, &b_hh, &mask, 4).is_some(), "the kernels run on {}", compute.description);
+        }
+        let cases = [(device.clone(), 70), (device.clone().autodiff(), 70), (device.clone().autodiff(), 300)];
+        the_recurrence_matches_on(&[7, 4, 1, 7, 5], cases.into_iter(), 1e-5);
+    }
+
+    fn the_recurrence_matches_on(lengths: &[usize], cases: impl Iterator<Item = (Device, usize)>, tolerance: f32) {
         let b = lengths.len();
-        for (device, hidden) in [Device::flex(), Device::flex().autodiff()].into_iter().flat_map(|d| [(d.clone(), 70), (d, 32)]) {
+        for (device, hidden) in cases {
             for gates in [4, 3] {
                 device.seed(5);
                 let layer = BiRecurrent::new(6, hidden, gates, &device);
@@ -529,7 +567,7 @@ mod tests {
                 };
                 let (fused, composed) = (run(true), run(false));
                 for ((what, a), (_, b)) in fused.iter().zip(&composed) {
-                    assert_close(&format!("{what}, gates {gates}, hidden {hidden}, autodiff {}, lengths {lengths:?}", device.is_autodiff()), a, b);
+                    assert_close(&format!("{what}, gates {gates}, hidden {hidden}, autodiff {}, lengths {lengths:?}", device.is_autodiff()), a, b, tolerance);
                 }
             }
         }

@@ -33,15 +33,20 @@ use burn::tensor::{DType, TensorData};
 use gemm::{Parallelism, gemm};
 use vitrine_core::compiled_per_cpu;
 
+pub mod gpu;
 #[cfg(target_arch = "x86_64")]
 mod step_kernel;
 
 /// Whether [`fused_recurrence`] runs on this device: `flex`, with or without autodiff, unless
 /// `VITRINE_UNFUSED_RECURRENCE` is set (to measure one against the other).
 pub fn fuses(device: &Device) -> bool {
+    !unfused_by_request() && vitrine_core::backend::is_flex(device)
+}
+
+/// `VITRINE_UNFUSED_RECURRENCE` set: every backend composes the recurrence from tensor operations.
+fn unfused_by_request() -> bool {
     static UNFUSED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let unfused = *UNFUSED.get_or_init(|| std::env::var_os("VITRINE_UNFUSED_RECURRENCE").is_some());
-    !unfused && vitrine_core::backend::is_flex(device)
+    *UNFUSED.get_or_init(|| std::env::var_os("VITRINE_UNFUSED_RECURRENCE").is_some())
 }
 
 /// Inference (no autodiff) on `flex` in f32: the input projections are not computed for the
