@@ -9,8 +9,7 @@ use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::tensor::Gradients;
 use burn::tensor::activation::{sigmoid, softmax};
-use vitrine_core::activation::tanh;
-use vitrine_core::attention::padded_keys;
+use vitrine_core::attention::{additive_scores, padded_keys};
 use vitrine_core::classifier::ClassifierModel;
 use vitrine_core::dropout::dropout;
 use vitrine_core::transformer::encoder_layer;
@@ -189,8 +188,8 @@ impl AttentionPooling {
 
     /// `h`: `[batch, len, d]`, `mask`: `[batch, len]` → pooled `[batch, d]` and weights `[batch, len]`.
     pub fn forward(&self, h: Tensor<3>, mask: Tensor<2>) -> (Tensor<2>, Tensor<2>) {
-        let [batch, len, d] = h.dims();
-        let scores = self.score.forward(tanh(self.projection.forward(h.clone()))).reshape([batch, len]);
+        let [batch, _, d] = h.dims();
+        let scores = additive_scores(h.clone(), &self.projection, &self.score);
         // Padding gets a score of -1e9: exp() makes its weight exactly 0.
         let scores = scores + (mask - 1.0) * 1e9;
         let weights = softmax(scores, 1);
@@ -396,7 +395,15 @@ impl TextClassifier {
                 None => (cls, mask.clone() / mask.sum_dim(1).clamp_min(1.0)), // the pooled [CLS] vector
             };
         };
-        let mut x = embedding.forward(ids.clone()); // [batch, len, embedding]
+        // At inference the recurrence on `flex` reads its inputs time-major: gathered in that
+        // order, the embeddings are laid out so already (a `[batch, len]` view of `[len, batch]`
+        // rows) instead of copied there.
+        let device = ids.device();
+        let time_major = (self.lstm.is_some() || self.gru.is_some()) && crate::recurrence::fuses(&device) && !device.is_autodiff();
+        let mut x = match time_major {
+            true => embedding.forward(ids.clone().swap_dims(0, 1)).swap_dims(0, 1),
+            false => embedding.forward(ids.clone()),
+        }; // [batch, len, embedding]
         if let Some(ngrams) = &self.ngrams {
             if self.ngram_dictionary {
                 let rows = ngram_rows.expect("a model with an n-gram dictionary is given its inputs' rows (TokenInput::from_ids)");
