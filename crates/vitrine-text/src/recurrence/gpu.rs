@@ -36,14 +36,18 @@ type Fused = FusionTensor<FusionCubeRuntime>;
 
 /// Most threads a workgroup gets; units beyond it are taken in turns.
 const THREADS: usize = 256;
-/// Largest hidden size: the backward kernel keeps (2 + G)·h floats in shared memory (24 KiB at
-/// 1,024 for an LSTM, under the 32 KiB that Metal allows).
-const MOST_HIDDEN: usize = 1024;
-
 /// Whether the recurrence runs as these kernels on this device: a cubecl device (wgpu, CUDA), with
-/// or without autodiff, unless `VITRINE_UNFUSED_RECURRENCE` is set.
+/// or without autodiff, unless `VITRINE_UNFUSED_RECURRENCE` is set, and where a workgroup's shared
+/// memory holds what the backward kernel keeps there, (2 + G)·h floats (an LSTM's 128 units: 3 KiB;
+/// WebGPU promises 16 KiB, so up to 682 units anywhere).
 pub fn fuses(device: &Device, hidden: usize) -> bool {
-    hidden <= MOST_HIDDEN && !super::unfused_by_request() && matches!(device.clone().without_autodiff().as_dispatch(), DispatchDevice::Cube(_))
+    if super::unfused_by_request() {
+        return false;
+    }
+    match device.clone().without_autodiff().as_dispatch() {
+        DispatchDevice::Cube(cube) => 6 * hidden * size_of::<f32>() <= cube.client().properties().hardware.max_shared_memory_size,
+        _ => false,
+    }
 }
 
 /// The recurrence on a cubecl device, with its backward pass under autodiff; `None` where the
