@@ -523,8 +523,9 @@ mod tests {
     /// On a GPU (here the software adapter CI installs) the recurrence is one kernel over the
     /// sequence, forward and backward (`recurrence/gpu.rs`): it must give what the composed
     /// operations give on the same device, outputs and every gradient, for both cells, on a batch
-    /// with padding and on one text; with 70 hidden units, and with 300, more than a workgroup's
-    /// 256 threads, so that threads take units in turns.
+    /// with padding; with 70 hidden units (the five texts in one workgroup), and with 300, more
+    /// than a workgroup's 256 threads, so that threads take units in turns, and fewer texts a
+    /// workgroup (four forward, two backward), the last workgroup's rows partly past the batch.
     #[test]
     fn the_gpu_recurrence_matches_the_composed_one_with_its_gradients() {
         let compute = match vitrine_core::backend::select_device(vitrine_core::backend::BackendChoice::Wgpu) {

@@ -2,9 +2,9 @@
 //! CUDA) as one kernel launch over the whole sequence, forward and backward. Composed of tensor
 //! operations each time step is a small matrix product and a few element-wise kernels, forward
 //! and backward, so a recurrent model waits on kernel launches (on a lent H100: 0.12–0.19× PyTorch's
-//! cuDNN). Here one workgroup (cube) runs one text in one direction through every step: the
-//! carried state lives in shared memory, each unit's gate sums read the recurrent weights from
-//! global memory, and a barrier ends each step. The backward kernel walks the steps in reverse
+//! cuDNN). Here one workgroup (cube) runs a few texts in one direction through every step: their
+//! carried states live in shared memory, each thread takes a hidden unit and reads its recurrent
+//! weights from global memory once a step for all the block's texts, and a barrier ends each step. The backward kernel walks the steps in reverse
 //! the same way and writes each step's gate gradients; the weight and bias gradients are then one
 //! batched matrix product and one sum, as cuDNN does them.
 //!
@@ -36,6 +36,10 @@ type Fused = FusionTensor<FusionCubeRuntime>;
 
 /// Most threads a workgroup gets; units beyond it are taken in turns.
 const THREADS: usize = 256;
+/// Most texts a workgroup steps together.
+const MOST_ROWS: usize = 8;
+/// The shared memory the kernels plan for: what WebGPU promises every device.
+const SHARED_BYTES: usize = 16 * 1024;
 /// Whether the recurrence runs as these kernels on this device: a cubecl device (wgpu, CUDA), with
 /// or without autodiff, unless `VITRINE_UNFUSED_RECURRENCE` is set, and where a workgroup's shared
 /// memory holds what the backward kernel keeps there, (2 + G)·h floats (an LSTM's 128 units: 3 KiB;
@@ -45,7 +49,7 @@ pub fn fuses(device: &Device, hidden: usize) -> bool {
         return false;
     }
     match device.clone().without_autodiff().as_dispatch() {
-        DispatchDevice::Cube(cube) => 6 * hidden * size_of::<f32>() <= cube.client().properties().hardware.max_shared_memory_size,
+        DispatchDevice::Cube(cube) => 6 * hidden * size_of::<f32>() <= cube.client().properties().hardware.max_shared_memory_size.min(SHARED_BYTES),
         _ => false,
     }
 }
@@ -134,11 +138,12 @@ fn forward(dims: &Dims, gx: CubeTensor, w_hh: CubeTensor, b_hh: CubeTensor, mask
         [(); 3].map(|_| empty_like(&gx, vec![1]))
     };
     let [states, cells, acts] = saved.clone();
+    let rows = rows_per_cube(&gx, 3 * h, batch);
     let dtype = burn::backend::cubecl::dtype_to_storage_type(gx.dtype);
     let client = gx.client.clone();
     recurrence_forward_kernel::launch(
         &client,
-        CubeCount::Static(batch as u32, 2, 1),
+        CubeCount::Static(batch.div_ceil(rows) as u32, 2, 1),
         CubeDim::new_1d(threads(&gx, h)),
         gx.into_tensor_arg(),
         w_hh.into_tensor_arg(),
@@ -150,10 +155,19 @@ fn forward(dims: &Dims, gx: CubeTensor, w_hh: CubeTensor, b_hh: CubeTensor, mask
         acts.into_tensor_arg(),
         h,
         gates,
+        rows,
         keep,
         dtype,
     );
     (out, keep.then_some(saved))
+}
+
+/// Texts a workgroup steps together, each weight it reads used for all of them: up to
+/// [`MOST_ROWS`], as many as fit in [`SHARED_BYTES`] (WebGPU's promise) at `floats` a text (the
+/// forward kernel keeps 3·h, the backward one (2 + G)·h).
+fn rows_per_cube(like: &CubeTensor, floats: usize, batch: usize) -> usize {
+    let shared = like.client.properties().hardware.max_shared_memory_size.min(SHARED_BYTES);
+    (shared / (floats * size_of::<f32>())).clamp(1, MOST_ROWS).min(batch)
 }
 
 fn threads(like: &CubeTensor, hidden: usize) -> u32 {
@@ -177,11 +191,12 @@ impl Backward<Cube, 3> for RecurrenceBackward {
         let w_hh_t = into_contiguous(CubeBackend::float_swap_dims(saved.w_hh.clone(), 1, 2)); // [2, G·h, h]
         let d_gx = empty_like(&d_out, vec![batch, len, 2 * g]);
         let d_rec = empty_like(&d_out, vec![2, len, batch, g]);
+        let rows = rows_per_cube(&d_out, (2 + gates) * h, batch);
         let dtype = burn::backend::cubecl::dtype_to_storage_type(d_out.dtype);
         let client = d_out.client.clone();
         recurrence_backward_kernel::launch(
             &client,
-            CubeCount::Static(batch as u32, 2, 1),
+            CubeCount::Static(batch.div_ceil(rows) as u32, 2, 1),
             CubeDim::new_1d(threads(&d_out, h)),
             d_out.into_tensor_arg(),
             w_hh_t.into_tensor_arg(),
@@ -193,6 +208,7 @@ impl Backward<Cube, 3> for RecurrenceBackward {
             d_rec.clone().into_tensor_arg(),
             h,
             gates,
+            rows,
             dtype,
         );
         if let Some(node) = node_gx {
@@ -230,11 +246,12 @@ mod kernels {
         F::new(1.0_f32) - F::new(2.0_f32) / (F::exp(x * F::new(2.0_f32)) + F::new(1.0_f32))
     }
 
-    /// One cube per text (x) and direction (y); its threads take the hidden units in turns. Per
-    /// step: each unit's gate sums over the state in shared memory, the cell update, the new state
-    /// into the other half of the shared state, a barrier. Where the mask is 0 the state carries
-    /// over and the output is 0; every branch here is uniform or per unit, so barriers stay in
-    /// uniform control flow (WGSL requires it).
+    /// One cube per block of `rows` texts (x) and direction (y); its threads take the hidden
+    /// units in turns, each unit's weights read once a step for every text of the block. Per
+    /// step: each unit's gate sums over the texts' states in shared memory, the cell updates, the
+    /// new states into the other half of the shared state, a barrier. Where the mask is 0 the
+    /// state carries over and the output is 0; barriers stay in uniform control flow (WGSL
+    /// requires it), so rows past the batch take part and write nothing.
     #[cube(launch)]
     #[allow(clippy::too_many_arguments)]
     pub fn recurrence_forward_kernel<F: Float>(
@@ -248,21 +265,22 @@ mod kernels {
         acts: &mut Tensor<F>,
         #[comptime] hidden: usize,
         #[comptime] gates: usize,
+        #[comptime] rows: usize,
         #[comptime] keep: bool,
         #[define(F)] _dtype: ElemType,
     ) {
-        let b = CUBE_POS_X as usize;
+        let first = CUBE_POS_X as usize * rows;
         let d = CUBE_POS_Y as usize;
         let threads = CUBE_DIM_X as usize;
-        let batch = mask.shape(1);
-        let len = mask.shape(2);
+        let (batch, len) = (mask.shape(1), mask.shape(2));
         let g = gates * hidden;
         let one = F::new(1.0_f32);
-        let mut state = Shared::<[F]>::new_slice(2 * hidden);
-        let mut cell = Shared::<[F]>::new_slice(hidden);
+        let mut state = Shared::<[F]>::new_slice(2 * rows * hidden);
+        let mut cell = Shared::<[F]>::new_slice(rows * hidden);
         let mut j = UNIT_POS_X as usize;
-        while j < hidden {
+        while j < rows * hidden {
             state[j] = F::new(0.0_f32);
+            state[rows * hidden + j] = F::new(0.0_f32);
             cell[j] = F::new(0.0_f32);
             j += threads;
         }
@@ -270,71 +288,82 @@ mod kernels {
         let mut current = 0usize;
         for s in 0..len {
             let time = if d == 0 { s } else { len - 1 - s };
-            let m = mask[b * len + time];
             let next = 1 - current;
-            let x_at = (b * len + time) * 2 * g + d * g;
             let w_at = d * hidden * g;
             let bias_at = d * g;
-            let saved_at = (d * len + s) * batch + b;
             let mut j = UNIT_POS_X as usize;
             while j < hidden {
-                let h_old = state[current * hidden + j];
-                let mut a0 = b_hh[bias_at + j];
-                let mut a1 = b_hh[bias_at + hidden + j];
-                let mut a2 = b_hh[bias_at + 2 * hidden + j];
-                let mut a3 = F::new(0.0_f32);
-                if gates == 4 {
-                    a3 = b_hh[bias_at + 3 * hidden + j] + gx[x_at + 3 * hidden + j];
-                    a2 += gx[x_at + 2 * hidden + j];
-                }
-                a0 += gx[x_at + j];
-                a1 += gx[x_at + hidden + j];
+                // Gate q of row r at q·rows + r.
+                let mut sums = Array::<F>::new(4 * rows);
                 for k in 0..hidden {
-                    let hk = state[current * hidden + k];
-                    let row = w_at + k * g + j;
-                    a0 += hk * w_hh[row];
-                    a1 += hk * w_hh[row + hidden];
-                    a2 += hk * w_hh[row + 2 * hidden];
+                    let at = w_at + k * g + j;
+                    let w0 = w_hh[at];
+                    let w1 = w_hh[at + hidden];
+                    let w2 = w_hh[at + 2 * hidden];
+                    let mut w3 = F::new(0.0_f32);
                     if gates == 4 {
-                        a3 += hk * w_hh[row + 3 * hidden];
+                        w3 = w_hh[at + 3 * hidden];
+                    }
+                    #[unroll]
+                    for r in 0..rows {
+                        let hk = state[(current * rows + r) * hidden + k];
+                        sums[r] += hk * w0;
+                        sums[rows + r] += hk * w1;
+                        sums[2 * rows + r] += hk * w2;
+                        if gates == 4 {
+                            sums[3 * rows + r] += hk * w3;
+                        }
                     }
                 }
-                let h_new = if gates == 4 {
-                    let i = sigmoid_of::<F>(a0);
-                    let f = sigmoid_of::<F>(a1);
-                    let gg = tanh_of::<F>(a2);
-                    let o = sigmoid_of::<F>(a3);
-                    let c_old = cell[j];
-                    let c = f * c_old + i * gg;
-                    cell[j] = m * c + (one - m) * c_old;
-                    if keep {
-                        cells[saved_at * hidden + j] = c_old;
-                        let a = saved_at * 4 * hidden + j;
-                        acts[a] = m * i;
-                        acts[a + hidden] = m * f;
-                        acts[a + 2 * hidden] = m * gg;
-                        acts[a + 3 * hidden] = m * o;
+                #[unroll]
+                for r in 0..rows {
+                    let b = first + r;
+                    if b < batch {
+                        let m = mask[b * len + time];
+                        let x_at = (b * len + time) * 2 * g + d * g;
+                        let saved_at = (d * len + s) * batch + b;
+                        let h_old = state[(current * rows + r) * hidden + j];
+                        let a0 = sums[r] + b_hh[bias_at + j] + gx[x_at + j];
+                        let a1 = sums[rows + r] + b_hh[bias_at + hidden + j] + gx[x_at + hidden + j];
+                        // An LSTM's g; a GRU's n, its recurrent part alone (scaled by r below).
+                        let a2 = sums[2 * rows + r] + b_hh[bias_at + 2 * hidden + j];
+                        let h_new = if gates == 4 {
+                            let i = sigmoid_of::<F>(a0);
+                            let f = sigmoid_of::<F>(a1);
+                            let gg = tanh_of::<F>(a2 + gx[x_at + 2 * hidden + j]);
+                            let o = sigmoid_of::<F>(sums[3 * rows + r] + b_hh[bias_at + 3 * hidden + j] + gx[x_at + 3 * hidden + j]);
+                            let c_old = cell[r * hidden + j];
+                            let c = f * c_old + i * gg;
+                            cell[r * hidden + j] = m * c + (one - m) * c_old;
+                            if keep {
+                                cells[saved_at * hidden + j] = c_old;
+                                let a = saved_at * 4 * hidden + j;
+                                acts[a] = m * i;
+                                acts[a + hidden] = m * f;
+                                acts[a + 2 * hidden] = m * gg;
+                                acts[a + 3 * hidden] = m * o;
+                            }
+                            m * (o * tanh_of::<F>(c)) + (one - m) * h_old
+                        } else {
+                            let rr = sigmoid_of::<F>(a0);
+                            let z = sigmoid_of::<F>(a1);
+                            let n = tanh_of::<F>(gx[x_at + 2 * hidden + j] + rr * a2);
+                            if keep {
+                                let a = saved_at * 4 * hidden + j;
+                                acts[a] = m * rr;
+                                acts[a + hidden] = m * z;
+                                acts[a + 2 * hidden] = m * n;
+                                acts[a + 3 * hidden] = m * a2;
+                            }
+                            m * (n + z * (h_old - n)) + (one - m) * h_old
+                        };
+                        if keep {
+                            states[saved_at * hidden + j] = h_old;
+                        }
+                        state[(next * rows + r) * hidden + j] = h_new;
+                        out[(b * len + time) * 2 * hidden + d * hidden + j] = m * h_new;
                     }
-                    m * (o * tanh_of::<F>(c)) + (one - m) * h_old
-                } else {
-                    // a2 is n's recurrent part (with its bias), scaled by r.
-                    let r = sigmoid_of::<F>(a0);
-                    let z = sigmoid_of::<F>(a1);
-                    let n = tanh_of::<F>(gx[x_at + 2 * hidden + j] + r * a2);
-                    if keep {
-                        let a = saved_at * 4 * hidden + j;
-                        acts[a] = m * r;
-                        acts[a + hidden] = m * z;
-                        acts[a + 2 * hidden] = m * n;
-                        acts[a + 3 * hidden] = m * a2;
-                    }
-                    m * (n + z * (h_old - n)) + (one - m) * h_old
-                };
-                if keep {
-                    states[saved_at * hidden + j] = h_old;
                 }
-                state[next * hidden + j] = h_new;
-                out[(b * len + time) * 2 * hidden + d * hidden + j] = m * h_new;
                 j += threads;
             }
             sync_cube();
@@ -342,10 +371,11 @@ mod kernels {
         }
     }
 
-    /// The steps in reverse, one cube per text and direction: each unit's gate gradients from the
-    /// state's and the cell's gradients (into `d_gx`, and the recurrent ones into `d_rec` and shared
-    /// memory), a barrier, then each unit's state gradient for the step before as the sum over the
-    /// gate gradients times its row of the recurrent weights (`w_hh_t` `[2, G·h, h]`), a barrier.
+    /// The steps in reverse, one cube per block of `rows` texts and direction: each unit's gate
+    /// gradients from the state's and the cell's gradients (into `d_gx`, and the recurrent ones
+    /// into `d_rec` and shared memory), a barrier, then each unit's state gradient for the step
+    /// before as the sum over the gate gradients times its row of the recurrent weights
+    /// (`w_hh_t` `[2, G·h, h]`, read once for the block's texts), a barrier.
     #[cube(launch)]
     #[allow(clippy::too_many_arguments)]
     pub fn recurrence_backward_kernel<F: Float>(
@@ -359,99 +389,121 @@ mod kernels {
         d_rec: &mut Tensor<F>,
         #[comptime] hidden: usize,
         #[comptime] gates: usize,
+        #[comptime] rows: usize,
         #[define(F)] _dtype: ElemType,
     ) {
-        let b = CUBE_POS_X as usize;
+        let first = CUBE_POS_X as usize * rows;
         let d = CUBE_POS_Y as usize;
         let threads = CUBE_DIM_X as usize;
-        let batch = mask.shape(1);
-        let len = mask.shape(2);
+        let (batch, len) = (mask.shape(1), mask.shape(2));
         let g = gates * hidden;
         let one = F::new(1.0_f32);
-        let mut d_state = Shared::<[F]>::new_slice(hidden);
-        let mut d_cell = Shared::<[F]>::new_slice(hidden);
-        let mut d_pre = Shared::<[F]>::new_slice(gates * hidden);
+        let mut d_state = Shared::<[F]>::new_slice(rows * hidden);
+        let mut d_cell = Shared::<[F]>::new_slice(rows * hidden);
+        // Row r's gate gradients at r·G·h; rows past the batch keep zeros.
+        let mut d_pre = Shared::<[F]>::new_slice(rows * gates * hidden);
         let mut j = UNIT_POS_X as usize;
-        while j < hidden {
-            d_state[j] = F::new(0.0_f32);
-            d_cell[j] = F::new(0.0_f32);
+        while j < rows * gates * hidden {
+            d_pre[j] = F::new(0.0_f32);
+            if j < rows * hidden {
+                d_state[j] = F::new(0.0_f32);
+                d_cell[j] = F::new(0.0_f32);
+            }
             j += threads;
         }
         sync_cube();
         for step in 0..len {
             let s = len - 1 - step;
             let time = if d == 0 { s } else { len - 1 - s };
-            let m = mask[b * len + time];
-            let saved_at = (d * len + s) * batch + b;
-            let x_at = (b * len + time) * 2 * g + d * g;
-            let rec_at = saved_at * g;
             let mut j = UNIT_POS_X as usize;
             while j < hidden {
-                let dh = d_state[j] + m * d_out[(b * len + time) * 2 * hidden + d * hidden + j];
-                let a = saved_at * 4 * hidden + j;
-                if gates == 4 {
-                    let i = acts[a];
-                    let f = acts[a + hidden];
-                    let gg = acts[a + 2 * hidden];
-                    let o = acts[a + 3 * hidden];
-                    let c_old = cells[saved_at * hidden + j];
-                    let tc = tanh_of::<F>(f * c_old + i * gg);
-                    let dc = d_cell[j] + dh * o * (one - tc * tc);
-                    let di = m * dc * gg * i * (one - i);
-                    let df = m * dc * c_old * f * (one - f);
-                    let dg = m * dc * i * (one - gg * gg);
-                    let d_o = m * dh * tc * o * (one - o);
-                    d_gx[x_at + j] = di;
-                    d_gx[x_at + hidden + j] = df;
-                    d_gx[x_at + 2 * hidden + j] = dg;
-                    d_gx[x_at + 3 * hidden + j] = d_o;
-                    d_rec[rec_at + j] = di;
-                    d_rec[rec_at + hidden + j] = df;
-                    d_rec[rec_at + 2 * hidden + j] = dg;
-                    d_rec[rec_at + 3 * hidden + j] = d_o;
-                    d_pre[j] = di;
-                    d_pre[hidden + j] = df;
-                    d_pre[2 * hidden + j] = dg;
-                    d_pre[3 * hidden + j] = d_o;
-                    d_cell[j] = m * dc * f + (one - m) * d_cell[j];
-                } else {
-                    let r = acts[a];
-                    let z = acts[a + hidden];
-                    let n = acts[a + 2 * hidden];
-                    let gh_n = acts[a + 3 * hidden];
-                    let h_old = states[saved_at * hidden + j];
-                    let dn = m * dh * (one - z) * (one - n * n);
-                    let dr = dn * gh_n * r * (one - r);
-                    let dz = m * dh * (h_old - n) * z * (one - z);
-                    let dgh_n = dn * r;
-                    d_gx[x_at + j] = dr;
-                    d_gx[x_at + hidden + j] = dz;
-                    d_gx[x_at + 2 * hidden + j] = dn;
-                    d_rec[rec_at + j] = dr;
-                    d_rec[rec_at + hidden + j] = dz;
-                    d_rec[rec_at + 2 * hidden + j] = dgh_n;
-                    d_pre[j] = dr;
-                    d_pre[hidden + j] = dz;
-                    d_pre[2 * hidden + j] = dgh_n;
+                #[unroll]
+                for r in 0..rows {
+                    let b = first + r;
+                    if b < batch {
+                        let m = mask[b * len + time];
+                        let saved_at = (d * len + s) * batch + b;
+                        let x_at = (b * len + time) * 2 * g + d * g;
+                        let rec_at = saved_at * g;
+                        let pre_at = r * g + j;
+                        let dh = d_state[r * hidden + j] + m * d_out[(b * len + time) * 2 * hidden + d * hidden + j];
+                        let a = saved_at * 4 * hidden + j;
+                        if gates == 4 {
+                            let i = acts[a];
+                            let f = acts[a + hidden];
+                            let gg = acts[a + 2 * hidden];
+                            let o = acts[a + 3 * hidden];
+                            let c_old = cells[saved_at * hidden + j];
+                            let tc = tanh_of::<F>(f * c_old + i * gg);
+                            let dc = d_cell[r * hidden + j] + dh * o * (one - tc * tc);
+                            let di = m * dc * gg * i * (one - i);
+                            let df = m * dc * c_old * f * (one - f);
+                            let dg = m * dc * i * (one - gg * gg);
+                            let d_o = m * dh * tc * o * (one - o);
+                            d_gx[x_at + j] = di;
+                            d_gx[x_at + hidden + j] = df;
+                            d_gx[x_at + 2 * hidden + j] = dg;
+                            d_gx[x_at + 3 * hidden + j] = d_o;
+                            d_rec[rec_at + j] = di;
+                            d_rec[rec_at + hidden + j] = df;
+                            d_rec[rec_at + 2 * hidden + j] = dg;
+                            d_rec[rec_at + 3 * hidden + j] = d_o;
+                            d_pre[pre_at] = di;
+                            d_pre[pre_at + hidden] = df;
+                            d_pre[pre_at + 2 * hidden] = dg;
+                            d_pre[pre_at + 3 * hidden] = d_o;
+                            d_cell[r * hidden + j] = m * dc * f + (one - m) * d_cell[r * hidden + j];
+                        } else {
+                            let rr = acts[a];
+                            let z = acts[a + hidden];
+                            let n = acts[a + 2 * hidden];
+                            let gh_n = acts[a + 3 * hidden];
+                            let h_old = states[saved_at * hidden + j];
+                            let dn = m * dh * (one - z) * (one - n * n);
+                            let dr = dn * gh_n * rr * (one - rr);
+                            let dz = m * dh * (h_old - n) * z * (one - z);
+                            let dgh_n = dn * rr;
+                            d_gx[x_at + j] = dr;
+                            d_gx[x_at + hidden + j] = dz;
+                            d_gx[x_at + 2 * hidden + j] = dn;
+                            d_rec[rec_at + j] = dr;
+                            d_rec[rec_at + hidden + j] = dz;
+                            d_rec[rec_at + 2 * hidden + j] = dgh_n;
+                            d_pre[pre_at] = dr;
+                            d_pre[pre_at + hidden] = dz;
+                            d_pre[pre_at + 2 * hidden] = dgh_n;
+                        }
+                        d_state[r * hidden + j] = dh;
+                    }
                 }
-                d_state[j] = dh;
                 j += threads;
             }
             sync_cube();
             let mut j = UNIT_POS_X as usize;
             while j < hidden {
                 let w_at = d * g * hidden + j;
-                let mut sum = F::new(0.0_f32);
+                let mut sums = Array::<F>::new(rows);
                 for q in 0..g {
-                    sum += d_pre[q] * w_hh_t[w_at + q * hidden];
+                    let w = w_hh_t[w_at + q * hidden];
+                    #[unroll]
+                    for r in 0..rows {
+                        sums[r] += d_pre[r * g + q] * w;
+                    }
                 }
-                let dh = d_state[j];
-                // A GRU's new state keeps z of the old one directly.
-                let mut direct = F::new(0.0_f32);
-                if gates == 3 {
-                    direct = dh * acts[saved_at * 4 * hidden + hidden + j];
+                #[unroll]
+                for r in 0..rows {
+                    let b = first + r;
+                    if b < batch {
+                        let m = mask[b * len + time];
+                        let dh = d_state[r * hidden + j];
+                        // A GRU's new state keeps z of the old one directly.
+                        let mut direct = F::new(0.0_f32);
+                        if gates == 3 {
+                            direct = dh * acts[((d * len + s) * batch + b) * 4 * hidden + hidden + j];
+                        }
+                        d_state[r * hidden + j] = m * (direct + sums[r]) + (one - m) * dh;
+                    }
                 }
-                d_state[j] = m * (direct + sum) + (one - m) * dh;
                 j += threads;
             }
             sync_cube();
