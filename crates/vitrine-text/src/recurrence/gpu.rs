@@ -40,6 +40,7 @@ const THREADS: usize = 256;
 const MOST_ROWS: usize = 8;
 /// The shared memory the kernels plan for: what WebGPU promises every device.
 const SHARED_BYTES: usize = 16 * 1024;
+
 /// Whether the recurrence runs as these kernels on this device: a cubecl device (wgpu, CUDA), with
 /// or without autodiff, unless `VITRINE_UNFUSED_RECURRENCE` is set, and where a workgroup's shared
 /// memory holds what the backward kernel keeps there, (2 + G)·h floats (an LSTM's 128 units: 3 KiB;
