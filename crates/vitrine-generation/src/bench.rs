@@ -4,7 +4,7 @@ use anyhow::Result;
 use burn::prelude::*;
 use burn::tensor::Distribution;
 use vitrine_core::backend::ComputeDevice;
-use vitrine_core::bench::{BenchResult, Timing};
+use vitrine_core::bench::{BenchResult, Timing, read_back};
 use vitrine_core::config::ImageShape;
 use vitrine_core::data::ImageBatch;
 use vitrine_core::train::TrainTask;
@@ -34,7 +34,7 @@ pub fn bench(arch: Architecture, compute: &ComputeDevice, batch_size: usize, tim
             let train = timing.train_rate_on(&train_device, || wait(task.train_step(batch.clone(), 1e-3)));
             let model = task.model.valid();
             let input = images(&compute.device);
-            (train, timing.rate_on(&compute.device, || drop(model.forward(input.clone(), false).images.into_data())))
+            (train, timing.rate_on(&compute.device, || read_back(model.forward(input.clone(), false).images)))
         }
         Architecture::Dcgan => {
             let gan = Gan::new(shape, arch.default_latent(), None, &train_device);
@@ -42,7 +42,7 @@ pub fn bench(arch: Architecture, compute: &ComputeDevice, batch_size: usize, tim
             let train = timing.train_rate_on(&train_device, || wait(task.train_step(batch.clone(), 2e-4)));
             let generator = task.gan.valid().generator;
             let noise = normal_noise(batch_size, arch.default_latent(), 0, &compute.device);
-            (train, timing.rate_on(&compute.device, || drop(generator.forward(noise.clone(), None).into_data())))
+            (train, timing.rate_on(&compute.device, || read_back(generator.forward(noise.clone(), None))))
         }
     };
     Ok(BenchResult::new(arch.name(), compute, batch_size, train, infer))

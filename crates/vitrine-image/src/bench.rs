@@ -9,7 +9,7 @@ use anyhow::{Result, bail};
 use burn::prelude::*;
 use burn::tensor::Distribution;
 use vitrine_core::backend::{ComputeDevice, on_compute_pool};
-use vitrine_core::bench::{BenchResult, Timing};
+use vitrine_core::bench::{BenchResult, Timing, read_back};
 use vitrine_core::classifier::{ClassifierModel, ClassifierTask};
 use vitrine_core::config::{Augment, ImageShape, OptimizerConfig};
 use vitrine_core::data::{BatchSource, ImageBatch, ImageBatches, PixelRange, load_folder};
@@ -86,7 +86,7 @@ fn streamed<M: ClassifierModel<Input = Tensor<4>>>(
     });
     let model = task.model().valid();
     let infer = batches_per_sec(inference, timing, |batch| {
-        let _ = on_compute_pool(inference.device(), || model.logits(batch.images).into_data());
+        on_compute_pool(inference.device(), || read_back(model.logits(batch.images)));
     });
     BenchResult::new(arch.name(), compute, training.batch_size(), train, infer)
 }
