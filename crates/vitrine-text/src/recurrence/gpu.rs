@@ -32,6 +32,8 @@ use burn_ir::{BackendIr, InitOperationIr, OperationIr, OperationOutput};
 use cubecl::prelude::{CubeCount, CubeDim};
 use kernels::{recurrence_backward_kernel, recurrence_forward_kernel};
 
+use super::Dims;
+
 type Fused = FusionTensor<FusionCubeRuntime>;
 
 /// Most threads a workgroup gets; units beyond it are taken in turns.
@@ -86,14 +88,6 @@ pub fn recurrence(gx: &Tensor<3>, w_hh: &Tensor<3>, b_hh: &Tensor<2>, mask: &Ten
         }
     };
     Some(Tensor::from_primitive::<Autodiff<Cube>>(out))
-}
-
-#[derive(Clone, Copy, Debug)]
-struct Dims {
-    batch: usize,
-    len: usize,
-    hidden: usize,
-    gates: usize,
 }
 
 /// What the backward pass needs: per direction and step (in the direction's order), the state
