@@ -44,6 +44,9 @@ pub struct BiRecurrent {
     /// 4 for an LSTM (i, f, g, o), 3 for a GRU (r, z, n).
     gates: usize,
     hidden: usize,
+    /// Inference's table of each token's input projections (see [`BiRecurrent::forward_tokens`]).
+    #[module(skip)]
+    projections: crate::recurrence::TokenProjections,
 }
 
 impl BiRecurrent {
@@ -63,7 +66,27 @@ impl BiRecurrent {
             bias_hh_l0_reverse: init.init([rows], device),
             gates,
             hidden,
+            projections: Default::default(),
         }
+    }
+
+    /// [`BiRecurrent::forward`] of `embedding`'s rows for `ids` `[batch, len]`, at inference on
+    /// `flex`, each token's input projections looked up in a table made for the vocabulary
+    /// (`recurrence/token_projections.rs`) once it pays; `None` until then, and elsewhere.
+    pub fn forward_tokens(&self, embedding: &Tensor<2>, ids: &Tensor<2, Int>, mask: &Tensor<2>) -> Option<Tensor<3>> {
+        if !crate::recurrence::fuses(&ids.device()) || ids.device().is_autodiff() {
+            return None;
+        }
+        let [batch, len] = ids.dims();
+        let (w_ih, b_ih) = ([self.weight_ih_l0.val(), self.weight_ih_l0_reverse.val()], [self.bias_ih_l0.val(), self.bias_ih_l0_reverse.val()]);
+        let table = self.projections.for_weights(embedding, [&w_ih[0], &w_ih[1]], [&b_ih[0], &b_ih[1]], batch * len)?;
+        self.looked_up(&table, ids, mask)
+    }
+
+    fn looked_up(&self, table: &crate::recurrence::Table, ids: &Tensor<2, Int>, mask: &Tensor<2>) -> Option<Tensor<3>> {
+        let b_hh = Tensor::stack::<2>(vec![self.bias_hh_l0.val(), self.bias_hh_l0_reverse.val()], 0);
+        let w_hh = Tensor::stack::<3>(vec![self.weight_hh_l0.val().transpose(), self.weight_hh_l0_reverse.val().transpose()], 0);
+        crate::recurrence::looked_up_inference(table, ids, &w_hh, &b_hh, mask, self.gates)
     }
 
     /// `x`: `[batch, len, input]`, `mask`: `[batch, len]` → `[batch, len, 2·hidden]`, zero at padding.
@@ -398,6 +421,13 @@ impl TextClassifier {
         // At inference the recurrence on `flex` reads its inputs time-major: gathered in that
         // order, the embeddings are laid out so already (a `[batch, len]` view of `[len, batch]`
         // rows) instead of copied there.
+        let recurrent = self.lstm.as_ref().or(self.gru.as_ref());
+        if let (Some(recurrent), None, Some(attention)) = (recurrent, &self.ngrams, &self.attention) {
+            // Dropout is the identity at inference, so the recurrence reads the embeddings alone.
+            if let Some(encoded) = recurrent.forward_tokens(&embedding.weight.val(), &ids, &mask) {
+                return attention.forward(encoded, mask);
+            }
+        }
         let device = ids.device();
         let time_major = (self.lstm.is_some() || self.gru.is_some()) && crate::recurrence::fuses(&device) && !device.is_autodiff();
         let mut x = match time_major {
@@ -545,6 +575,47 @@ mod tests {
         }
         let cases = [(device.clone(), 70), (device.clone().autodiff(), 70), (device.clone().autodiff(), 300)];
         the_recurrence_matches_on(&[7, 4, 1, 7, 5], cases.into_iter());
+    }
+
+    /// At inference on `flex` a recurrent layer over token embeddings looks each token's input
+    /// projections up in a table made for the vocabulary (`recurrence/token_projections.rs`):
+    /// it must give what the composed operations give on the gathered embeddings, for both cells,
+    /// on padded batches whose steps run through the step kernel on AVX-512 (8 texts, 32 units)
+    /// and row by row (3 texts; 70 units); the table must come only once the layer has projected
+    /// as many tokens as the vocabulary has, and be made again, not reused, for new weights.
+    #[test]
+    fn looked_up_inference_matches_the_composed_one_once_its_table_pays() {
+        let device = Device::flex();
+        let vocabulary: usize = 100;
+        let eight = [7, 4, 1, 7, 5, 7, 2, 6];
+        for (gates, hidden, lengths) in [(4, 32, &eight[..]), (3, 32, &eight), (4, 70, &[7, 4, 1]), (3, 70, &[7, 4, 1])] {
+            device.seed(9);
+            let layer = BiRecurrent::new(6, hidden, gates, &device);
+            let b = lengths.len();
+            let ids: Vec<i64> = (0..b * 7).map(|i| (i as i64 * 37 + 11) % vocabulary as i64).collect();
+            let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [b, 7]), &device);
+            let mask: Vec<f32> = lengths.iter().flat_map(|&n| (0..7).map(move |t| if t < n { 1.0 } else { 0.0 })).collect();
+            let mask = Tensor::<2>::from_data(TensorData::new(mask, [b, 7]), &device);
+            let case = format!("gates {gates}, hidden {hidden}, {b} texts");
+            let check = |embedding: &Tensor<2>| {
+                let x = embedding.clone().select(0, ids.clone().reshape([b * 7])).reshape([b, 7, 6]);
+                let composed = values(layer.forward_composed(x, mask.clone()));
+                // `vocabulary` tokens projected before the table pays, b·7 a call.
+                let first = vocabulary.div_ceil(b * 7) - 1;
+                for call in 0..first {
+                    assert!(layer.forward_tokens(embedding, &ids, &mask).is_none(), "{case}: no table at call {call}");
+                }
+                for _ in 0..2 {
+                    let looked_up = layer.forward_tokens(embedding, &ids, &mask).unwrap_or_else(|| panic!("{case}: a table at call {first}"));
+                    assert_close(&case, &values(looked_up), &composed);
+                }
+            };
+            let embedding = Tensor::<2>::random([vocabulary, 6], Distribution::Normal(0.0, 1.0), &device);
+            check(&embedding);
+            check(&(embedding.clone() * 2.0));
+            let outside = Tensor::<2, Int>::full([b, 7], vocabulary as i64, &device);
+            assert!(layer.forward_tokens(&embedding, &outside, &mask).is_none(), "{case}: an id outside the vocabulary is not looked up");
+        }
     }
 
     fn the_recurrence_matches_on(lengths: &[usize], cases: impl Iterator<Item = (Device, usize)>) {

@@ -6,7 +6,9 @@
 //! share of the recurrent weight gradient while that step's gradients are in the cache. At
 //! inference the input projections are computed inside the recurrence too, a few steps at a time
 //! ([`fused_inference`]); on AVX-512 inside each step's product, whose epilogue is the cell
-//! update ([`step_kernel`]). Big buffers are written once, where they end up, never zeroed first.
+//! update ([`step_kernel`]); over token embeddings, once it pays, the input projections are rows
+//! of a table made for the whole vocabulary ([`looked_up_inference`], `token_projections.rs`).
+//! Big buffers are written once, where they end up, never zeroed first.
 //!
 //! Layouts: `gx` `[batch, len, 2·G·h]` holds the input projections (with `bias_ih`) of the
 //! forward direction then the reverse one, as one matrix product gives them; `w_hh` `[2, h, G·h]`
@@ -36,6 +38,9 @@ use vitrine_core::compiled_per_cpu;
 pub mod gpu;
 #[cfg(target_arch = "x86_64")]
 mod step_kernel;
+mod token_projections;
+
+pub use token_projections::{Table, TokenProjections};
 
 /// Whether [`fused_recurrence`] runs on this device: `flex`, with or without autodiff, unless
 /// `VITRINE_UNFUSED_RECURRENCE` is set (to measure one against the other).
@@ -72,7 +77,7 @@ pub fn fused_inference(x: &Tensor<3>, w_ih: &Tensor<3>, b_ih: &Tensor<2>, w_hh: 
     #[cfg(target_arch = "x86_64")]
     if batch > FEW_ROWS && step_kernel::PackedCell::available(dims.hidden) {
         let [x, w_ih, b_ih, w_hh, b_hh, mask] = [&x, &w_ih, &b_ih, &w_hh, &b_hh, &mask].map(|t| t.as_slice::<f32>().expect("f32"));
-        return Some(Tensor::from_primitive::<Flex>(step_kernel_inference(&dims, x, input, [w_ih, b_ih, w_hh, b_hh], mask)));
+        return Some(Tensor::from_primitive::<Flex>(step_kernel_inference(&dims, Inputs::Raw { x, w_ih, b_ih, input }, [w_hh, b_hh], mask)));
     }
     let inputs = Inputs::Raw {
         x: x.as_slice::<f32>()?,
@@ -112,25 +117,75 @@ pub fn fused_recurrence(gx: &Tensor<3>, w_hh: &Tensor<3>, b_hh: &Tensor<2>, mask
     Some(Tensor::from_primitive::<Autodiff<Flex>>(out))
 }
 
-/// [`fused_inference`] on AVX-512: each direction's steps through [`step_kernel`], the input
-/// projections and the cell update inside each step's product; `x` `[len, batch, input]`,
-/// the weights as [`fused_inference`] has them, `mask` `[batch, len]`.
+/// [`fused_inference`] from token ids, each step's input projections looked up in `table`
+/// ([`TokenProjections`]) instead of computed: `ids` `[batch, len]`, the rest as there. `None`
+/// off `flex`, where the table is not this cell's, or where an id falls outside it.
+pub fn looked_up_inference(table: &Table, ids: &Tensor<2, Int>, w_hh: &Tensor<3>, b_hh: &Tensor<2>, mask: &Tensor<2>, gates: usize) -> Option<Tensor<3>> {
+    let device = ids.device();
+    let [batch, len] = ids.dims();
+    let hidden = w_hh.dims()[1];
+    if !fuses(&device) || device.is_autodiff() || len == 0 || table.width != gates * hidden {
+        return None;
+    }
+    let dims = Dims { batch, len, hidden, gates };
+    // Time-major: each step's tokens side by side.
+    let ids = ids.clone().into_data().iter::<i64>().collect::<Vec<_>>();
+    let mut tokens = vec![0u32; batch * len];
+    for (b, text) in ids.chunks_exact(len).enumerate() {
+        for (t, &id) in text.iter().enumerate() {
+            tokens[t * batch + b] = u32::try_from(id).ok().filter(|&id| (id as usize) < table.vocabulary)?;
+        }
+    }
+    let plain = |t: Tensor<3>| t.try_into_primitive::<Flex>().ok().map(|t| t.to_contiguous());
+    let [w_hh, b_hh, mask] = [plain(w_hh.clone())?, plain(b_hh.clone().unsqueeze())?, plain(mask.clone().unsqueeze())?];
+    let inputs = Inputs::Looked { table, tokens: &tokens };
+    #[cfg(target_arch = "x86_64")]
+    if batch > FEW_ROWS && step_kernel::PackedCell::available(hidden) {
+        let [w_hh, b_hh, mask] = [&w_hh, &b_hh, &mask].map(|t| t.as_slice::<f32>().expect("f32"));
+        return Some(Tensor::from_primitive::<Flex>(step_kernel_inference(&dims, inputs, [w_hh, b_hh], mask)));
+    }
+    let (out, _) = forward(&dims, inputs, &w_hh, &b_hh, &mask, false);
+    Some(Tensor::from_primitive::<Flex>(out))
+}
+
+/// Inference on AVX-512: each direction's steps through [`step_kernel`], the input projections
+/// (`Inputs::Raw`, `x` `[len, batch, input]`) and the cell update inside each step's product, or
+/// the projections looked up (`Inputs::Looked`); `w_hh`, `b_hh` and `mask` as [`forward`] has
+/// them.
 #[cfg(target_arch = "x86_64")]
-fn step_kernel_inference(dims: &Dims, x: &[f32], input: usize, [w_ih, b_ih, w_hh, b_hh]: [&[f32]; 4], mask: &[f32]) -> FlexTensor {
+fn step_kernel_inference(dims: &Dims, inputs: Inputs, [w_hh, b_hh]: [&[f32]; 2], mask: &[f32]) -> FlexTensor {
+    use step_kernel::{PackedCell, StepInputs};
     let Dims { len, batch, hidden: h, gates } = *dims;
     let g = gates * h;
     let mut out = Vec::with_capacity(2 * dims.block(h));
     let out_rows = SideBySide::new(&mut out, dims, h);
     let direction = |d: usize| {
-        let packed = step_kernel::PackedCell::new(gates, &w_ih[d * input * g..][..input * g], &w_hh[d * h * g..][..h * g], &b_ih[d * g..][..g], &b_hh[d * g..][..g], input, h);
+        let (w_hh, b_hh) = (&w_hh[d * h * g..][..h * g], &b_hh[d * g..][..g]);
+        let packed = match inputs {
+            Inputs::Raw { w_ih, b_ih, input, .. } => PackedCell::new(gates, &w_ih[d * input * g..][..input * g], w_hh, &b_ih[d * g..][..g], b_hh, input, h),
+            Inputs::Looked { .. } => PackedCell::recurrent(gates, w_hh, b_hh, h),
+            Inputs::Projected(_) => unreachable!("inference projects its inputs itself or looks them up"),
+        };
         let (mut state, mut next, mut cell) = (vec![0.0; batch * h], vec![0.0; batch * h], vec![0.0; batch * h]);
-        let mut partial = step_kernel::PackedCell::scratch(batch);
+        let mut partial = PackedCell::scratch(batch);
         for t in 0..len {
             let time = dims.time(d, t);
+            if let (Inputs::Looked { table, tokens }, true) = (inputs, t + 1 < len) {
+                // The next step's rows, scattered over the table, while this step runs.
+                let rows = table.direction(d);
+                for &token in &tokens[dims.time(d, t + 1) * batch..][..batch] {
+                    prefetch_l2(&rows[token as usize * g..][..g]);
+                }
+            }
+            let step_inputs = match inputs {
+                Inputs::Raw { x, input, .. } => StepInputs::Embedded(&x[time * batch * input..][..batch * input]),
+                Inputs::Looked { table, tokens } => StepInputs::Looked { table: table.direction(d), tokens: &tokens[time * batch..][..batch] },
+                Inputs::Projected(_) => unreachable!("matched above"),
+            };
             // SAFETY: the caller checked `PackedCell::available`; direction d's rows at token
             // `time` have room for h values each, a stride apart, and only this thread writes them.
             unsafe {
-                step_kernel::step(&packed, &x[time * batch * input..][..batch * input], &state, &mut next, &mut cell, &mut partial, |b| mask[b * len + time] != 0.0, out_rows.at(d, time, 0), out_rows.stride());
+                step_kernel::step(&packed, step_inputs, &state, &mut next, &mut cell, &mut partial, |b| mask[b * len + time] != 0.0, out_rows.at(d, time, 0), out_rows.stride());
             }
             std::mem::swap(&mut state, &mut next);
         }
@@ -232,6 +287,8 @@ enum Inputs<'a> {
     /// Computed a block of steps at a time from `x` `[len, batch, input]` (time-major), `w_ih`
     /// `[2, input, G·h]`, `b_ih` `[2, G·h]`.
     Raw { x: &'a [f32], w_ih: &'a [f32], b_ih: &'a [f32], input: usize },
+    /// Looked up: step t's row b is row `tokens[t·batch + b]` of the direction's `table`.
+    Looked { table: &'a Table, tokens: &'a [u32] },
 }
 
 /// `rows` `[batch, width]` become `bias` + `x_b·W` for each row `x_b` (see [`add_projection`]).
@@ -321,6 +378,14 @@ fn forward(dims: &Dims, inputs: Inputs, w_hh: &FlexTensor, b_hh: &FlexTensor, ma
                         project(&mut block, &b_ih[d * g..][..g], &x[block_start * batch * input..], input, input, &w_ih[d * input * g..][..input * g]);
                     }
                     (&block[(time - block_start) * batch * g..], g)
+                }
+                Inputs::Looked { table, tokens } => {
+                    let rows = table.direction(d);
+                    block.clear();
+                    for &token in &tokens[time * batch..][..batch] {
+                        block.extend_from_slice(&rows[token as usize * g..][..g]);
+                    }
+                    (&block[..], g)
                 }
             };
             let step = Step {
@@ -489,6 +554,15 @@ fn prefetch(values: &[f32]) {
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = values;
+}
+
+/// [`prefetch`] into the core's second-level cache.
+#[cfg(target_arch = "x86_64")]
+fn prefetch_l2(values: &[f32]) {
+    for line in values.chunks(16) {
+        // SAFETY: a prefetch only hints; the address is inside `values`.
+        unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(line.as_ptr().cast()) };
+    }
 }
 
 /// Batches of at most this many texts take their recurrent products row by row

@@ -5,6 +5,9 @@
 //! written and read back, no input projections computed ahead, and the weights packed once per
 //! call instead of by `gemm` at every product.
 //!
+//! Where a table holds each token's input projections (`token_projections.rs`), the sums start
+//! from a row of it and only the recurrent products remain.
+//!
 //! Four sums a row and unit: an LSTM's gates i, f, g, o, each over x and h; a GRU's r and z over
 //! x and h, and its n gate's input part and recurrent part apart, since r scales the recurrent
 //! one (`n = tanh(x·W_in + b_in + r ⊙ (h·W_hn + b_hn))`).
@@ -61,15 +64,31 @@ impl PackedCell {
         Self { weights, bias, gates, input, hidden }
     }
 
+    /// The recurrent half alone, for steps whose input sums are looked up
+    /// ([`StepInputs::Looked`]): `w_hh` `[h, G·h]` and `b_hh` `[G·h]`.
+    pub fn recurrent(gates: usize, w_hh: &[f32], b_hh: &[f32], hidden: usize) -> Self {
+        Self::new(gates, &[], w_hh, &vec![0.0; gates * hidden], b_hh, 0, hidden)
+    }
+
     /// The scratch [`step`] needs for a batch of `batch` rows (kept across the steps).
     pub fn scratch(batch: usize) -> Vec<f32> {
         vec![0.0; batch * 4 * UNITS]
     }
 }
 
-/// One step for a batch: `x` `[batch, input]` the step's inputs, `h` `[batch, hidden]` the state
-/// before it, `h_next` gets the state after it, `c` `[batch, hidden]` an LSTM's cell state,
-/// updated (a GRU leaves it alone), `partial` the scratch of [`PackedCell::scratch`]. A row
+/// Where a step's input sums come from.
+#[derive(Clone, Copy)]
+pub enum StepInputs<'a> {
+    /// The step's inputs `[batch, input]`, times the packed input weights.
+    Embedded(&'a [f32]),
+    /// Each row's token's projection, `x·W_ih + b_ih` of its embedding made ahead: row `tokens[b]`
+    /// of `table` `[vocabulary, G·h]` (PyTorch's gate order). The cell is packed without input
+    /// weights or `b_ih` ([`PackedCell::recurrent`]).
+    Looked { table: &'a [f32], tokens: &'a [u32] },
+}
+
+/// One step for a batch: `inputs` the step's inputs, `h` `[batch, hidden]` the state before it,
+/// `h_next` gets the state after it, `c` `[batch, hidden]` an LSTM's cell state, updated (a GRU leaves it alone), `partial` the scratch of [`PackedCell::scratch`]. A row
 /// whose `real` is false (padding) carries the state over. Row `b`'s output (its new state, 0 at
 /// padding) goes to the `hidden` values at `out + b·out_stride`.
 ///
@@ -77,9 +96,16 @@ impl PackedCell {
 /// [`PackedCell::available`]; `out + b·out_stride` has room for `hidden` values for each row,
 /// written by this thread alone.
 #[allow(clippy::too_many_arguments)]
-pub unsafe fn step(packed: &PackedCell, x: &[f32], h: &[f32], h_next: &mut [f32], c: &mut [f32], partial: &mut [f32], real: impl Fn(usize) -> bool, out: *mut f32, out_stride: usize) {
+pub unsafe fn step(packed: &PackedCell, inputs: StepInputs, h: &[f32], h_next: &mut [f32], c: &mut [f32], partial: &mut [f32], real: impl Fn(usize) -> bool, out: *mut f32, out_stride: usize) {
     let PackedCell { gates, input, hidden, .. } = *packed;
     let batch = h.len() / hidden;
+    let x = match inputs {
+        StepInputs::Embedded(x) => x,
+        StepInputs::Looked { table, tokens } => {
+            assert!(input == 0 && tokens.len() == batch && table.len().is_multiple_of(gates * hidden), "a table for a cell packed without input weights");
+            &[]
+        }
+    };
     assert!(x.len() == batch * input && h_next.len() == h.len() && c.len() == h.len() && partial.len() == batch * 4 * UNITS, "rows of matching sizes");
     let per_block = (input + hidden) * gates * UNITS;
     // Each block in two passes over the rows, the x products of every tile (their sums kept in
@@ -89,7 +115,11 @@ pub unsafe fn step(packed: &PackedCell, x: &[f32], h: &[f32], h_next: &mut [f32]
     for (block, unit) in (0..hidden).step_by(UNITS).enumerate() {
         let weights = &packed.weights[block * per_block..][..per_block];
         let bias = &packed.bias[block * 4 * UNITS..][..4 * UNITS];
-        for (pass, first) in [Pass::Inputs, Pass::Recurrent].into_iter().flat_map(|pass| (0..batch).step_by(ROWS).map(move |first| (pass, first))) {
+        let passes = match inputs {
+            StepInputs::Embedded(_) => &[Pass::Inputs, Pass::Recurrent][..],
+            StepInputs::Looked { .. } => &[Pass::Recurrent],
+        };
+        for (pass, first) in passes.iter().copied().flat_map(|pass| (0..batch).step_by(ROWS).map(move |first| (pass, first))) {
             let rows = ROWS.min(batch - first);
             let state = |v: &[f32], width: usize| v[first * width..][..rows * width].as_ptr();
             let mut tile = Tile {
@@ -105,6 +135,13 @@ pub unsafe fn step(packed: &PackedCell, x: &[f32], h: &[f32], h_next: &mut [f32]
                 hidden,
                 unit,
                 partial: partial[first * 4 * UNITS..][..rows * 4 * UNITS].as_mut_ptr(),
+                looked_up: match inputs {
+                    StepInputs::Embedded(_) => None,
+                    StepInputs::Looked { table, tokens } => Some(std::array::from_fn(|r| {
+                        let token = tokens[first + r.min(rows - 1)] as usize;
+                        table[token * gates * hidden..][..gates * hidden].as_ptr()
+                    })),
+                },
                 pass,
             };
             let weights = (weights, bias);
@@ -164,6 +201,9 @@ struct Tile {
     unit: usize,
     /// The tile's sums between the passes, `4·16` a row.
     partial: *mut f32,
+    /// With [`StepInputs::Looked`], each row's token's row of the table (`G·hidden` values), read
+    /// instead of `partial`.
+    looked_up: Option<[*const f32; ROWS]>,
     pass: Pass,
 }
 
@@ -196,7 +236,16 @@ unsafe fn run<const R: usize, const G: usize>((weights, bias): (&[f32], &[f32]),
             }
             return;
         }
-        let mut acc: [[__m512; 4]; R] = std::array::from_fn(|r| std::array::from_fn(|q| _mm512_loadu_ps(tile.partial.add((r * 4 + q) * UNITS))));
+        let mut acc: [[__m512; 4]; R] = match tile.looked_up {
+            // The bias and the row's projection (a GRU's fourth sum, n's recurrent part: the bias).
+            Some(rows) => std::array::from_fn(|r| {
+                std::array::from_fn(|q| {
+                    let bias = _mm512_loadu_ps(b.add(q * UNITS));
+                    if q < G { _mm512_add_ps(bias, _mm512_loadu_ps(rows[r].add(q * hidden + unit))) } else { bias }
+                })
+            }),
+            None => std::array::from_fn(|r| std::array::from_fn(|q| _mm512_loadu_ps(tile.partial.add((r * 4 + q) * UNITS)))),
+        };
         add_products(&mut acc, tile.h, hidden, w.add(input * G * UNITS), from_h);
         for (r, sums) in acc.into_iter().enumerate() {
             let at = r * hidden + unit;
