@@ -89,6 +89,7 @@ impl Timing {
             let _: f32 = task.train_step(train_batch.clone(), 1e-3).loss_sum.into_scalar();
         });
         let model = task.model().valid();
+        model.prepare_inference();
         let infer = self.rate_on(&compute.device, || {
             read_back(model.logits(input.clone()));
         });

@@ -23,6 +23,11 @@ pub trait ClassifierModel: Module + Send + 'static {
     type Input: Send + 'static;
     fn logits(&self, input: Self::Input) -> Tensor<2>;
 
+    /// Work done once before serving that inference would otherwise do on one of its calls (a
+    /// text model's table of token projections); `vitrine bench` runs it before its warm-up, as a
+    /// server would at start-up.
+    fn prepare_inference(&self) {}
+
     /// One step's gradients in groups, each with a factor on the learning rate: all at ×1 unless
     /// the model trains parts at their own rates (a pretrained encoder more slowly than its head).
     fn learning_rate_groups(&self, grads: &mut Gradients) -> Vec<(f64, GradientsParams)> {

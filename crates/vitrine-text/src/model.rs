@@ -83,6 +83,14 @@ impl BiRecurrent {
         self.looked_up(&table, ids, mask)
     }
 
+    /// Makes the table [`BiRecurrent::forward_tokens`] looks up now (at inference on `flex`).
+    pub fn prepare_tokens(&self, embedding: &Tensor<2>) {
+        if crate::recurrence::fuses(&embedding.device()) && !embedding.device().is_autodiff() {
+            let (w_ih, b_ih) = ([self.weight_ih_l0.val(), self.weight_ih_l0_reverse.val()], [self.bias_ih_l0.val(), self.bias_ih_l0_reverse.val()]);
+            self.projections.for_weights(embedding, [&w_ih[0], &w_ih[1]], [&b_ih[0], &b_ih[1]], embedding.dims()[0]);
+        }
+    }
+
     fn looked_up(&self, table: &crate::recurrence::Table, ids: &Tensor<2, Int>, mask: &Tensor<2>) -> Option<Tensor<3>> {
         let b_hh = Tensor::stack::<2>(vec![self.bias_hh_l0.val(), self.bias_hh_l0_reverse.val()], 0);
         let w_hh = Tensor::stack::<3>(vec![self.weight_hh_l0.val().transpose(), self.weight_hh_l0_reverse.val().transpose()], 0);
@@ -495,6 +503,13 @@ fn average(x: Tensor<3>, mask: Tensor<2>, hidden: Option<&Linear>) -> (Tensor<2>
 impl ClassifierModel for TextClassifier {
     type Input = TokenInput;
 
+    /// The recurrent layer's table of token projections, made now rather than once it pays.
+    fn prepare_inference(&self) {
+        if let (Some(embedding), Some(recurrent), None) = (&self.embedding, self.lstm.as_ref().or(self.gru.as_ref()), &self.ngrams) {
+            recurrent.prepare_tokens(&embedding.weight.val());
+        }
+    }
+
     fn logits(&self, input: TokenInput) -> Tensor<2> {
         self.forward_with_attention(input).0
     }
@@ -582,7 +597,8 @@ mod tests {
     /// it must give what the composed operations give on the gathered embeddings, for both cells,
     /// on padded batches whose steps run through the step kernel on AVX-512 (8 texts, 32 units)
     /// and row by row (3 texts; 70 units); the table must come only once the layer has projected
-    /// as many tokens as the vocabulary has, and be made again, not reused, for new weights.
+    /// as many tokens as the vocabulary has (or when prepared), and be made again, not reused, for
+    /// new weights.
     #[test]
     fn looked_up_inference_matches_the_composed_one_once_its_table_pays() {
         let device = Device::flex();
@@ -613,6 +629,10 @@ mod tests {
             let embedding = Tensor::<2>::random([vocabulary, 6], Distribution::Normal(0.0, 1.0), &device);
             check(&embedding);
             check(&(embedding.clone() * 2.0));
+            // Made ahead (`prepare_inference`), the table serves the first call.
+            let third = embedding.clone() * 3.0;
+            layer.prepare_tokens(&third);
+            assert!(layer.forward_tokens(&third, &ids, &mask).is_some(), "{case}: the prepared table serves the first call");
             let outside = Tensor::<2, Int>::full([b, 7], vocabulary as i64, &device);
             assert!(layer.forward_tokens(&embedding, &outside, &mask).is_none(), "{case}: an id outside the vocabulary is not looked up");
         }

@@ -5,6 +5,7 @@
 //! many tokens as the vocabulary has (so making it costs at most what it has saved by then), and
 //! kept while the weights it came from are the ones the layer holds.
 
+use std::mem::MaybeUninit;
 use std::sync::{Arc, Mutex};
 
 use burn::backend::Flex;
@@ -32,7 +33,7 @@ struct Entry {
 
 /// `[2, vocabulary, G·h]`: each direction's `E·W_ihᵀ + b_ih`.
 pub struct Table {
-    values: FlexTensor,
+    values: Vec<f32>,
     pub vocabulary: usize,
     /// G·h, a row's values.
     pub width: usize,
@@ -41,8 +42,7 @@ pub struct Table {
 impl Table {
     /// Direction `d`'s rows, `[vocabulary, width]`.
     pub fn direction(&self, d: usize) -> &[f32] {
-        let all = self.values.as_slice::<f32>().expect("made contiguous in f32");
-        &all[d * self.vocabulary * self.width..][..self.vocabulary * self.width]
+        &self.values[d * self.vocabulary * self.width..][..self.vocabulary * self.width]
     }
 }
 
@@ -73,16 +73,44 @@ impl TokenProjections {
         }
         let entry = entry.as_mut().expect("set above");
         if entry.table.is_none() {
-            if entry.tokens_projected + tokens < vocabulary {
-                entry.tokens_projected += tokens;
+            entry.tokens_projected = entry.tokens_projected.saturating_add(tokens);
+            if entry.tokens_projected < vocabulary {
                 return None;
             }
-            let project = |d: usize| embedding.clone().matmul(w_ih[d].clone().transpose()) + b_ih[d].clone().unsqueeze();
-            let values = Tensor::stack::<3>(vec![project(0), project(1)], 0).try_into_primitive::<Flex>().ok()?.to_contiguous();
+            let values = project(&entry.sources, vocabulary, width);
             entry.table = Some(Arc::new(Table { values, vocabulary, width }));
         }
         entry.table.clone()
     }
+}
+
+/// `[2, vocabulary, width]`: each direction's `E·W_ihᵀ + b_ih` from the sources of an [`Entry`]
+/// (embedding `[vocabulary, input]`, then `W_ih` `[width, input]` and `b_ih` of each direction),
+/// the two directions on the two halves of the thread pool, written once. (burn's product, stack
+/// and copy took 90–150 ms for `text-lstm-attn`'s table; this takes ~6 ms a direction, plus the
+/// first touch of 32 MB, 5–80 ms as the kernel finds huge pages.)
+fn project(sources: &[FlexTensor], vocabulary: usize, width: usize) -> Vec<f32> {
+    let slice = |i: usize| sources[i].as_slice::<f32>().expect("checked when kept");
+    let (embedding, input) = (slice(0), sources[0].layout().shape()[1]);
+    let mut values = Vec::with_capacity(2 * vocabulary * width);
+    let (first, second) = values.spare_capacity_mut()[..2 * vocabulary * width].split_at_mut(vocabulary * width);
+    let direction = |d: usize, rows: &mut [MaybeUninit<f32>]| {
+        let (w_ih, b_ih) = (slice(1 + d), slice(3 + d));
+        assert!(embedding.len() == vocabulary * input && w_ih.len() == width * input && b_ih.len() == width, "sources of matching sizes");
+        // SAFETY: `rows` has room for `[vocabulary, width]`, which the product writes without
+        // reading (no accumulation); the operands' strides stay inside their slices.
+        let rows = unsafe {
+            super::matmul_raw(vocabulary, width, input, rows.as_mut_ptr().cast(), (width, 1), false, embedding.as_ptr(), (input, 1), w_ih.as_ptr(), (1, input));
+            std::slice::from_raw_parts_mut(rows.as_mut_ptr().cast::<f32>(), rows.len())
+        };
+        for row in rows.chunks_exact_mut(width) {
+            row.iter_mut().zip(b_ih).for_each(|(v, b)| *v += b);
+        }
+    };
+    rayon::join(|| direction(0, first), || direction(1, second));
+    // SAFETY: each direction wrote its half.
+    unsafe { values.set_len(2 * vocabulary * width) };
+    values
 }
 
 /// Whether each tensor views the same values of the same storage as its counterpart.
