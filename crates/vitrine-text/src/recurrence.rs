@@ -77,14 +77,14 @@ pub fn fused_inference(x: &Tensor<3>, w_ih: &Tensor<3>, b_ih: &Tensor<2>, w_hh: 
     #[cfg(target_arch = "x86_64")]
     if batch > FEW_ROWS && step_kernel::PackedCell::available(dims.hidden) {
         let [x, w_ih, b_ih, w_hh, b_hh, mask] = [&x, &w_ih, &b_ih, &w_hh, &b_hh, &mask].map(|t| t.as_slice::<f32>().expect("f32"));
-        return Some(Tensor::from_primitive::<Flex>(step_kernel_inference(&dims, Inputs::Raw { x, w_ih, b_ih, input }, [w_hh, b_hh], mask)));
+        return Some(Tensor::from_primitive::<Flex>(step_kernel_inference(&dims, Fresh::Raw { x, w_ih, b_ih, input }, [w_hh, b_hh], mask)));
     }
-    let inputs = Inputs::Raw {
+    let inputs = Inputs::Fresh(Fresh::Raw {
         x: x.as_slice::<f32>()?,
         w_ih: w_ih.as_slice::<f32>()?,
         b_ih: b_ih.as_slice::<f32>()?,
         input,
-    };
+    });
     let (out, _) = forward(&dims, inputs, &w_hh, &b_hh, &mask, false);
     Some(Tensor::from_primitive::<Flex>(out))
 }
@@ -138,22 +138,22 @@ pub fn looked_up_inference(table: &Table, ids: &Tensor<2, Int>, w_hh: &Tensor<3>
     }
     let plain = |t: Tensor<3>| t.try_into_primitive::<Flex>().ok().map(|t| t.to_contiguous());
     let [w_hh, b_hh, mask] = [plain(w_hh.clone())?, plain(b_hh.clone().unsqueeze())?, plain(mask.clone().unsqueeze())?];
-    let inputs = Inputs::Looked { table, tokens: &tokens };
+    let inputs = Fresh::Looked { table, tokens: &tokens };
     #[cfg(target_arch = "x86_64")]
     if batch > FEW_ROWS && step_kernel::PackedCell::available(hidden) {
         let [w_hh, b_hh, mask] = [&w_hh, &b_hh, &mask].map(|t| t.as_slice::<f32>().expect("f32"));
         return Some(Tensor::from_primitive::<Flex>(step_kernel_inference(&dims, inputs, [w_hh, b_hh], mask)));
     }
-    let (out, _) = forward(&dims, inputs, &w_hh, &b_hh, &mask, false);
+    let (out, _) = forward(&dims, Inputs::Fresh(inputs), &w_hh, &b_hh, &mask, false);
     Some(Tensor::from_primitive::<Flex>(out))
 }
 
 /// Inference on AVX-512: each direction's steps through [`step_kernel`], the input projections
-/// (`Inputs::Raw`, `x` `[len, batch, input]`) and the cell update inside each step's product, or
-/// the projections looked up (`Inputs::Looked`); `w_hh`, `b_hh` and `mask` as [`forward`] has
+/// (`Fresh::Raw`, `x` `[len, batch, input]`) and the cell update inside each step's product, or
+/// the projections looked up (`Fresh::Looked`); `w_hh`, `b_hh` and `mask` as [`forward`] has
 /// them.
 #[cfg(target_arch = "x86_64")]
-fn step_kernel_inference(dims: &Dims, inputs: Inputs, [w_hh, b_hh]: [&[f32]; 2], mask: &[f32]) -> FlexTensor {
+fn step_kernel_inference(dims: &Dims, inputs: Fresh, [w_hh, b_hh]: [&[f32]; 2], mask: &[f32]) -> FlexTensor {
     use step_kernel::{PackedCell, StepInputs};
     let Dims { len, batch, hidden: h, gates } = *dims;
     let g = gates * h;
@@ -162,15 +162,14 @@ fn step_kernel_inference(dims: &Dims, inputs: Inputs, [w_hh, b_hh]: [&[f32]; 2],
     let direction = |d: usize| {
         let (w_hh, b_hh) = (&w_hh[d * h * g..][..h * g], &b_hh[d * g..][..g]);
         let packed = match inputs {
-            Inputs::Raw { w_ih, b_ih, input, .. } => PackedCell::new(gates, &w_ih[d * input * g..][..input * g], w_hh, &b_ih[d * g..][..g], b_hh, input, h),
-            Inputs::Looked { .. } => PackedCell::recurrent(gates, w_hh, b_hh, h),
-            Inputs::Projected(_) => unreachable!("inference projects its inputs itself or looks them up"),
+            Fresh::Raw { w_ih, b_ih, input, .. } => PackedCell::new(gates, &w_ih[d * input * g..][..input * g], w_hh, &b_ih[d * g..][..g], b_hh, input, h),
+            Fresh::Looked { .. } => PackedCell::recurrent(gates, w_hh, b_hh, h),
         };
         let (mut state, mut next, mut cell) = (vec![0.0; batch * h], vec![0.0; batch * h], vec![0.0; batch * h]);
         let mut partial = PackedCell::scratch(batch);
         for t in 0..len {
             let time = dims.time(d, t);
-            if let (Inputs::Looked { table, tokens }, true) = (inputs, t + 1 < len) {
+            if let (Fresh::Looked { table, tokens }, true) = (inputs, t + 1 < len) {
                 // The next step's rows, scattered over the table, while this step runs.
                 let rows = table.direction(d);
                 for &token in &tokens[dims.time(d, t + 1) * batch..][..batch] {
@@ -178,9 +177,8 @@ fn step_kernel_inference(dims: &Dims, inputs: Inputs, [w_hh, b_hh]: [&[f32]; 2],
                 }
             }
             let step_inputs = match inputs {
-                Inputs::Raw { x, input, .. } => StepInputs::Embedded(&x[time * batch * input..][..batch * input]),
-                Inputs::Looked { table, tokens } => StepInputs::Looked { table: table.direction(d), tokens: &tokens[time * batch..][..batch] },
-                Inputs::Projected(_) => unreachable!("matched above"),
+                Fresh::Raw { x, input, .. } => StepInputs::Embedded(&x[time * batch * input..][..batch * input]),
+                Fresh::Looked { table, tokens } => StepInputs::Looked { table: table.direction(d), tokens: &tokens[time * batch..][..batch] },
             };
             // SAFETY: the caller checked `PackedCell::available`; direction d's rows at token
             // `time` have room for h values each, a stride apart, and only this thread writes them.
@@ -282,10 +280,17 @@ const PROJECTED_ROWS: usize = 512;
 /// Where a step's input projections `x_t·W_ih (+ b_ih)` come from.
 #[derive(Clone, Copy)]
 enum Inputs<'a> {
-    /// Computed for the whole sequence before: `gx` `[batch, len, 2·G·h]`.
+    /// Computed for the whole sequence before (training): `gx` `[batch, len, 2·G·h]`.
     Projected(&'a [f32]),
-    /// Computed a block of steps at a time from `x` `[len, batch, input]` (time-major), `w_ih`
-    /// `[2, input, G·h]`, `b_ih` `[2, G·h]`.
+    /// Made as the steps go (inference).
+    Fresh(Fresh<'a>),
+}
+
+/// Inference's input projections, made as the steps go.
+#[derive(Clone, Copy)]
+enum Fresh<'a> {
+    /// Computed a block of steps at a time (or inside each step's product, [`step_kernel`]) from
+    /// `x` `[len, batch, input]` (time-major), `w_ih` `[2, input, G·h]`, `b_ih` `[2, G·h]`.
     Raw { x: &'a [f32], w_ih: &'a [f32], b_ih: &'a [f32], input: usize },
     /// Looked up: step t's row b is row `tokens[t·batch + b]` of the direction's `table`.
     Looked { table: &'a Table, tokens: &'a [u32] },
@@ -369,7 +374,7 @@ fn forward(dims: &Dims, inputs: Inputs, w_hh: &FlexTensor, b_hh: &FlexTensor, ma
             let time = dims.time(d, t);
             let (gx, gx_stride) = match inputs {
                 Inputs::Projected(gx) => (&gx[time * 2 * g + d * g..], len * 2 * g),
-                Inputs::Raw { x, w_ih, b_ih, input } => {
+                Inputs::Fresh(Fresh::Raw { x, w_ih, b_ih, input }) => {
                     let steps = (PROJECTED_ROWS / batch).max(1);
                     if t % steps == 0 {
                         let steps = steps.min(len - t);
@@ -379,7 +384,7 @@ fn forward(dims: &Dims, inputs: Inputs, w_hh: &FlexTensor, b_hh: &FlexTensor, ma
                     }
                     (&block[(time - block_start) * batch * g..], g)
                 }
-                Inputs::Looked { table, tokens } => {
+                Inputs::Fresh(Fresh::Looked { table, tokens }) => {
                     let rows = table.direction(d);
                     block.clear();
                     for &token in &tokens[time * batch..][..batch] {
