@@ -74,27 +74,34 @@ impl BiRecurrent {
     /// `flex`, each token's input projections looked up in a table made for the vocabulary
     /// (`recurrence/token_projections.rs`) once it pays; `None` until then, and elsewhere.
     pub fn forward_tokens(&self, embedding: &Tensor<2>, ids: &Tensor<2, Int>, mask: &Tensor<2>) -> Option<Tensor<3>> {
-        if !crate::recurrence::fuses(&ids.device()) || ids.device().is_autodiff() {
-            return None;
-        }
         let [batch, len] = ids.dims();
-        let (w_ih, b_ih) = ([self.weight_ih_l0.val(), self.weight_ih_l0_reverse.val()], [self.bias_ih_l0.val(), self.bias_ih_l0_reverse.val()]);
-        let table = self.projections.for_weights(embedding, [&w_ih[0], &w_ih[1]], [&b_ih[0], &b_ih[1]], batch * len)?;
-        self.looked_up(&table, ids, mask)
+        let table = self.token_table(embedding, batch * len)?;
+        let (w_hh, b_hh) = self.recurrent_weights();
+        crate::recurrence::looked_up_inference(&table, ids, &w_hh, &b_hh, mask, self.gates)
     }
 
     /// Makes the table [`BiRecurrent::forward_tokens`] looks up now (at inference on `flex`).
     pub fn prepare_tokens(&self, embedding: &Tensor<2>) {
-        if crate::recurrence::fuses(&embedding.device()) && !embedding.device().is_autodiff() {
-            let (w_ih, b_ih) = ([self.weight_ih_l0.val(), self.weight_ih_l0_reverse.val()], [self.bias_ih_l0.val(), self.bias_ih_l0_reverse.val()]);
-            self.projections.for_weights(embedding, [&w_ih[0], &w_ih[1]], [&b_ih[0], &b_ih[1]], embedding.dims()[0]);
-        }
+        self.token_table(embedding, embedding.dims()[0]);
     }
 
-    fn looked_up(&self, table: &crate::recurrence::Table, ids: &Tensor<2, Int>, mask: &Tensor<2>) -> Option<Tensor<3>> {
-        let b_hh = Tensor::stack::<2>(vec![self.bias_hh_l0.val(), self.bias_hh_l0_reverse.val()], 0);
+    /// The table of `embedding`'s input projections, counting `tokens` as projected without it
+    /// (see `TokenProjections::for_weights`); `None` off `flex` at inference.
+    fn token_table(&self, embedding: &Tensor<2>, tokens: usize) -> Option<std::sync::Arc<crate::recurrence::Table>> {
+        let device = embedding.device();
+        if !crate::recurrence::fuses(&device) || device.is_autodiff() {
+            return None;
+        }
+        let (w_ih, b_ih) = ([self.weight_ih_l0.val(), self.weight_ih_l0_reverse.val()], [self.bias_ih_l0.val(), self.bias_ih_l0_reverse.val()]);
+        self.projections.for_weights(embedding, [&w_ih[0], &w_ih[1]], [&b_ih[0], &b_ih[1]], tokens)
+    }
+
+    /// Both directions' `W_hh` transposed `[2, h, G·h]` and `b_hh` `[2, G·h]`, as the fused
+    /// recurrences take them.
+    fn recurrent_weights(&self) -> (Tensor<3>, Tensor<2>) {
         let w_hh = Tensor::stack::<3>(vec![self.weight_hh_l0.val().transpose(), self.weight_hh_l0_reverse.val().transpose()], 0);
-        crate::recurrence::looked_up_inference(table, ids, &w_hh, &b_hh, mask, self.gates)
+        let b_hh = Tensor::stack::<2>(vec![self.bias_hh_l0.val(), self.bias_hh_l0_reverse.val()], 0);
+        (w_hh, b_hh)
     }
 
     /// `x`: `[batch, len, input]`, `mask`: `[batch, len]` → `[batch, len, 2·hidden]`, zero at padding.
@@ -108,8 +115,7 @@ impl BiRecurrent {
         }
         let [batch, len, input] = x.dims();
         let b_ih = Tensor::stack::<2>(vec![self.bias_ih_l0.val(), self.bias_ih_l0_reverse.val()], 0);
-        let b_hh = Tensor::stack::<2>(vec![self.bias_hh_l0.val(), self.bias_hh_l0_reverse.val()], 0);
-        let w_hh = Tensor::stack::<3>(vec![self.weight_hh_l0.val().transpose(), self.weight_hh_l0_reverse.val().transpose()], 0);
+        let (w_hh, b_hh) = self.recurrent_weights();
         if !on_gpu && !x.device().is_autodiff() {
             // Inference: the input projections a few steps at a time, inside the recurrence.
             let w_ih = Tensor::stack::<3>(vec![self.weight_ih_l0.val().transpose(), self.weight_ih_l0_reverse.val().transpose()], 0);
@@ -415,6 +421,13 @@ impl TextClassifier {
         self.pool(input).0
     }
 
+    /// The recurrent layer when it reads the token embeddings alone (no n-grams added; dropout is
+    /// the identity at inference), so that it can look their projections up.
+    fn token_recurrence(&self) -> Option<&BiRecurrent> {
+        let recurrent = self.lstm.as_ref().or(self.gru.as_ref());
+        recurrent.filter(|_| self.embedding.is_some() && self.ngrams.is_none())
+    }
+
     /// The encoder and attention pooling: pooled vectors `[batch, d]` and weights `[batch, len]`.
     fn pool(&self, input: TokenInput) -> (Tensor<2>, Tensor<2>) {
         let TokenInput { ids, mask, ngrams: ngram_rows } = input;
@@ -426,16 +439,14 @@ impl TextClassifier {
                 None => (cls, mask.clone() / mask.sum_dim(1).clamp_min(1.0)), // the pooled [CLS] vector
             };
         };
+        if let (Some(recurrent), Some(attention)) = (self.token_recurrence(), &self.attention)
+            && let Some(encoded) = recurrent.forward_tokens(&embedding.weight.val(), &ids, &mask)
+        {
+            return attention.forward(encoded, mask);
+        }
         // At inference the recurrence on `flex` reads its inputs time-major: gathered in that
         // order, the embeddings are laid out so already (a `[batch, len]` view of `[len, batch]`
         // rows) instead of copied there.
-        let recurrent = self.lstm.as_ref().or(self.gru.as_ref());
-        if let (Some(recurrent), None, Some(attention)) = (recurrent, &self.ngrams, &self.attention) {
-            // Dropout is the identity at inference, so the recurrence reads the embeddings alone.
-            if let Some(encoded) = recurrent.forward_tokens(&embedding.weight.val(), &ids, &mask) {
-                return attention.forward(encoded, mask);
-            }
-        }
         let device = ids.device();
         let time_major = (self.lstm.is_some() || self.gru.is_some()) && crate::recurrence::fuses(&device) && !device.is_autodiff();
         let mut x = match time_major {
@@ -505,7 +516,7 @@ impl ClassifierModel for TextClassifier {
 
     /// The recurrent layer's table of token projections, made now rather than once it pays.
     fn prepare_inference(&self) {
-        if let (Some(embedding), Some(recurrent), None) = (&self.embedding, self.lstm.as_ref().or(self.gru.as_ref()), &self.ngrams) {
+        if let (Some(recurrent), Some(embedding)) = (self.token_recurrence(), &self.embedding) {
             recurrent.prepare_tokens(&embedding.weight.val());
         }
     }

@@ -88,8 +88,9 @@ pub enum StepInputs<'a> {
 }
 
 /// One step for a batch: `inputs` the step's inputs, `h` `[batch, hidden]` the state before it,
-/// `h_next` gets the state after it, `c` `[batch, hidden]` an LSTM's cell state, updated (a GRU leaves it alone), `partial` the scratch of [`PackedCell::scratch`]. A row
-/// whose `real` is false (padding) carries the state over. Row `b`'s output (its new state, 0 at
+/// `h_next` gets the state after it, `c` `[batch, hidden]` an LSTM's cell state, updated (a GRU
+/// leaves it alone), `partial` the scratch of [`PackedCell::scratch`]. A row whose `real` is
+/// false (padding) carries the state over. Row `b`'s output (its new state, 0 at
 /// padding) goes to the `hidden` values at `out + b·out_stride`.
 ///
 /// # Safety
