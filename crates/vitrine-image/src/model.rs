@@ -5,7 +5,7 @@ use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
-use vitrine_core::batch_norm::conv_batch_norm;
+use vitrine_core::batch_norm::{conv_batch_norm, conv_batch_norm_relu};
 use vitrine_core::classifier::ClassifierModel;
 use vitrine_core::config::ImageShape;
 use vitrine_core::dropout::dropout;
@@ -63,11 +63,11 @@ impl FashionCnn {
 
     /// The penultimate layer's activations `[b, 256]`: the feature space of Fréchet distances.
     pub fn features(&self, x: Tensor<4>) -> Tensor<2> {
-        let x = relu(conv_batch_norm(&self.conv1, &self.bn1, x)); // [b, 32, h, w]
-        let x = relu(conv_batch_norm(&self.conv2, &self.bn2, x));
+        let x = conv_batch_norm_relu(&self.conv1, &self.bn1, x, None); // [b, 32, h, w]
+        let x = conv_batch_norm_relu(&self.conv2, &self.bn2, x, None);
         let x = self.pool.forward(x); // [b, 32, h/2, w/2]
-        let x = relu(conv_batch_norm(&self.conv3, &self.bn3, x)); // [b, 64, h/2, w/2]
-        let x = relu(conv_batch_norm(&self.conv4, &self.bn4, x));
+        let x = conv_batch_norm_relu(&self.conv3, &self.bn3, x, None); // [b, 64, h/2, w/2]
+        let x = conv_batch_norm_relu(&self.conv4, &self.bn4, x, None);
         let x = self.pool.forward(x); // [b, 64, h/4, w/4]
         let x: Tensor<2> = x.flatten(1, 3); // [b, 3136] for 28×28
         relu(self.fc1.forward(dropout(&self.dropout, x))) // [b, 256]
@@ -101,13 +101,12 @@ impl BasicBlock {
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let y = relu(conv_batch_norm(&self.conv1, &self.bn1, x.clone()));
-        let y = conv_batch_norm(&self.conv2, &self.bn2, y);
+        let y = conv_batch_norm_relu(&self.conv1, &self.bn1, x.clone(), None);
         let skip = match (&self.shortcut, &self.shortcut_bn) {
             (Some(conv), Some(bn)) => conv_batch_norm(conv, bn, x),
             _ => x,
         };
-        relu(y + skip)
+        conv_batch_norm_relu(&self.conv2, &self.bn2, y, Some(skip))
     }
 }
 
@@ -145,7 +144,7 @@ impl ResnetSmall {
 
     /// The globally pooled activations `[b, 4w]` before the classifier layer.
     pub fn features(&self, x: Tensor<4>) -> Tensor<2> {
-        let mut x = relu(conv_batch_norm(&self.stem, &self.stem_bn, x)); // [b, w, h, w]
+        let mut x = conv_batch_norm_relu(&self.stem, &self.stem_bn, x, None); // [b, w, h, w]
         for block in &self.blocks {
             x = block.forward(x); // down to [b, 4w, h/4, w/4]
         }

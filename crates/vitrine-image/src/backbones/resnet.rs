@@ -5,8 +5,7 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
-use burn::tensor::activation::relu;
-use vitrine_core::batch_norm::conv_batch_norm;
+use vitrine_core::batch_norm::{conv_batch_norm, conv_batch_norm_relu};
 use vitrine_core::dropout::dropout;
 
 use super::NamePair;
@@ -78,16 +77,19 @@ impl ResidualBlock {
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let mut y = relu(conv_batch_norm(&self.conv1, &self.bn1, x.clone()));
-        y = conv_batch_norm(&self.conv2, &self.bn2, y);
-        if let (Some(conv3), Some(bn3)) = (&self.conv3, &self.bn3) {
-            y = conv_batch_norm(conv3, bn3, relu(y));
-        }
+        let mut y = conv_batch_norm_relu(&self.conv1, &self.bn1, x.clone(), None);
+        let (last, last_bn) = match (&self.conv3, &self.bn3) {
+            (Some(conv3), Some(bn3)) => {
+                y = conv_batch_norm_relu(&self.conv2, &self.bn2, y, None);
+                (conv3, bn3)
+            }
+            _ => (&self.conv2, &self.bn2),
+        };
         let skip = match &self.downsample {
             Some(d) => conv_batch_norm(&d.conv, &d.bn, x),
             None => x,
         };
-        relu(y + skip)
+        conv_batch_norm_relu(last, last_bn, y, Some(skip))
     }
 }
 
@@ -151,7 +153,7 @@ impl Resnet {
 
     /// The globally pooled activations before `fc`.
     pub fn features(&self, x: Tensor<4>) -> Tensor<2> {
-        let mut x = self.maxpool.forward(relu(conv_batch_norm(&self.conv1, &self.bn1, x))); // [b, w, h/4, w/4]
+        let mut x = self.maxpool.forward(conv_batch_norm_relu(&self.conv1, &self.bn1, x, None)); // [b, w, h/4, w/4]
         for block in self.layer1.iter().chain(&self.layer2).chain(&self.layer3).chain(&self.layer4) {
             x = block.forward(x); // down to [b, 8w·e, h/32, w/32]
         }

@@ -21,7 +21,7 @@
 use alloc::vec;
 use alloc::vec::Vec;
 
-use super::kernel_shared::{SharedMut, for_each_task, threads};
+use super::kernel_shared::{Epilogue, SharedMut, for_each_task, threads};
 
 /// Output channels per register block.
 const CHANNELS: usize = 8;
@@ -118,8 +118,9 @@ impl Same3x3 {
     }
 
     /// The convolution of `x` (`[batch, inputs, height, width]`), plus each output channel's
-    /// `bias`: `[batch, outputs, height, width]`. Call only where `avx512_available()`.
-    pub(super) fn run(&self, x: &[f32], w: &[f32], weights: Weights, bias: Option<&[f32]>) -> Vec<f32> {
+    /// `bias`, then the `epilogue`: `[batch, outputs, height, width]`. Call only where
+    /// `avx512_available()`.
+    pub(super) fn run(&self, x: &[f32], w: &[f32], weights: Weights, bias: Option<&[f32]>, epilogue: Epilogue<f32>) -> Vec<f32> {
         let packed = self.pack(w, weights);
         let (plane_len, out_len) = (self.height * self.width, self.outputs * self.height * self.width);
         let blocks = self.outputs.div_ceil(CHANNELS);
@@ -168,6 +169,10 @@ impl Same3x3 {
                                 t.write(*s);
                             }
                         }),
+                    }
+                    if !epilogue.is_none() {
+                        // SAFETY: the plane written just above, by this task alone.
+                        epilogue.finish(unsafe { y_ptr.slice(output..output + plane_len) }, output);
                     }
                 }
             }

@@ -27,7 +27,7 @@ use burn_std::{Bytes, Shape, f16};
 use super::conv_direct::{Same3x3, Weights};
 #[cfg(target_arch = "x86_64")]
 use super::conv_winograd::Winograd;
-use super::kernel_shared::{Scalar, SharedMut, avx512_available, back_to, for_each_task, gemm, threads, to_f32};
+use super::kernel_shared::{Epilogue, Scalar, SharedMut, avx512_available, back_to, for_each_task, gemm, threads, to_f32};
 use crate::{FlexTensor, Layout};
 
 /// The most column-matrix bytes one task builds at a time.
@@ -586,7 +586,7 @@ fn side_by_side<T: Scalar>(planes: &[T], channels: usize, pixels: usize, images:
 
 /// `forward` for `images_per_task` > 1: `Y[co, images · P] = W · col`, then each image's
 /// rows copied out (with the bias).
-fn forward_images<T: Scalar>(g: &Geometry, x: &[T], w: &[T], bias: Option<&[T]>, per_task: usize) -> Vec<T> {
+fn forward_images<T: Scalar>(g: &Geometry, x: &[T], w: &[T], bias: Option<&[T]>, epilogue: Epilogue<T>, per_task: usize) -> Vec<T> {
     let (k, p, co) = (g.col_rows(), g.out_pixels(), g.channels_out);
     let tables = ImageTables::new(g, per_task);
     let mut y = Vec::<T>::with_capacity(g.batch * co * p);
@@ -605,8 +605,14 @@ fn forward_images<T: Scalar>(g: &Geometry, x: &[T], w: &[T], bias: Option<&[T]>,
             let b = bias.map_or(T::zero(), |bias| bias[c]);
             for image in 0..images {
                 let src = &out[(c * images + image) * p..][..p];
-                for (d, &v) in mine[(image * co + c) * p..][..p].iter_mut().zip(src) {
+                let plane = &mut mine[(image * co + c) * p..][..p];
+                for (d, &v) in plane.iter_mut().zip(src) {
                     d.write(v + b);
+                }
+                if !epilogue.is_none() {
+                    // SAFETY: the plane written just above (`MaybeUninit<T>` is laid out as `T`).
+                    let plane = unsafe { &mut *(plane as *mut [core::mem::MaybeUninit<T>] as *mut [T]) };
+                    epilogue.finish(plane, ((first + image) * co + c) * p);
                 }
             }
         }
@@ -704,10 +710,11 @@ fn weight_grad_images<T: Scalar>(g: &Geometry, x: &[T], dy: &[T], per_task: usiz
     sum_shares(partials, w_len)
 }
 
-/// `Y_n[co, P] = W[co, K] · col(X_n)[K, P] (+ bias[co])`, tiled over output rows. The bias
-/// is added by each task to the rows its gemm has just written, still in cache: as a pass
-/// over the whole output after the convolution it was 5% of `fashion-cnn`'s inference.
-fn forward<T: Scalar>(g: &Geometry, x: &[T], w: &[T], bias: Option<&[T]>) -> Vec<T> {
+/// `Y_n[co, P] = W[co, K] · col(X_n)[K, P] (+ bias[co])`, then the `epilogue`, tiled over
+/// output rows. The bias and the epilogue are applied by each task to the rows its gemm has
+/// just written, still in cache: the bias as a pass over the whole output after the
+/// convolution was 5% of `fashion-cnn`'s inference.
+fn forward<T: Scalar>(g: &Geometry, x: &[T], w: &[T], bias: Option<&[T]>, epilogue: Epilogue<T>) -> Vec<T> {
     let (k, p) = (g.col_rows(), g.out_pixels());
     let out_len = g.channels_out * p;
     if k == 0 {
@@ -715,19 +722,20 @@ fn forward<T: Scalar>(g: &Geometry, x: &[T], w: &[T], bias: Option<&[T]>) -> Vec
         if let Some(bias) = bias {
             y.chunks_exact_mut(p.max(1)).zip(bias.iter().cycle()).for_each(|(plane, &b)| plane.fill(b));
         }
+        epilogue.finish(&mut y, 0);
         return y;
     }
     #[cfg(target_arch = "x86_64")]
     if let Some(winograd) = g.winograd::<T, 4>() {
-        return as_t(winograd.run(as_f32(x), as_f32(w), Weights::AsGiven, bias.map(as_f32)));
+        return as_t(winograd.run(as_f32(x), as_f32(w), Weights::AsGiven, bias.map(as_f32), epilogue.as_f32()));
     }
     #[cfg(target_arch = "x86_64")]
     if let Some(direct) = g.direct::<T>() {
-        return as_t(direct.run(as_f32(x), as_f32(w), Weights::AsGiven, bias.map(as_f32)));
+        return as_t(direct.run(as_f32(x), as_f32(w), Weights::AsGiven, bias.map(as_f32), epilogue.as_f32()));
     }
     let per_task = g.images_per_task::<T>();
     if per_task > 1 {
-        return forward_images(g, x, w, bias, per_task);
+        return forward_images(g, x, w, bias, epilogue, per_task);
     }
     // Not zeroed: the tasks' gemms overwrite every element (`set_len` below).
     let mut y = Vec::<T>::with_capacity(g.batch * out_len);
@@ -764,14 +772,17 @@ fn forward<T: Scalar>(g: &Geometry, x: &[T], w: &[T], bias: Option<&[T]>) -> Vec
                 gemm::Parallelism::None,
             );
         }
-        if let Some(bias) = bias {
+        if bias.is_some() || !epilogue.is_none() {
             for c in 0..g.out_per_group() {
                 let channel = group * g.out_per_group() + c;
                 let start = b * out_len + channel * p + rows.0 * g.out[1];
                 // SAFETY: this task's rows of its channel, written by its gemm above.
                 let written = unsafe { y_ptr.slice(start..start + n) };
-                let value = bias[channel];
-                written.iter_mut().for_each(|v| *v = *v + value);
+                if let Some(bias) = bias {
+                    let value = bias[channel];
+                    written.iter_mut().for_each(|v| *v = *v + value);
+                }
+                epilogue.finish(written, start);
             }
         }
     });
@@ -787,11 +798,11 @@ fn forward<T: Scalar>(g: &Geometry, x: &[T], w: &[T], bias: Option<&[T]>) -> Vec
 fn input_grad<T: Scalar>(g: &Geometry, w: &[T], dy: &[T], bias: Option<&[T]>) -> Vec<T> {
     #[cfg(target_arch = "x86_64")]
     if let Some(winograd) = g.winograd::<T, 4>() {
-        return as_t(Winograd::<4>(winograd.0.adjoint()).run(as_f32(dy), as_f32(w), Weights::Adjoint, bias.map(as_f32)));
+        return as_t(Winograd::<4>(winograd.0.adjoint()).run(as_f32(dy), as_f32(w), Weights::Adjoint, bias.map(as_f32), Epilogue::none()));
     }
     #[cfg(target_arch = "x86_64")]
     if let Some(direct) = g.direct::<T>() {
-        return as_t(direct.adjoint().run(as_f32(dy), as_f32(w), Weights::Adjoint, bias.map(as_f32)));
+        return as_t(direct.adjoint().run(as_f32(dy), as_f32(w), Weights::Adjoint, bias.map(as_f32), Epilogue::none()));
     }
     let per_task = g.images_per_task::<T>();
     if per_task > 1 {
@@ -965,7 +976,33 @@ macro_rules! by_dtype {
 }
 
 pub(crate) fn conv2d(x: FlexTensor, w: FlexTensor, bias: Option<FlexTensor>, options: &ConvOptions<2>) -> FlexTensor {
-    fn run<T: Scalar>(x: FlexTensor, w: FlexTensor, bias: Option<FlexTensor>, options: &ConvOptions<2>) -> FlexTensor {
+    conv2d_then(x, w, bias, None, false, options)
+}
+
+/// `conv2d`, then `residual` (a tensor of the output's shape and type) added and, with `relu`,
+/// burn's `relu`, in the same pass over the output: what a residual block does at inference
+/// after its convolutions (see `Epilogue`). Convolutions that `conv2d` leaves to upstream
+/// (grouped, pointwise) get the epilogue as a pass of its own.
+pub fn conv2d_fused(x: FlexTensor, w: FlexTensor, bias: Option<FlexTensor>, residual: Option<FlexTensor>, relu: bool, options: &ConvOptions<2>) -> FlexTensor {
+    let pointwise = w.layout().shape()[2..] == [1, 1] && options.stride == [1, 1] && options.padding == [(0, 0); 2];
+    if options.groups == 1 && !pointwise {
+        return conv2d_then(x, w, bias, residual, relu, options);
+    }
+    fn finish<T: Scalar>(y: FlexTensor, residual: Option<FlexTensor>, relu: bool) -> FlexTensor {
+        let (mut y, residual) = (y.into_contiguous(), residual.map(FlexTensor::into_contiguous));
+        // In place: the convolution's output is the tensor's alone.
+        Epilogue { residual: residual.as_ref().map(|r| r.storage::<T>()), relu }.finish(y.storage_mut::<T>(), 0);
+        y
+    }
+    let y = <crate::Flex as burn_backend::ops::ModuleOps<crate::Flex>>::conv2d(x, w, bias, options.clone());
+    if y.dtype() == DType::BF16 {
+        return back_to(DType::BF16, by_dtype!(DType::F32, finish(to_f32(y), residual.map(to_f32), relu)));
+    }
+    by_dtype!(y.dtype(), finish(y, residual, relu))
+}
+
+fn conv2d_then(x: FlexTensor, w: FlexTensor, bias: Option<FlexTensor>, residual: Option<FlexTensor>, relu: bool, options: &ConvOptions<2>) -> FlexTensor {
+    fn run<T: Scalar>(x: FlexTensor, w: FlexTensor, bias: Option<FlexTensor>, residual: Option<FlexTensor>, relu: bool, options: &ConvOptions<2>) -> FlexTensor {
         let (x, w) = (x.into_contiguous(), w.into_contiguous());
         let (xs, ws) = (dims(&x), dims(&w));
         let out = [0, 1].map(|i| {
@@ -973,14 +1010,20 @@ pub(crate) fn conv2d(x: FlexTensor, w: FlexTensor, bias: Option<FlexTensor>, opt
             (span - options.dilation[i] * (ws[2 + i] - 1) - 1) / options.stride[i] + 1
         });
         let g = conv_geometry(xs, ws, out, options);
+        let shape = [g.batch, g.channels_out, out[0], out[1]];
         let bias = bias.map(FlexTensor::into_contiguous);
-        let y = forward(&g, x.storage::<T>(), w.storage::<T>(), bias.as_ref().map(|b| b.storage::<T>()));
-        tensor(y, [g.batch, g.channels_out, out[0], out[1]])
+        let residual = residual.map(FlexTensor::into_contiguous);
+        if let Some(residual) = &residual {
+            assert!(residual.layout().shape()[..] == shape[..] && residual.dtype() == T::dtype(), "conv2d_fused: the residual is {:?} {:?}, the output {shape:?} {:?}", residual.layout().shape(), residual.dtype(), T::dtype());
+        }
+        let epilogue = Epilogue { residual: residual.as_ref().map(|r| r.storage::<T>()), relu };
+        let y = forward(&g, x.storage::<T>(), w.storage::<T>(), bias.as_ref().map(|b| b.storage::<T>()), epilogue);
+        tensor(y, shape)
     }
     if x.dtype() == DType::BF16 {
-        return back_to(DType::BF16, conv2d(to_f32(x), to_f32(w), bias.map(to_f32), options));
+        return back_to(DType::BF16, conv2d_then(to_f32(x), to_f32(w), bias.map(to_f32), residual.map(to_f32), relu, options));
     }
-    by_dtype!(x.dtype(), run(x, w, bias, options))
+    by_dtype!(x.dtype(), run(x, w, bias, residual, relu, options))
 }
 
 pub(crate) fn conv2d_x_backward(x: FlexTensor, w: FlexTensor, dy: FlexTensor, options: &ConvOptions<2>) -> FlexTensor {
@@ -1044,7 +1087,7 @@ pub(crate) fn conv_transpose2d_x_backward(w: FlexTensor, dy: FlexTensor, options
         });
         let x_dims = [dys[0], ws[0], x[0], x[1]];
         let g = transpose_geometry(x_dims, ws, [dys[2], dys[3]], options);
-        tensor(forward(&g, dy.storage::<T>(), w.storage::<T>(), None), x_dims)
+        tensor(forward(&g, dy.storage::<T>(), w.storage::<T>(), None, Epilogue::none()), x_dims)
     }
     if w.dtype() == DType::BF16 {
         return back_to(DType::BF16, conv_transpose2d_x_backward(to_f32(w), to_f32(dy), options));

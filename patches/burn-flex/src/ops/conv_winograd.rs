@@ -31,7 +31,7 @@ use core::mem::MaybeUninit;
 use core::ops::Range;
 
 use super::conv_direct::{Same3x3, Weights};
-use super::kernel_shared::{SharedMut, for_each_task, gemm, threads};
+use super::kernel_shared::{Epilogue, SharedMut, for_each_task, gemm, threads};
 
 #[cfg(target_arch = "x86_64")]
 use core::arch::x86_64::*;
@@ -212,12 +212,24 @@ impl<const M: usize> Winograd<M> {
 impl Winograd<4> {
     /// `Y = Aᵀ M A` for the tiles of `part`, from `m` (`[outputs, POSITIONS, columns]`,
     /// written by the products) into `y` (`[batch, outputs, height, width]`, the rows of
-    /// those tiles written whole), plus each channel's `bias`. Each channel's pixels go to
-    /// `pixels` first (`[16, columns]`: by position in their tile), then to their rows.
-    fn transform_output(&self, m: &[MaybeUninit<f32>], columns: usize, part: &Part, y: SharedMut<f32>, bias: Option<&[f32]>, pixels: &mut [MaybeUninit<f32>]) {
+    /// those tiles written whole), plus each channel's `bias`, then the `epilogue`. Each
+    /// channel's pixels go to `pixels` first (`[16, columns]`: by position in their tile),
+    /// then to their rows.
+    #[allow(clippy::too_many_arguments)]
+    fn transform_output(
+        &self,
+        m: &[MaybeUninit<f32>],
+        columns: usize,
+        part: &Part,
+        y: SharedMut<f32>,
+        bias: Option<&[f32]>,
+        epilogue: Epilogue<f32>,
+        pixels: &mut [MaybeUninit<f32>],
+    ) {
         let (tiles_wide, width, plane_len) = (self.tiles_wide(), self.0.width, self.0.height * self.0.width);
         let per_image = part.rows.len() * tiles_wide;
         assert!(m.len() >= Self::POSITIONS * self.0.outputs * columns && pixels.len() >= 16 * columns);
+        assert!(epilogue.residual.is_none_or(|residual| residual.len() == self.0.batch * self.0.outputs * plane_len));
         for output in 0..self.0.outputs {
             let bias = bias.map_or(0.0, |bias| bias[output]);
             let m = m[output * Self::POSITIONS * columns..].as_ptr().cast::<f32>();
@@ -234,9 +246,11 @@ impl Winograd<4> {
                         let row = plane + (4 * i + r) * width;
                         // SAFETY: the rows of this part's tiles belong to its task alone.
                         let target = unsafe { y.uninit(row..row + width) }.as_mut_ptr().cast();
+                        let finish = Finish { residual: epilogue.residual.map_or(core::ptr::null(), |residual| residual[row..].as_ptr()), relu: epilogue.relu };
                         // SAFETY: AVX-512F (the caller's contract); the four runs of this tile
-                        // row's pixels were written just above, the target is the row.
-                        unsafe { interleave_4(pixels.add(4 * r * columns + n * per_image + k * tiles_wide), columns, tiles_wide, target, width) };
+                        // row's pixels were written just above, the target is the row, and so
+                        // is the residual's (asserted above).
+                        unsafe { interleave_4(pixels.add(4 * r * columns + n * per_image + k * tiles_wide), columns, tiles_wide, target, width, finish) };
                     }
                 }
             }
@@ -244,8 +258,9 @@ impl Winograd<4> {
     }
 
     /// The convolution of `x` (`[batch, inputs, height, width]`), plus each output channel's
-    /// `bias`: `[batch, outputs, height, width]`. Call only where AVX-512F is available.
-    pub(super) fn run(&self, x: &[f32], w: &[f32], weights: Weights, bias: Option<&[f32]>) -> Vec<f32> {
+    /// `bias`, then the `epilogue`: `[batch, outputs, height, width]`. Call only where
+    /// AVX-512F is available.
+    pub(super) fn run(&self, x: &[f32], w: &[f32], weights: Weights, bias: Option<&[f32]>, epilogue: Epilogue<f32>) -> Vec<f32> {
         let (u, u_strides) = self.transform_weights(w, weights);
         let (x_len, y_len) = (self.0.inputs * self.0.height * self.0.width, self.0.outputs * self.0.height * self.0.width);
         let positions = Self::POSITIONS;
@@ -279,7 +294,7 @@ impl Winograd<4> {
                     )
                 };
             }
-            self.transform_output(&m, columns, part, y_ptr, bias, &mut pixels);
+            self.transform_output(&m, columns, part, y_ptr, bias, epilogue, &mut pixels);
         });
         // SAFETY: the parts cover every row of every image's output planes.
         unsafe { y.set_len(self.0.batch * y_len) };
@@ -689,15 +704,22 @@ unsafe fn output_tiles_4(m: *const f32, stride: usize, count: usize, bias: f32, 
     }
 }
 
+/// An `Epilogue` for one output row: the residual's row (null for none).
+#[derive(Clone, Copy)]
+struct Finish {
+    residual: *const f32,
+    relu: bool,
+}
+
 /// One output row from four runs of `tiles` pixels (`source + c·stride` holding the pixels
-/// `4j + c`): `width` (≤ 4·tiles) floats into `target`.
+/// `4j + c`): `width` (≤ 4·tiles) floats into `target`, through `finish`.
 ///
 /// # Safety
 /// AVX-512F is available; each run is readable for `tiles` floats, `target` writable for
-/// `width`.
+/// `width`, and `finish.residual`, unless null, readable for `width`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn interleave_4(source: *const f32, stride: usize, tiles: usize, target: *mut f32, width: usize) {
+unsafe fn interleave_4(source: *const f32, stride: usize, tiles: usize, target: *mut f32, width: usize, finish: Finish) {
     let pairs_low = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
     let pairs_high = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
     let quads_low = _mm512_setr_epi32(0, 1, 16, 17, 2, 3, 18, 19, 4, 5, 20, 21, 6, 7, 22, 23);
@@ -716,9 +738,18 @@ unsafe fn interleave_4(source: *const f32, stride: usize, tiles: usize, target: 
             _mm512_permutex2var_ps(second_pairs, quads_high, fourth_pairs),
         ];
         let pixels = width.saturating_sub(4 * first);
-        for (q, out) in out.into_iter().enumerate() {
+        for (q, mut out) in out.into_iter().enumerate() {
+            let (at, mask) = (4 * first + 16 * q, lanes(pixels.saturating_sub(16 * q).min(16)));
+            if !finish.residual.is_null() {
+                // SAFETY: within the bounds the caller guarantees (masked to `width`).
+                out = _mm512_add_ps(out, unsafe { _mm512_maskz_loadu_ps(mask, finish.residual.wrapping_add(at)) });
+            }
+            if finish.relu {
+                // Kept where above zero or NaN (not "less than or equal", unordered).
+                out = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_NLE_UQ>(out, _mm512_setzero_ps()), out);
+            }
             // SAFETY: within the bounds the caller guarantees (masked to `width`).
-            unsafe { _mm512_mask_storeu_ps(target.wrapping_add(4 * first + 16 * q), lanes(pixels.saturating_sub(16 * q).min(16)), out) };
+            unsafe { _mm512_mask_storeu_ps(target.wrapping_add(at), mask, out) };
         }
     }
 }

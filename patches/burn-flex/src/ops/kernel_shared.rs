@@ -14,6 +14,49 @@ impl Scalar for f32 {}
 impl Scalar for f64 {}
 impl Scalar for burn_std::f16 {}
 
+/// What a forward convolution does to each output after its bias, as it writes it: add
+/// `residual` (a tensor of the output's shape) at the same index, then, with `relu`, set it
+/// to zero where it is not above zero (burn's `relu`: NaN stays NaN). A residual block's sum
+/// and activation then need no passes over the output of their own.
+#[derive(Clone, Copy)]
+pub(super) struct Epilogue<'a, T> {
+    pub(super) residual: Option<&'a [T]>,
+    pub(super) relu: bool,
+}
+
+impl<T: Scalar> Epilogue<'_, T> {
+    /// The output as the convolution computes it.
+    pub(super) fn none() -> Self {
+        Self { residual: None, relu: false }
+    }
+
+    pub(super) fn is_none(&self) -> bool {
+        self.residual.is_none() && !self.relu
+    }
+
+    /// Applies it to `values`, the outputs from index `start` on, already written (and
+    /// still in cache).
+    pub(super) fn finish(&self, values: &mut [T], start: usize) {
+        let zero = T::zero();
+        match (self.residual, self.relu) {
+            (Some(residual), true) => values.iter_mut().zip(&residual[start..]).for_each(|(v, &r)| {
+                let sum = *v + r;
+                *v = if sum <= zero { zero } else { sum };
+            }),
+            (Some(residual), false) => values.iter_mut().zip(&residual[start..]).for_each(|(v, &r)| *v = *v + r),
+            // A select, not a conditional store: that one is not vectorised.
+            (None, true) => values.iter_mut().for_each(|v| *v = if *v <= zero { zero } else { *v }),
+            (None, false) => {}
+        }
+    }
+
+    /// The same for `f32` kernels (`conv_direct`, `conv_winograd`): `T` is `f32` there.
+    #[cfg(target_arch = "x86_64")]
+    pub(super) fn as_f32(&self) -> Epilogue<'_, f32> {
+        Epilogue { residual: self.residual.map(bytemuck::cast_slice), relu: self.relu }
+    }
+}
+
 /// A raw pointer that tasks writing disjoint parts of one buffer may share (with or
 /// without rayon, unlike `SendMutPtr`).
 #[derive(Clone, Copy)]

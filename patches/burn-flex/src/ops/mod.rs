@@ -101,6 +101,8 @@ pub mod conv;
 #[cfg(target_arch = "x86_64")]
 mod conv_direct;
 mod conv_gemm;
+/// Vitrine's: a convolution with a residual block's sum and activation (see `PATCH.md`).
+pub use conv_gemm::conv2d_fused;
 #[cfg(target_arch = "x86_64")]
 mod conv_winograd;
 mod kernel_shared;
