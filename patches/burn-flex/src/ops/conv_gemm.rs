@@ -990,6 +990,7 @@ pub fn conv2d_fused(x: FlexTensor, w: FlexTensor, bias: Option<FlexTensor>, resi
     }
     fn finish<T: Scalar>(y: FlexTensor, residual: Option<FlexTensor>, relu: bool) -> FlexTensor {
         let (mut y, residual) = (y.into_contiguous(), residual.map(FlexTensor::into_contiguous));
+        check_residual::<T>(residual.as_ref(), dims(&y));
         // In place: the convolution's output is the tensor's alone.
         Epilogue { residual: residual.as_ref().map(|r| r.storage::<T>()), relu }.finish(y.storage_mut::<T>(), 0);
         y
@@ -1001,6 +1002,20 @@ pub fn conv2d_fused(x: FlexTensor, w: FlexTensor, bias: Option<FlexTensor>, resi
     by_dtype!(y.dtype(), finish(y, residual, relu))
 }
 
+/// Panics unless `residual` (if any) has the output's `shape` and element type `T`.
+fn check_residual<T: Scalar>(residual: Option<&FlexTensor>, shape: [usize; 4]) {
+    if let Some(residual) = residual {
+        assert!(
+            residual.layout().shape()[..] == shape[..] && residual.dtype() == T::dtype(),
+            "conv2d_fused: the residual is {:?} {:?}, the output {shape:?} {:?}",
+            residual.layout().shape(),
+            residual.dtype(),
+            T::dtype()
+        );
+    }
+}
+
+/// The forward convolution of `conv_gemm` with the epilogue of `conv2d_fused`.
 fn conv2d_then(x: FlexTensor, w: FlexTensor, bias: Option<FlexTensor>, residual: Option<FlexTensor>, relu: bool, options: &ConvOptions<2>) -> FlexTensor {
     fn run<T: Scalar>(x: FlexTensor, w: FlexTensor, bias: Option<FlexTensor>, residual: Option<FlexTensor>, relu: bool, options: &ConvOptions<2>) -> FlexTensor {
         let (x, w) = (x.into_contiguous(), w.into_contiguous());
@@ -1013,9 +1028,7 @@ fn conv2d_then(x: FlexTensor, w: FlexTensor, bias: Option<FlexTensor>, residual:
         let shape = [g.batch, g.channels_out, out[0], out[1]];
         let bias = bias.map(FlexTensor::into_contiguous);
         let residual = residual.map(FlexTensor::into_contiguous);
-        if let Some(residual) = &residual {
-            assert!(residual.layout().shape()[..] == shape[..] && residual.dtype() == T::dtype(), "conv2d_fused: the residual is {:?} {:?}, the output {shape:?} {:?}", residual.layout().shape(), residual.dtype(), T::dtype());
-        }
+        check_residual::<T>(residual.as_ref(), shape);
         let epilogue = Epilogue { residual: residual.as_ref().map(|r| r.storage::<T>()), relu };
         let y = forward(&g, x.storage::<T>(), w.storage::<T>(), bias.as_ref().map(|b| b.storage::<T>()), epilogue);
         tensor(y, shape)
