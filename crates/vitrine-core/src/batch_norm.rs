@@ -24,9 +24,7 @@ pub fn conv_batch_norm(conv: &Conv2d, bn: &BatchNorm, x: Tensor<4>) -> Tensor<4>
     if uses_batch_statistics(bn, &x) {
         return bn.forward(conv.forward(x));
     }
-    let (scale, shift) = folded(bn, conv.bias.as_ref().map(Param::val));
-    let [outputs] = scale.dims();
-    let weight = conv.weight.val() * scale.reshape([outputs, 1, 1, 1]);
+    let (weight, shift) = folded_conv(conv, bn);
     let conv = Conv2d { weight: Param::from_tensor(weight), bias: Some(Param::from_tensor(shift)), ..conv.clone() };
     conv.forward(x)
 }
@@ -63,10 +61,8 @@ fn fused_on_flex(conv: &Conv2d, bn: &BatchNorm, x: &Tensor<4>, residual: Option<
         PaddingConfig2d::Explicit(top, left, bottom, right) => [(top, bottom), (left, right)],
         PaddingConfig2d::Same => return None,
     };
-    let (scale, shift) = folded(bn, conv.bias.as_ref().map(Param::val));
-    let [outputs] = scale.dims();
-    let weight = (conv.weight.val() * scale.reshape([outputs, 1, 1, 1])).try_into_primitive::<Flex>().ok()?;
-    let shift = shift.try_into_primitive::<Flex>().ok()?;
+    let (weight, shift) = folded_conv(conv, bn);
+    let (weight, shift) = (weight.try_into_primitive::<Flex>().ok()?, shift.try_into_primitive::<Flex>().ok()?);
     let options = ConvOptions::new_with_padding(conv.stride, padding, conv.dilation, conv.groups);
     Some(Tensor::from_primitive::<Flex>(conv2d_fused(input, weight, Some(shift), residual, true, &options)))
 }
@@ -83,6 +79,14 @@ pub fn conv_transpose_batch_norm(deconv: &ConvTranspose2d, bn: &BatchNorm, x: Te
     let weight = deconv.weight.val() * scale.reshape([1, outputs, 1, 1]);
     let options = ConvTransposeOptions::new(deconv.stride, deconv.padding, deconv.padding_out, deconv.dilation, deconv.groups);
     conv_transpose2d(x, weight, Some(shift), options)
+}
+
+/// `conv`'s weights and bias with `bn` folded in: each output channel's weights scaled by
+/// `s`, its bias the shift of [`folded`].
+fn folded_conv(conv: &Conv2d, bn: &BatchNorm) -> (Tensor<4>, Tensor<1>) {
+    let (scale, shift) = folded(bn, conv.bias.as_ref().map(Param::val));
+    let [outputs] = scale.dims();
+    (conv.weight.val() * scale.reshape([outputs, 1, 1, 1]), shift)
 }
 
 /// Whether `bn` normalizes by the batch's statistics: burn's rule in `BatchNorm::forward`.

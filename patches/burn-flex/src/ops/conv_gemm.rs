@@ -605,14 +605,13 @@ fn forward_images<T: Scalar>(g: &Geometry, x: &[T], w: &[T], bias: Option<&[T]>,
             let b = bias.map_or(T::zero(), |bias| bias[c]);
             for image in 0..images {
                 let src = &out[(c * images + image) * p..][..p];
-                let plane = &mut mine[(image * co + c) * p..][..p];
-                for (d, &v) in plane.iter_mut().zip(src) {
+                for (d, &v) in mine[(image * co + c) * p..][..p].iter_mut().zip(src) {
                     d.write(v + b);
                 }
                 if !epilogue.is_none() {
-                    // SAFETY: the plane written just above (`MaybeUninit<T>` is laid out as `T`).
-                    let plane = unsafe { &mut *(plane as *mut [core::mem::MaybeUninit<T>] as *mut [T]) };
-                    epilogue.finish(plane, ((first + image) * co + c) * p);
+                    let start = ((first + image) * co + c) * p;
+                    // SAFETY: the plane written just above, by this task alone.
+                    epilogue.finish(unsafe { y_ptr.slice(start..start + p) }, start);
                 }
             }
         }
@@ -727,11 +726,11 @@ fn forward<T: Scalar>(g: &Geometry, x: &[T], w: &[T], bias: Option<&[T]>, epilog
     }
     #[cfg(target_arch = "x86_64")]
     if let Some(winograd) = g.winograd::<T, 4>() {
-        return as_t(winograd.run(as_f32(x), as_f32(w), Weights::AsGiven, bias.map(as_f32), epilogue.as_f32()));
+        return as_t(winograd.run(as_f32(x), as_f32(w), Weights::AsGiven, bias.map(as_f32), epilogue_as_f32(epilogue)));
     }
     #[cfg(target_arch = "x86_64")]
     if let Some(direct) = g.direct::<T>() {
-        return as_t(direct.run(as_f32(x), as_f32(w), Weights::AsGiven, bias.map(as_f32), epilogue.as_f32()));
+        return as_t(direct.run(as_f32(x), as_f32(w), Weights::AsGiven, bias.map(as_f32), epilogue_as_f32(epilogue)));
     }
     let per_task = g.images_per_task::<T>();
     if per_task > 1 {
@@ -911,6 +910,12 @@ fn as_f32<T: Scalar>(values: &[T]) -> &[f32] {
     bytemuck::cast_slice(values)
 }
 
+/// An epilogue seen as an f32 one (as `as_f32`).
+#[cfg(target_arch = "x86_64")]
+fn epilogue_as_f32<T: Scalar>(epilogue: Epilogue<'_, T>) -> Epilogue<'_, f32> {
+    Epilogue { residual: epilogue.residual.map(as_f32), relu: epilogue.relu }
+}
+
 /// The direct kernel's f32 output as `Vec<T>` (for `Geometry::same_3x3`: `T` is f32).
 #[cfg(target_arch = "x86_64")]
 fn as_t<T: Scalar>(values: Vec<f32>) -> Vec<T> {
@@ -975,6 +980,13 @@ macro_rules! by_dtype {
     };
 }
 
+/// Whether `conv2d` here computes a convolution with these weights: all but the pointwise and
+/// grouped ones, for which upstream has faster special cases.
+pub(crate) fn takes(w: &FlexTensor, options: &ConvOptions<2>) -> bool {
+    let pointwise = w.layout().shape()[2..] == [1, 1] && options.stride == [1, 1] && options.padding == [(0, 0); 2];
+    options.groups == 1 && !pointwise
+}
+
 pub(crate) fn conv2d(x: FlexTensor, w: FlexTensor, bias: Option<FlexTensor>, options: &ConvOptions<2>) -> FlexTensor {
     conv2d_then(x, w, bias, None, false, options)
 }
@@ -984,8 +996,7 @@ pub(crate) fn conv2d(x: FlexTensor, w: FlexTensor, bias: Option<FlexTensor>, opt
 /// after its convolutions (see `Epilogue`). Convolutions that `conv2d` leaves to upstream
 /// (grouped, pointwise) get the epilogue as a pass of its own.
 pub fn conv2d_fused(x: FlexTensor, w: FlexTensor, bias: Option<FlexTensor>, residual: Option<FlexTensor>, relu: bool, options: &ConvOptions<2>) -> FlexTensor {
-    let pointwise = w.layout().shape()[2..] == [1, 1] && options.stride == [1, 1] && options.padding == [(0, 0); 2];
-    if options.groups == 1 && !pointwise {
+    if takes(&w, options) {
         return conv2d_then(x, w, bias, residual, relu, options);
     }
     fn finish<T: Scalar>(y: FlexTensor, residual: Option<FlexTensor>, relu: bool) -> FlexTensor {

@@ -229,7 +229,6 @@ impl Winograd<4> {
         let (tiles_wide, width, plane_len) = (self.tiles_wide(), self.0.width, self.0.height * self.0.width);
         let per_image = part.rows.len() * tiles_wide;
         assert!(m.len() >= Self::POSITIONS * self.0.outputs * columns && pixels.len() >= 16 * columns);
-        assert!(epilogue.residual.is_none_or(|residual| residual.len() == self.0.batch * self.0.outputs * plane_len));
         for output in 0..self.0.outputs {
             let bias = bias.map_or(0.0, |bias| bias[output]);
             let m = m[output * Self::POSITIONS * columns..].as_ptr().cast::<f32>();
@@ -246,10 +245,10 @@ impl Winograd<4> {
                         let row = plane + (4 * i + r) * width;
                         // SAFETY: the rows of this part's tiles belong to its task alone.
                         let target = unsafe { y.uninit(row..row + width) }.as_mut_ptr().cast();
-                        let finish = Finish { residual: epilogue.residual.map_or(core::ptr::null(), |residual| residual[row..].as_ptr()), relu: epilogue.relu };
+                        // The residual's row, bounds-checked here.
+                        let finish = Epilogue { residual: epilogue.residual.map(|residual| &residual[row..row + width]), relu: epilogue.relu };
                         // SAFETY: AVX-512F (the caller's contract); the four runs of this tile
-                        // row's pixels were written just above, the target is the row, and so
-                        // is the residual's (asserted above).
+                        // row's pixels were written just above, the target is the row.
                         unsafe { interleave_4(pixels.add(4 * r * columns + n * per_image + k * tiles_wide), columns, tiles_wide, target, width, finish) };
                     }
                 }
@@ -704,22 +703,17 @@ unsafe fn output_tiles_4(m: *const f32, stride: usize, count: usize, bias: f32, 
     }
 }
 
-/// An `Epilogue` for one output row: the residual's row (null for none).
-#[derive(Clone, Copy)]
-struct Finish {
-    residual: *const f32,
-    relu: bool,
-}
-
 /// One output row from four runs of `tiles` pixels (`source + c·stride` holding the pixels
-/// `4j + c`): `width` (≤ 4·tiles) floats into `target`, through `finish`.
+/// `4j + c`): `width` (≤ 4·tiles) floats into `target`, through `finish` (its residual the
+/// row's `width` values).
 ///
 /// # Safety
 /// AVX-512F is available; each run is readable for `tiles` floats, `target` writable for
-/// `width`, and `finish.residual`, unless null, readable for `width`.
+/// `width`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn interleave_4(source: *const f32, stride: usize, tiles: usize, target: *mut f32, width: usize, finish: Finish) {
+unsafe fn interleave_4(source: *const f32, stride: usize, tiles: usize, target: *mut f32, width: usize, finish: Epilogue<f32>) {
+    assert!(finish.residual.is_none_or(|residual| residual.len() >= width));
     let pairs_low = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
     let pairs_high = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
     let quads_low = _mm512_setr_epi32(0, 1, 16, 17, 2, 3, 18, 19, 4, 5, 20, 21, 6, 7, 22, 23);
@@ -740,9 +734,9 @@ unsafe fn interleave_4(source: *const f32, stride: usize, tiles: usize, target: 
         let pixels = width.saturating_sub(4 * first);
         for (q, mut out) in out.into_iter().enumerate() {
             let (at, mask) = (4 * first + 16 * q, lanes(pixels.saturating_sub(16 * q).min(16)));
-            if !finish.residual.is_null() {
-                // SAFETY: within the bounds the caller guarantees (masked to `width`).
-                out = _mm512_add_ps(out, unsafe { _mm512_maskz_loadu_ps(mask, finish.residual.wrapping_add(at)) });
+            if let Some(residual) = finish.residual {
+                // SAFETY: masked to `width`, which the residual's row holds (asserted above).
+                out = _mm512_add_ps(out, unsafe { _mm512_maskz_loadu_ps(mask, residual.as_ptr().wrapping_add(at)) });
             }
             if finish.relu {
                 // Kept where above zero or NaN (not "less than or equal", unordered).

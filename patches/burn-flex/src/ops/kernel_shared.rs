@@ -49,12 +49,6 @@ impl<T: Scalar> Epilogue<'_, T> {
             (None, false) => {}
         }
     }
-
-    /// The same for `f32` kernels (`conv_direct`, `conv_winograd`): `T` is `f32` there.
-    #[cfg(target_arch = "x86_64")]
-    pub(super) fn as_f32(&self) -> Epilogue<'_, f32> {
-        Epilogue { residual: self.residual.map(bytemuck::cast_slice), relu: self.relu }
-    }
 }
 
 /// A raw pointer that tasks writing disjoint parts of one buffer may share (with or

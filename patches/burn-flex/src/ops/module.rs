@@ -100,10 +100,7 @@ impl ModuleOps<Flex> for Flex {
     ) -> FloatTensor<Flex> {
         // Vitrine patch: im2col + gemm on NCHW, except where upstream has a faster
         // special case (pointwise and grouped convolutions).
-        let pointwise = weight.layout().shape()[2..] == [1, 1]
-            && options.stride == [1, 1]
-            && options.padding == [(0, 0); 2];
-        if options.groups == 1 && !pointwise {
+        if conv_gemm::takes(&weight, &options) {
             return conv_gemm::conv2d(x, weight, bias, &options);
         }
         let (x, options) = pad_asymmetric_conv_input::<Flex, 2>(x, options);
