@@ -20,3 +20,5 @@ for seed in 1 2; do
   train "text-ngram-seed$seed" configs/text-ngram.toml --set run.seed=$seed --set run.split_seed=42
   train "text-best-seed$seed" configs/text-best.toml --set run.seed=$seed --set run.split_seed=42
 done
+# The 10-epoch resnet-small row (about 30 minutes).
+train resnet-small-10 configs/resnet-small.toml --set train.epochs=10 --set data.augment.erase=0
