@@ -533,7 +533,7 @@ mod tests {
             ([18, 2, 14, 14], [4, 2, 3, 3], Op::Conv(ConvOptions::new([1, 1], [1, 1], [1, 1], 1))),
             ([3, 9, 16, 14], [8, 9, 3, 3], Op::Conv(ConvOptions::new([1, 1], [1, 1], [1, 1], 1))),
             ([2, 6, 16, 14], [6, 11, 3, 3], Op::Transpose(ConvTransposeOptions::new([1, 1], [1, 1], [0, 0], [1, 1], 1))),
-            // The same convolutions with 16 channels or more: Winograd on AVX-512 machines
+            // The same convolutions with 16 channels or more: Winograd on AVX-512 and AVX2 machines
             // (`conv_winograd`; F(4×4, 3×3) for the output and the input gradient, F(2×2, 3×3)
             // for the weight gradient). Heights and widths not multiples of 4 or of 2 (tiles cut
             // off at the last rows and columns), 3 and 5 images (tasks of 2 and 3 images, the
@@ -563,37 +563,49 @@ mod tests {
                 })
                 .collect()
         };
-        for (case, (x_shape, w_shape, op)) in cases.iter().enumerate() {
-            let bias_len = match op {
-                Op::Conv(_) => w_shape[0],
-                Op::Transpose(options) => w_shape[1] * options.groups,
-            };
-            let (x, w, b) = (random(x_shape.iter().product()), random(w_shape.iter().product()), random(bias_len));
-            // Output, and the gradients of half the output's squared norm.
-            let run = |device: Device| -> [Vec<f32>; 4] {
-                let device = device.autodiff();
-                let x = Tensor::<4>::from_data(TensorData::new(x.clone(), *x_shape), &device).require_grad();
-                let w = Tensor::<4>::from_data(TensorData::new(w.clone(), *w_shape), &device).require_grad();
-                let b = Tensor::<1>::from_data(TensorData::new(b.clone(), [bias_len]), &device).require_grad();
-                let y = match op {
-                    Op::Conv(options) => conv2d(x.clone(), w.clone(), Some(b.clone()), options.clone()),
-                    Op::Transpose(options) => conv_transpose2d(x.clone(), w.clone(), Some(b.clone()), options.clone()),
+        // On AVX-512 machines the kernels' AVX2 code too (the flag is process-wide: a test
+        // running beside this one may take either code, both correct).
+        #[cfg(target_arch = "x86_64")]
+        let instruction_sets = [true, false];
+        #[cfg(not(target_arch = "x86_64"))]
+        let instruction_sets = [true];
+        for avx512 in instruction_sets {
+            #[cfg(target_arch = "x86_64")]
+            burn::backend::flex::ops::allow_avx512(avx512);
+            for (case, (x_shape, w_shape, op)) in cases.iter().enumerate() {
+                let bias_len = match op {
+                    Op::Conv(_) => w_shape[0],
+                    Op::Transpose(options) => w_shape[1] * options.groups,
                 };
-                let grads = (y.clone() * y.clone()).sum().div_scalar(2.0).backward();
-                let values = |t: Tensor<4>| t.into_data().try_to_vec::<f32>().unwrap();
-                [
-                    values(y),
-                    values(x.grad(&grads).unwrap()),
-                    values(w.grad(&grads).unwrap()),
-                    b.grad(&grads).unwrap().into_data().try_to_vec::<f32>().unwrap(),
-                ]
-            };
-            #[allow(deprecated)] // burn-ndarray keeps upstream's formulation: the reference here
-            let (flex, reference) = (run(Device::flex()), run(Device::ndarray()));
-            for (what, (got, want)) in ["output", "input gradient", "weight gradient", "bias gradient"].iter().zip(flex.iter().zip(&reference)) {
-                assert_close(&format!("case {case}: {what}"), got, want);
+                let (x, w, b) = (random(x_shape.iter().product()), random(w_shape.iter().product()), random(bias_len));
+                // Output, and the gradients of half the output's squared norm.
+                let run = |device: Device| -> [Vec<f32>; 4] {
+                    let device = device.autodiff();
+                    let x = Tensor::<4>::from_data(TensorData::new(x.clone(), *x_shape), &device).require_grad();
+                    let w = Tensor::<4>::from_data(TensorData::new(w.clone(), *w_shape), &device).require_grad();
+                    let b = Tensor::<1>::from_data(TensorData::new(b.clone(), [bias_len]), &device).require_grad();
+                    let y = match op {
+                        Op::Conv(options) => conv2d(x.clone(), w.clone(), Some(b.clone()), options.clone()),
+                        Op::Transpose(options) => conv_transpose2d(x.clone(), w.clone(), Some(b.clone()), options.clone()),
+                    };
+                    let grads = (y.clone() * y.clone()).sum().div_scalar(2.0).backward();
+                    let values = |t: Tensor<4>| t.into_data().try_to_vec::<f32>().unwrap();
+                    [
+                        values(y),
+                        values(x.grad(&grads).unwrap()),
+                        values(w.grad(&grads).unwrap()),
+                        b.grad(&grads).unwrap().into_data().try_to_vec::<f32>().unwrap(),
+                    ]
+                };
+                #[allow(deprecated)] // burn-ndarray keeps upstream's formulation: the reference here
+                let (flex, reference) = (run(Device::flex()), run(Device::ndarray()));
+                for (what, (got, want)) in ["output", "input gradient", "weight gradient", "bias gradient"].iter().zip(flex.iter().zip(&reference)) {
+                    assert_close(&format!("case {case} (AVX-512 allowed: {avx512}): {what}"), got, want);
+                }
             }
         }
+        #[cfg(target_arch = "x86_64")]
+        burn::backend::flex::ops::allow_avx512(true);
     }
 
     /// The patched burn-flex also computes batch normalization its own way.
@@ -835,6 +847,19 @@ mod tests {
     /// … and max pooling without padding.
     #[test]
     fn flex_max_pooling_and_its_gradient_match_ndarray() {
+        // On AVX-512 machines the kernel's AVX2 code too (a process-wide flag, as above).
+        #[cfg(target_arch = "x86_64")]
+        for avx512 in [true, false] {
+            burn::backend::flex::ops::allow_avx512(avx512);
+            max_pooling_and_its_gradient_match_ndarray();
+        }
+        #[cfg(target_arch = "x86_64")]
+        burn::backend::flex::ops::allow_avx512(true);
+        #[cfg(not(target_arch = "x86_64"))]
+        max_pooling_and_its_gradient_match_ndarray();
+    }
+
+    fn max_pooling_and_its_gradient_match_ndarray() {
         use burn::tensor::module::max_pool2d;
         use burn::tensor::ops::MaxPoolOptions;
         use burn::tensor::{Tensor, TensorData};
@@ -843,7 +868,8 @@ mod tests {
         // ResNet's stem pools 3×3 windows, stride 2, padding 1: windows clipped at every edge.
         let settings = [([2, 2], [2, 2], [0, 0]), ([3, 2], [1, 2], [0, 0]), ([3, 3], [2, 2], [1, 1]), ([3, 2], [1, 2], [1, 1])];
         for ((kernel, stride, padding), levels) in settings.into_iter().flat_map(|kps| [(kps, 257), (kps, 3)]) {
-            // 37 columns: 18 windows a row, 16 to a vector and 2 more, one column left over.
+            // 37 columns: 18 windows a row, 16 to a vector and 2 more (AVX2: 8, 8 and 2), one
+            // column left over.
             let shape = [2, 3, 7, 37];
             let len: usize = shape.iter().product();
             // Negative values too: a padded position taken for a 0 would win where a window is all below.

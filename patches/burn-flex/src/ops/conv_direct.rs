@@ -22,6 +22,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use super::kernel_shared::{Epilogue, SharedMut, for_each_task, threads};
+use super::lanes::Isa;
 
 /// Output channels per register block.
 const CHANNELS: usize = 8;
@@ -44,6 +45,8 @@ pub(super) struct Same3x3 {
     pub outputs: usize,
     pub height: usize,
     pub width: usize,
+    /// The vector instructions the kernels run on (the direct kernel's are AVX-512's alone).
+    pub isa: Isa,
 }
 
 /// How the weight tensor is read.

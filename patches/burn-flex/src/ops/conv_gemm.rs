@@ -27,6 +27,8 @@ use burn_std::{Bytes, Shape, f16};
 use super::conv_direct::{Same3x3, Weights};
 #[cfg(target_arch = "x86_64")]
 use super::conv_winograd::Winograd;
+#[cfg(target_arch = "x86_64")]
+use super::lanes::Isa;
 use super::kernel_shared::{Epilogue, Scalar, SharedMut, avx512_available, back_to, for_each_task, gemm, threads, to_f32};
 use crate::{FlexTensor, Layout};
 
@@ -79,8 +81,8 @@ impl Geometry {
         self.channels_in * self.height * self.width
     }
 
-    /// The convolutions that `conv_winograd` and `conv_direct` compute: f32 on an AVX-512
-    /// machine, 3×3, stride 1, padding 1 all round, no dilation, one group.
+    /// The convolutions that `conv_winograd` and `conv_direct` compute: f32 on an AVX-512 or
+    /// AVX2 machine, 3×3, stride 1, padding 1 all round, no dilation, one group.
     #[cfg(target_arch = "x86_64")]
     fn same_3x3<T: Scalar>(&self) -> Option<Same3x3> {
         let applies = T::dtype() == DType::F32
@@ -89,14 +91,15 @@ impl Geometry {
             && self.padding == [1, 1]
             && self.dilation == [1, 1]
             && self.groups == 1
-            && self.out == [self.height, self.width]
-            && avx512_available();
-        applies.then_some(Same3x3 {
+            && self.out == [self.height, self.width];
+        let isa = Isa::detect().filter(|_| applies)?;
+        Some(Same3x3 {
             batch: self.batch,
             inputs: self.channels_in,
             outputs: self.channels_out,
             height: self.height,
             width: self.width,
+            isa,
         })
     }
 
@@ -108,11 +111,11 @@ impl Geometry {
         self.same_3x3::<T>().map(Winograd).filter(Winograd::worthwhile)
     }
 
-    /// The direct kernel (`conv_direct`), where it applies and the images are large enough
-    /// (`Same3x3::worthwhile`).
+    /// The direct kernel (`conv_direct`, AVX-512 alone), where it applies and the images are
+    /// large enough (`Same3x3::worthwhile`).
     #[cfg(target_arch = "x86_64")]
     fn direct<T: Scalar>(&self) -> Option<Same3x3> {
-        self.same_3x3::<T>().filter(Same3x3::worthwhile)
+        self.same_3x3::<T>().filter(|same| same.isa == Isa::Avx512 && same.worthwhile())
     }
 
     /// Whole images per task for strided convolutions (those with gather tables) of small
@@ -366,9 +369,15 @@ unsafe fn col2im_halves(g: &Geometry, col: &[f32], images: usize, dx: &mut [f32]
 /// kernel overhangs).
 fn gather<T: Scalar>(plane: &[T], table: &[u32], col: &mut [T]) {
     #[cfg(target_arch = "x86_64")]
-    if T::dtype() == DType::F32 && plane.len() <= i32::MAX as usize && avx512_available() {
-        // SAFETY: AVX-512F is available (`avx512_available()`); the plane's indices fit in i32.
-        return unsafe { gather_avx512(bytemuck::cast_slice(plane), table, bytemuck::cast_slice_mut(col)) };
+    if T::dtype() == DType::F32 && plane.len() <= i32::MAX as usize {
+        let (plane, col) = (bytemuck::cast_slice(plane), bytemuck::cast_slice_mut(col));
+        match Isa::detect() {
+            // SAFETY: the CPU has the instruction set (`Isa::detect`); the plane's indices fit in i32.
+            Some(Isa::Avx512) => return unsafe { gather_avx512(plane, table, col) },
+            // SAFETY: as above.
+            Some(Isa::Avx2) => return unsafe { gather_avx2(plane, table, col) },
+            None => {}
+        }
     }
     for (out, &at) in col.iter_mut().zip(table) {
         *out = plane.get(at as usize).copied().unwrap_or(T::zero());
@@ -407,6 +416,31 @@ unsafe fn gather_avx512(plane: &[f32], table: &[u32], col: &mut [f32]) {
             let values = _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), inside, indices, plane.as_ptr());
             _mm512_mask_storeu_ps(col.as_mut_ptr().add(at), lanes, values);
         }
+    }
+}
+
+/// [`gather`] with AVX2 gathers, 8 pixels at a time (the last few as the scalar loop).
+///
+/// # Safety
+/// AVX2 is available; `plane.len() ≤ i32::MAX`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn gather_avx2(plane: &[f32], table: &[u32], col: &mut [f32]) {
+    use core::arch::x86_64::*;
+    let (n, len) = (col.len().min(table.len()), _mm256_set1_epi32(plane.len() as i32));
+    let whole = n - n % 8;
+    for at in (0..whole).step_by(8) {
+        // SAFETY: lanes `at..at + 8` are below `n`; the gather reads only lanes whose index is
+        // inside the plane (0 ≤ index < len as i32: the overhang's u32::MAX reads as -1).
+        unsafe {
+            let indices = _mm256_loadu_si256(table.as_ptr().add(at).cast());
+            let inside = _mm256_andnot_si256(_mm256_cmpgt_epi32(_mm256_setzero_si256(), indices), _mm256_cmpgt_epi32(len, indices));
+            let values = _mm256_mask_i32gather_ps::<4>(_mm256_setzero_ps(), plane.as_ptr(), indices, _mm256_castsi256_ps(inside));
+            _mm256_storeu_ps(col.as_mut_ptr().add(at), values);
+        }
+    }
+    for (out, &at) in col[whole..n].iter_mut().zip(&table[whole..n]) {
+        *out = plane.get(at as usize).copied().unwrap_or(0.0);
     }
 }
 

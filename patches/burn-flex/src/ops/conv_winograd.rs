@@ -17,7 +17,8 @@
 //! the forward computation: `dU_ξ = Σ_tiles dM_ξ · V_ξᵀ` with `dM = A dY Aᵀ`, then
 //! `dg = Gᵀ dU G`.
 //!
-//! The transforms run over 16 tiles at a time, one to a vector lane. So that every lane is
+//! The transforms run over 16 tiles at a time on AVX-512, 8 on AVX2 (one to a vector lane;
+//! the code is written once over `lanes::Lanes`). So that every lane is
 //! a tile on small images too (a 28×28 image has 7 tiles of 4×4 to a row), each padded input
 //! plane is stored as segments, one per (row mod m, column offset in the block), in which the
 //! tiles of a band follow one another row after row (`Winograd::padded_plane`); the output
@@ -32,6 +33,7 @@ use core::ops::Range;
 
 use super::conv_direct::{Same3x3, Weights};
 use super::kernel_shared::{Epilogue, SharedMut, for_each_task, gemm, threads};
+use super::lanes::{Avx2, Avx512, Lanes, per_isa};
 
 #[cfg(target_arch = "x86_64")]
 use core::arch::x86_64::*;
@@ -182,28 +184,29 @@ impl<const M: usize> Winograd<M> {
         let image_rows = (M * tile_rows.start).saturating_sub(1)..(M * tile_rows.end + 1).min(self.0.height);
         let (start, end) = (tile_rows.start * tiles_wide, tile_rows.end * tiles_wide);
         let target = padded.as_mut_ptr();
-        let lanes = slot_lanes::<M>(self.0.width, tiles_wide);
+        let (lanes, width) = (slot_lanes::<M>(self.0.width, tiles_wide), self.0.width);
         for (input, plane) in image.chunks_exact(self.0.height * self.0.width).enumerate() {
-            for r in image_rows.clone() {
-                // Image pixel (r, c) is padded pixel (r + 1, c + 1).
-                let row = target.wrapping_add((r + 1) % M * Self::ALPHA * segment + (r + 1) / M * tiles_wide);
-                let slots = from_fn(|b| row.wrapping_add(b.min(Self::ALPHA - 1) * segment));
-                // SAFETY: AVX-512F (the caller's contract); the row is in the plane, the slots'
-                // rows in the padded plane.
-                unsafe { to_slots::<M>(plane[r * self.0.width..].as_ptr(), slots, &lanes) };
-            }
             let out = v[input * Self::POSITIONS * columns + column..].as_mut_ptr().cast::<f32>();
-            for first in (start..end).step_by(16) {
-                let (padded, count, out) = (padded.as_ptr().wrapping_add(first), (end - first).min(16), out.wrapping_add(first - start));
-                // SAFETY: AVX-512F (the caller's contract); the reads stay in the padded plane
-                // (`first + count ≤ (tiles_high() + 1 - a / M)·tiles_wide()`), the writes in
-                // `v` (asserted above).
-                unsafe {
-                    match M {
-                        2 => input_tiles_2(padded, segment, tiles_wide, count, out, columns),
-                        _ => input_tiles_4(padded, segment, tiles_wide, count, out, columns),
+            // SAFETY: the instruction set is the CPU's (`Isa::detect`); each row is in the
+            // plane, the slots' rows in the padded plane; the tiles' reads stay in the padded
+            // plane (`first + count ≤ (tiles_high() + 1 - a / M)·tiles_wide()`), the writes in
+            // `v` (asserted above).
+            unsafe {
+                per_isa!(self.0.isa, V => {
+                    for r in image_rows.clone() {
+                        // Image pixel (r, c) is padded pixel (r + 1, c + 1).
+                        let row = target.wrapping_add((r + 1) % M * Self::ALPHA * segment + (r + 1) / M * tiles_wide);
+                        let slots = from_fn(|b| row.wrapping_add(b.min(Self::ALPHA - 1) * segment));
+                        V::to_slots::<M>(plane[r * width..].as_ptr(), width, slots, &lanes, tiles_wide);
                     }
-                }
+                    for first in (start..end).step_by(V::LANES) {
+                        let (padded, count, out) = (padded.as_ptr().wrapping_add(first), (end - first).min(V::LANES), out.wrapping_add(first - start));
+                        match M {
+                            2 => V::input_tiles_2(padded, segment, tiles_wide, count, out, columns),
+                            _ => V::input_tiles_4(padded, segment, tiles_wide, count, out, columns),
+                        }
+                    }
+                })
             }
         }
     }
@@ -232,33 +235,34 @@ impl Winograd<4> {
         for output in 0..self.0.outputs {
             let bias = bias.map_or(0.0, |bias| bias[output]);
             let m = m[output * Self::POSITIONS * columns..].as_ptr().cast::<f32>();
-            for first in (0..columns).step_by(16) {
-                // SAFETY: AVX-512F (the caller's contract); the reads stay in `m`, the writes
-                // in `pixels` (asserted above).
-                unsafe { output_tiles_4(m.add(first), columns, (columns - first).min(16), bias, pixels.as_mut_ptr().add(first).cast(), columns) };
-            }
-            let pixels = pixels.as_ptr().cast::<f32>();
-            for (n, image) in part.images.clone().enumerate() {
-                let plane = (image * self.0.outputs + output) * plane_len;
-                for (k, i) in part.rows.clone().enumerate() {
-                    for r in (0..4).take_while(|r| 4 * i + r < self.0.height) {
-                        let row = plane + (4 * i + r) * width;
-                        // SAFETY: the rows of this part's tiles belong to its task alone.
-                        let target = unsafe { y.uninit(row..row + width) }.as_mut_ptr().cast();
-                        // The residual's row, bounds-checked here.
-                        let finish = Epilogue { residual: epilogue.residual.map(|residual| &residual[row..row + width]), relu: epilogue.relu };
-                        // SAFETY: AVX-512F (the caller's contract); the four runs of this tile
-                        // row's pixels were written just above, the target is the row.
-                        unsafe { interleave_4(pixels.add(4 * r * columns + n * per_image + k * tiles_wide), columns, tiles_wide, target, width, finish) };
+            let written = pixels.as_mut_ptr().cast::<f32>();
+            // SAFETY: the instruction set is the CPU's (`Isa::detect`); the reads stay in `m`,
+            // the writes in `pixels` (asserted above); then the four runs of each tile row's
+            // pixels were written, and the rows of this part's tiles belong to its task alone.
+            unsafe {
+                per_isa!(self.0.isa, V => {
+                    for first in (0..columns).step_by(V::LANES) {
+                        V::output_tiles_4(m.add(first), columns, (columns - first).min(V::LANES), bias, written.add(first), columns);
                     }
-                }
+                    for (n, image) in part.images.clone().enumerate() {
+                        let plane = (image * self.0.outputs + output) * plane_len;
+                        for (k, i) in part.rows.clone().enumerate() {
+                            for r in (0..4).take_while(|r| 4 * i + r < self.0.height) {
+                                let row = plane + (4 * i + r) * width;
+                                let target = y.uninit(row..row + width).as_mut_ptr().cast();
+                                // The residual's row, bounds-checked here.
+                                let finish = Epilogue { residual: epilogue.residual.map(|residual| &residual[row..row + width]), relu: epilogue.relu };
+                                V::interleave_4(written.add(4 * r * columns + n * per_image + k * tiles_wide), columns, tiles_wide, target, width, finish);
+                            }
+                        }
+                    }
+                })
             }
         }
     }
 
     /// The convolution of `x` (`[batch, inputs, height, width]`), plus each output channel's
-    /// `bias`, then the `epilogue`: `[batch, outputs, height, width]`. Call only where
-    /// AVX-512F is available.
+    /// `bias`, then the `epilogue`: `[batch, outputs, height, width]`.
     pub(super) fn run(&self, x: &[f32], w: &[f32], weights: Weights, bias: Option<&[f32]>, epilogue: Epilogue<f32>) -> Vec<f32> {
         let (u, u_strides) = self.transform_weights(w, weights);
         let (x_len, y_len) = (self.0.inputs * self.0.height * self.0.width, self.0.outputs * self.0.height * self.0.width);
@@ -319,11 +323,15 @@ impl Winograd<2> {
         let rows = 2 * tile_rows.start..(2 * tile_rows.end).min(self.0.height);
         for (plane, target) in dy.chunks_exact(self.0.height * self.0.width).zip(grid.chunks_exact_mut(4 * tiles)) {
             let target = target.as_mut_ptr();
-            for (r, source) in plane.chunks_exact(self.0.width).enumerate().take(rows.end).skip(rows.start) {
-                let at = |c: usize| target.wrapping_add((r % 2 * 2 + c) * tiles + r / 2 * tiles_wide);
-                // SAFETY: AVX-512F (the caller's contract); each segment row holds
-                // `⌈width/2⌉` floats.
-                unsafe { deinterleave(source, at(0), at(1)) };
+            // SAFETY: the instruction set is the CPU's (`Isa::detect`); each segment row holds
+            // `⌈width/2⌉` floats.
+            unsafe {
+                per_isa!(self.0.isa, V => {
+                    for (r, source) in plane.chunks_exact(self.0.width).enumerate().take(rows.end).skip(rows.start) {
+                        let at = |c: usize| target.wrapping_add((r % 2 * 2 + c) * tiles + r / 2 * tiles_wide);
+                        V::deinterleave(source, at(0), at(1));
+                    }
+                })
             }
         }
     }
@@ -336,10 +344,14 @@ impl Winograd<2> {
         assert!(dm.len() >= 16 * self.0.outputs * columns && grid.len() >= self.0.outputs * 4 * tiles);
         for (output, plane) in grid.chunks_exact(4 * tiles).enumerate() {
             let out = dm[output * 16 * columns + column..].as_mut_ptr().cast::<f32>();
-            for first in (start..end).step_by(16) {
-                // SAFETY: AVX-512F (the caller's contract); reads in the plane's segments,
-                // writes in `dm` (asserted above).
-                unsafe { output_grad_tiles(plane.as_ptr().add(first), tiles, (end - first).min(16), out.add(first - start), columns) };
+            // SAFETY: the instruction set is the CPU's (`Isa::detect`); reads in the plane's
+            // segments, writes in `dm` (asserted above).
+            unsafe {
+                per_isa!(self.0.isa, V => {
+                    for first in (start..end).step_by(V::LANES) {
+                        V::output_grad_tiles(plane.as_ptr().add(first), tiles, (end - first).min(V::LANES), out.add(first - start), columns);
+                    }
+                })
             }
         }
     }
@@ -431,13 +443,294 @@ fn lanes(count: usize) -> __mmask16 {
     ((1u32 << count) - 1) as __mmask16
 }
 
-/// Splits `source` into its even-indexed values (to `even`) and odd-indexed ones (to `odd`).
+/// A vector type's kernels: its transforms (`transforms!`), and the data movements that
+/// shuffle values between lanes: AVX-512's two-source permutes, plain loops on AVX2 (copies,
+/// a small part of the time beside the products).
+trait Kernels: Lanes {
+    /// `V_ξ` of F(2×2, 3×3) for `count` (≤ `LANES`) tiles side by side (`transforms!`).
+    ///
+    /// # Safety
+    /// As `input_tiles_2` in `transforms!`.
+    unsafe fn input_tiles_2(plane: *const f32, segment: usize, row: usize, count: usize, out: *mut f32, stride: usize);
+    /// `V_ξ` of F(4×4, 3×3) for `count` (≤ `LANES`) tiles side by side (`transforms!`).
+    ///
+    /// # Safety
+    /// As `input_tiles_4` in `transforms!`.
+    unsafe fn input_tiles_4(plane: *const f32, segment: usize, row: usize, count: usize, out: *mut f32, stride: usize);
+    /// `dM_ξ = (A dY Aᵀ)_ξ` for `count` (≤ `LANES`) tiles side by side (`transforms!`).
+    ///
+    /// # Safety
+    /// As `output_grad_tiles` in `transforms!`.
+    unsafe fn output_grad_tiles(grid: *const f32, tiles: usize, count: usize, out: *mut f32, stride: usize);
+    /// `Y = Aᵀ M A` of F(4×4, 3×3) for `count` (≤ `LANES`) tiles side by side (`transforms!`).
+    ///
+    /// # Safety
+    /// As `output_tiles_4` in `transforms!`.
+    unsafe fn output_tiles_4(m: *const f32, stride: usize, count: usize, bias: f32, out: *mut f32, out_stride: usize);
+
+    /// Splits `source` into its even-indexed values (to `even`) and odd-indexed ones (to `odd`).
+    ///
+    /// # Safety
+    /// The instruction set is available; `even` is writable for `⌈len/2⌉` floats, `odd` for
+    /// `⌊len/2⌋`.
+    unsafe fn deinterleave(source: &[f32], even: *mut f32, odd: *mut f32);
+
+    /// Spreads a row of `width` pixels over the `M + 2` segment rows (`slots`, each `row`
+    /// floats) of its padded row: pixel `c` is padded column `c + 1`, so the values at
+    /// `c ≡ b - 1 (mod M)` go to `slots[b]` at `c / M` for `b` in `1..=M`, the last of those
+    /// (`c ≡ M - 1`) also to `slots[0]` one place on (within the slot's row), and the first
+    /// (`c ≡ 0`) also to `slots[M + 1]` one place back (their first value dropped). `lanes`
+    /// is `slot_lanes::<M>(width, row)`.
+    ///
+    /// # Safety
+    /// The instruction set is available; `source` is readable for `width` floats, each slot
+    /// writable for `row`.
+    unsafe fn to_slots<const M: usize>(source: *const f32, width: usize, slots: [*mut f32; 6], lanes: &[SlotLanes], row: usize);
+
+    /// One output row from four runs of `tiles` pixels (`source + c·stride` holding the pixels
+    /// `4j + c`): `width` (≤ 4·tiles) floats into `target`, through `finish` (its residual the
+    /// row's `width` values).
+    ///
+    /// # Safety
+    /// The instruction set is available; each run is readable for `tiles` floats, `target`
+    /// writable for `width`.
+    unsafe fn interleave_4(source: *const f32, stride: usize, tiles: usize, target: *mut f32, width: usize, finish: Epilogue<f32>);
+}
+
+impl Kernels for Avx512 {
+    #[inline(always)]
+    unsafe fn input_tiles_2(plane: *const f32, segment: usize, row: usize, count: usize, out: *mut f32, stride: usize) {
+        // SAFETY: the caller's contract.
+        unsafe { avx512::input_tiles_2(plane, segment, row, count, out, stride) }
+    }
+    #[inline(always)]
+    unsafe fn input_tiles_4(plane: *const f32, segment: usize, row: usize, count: usize, out: *mut f32, stride: usize) {
+        // SAFETY: the caller's contract.
+        unsafe { avx512::input_tiles_4(plane, segment, row, count, out, stride) }
+    }
+    #[inline(always)]
+    unsafe fn output_grad_tiles(grid: *const f32, tiles: usize, count: usize, out: *mut f32, stride: usize) {
+        // SAFETY: the caller's contract.
+        unsafe { avx512::output_grad_tiles(grid, tiles, count, out, stride) }
+    }
+    #[inline(always)]
+    unsafe fn output_tiles_4(m: *const f32, stride: usize, count: usize, bias: f32, out: *mut f32, out_stride: usize) {
+        // SAFETY: the caller's contract.
+        unsafe { avx512::output_tiles_4(m, stride, count, bias, out, out_stride) }
+    }
+    #[inline(always)]
+    unsafe fn deinterleave(source: &[f32], even: *mut f32, odd: *mut f32) {
+        // SAFETY: the caller's contract.
+        unsafe { deinterleave_avx512(source, even, odd) }
+    }
+    #[inline(always)]
+    unsafe fn to_slots<const M: usize>(source: *const f32, _width: usize, slots: [*mut f32; 6], lanes: &[SlotLanes], _row: usize) {
+        // SAFETY: the caller's contract.
+        unsafe { to_slots_avx512::<M>(source, slots, lanes) }
+    }
+    #[inline(always)]
+    unsafe fn interleave_4(source: *const f32, stride: usize, tiles: usize, target: *mut f32, width: usize, finish: Epilogue<f32>) {
+        // SAFETY: the caller's contract.
+        unsafe { interleave_4_avx512(source, stride, tiles, target, width, finish) }
+    }
+}
+
+impl Kernels for Avx2 {
+    #[inline(always)]
+    unsafe fn input_tiles_2(plane: *const f32, segment: usize, row: usize, count: usize, out: *mut f32, stride: usize) {
+        // SAFETY: the caller's contract.
+        unsafe { avx2::input_tiles_2(plane, segment, row, count, out, stride) }
+    }
+    #[inline(always)]
+    unsafe fn input_tiles_4(plane: *const f32, segment: usize, row: usize, count: usize, out: *mut f32, stride: usize) {
+        // SAFETY: the caller's contract.
+        unsafe { avx2::input_tiles_4(plane, segment, row, count, out, stride) }
+    }
+    #[inline(always)]
+    unsafe fn output_grad_tiles(grid: *const f32, tiles: usize, count: usize, out: *mut f32, stride: usize) {
+        // SAFETY: the caller's contract.
+        unsafe { avx2::output_grad_tiles(grid, tiles, count, out, stride) }
+    }
+    #[inline(always)]
+    unsafe fn output_tiles_4(m: *const f32, stride: usize, count: usize, bias: f32, out: *mut f32, out_stride: usize) {
+        // SAFETY: the caller's contract.
+        unsafe { avx2::output_tiles_4(m, stride, count, bias, out, out_stride) }
+    }
+    #[inline(always)]
+    unsafe fn deinterleave(source: &[f32], even: *mut f32, odd: *mut f32) {
+        // SAFETY: the caller's contract.
+        unsafe { deinterleave_avx2(source, even, odd) }
+    }
+    #[inline(always)]
+    unsafe fn to_slots<const M: usize>(source: *const f32, width: usize, slots: [*mut f32; 6], _lanes: &[SlotLanes], row: usize) {
+        // SAFETY: the caller's contract.
+        unsafe { to_slots_avx2::<M>(source, width, slots, row) }
+    }
+    #[inline(always)]
+    unsafe fn interleave_4(source: *const f32, stride: usize, tiles: usize, target: *mut f32, width: usize, finish: Epilogue<f32>) {
+        // SAFETY: the caller's contract.
+        unsafe { interleave_4_avx2(source, stride, tiles, target, width, finish) }
+    }
+}
+
+/// The transforms' arithmetic for the vectors `$v`, in a module of functions that enable
+/// `$feature` (so that their closures, and the intrinsics the vectors' methods call, are
+/// compiled for it and inline).
+macro_rules! transforms {
+    ($module:ident, $v:ty, $feature:literal) => {
+        mod $module {
+            use super::*;
+            type V = $v;
+
+            /// `Bᵀ` of F(2×2, 3×3) applied to four values (a column of the block, or a row).
+            #[target_feature(enable = $feature)]
+            #[inline]
+            fn input_transform_2(d: [V; 4]) -> [V; 4] {
+                [d[0].sub(d[2]), d[1].add(d[2]), d[2].sub(d[1]), d[1].sub(d[3])]
+            }
+
+            /// `V_ξ` of F(2×2, 3×3) for `count` (≤ `V::LANES`) tiles side by side, into `out[ξ·stride + j]`:
+            /// position `(a, b)` of tile `j` read at `plane + (2·(a mod 2) + b)·segment + (a / 2)·row + j`.
+            ///
+            /// # Safety
+            /// `V`'s instruction set is available; those reads are in bounds for `j < count`, and `out`
+            /// writable at `ξ·stride + 0..count`.
+            #[target_feature(enable = $feature)]
+            pub(super) unsafe fn input_tiles_2(plane: *const f32, segment: usize, row: usize, count: usize, out: *mut f32, stride: usize) {
+                // SAFETY: within the bounds the caller guarantees (masked to `count`).
+                let load = |a: usize, b: usize| unsafe { V::load(plane.add((a % 2 * 4 + b) * segment + a / 2 * row), count) };
+                // d B (each row's columns combined), then Bᵀ (d B) (the rows combined).
+                let t: [[V; 4]; 4] = from_fn(|a| input_transform_2(from_fn(|b| load(a, b))));
+                for b in 0..4 {
+                    for (a, v) in input_transform_2(from_fn(|a| t[a][b])).into_iter().enumerate() {
+                        // SAFETY: within the bounds the caller guarantees.
+                        unsafe { v.store(out.add((4 * a + b) * stride), count) };
+                    }
+                }
+            }
+
+            /// `dM_ξ = (A dY Aᵀ)_ξ` for `count` (≤ `V::LANES`) tiles side by side, from the output
+            /// gradient's grid (`grid + s·tiles` the segment `s`), into `out[ξ·stride + j]`.
+            ///
+            /// # Safety
+            /// `V`'s instruction set is available; each segment is readable at `0..count`, `out` writable
+            /// at `ξ·stride + 0..count`.
+            #[target_feature(enable = $feature)]
+            pub(super) unsafe fn output_grad_tiles(grid: *const f32, tiles: usize, count: usize, out: *mut f32, stride: usize) {
+                // SAFETY: within the bounds the caller guarantees (masked to `count`).
+                let load = |u: usize, c: usize| unsafe { V::load(grid.add((2 * u + c) * tiles), count) };
+                let d: [[V; 2]; 2] = from_fn(|u| [load(u, 0), load(u, 1)]);
+                // SAFETY: the caller's contract.
+                let zero = unsafe { V::splat(0.0) };
+                // A dY (rows), then (A dY) Aᵀ (columns).
+                let t: [[V; 2]; 4] = [d[0], from_fn(|c| d[0][c].add(d[1][c])), from_fn(|c| d[0][c].sub(d[1][c])), from_fn(|c| zero.sub(d[1][c]))];
+                for (a, [even, odd]) in t.into_iter().enumerate() {
+                    let v = [even, even.add(odd), even.sub(odd), zero.sub(odd)];
+                    for (b, v) in v.into_iter().enumerate() {
+                        // SAFETY: within the bounds the caller guarantees.
+                        unsafe { v.store(out.add((4 * a + b) * stride), count) };
+                    }
+                }
+            }
+
+            /// `Bᵀ` of F(4×4, 3×3) applied to six values (a column of the block, or a row).
+            #[target_feature(enable = $feature)]
+            #[inline]
+            fn input_transform_4(d: [V; 6], [two, four, five]: [V; 3]) -> [V; 6] {
+                let (d31, d42) = (d[3].sub(d[1]), d[4].sub(d[2]));
+                [
+                    four.mul_add(d[0], five.neg_mul_add(d[2], d[4])),
+                    four.neg_mul_add(d[1].add(d[2]), d[3].add(d[4])),
+                    four.mul_add(d[1].sub(d[2]), d[4].sub(d[3])),
+                    two.mul_add(d31, d42),
+                    two.neg_mul_add(d31, d42),
+                    four.mul_add(d[1], five.neg_mul_add(d[3], d[5])),
+                ]
+            }
+
+            /// `Aᵀ` of F(4×4, 3×3) applied to six values (a row of the products, or a column).
+            #[target_feature(enable = $feature)]
+            #[inline]
+            fn output_transform_4(x: [V; 6], [two, four, eight]: [V; 3]) -> [V; 4] {
+                let (sum12, difference12) = (x[1].add(x[2]), x[1].sub(x[2]));
+                let (sum34, difference34) = (x[3].add(x[4]), x[3].sub(x[4]));
+                [x[0].add(sum12).add(sum34), two.mul_add(difference34, difference12), four.mul_add(sum34, sum12), eight.mul_add(difference34, difference12.add(x[5]))]
+            }
+
+            /// `V_ξ` of F(4×4, 3×3) for `count` (≤ `V::LANES`) tiles side by side, into `out[ξ·stride + j]`:
+            /// position `(a, b)` of tile `j` read at `plane + (6·(a mod 4) + b)·segment + (a / 4)·row + j`.
+            ///
+            /// # Safety
+            /// `V`'s instruction set is available; those reads are in bounds for `j < count`, and `out`
+            /// writable at `ξ·stride + 0..count`.
+            #[target_feature(enable = $feature)]
+            pub(super) unsafe fn input_tiles_4(plane: *const f32, segment: usize, row: usize, count: usize, out: *mut f32, stride: usize) {
+                // SAFETY: within the bounds the caller guarantees (masked to `count`).
+                let load = |a: usize, b: usize| unsafe { V::load(plane.add((a % 4 * 6 + b) * segment + a / 4 * row), count) };
+                // SAFETY: the caller's contract.
+                let constants @ [two, four, five] = unsafe { [V::splat(2.0), V::splat(4.0), V::splat(5.0)] };
+                // Columns `b` of d B (`t[a][k]` for column `b[k]`) taken through Bᵀ over the rows and
+                // stored, two at a time: the whole block would not fit in the registers.
+                let store_pair = |b: [usize; 2], t: [[V; 2]; 6]| {
+                    for (k, b) in b.into_iter().enumerate() {
+                        for (a, v) in input_transform_4(from_fn(|a| t[a][k]), constants).into_iter().enumerate() {
+                            // SAFETY: within the bounds the caller guarantees.
+                            unsafe { v.store(out.add((6 * a + b) * stride), count) };
+                        }
+                    }
+                };
+                store_pair([0, 5], from_fn(|a| [four.mul_add(load(a, 0), five.neg_mul_add(load(a, 2), load(a, 4))), four.mul_add(load(a, 1), five.neg_mul_add(load(a, 3), load(a, 5)))]));
+                store_pair(
+                    [1, 2],
+                    from_fn(|a| {
+                        let d: [V; 4] = from_fn(|b| load(a, b + 1));
+                        [four.neg_mul_add(d[0].add(d[1]), d[2].add(d[3])), four.mul_add(d[0].sub(d[1]), d[3].sub(d[2]))]
+                    }),
+                );
+                store_pair(
+                    [3, 4],
+                    from_fn(|a| {
+                        let d: [V; 4] = from_fn(|b| load(a, b + 1));
+                        let (d31, d42) = (d[2].sub(d[0]), d[3].sub(d[1]));
+                        [two.mul_add(d31, d42), two.neg_mul_add(d31, d42)]
+                    }),
+                );
+            }
+
+            /// `Y = Aᵀ M A` of F(4×4, 3×3) for `count` (≤ `V::LANES`) tiles side by side, from
+            /// `m[ξ·stride + j]`, plus `bias`: pixel `(r, c)` of tile `j` to `out[(4r + c)·out_stride + j]`.
+            ///
+            /// # Safety
+            /// `V`'s instruction set is available; `m` is readable at `ξ·stride + 0..count`, `out`
+            /// writable at `p·out_stride + 0..count` for the 16 pixels `p`.
+            #[target_feature(enable = $feature)]
+            pub(super) unsafe fn output_tiles_4(m: *const f32, stride: usize, count: usize, bias: f32, out: *mut f32, out_stride: usize) {
+                // SAFETY: the caller's contract.
+                let (constants, bias) = unsafe { ([V::splat(2.0), V::splat(4.0), V::splat(8.0)], V::splat(bias)) };
+                // M A (each row's columns combined). SAFETY: within the bounds the caller guarantees
+                // (masked to `count`).
+                let s: [[V; 4]; 6] = from_fn(|a| output_transform_4(from_fn(|b| unsafe { V::load(m.add((6 * a + b) * stride), count) }), constants));
+                // Aᵀ (M A), column by column.
+                for c in 0..4 {
+                    for (r, y) in output_transform_4(from_fn(|a| s[a][c]), constants).into_iter().enumerate() {
+                        // SAFETY: within the bounds the caller guarantees.
+                        unsafe { y.add(bias).store(out.add((4 * r + c) * out_stride), count) };
+                    }
+                }
+            }
+        }
+    };
+}
+transforms!(avx512, Avx512, "avx512f");
+transforms!(avx2, Avx2, "avx2,fma");
+
+/// [`Kernels::deinterleave`] on AVX-512.
 ///
 /// # Safety
-/// AVX-512F is available; `even` is writable for `⌈len/2⌉` floats, `odd` for `⌊len/2⌋`.
+/// As there.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn deinterleave(source: &[f32], even: *mut f32, odd: *mut f32) {
+unsafe fn deinterleave_avx512(source: &[f32], even: *mut f32, odd: *mut f32) {
     let evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     let odds = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
     for (block, values) in source.chunks(32).enumerate() {
@@ -448,66 +741,6 @@ unsafe fn deinterleave(source: &[f32], even: *mut f32, odd: *mut f32) {
             let high = _mm512_maskz_loadu_ps(lanes(n.saturating_sub(16)), values.as_ptr().add(n.min(16)));
             _mm512_mask_storeu_ps(even.add(16 * block), lanes(n.div_ceil(2)), _mm512_permutex2var_ps(low, evens, high));
             _mm512_mask_storeu_ps(odd.add(16 * block), lanes(n / 2), _mm512_permutex2var_ps(low, odds, high));
-        }
-    }
-}
-
-/// `Bᵀ` of F(2×2, 3×3) applied to four values (a column of the block, or a row).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-#[inline]
-fn input_transform_2(d: [__m512; 4]) -> [__m512; 4] {
-    [_mm512_sub_ps(d[0], d[2]), _mm512_add_ps(d[1], d[2]), _mm512_sub_ps(d[2], d[1]), _mm512_sub_ps(d[1], d[3])]
-}
-
-/// `V_ξ` of F(2×2, 3×3) for `count` (≤ 16) tiles side by side, into `out[ξ·stride + j]`:
-/// position `(a, b)` of tile `j` read at `plane + (2·(a mod 2) + b)·segment + (a / 2)·row + j`.
-///
-/// # Safety
-/// AVX-512F is available; those reads are in bounds for `j < count`, and `out` writable at
-/// `ξ·stride + 0..count`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn input_tiles_2(plane: *const f32, segment: usize, row: usize, count: usize, out: *mut f32, stride: usize) {
-    let mask = lanes(count);
-    // SAFETY: within the bounds the caller guarantees (masked to `count`).
-    let load = |a: usize, b: usize| unsafe { _mm512_maskz_loadu_ps(mask, plane.add((a % 2 * 4 + b) * segment + a / 2 * row)) };
-    // d B (each row's columns combined), then Bᵀ (d B) (the rows combined).
-    let t: [[__m512; 4]; 4] = from_fn(|a| input_transform_2(from_fn(|b| load(a, b))));
-    for b in 0..4 {
-        for (a, v) in input_transform_2(from_fn(|a| t[a][b])).into_iter().enumerate() {
-            // SAFETY: within the bounds the caller guarantees.
-            unsafe { _mm512_mask_storeu_ps(out.add((4 * a + b) * stride), mask, v) };
-        }
-    }
-}
-
-/// `dM_ξ = (A dY Aᵀ)_ξ` for `count` (≤ 16) tiles side by side, from the output gradient's
-/// grid (`grid + s·tiles` the segment `s`), into `out[ξ·stride + j]`.
-///
-/// # Safety
-/// AVX-512F is available; each segment is readable at `0..count`, `out` writable at
-/// `ξ·stride + 0..count`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn output_grad_tiles(grid: *const f32, tiles: usize, count: usize, out: *mut f32, stride: usize) {
-    let mask = lanes(count);
-    // SAFETY: within the bounds the caller guarantees (masked to `count`).
-    let load = |u: usize, c: usize| unsafe { _mm512_maskz_loadu_ps(mask, grid.add((2 * u + c) * tiles)) };
-    let d: [[__m512; 2]; 2] = from_fn(|u| [load(u, 0), load(u, 1)]);
-    let zero = _mm512_setzero_ps();
-    // A dY (rows), then (A dY) Aᵀ (columns).
-    let t: [[__m512; 2]; 4] = [
-        d[0],
-        from_fn(|c| _mm512_add_ps(d[0][c], d[1][c])),
-        from_fn(|c| _mm512_sub_ps(d[0][c], d[1][c])),
-        from_fn(|c| _mm512_sub_ps(zero, d[1][c])),
-    ];
-    for (a, [even, odd]) in t.into_iter().enumerate() {
-        let v = [even, _mm512_add_ps(even, odd), _mm512_sub_ps(even, odd), _mm512_sub_ps(zero, odd)];
-        for (b, v) in v.into_iter().enumerate() {
-            // SAFETY: within the bounds the caller guarantees.
-            unsafe { _mm512_mask_storeu_ps(out.add((4 * a + b) * stride), mask, v) };
         }
     }
 }
@@ -542,18 +775,14 @@ fn slot_lanes<const M: usize>(width: usize, row: usize) -> Vec<SlotLanes> {
         .collect()
 }
 
-/// Spreads a row of pixels over the `M + 2` segment rows (`slots`) of its padded row: pixel
-/// `c` is padded column `c + 1`, so the values at `c ≡ b - 1 (mod M)` go to `slots[b]` for
-/// `b` in `1..=M`, the last of those (`c ≡ M - 1`) also to `slots[0]` one place on (within
-/// a slot's row), and the first (`c ≡ 0`) also to `slots[M + 1]` one place back (their first
-/// value dropped), block by block with `lanes` (from `slot_lanes`).
+/// [`Kernels::to_slots`] on AVX-512: `16·M` pixels a block, the phases of a block split by
+/// permutes and stored with `lanes`' masks.
 ///
 /// # Safety
-/// AVX-512F is available; `source` is readable for the row's pixels, and each slot writable
-/// for a slot's row.
+/// As there.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn to_slots<const M: usize>(source: *const f32, slots: [*mut f32; 6], lanes: &[SlotLanes]) {
+unsafe fn to_slots_avx512<const M: usize>(source: *const f32, slots: [*mut f32; 6], lanes: &[SlotLanes]) {
     for (block, lanes) in lanes.iter().enumerate() {
         let source = source.wrapping_add(16 * M * block);
         // SAFETY: the loads are masked to the row.
@@ -582,137 +811,13 @@ unsafe fn to_slots<const M: usize>(source: *const f32, slots: [*mut f32; 6], lan
     }
 }
 
-/// `Bᵀ` of F(4×4, 3×3) applied to six values (a column of the block, or a row).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-#[inline]
-fn input_transform_4(d: [__m512; 6]) -> [__m512; 6] {
-    let (two, four, five) = (_mm512_set1_ps(2.0), _mm512_set1_ps(4.0), _mm512_set1_ps(5.0));
-    let (d31, d42) = (_mm512_sub_ps(d[3], d[1]), _mm512_sub_ps(d[4], d[2]));
-    [
-        _mm512_fmadd_ps(four, d[0], _mm512_fnmadd_ps(five, d[2], d[4])),
-        _mm512_fnmadd_ps(four, _mm512_add_ps(d[1], d[2]), _mm512_add_ps(d[3], d[4])),
-        _mm512_fmadd_ps(four, _mm512_sub_ps(d[1], d[2]), _mm512_sub_ps(d[4], d[3])),
-        _mm512_fmadd_ps(two, d31, d42),
-        _mm512_fnmadd_ps(two, d31, d42),
-        _mm512_fmadd_ps(four, d[1], _mm512_fnmadd_ps(five, d[3], d[5])),
-    ]
-}
-
-/// `Aᵀ` of F(4×4, 3×3) applied to six values (a row of the products, or a column).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-#[inline]
-fn output_transform_4(x: [__m512; 6]) -> [__m512; 4] {
-    let (two, four, eight) = (_mm512_set1_ps(2.0), _mm512_set1_ps(4.0), _mm512_set1_ps(8.0));
-    let (sum12, difference12) = (_mm512_add_ps(x[1], x[2]), _mm512_sub_ps(x[1], x[2]));
-    let (sum34, difference34) = (_mm512_add_ps(x[3], x[4]), _mm512_sub_ps(x[3], x[4]));
-    [
-        _mm512_add_ps(_mm512_add_ps(x[0], sum12), sum34),
-        _mm512_fmadd_ps(two, difference34, difference12),
-        _mm512_fmadd_ps(four, sum34, sum12),
-        _mm512_fmadd_ps(eight, difference34, _mm512_add_ps(difference12, x[5])),
-    ]
-}
-
-/// `V_ξ` of F(4×4, 3×3) for `count` (≤ 16) tiles side by side, into `out[ξ·stride + j]`:
-/// position `(a, b)` of tile `j` read at `plane + (6·(a mod 4) + b)·segment + (a / 4)·row + j`.
+/// [`Kernels::interleave_4`] on AVX-512: 16 tiles' 64 pixels at a time.
 ///
 /// # Safety
-/// AVX-512F is available; those reads are in bounds for `j < count`, and `out` writable at
-/// `ξ·stride + 0..count`.
+/// As there.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn input_tiles_4(plane: *const f32, segment: usize, row: usize, count: usize, out: *mut f32, stride: usize) {
-    let mask = lanes(count);
-    // SAFETY: within the bounds the caller guarantees (masked to `count`).
-    let load = |a: usize, b: usize| unsafe { _mm512_maskz_loadu_ps(mask, plane.add((a % 4 * 6 + b) * segment + a / 4 * row)) };
-    let (two, four, five) = (_mm512_set1_ps(2.0), _mm512_set1_ps(4.0), _mm512_set1_ps(5.0));
-    // Columns of d B two at a time (the whole block would not fit in the registers), each
-    // taken through Bᵀ over the rows.
-    // SAFETY (each): within the bounds the caller guarantees.
-    unsafe {
-        store_column_pair(
-            [0, 5],
-            from_fn(|a| [_mm512_fmadd_ps(four, load(a, 0), _mm512_fnmadd_ps(five, load(a, 2), load(a, 4))), _mm512_fmadd_ps(four, load(a, 1), _mm512_fnmadd_ps(five, load(a, 3), load(a, 5)))]),
-            out,
-            stride,
-            mask,
-        );
-        store_column_pair(
-            [1, 2],
-            from_fn(|a| {
-                let d: [__m512; 4] = from_fn(|b| load(a, b + 1));
-                [_mm512_fnmadd_ps(four, _mm512_add_ps(d[0], d[1]), _mm512_add_ps(d[2], d[3])), _mm512_fmadd_ps(four, _mm512_sub_ps(d[0], d[1]), _mm512_sub_ps(d[3], d[2]))]
-            }),
-            out,
-            stride,
-            mask,
-        );
-        store_column_pair(
-            [3, 4],
-            from_fn(|a| {
-                let d: [__m512; 4] = from_fn(|b| load(a, b + 1));
-                let (d31, d42) = (_mm512_sub_ps(d[2], d[0]), _mm512_sub_ps(d[3], d[1]));
-                [_mm512_fmadd_ps(two, d31, d42), _mm512_fnmadd_ps(two, d31, d42)]
-            }),
-            out,
-            stride,
-            mask,
-        );
-    }
-}
-
-/// Columns `b` of `d B` (`t[a][k]` for column `b[k]`) taken through `Bᵀ` over the rows, into
-/// `out[(6a + b)·stride + 0..16]` (the lanes of `mask`).
-///
-/// # Safety
-/// AVX-512F is available; `out` is writable there.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-#[inline]
-unsafe fn store_column_pair(b: [usize; 2], t: [[__m512; 2]; 6], out: *mut f32, stride: usize, mask: __mmask16) {
-    for (k, b) in b.into_iter().enumerate() {
-        for (a, v) in input_transform_4(from_fn(|a| t[a][k])).into_iter().enumerate() {
-            // SAFETY: within the bounds the caller guarantees.
-            unsafe { _mm512_mask_storeu_ps(out.add((6 * a + b) * stride), mask, v) };
-        }
-    }
-}
-
-/// `Y = Aᵀ M A` of F(4×4, 3×3) for `count` (≤ 16) tiles side by side, from
-/// `m[ξ·stride + j]`, plus `bias`: pixel `(r, c)` of tile `j` to `out[(4r + c)·out_stride + j]`.
-///
-/// # Safety
-/// AVX-512F is available; `m` is readable at `ξ·stride + 0..count`, `out` writable at
-/// `p·out_stride + 0..count` for the 16 pixels `p`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn output_tiles_4(m: *const f32, stride: usize, count: usize, bias: f32, out: *mut f32, out_stride: usize) {
-    let mask = lanes(count);
-    // M A (each row's columns combined). SAFETY: within the bounds the caller guarantees
-    // (masked to `count`).
-    let s: [[__m512; 4]; 6] = from_fn(|a| output_transform_4(from_fn(|b| unsafe { _mm512_maskz_loadu_ps(mask, m.add((6 * a + b) * stride)) })));
-    let bias = _mm512_set1_ps(bias);
-    // Aᵀ (M A), column by column.
-    for c in 0..4 {
-        for (r, y) in output_transform_4(from_fn(|a| s[a][c])).into_iter().enumerate() {
-            // SAFETY: within the bounds the caller guarantees.
-            unsafe { _mm512_mask_storeu_ps(out.add((4 * r + c) * out_stride), mask, _mm512_add_ps(y, bias)) };
-        }
-    }
-}
-
-/// One output row from four runs of `tiles` pixels (`source + c·stride` holding the pixels
-/// `4j + c`): `width` (≤ 4·tiles) floats into `target`, through `finish` (its residual the
-/// row's `width` values).
-///
-/// # Safety
-/// AVX-512F is available; each run is readable for `tiles` floats, `target` writable for
-/// `width`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn interleave_4(source: *const f32, stride: usize, tiles: usize, target: *mut f32, width: usize, finish: Epilogue<f32>) {
+unsafe fn interleave_4_avx512(source: *const f32, stride: usize, tiles: usize, target: *mut f32, width: usize, finish: Epilogue<f32>) {
     assert!(finish.residual.is_none_or(|residual| residual.len() >= width));
     let pairs_low = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
     let pairs_high = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
@@ -745,5 +850,101 @@ unsafe fn interleave_4(source: *const f32, stride: usize, tiles: usize, target: 
             // SAFETY: within the bounds the caller guarantees (masked to `width`).
             unsafe { _mm512_mask_storeu_ps(target.wrapping_add(at), mask, out) };
         }
+    }
+}
+
+/// [`Kernels::deinterleave`] on AVX2: a plain loop.
+///
+/// # Safety
+/// As there.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn deinterleave_avx2(source: &[f32], even: *mut f32, odd: *mut f32) {
+    for (i, pair) in source.chunks(2).enumerate() {
+        // SAFETY: `i < ⌈len/2⌉`, and `i < ⌊len/2⌋` where the pair is whole (the contract).
+        unsafe {
+            *even.add(i) = pair[0];
+            if let Some(&value) = pair.get(1) {
+                *odd.add(i) = value;
+            }
+        }
+    }
+}
+
+/// [`Kernels::to_slots`] on AVX2: a plain loop per slot (strided reads, contiguous writes,
+/// no branches).
+///
+/// # Safety
+/// As there.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn to_slots_avx2<const M: usize>(source: *const f32, width: usize, slots: [*mut f32; 6], row: usize) {
+    // SAFETY (each loop): the pixels read are below `width`, and the places written below
+    // `⌈width / M⌉ = row` (the tiles of a row).
+    unsafe {
+        // Pixel `M·j + k` to slot `k + 1` at `j`.
+        for k in 0..M {
+            for j in 0..width.saturating_sub(k).div_ceil(M) {
+                *slots[k + 1].add(j) = *source.add(M * j + k);
+            }
+        }
+        // Pixel `M·j + M - 1` also to slot 0 at `j + 1`, inside the slot's row.
+        for j in 0..width.saturating_sub(M - 1).div_ceil(M).min(row.saturating_sub(1)) {
+            *slots[0].add(j + 1) = *source.add(M * j + M - 1);
+        }
+        // Pixel `M·(j + 1)` also to slot `M + 1` at `j`.
+        for j in 0..width.div_ceil(M).saturating_sub(1) {
+            *slots[M + 1].add(j) = *source.add(M * (j + 1));
+        }
+    }
+}
+
+/// [`Kernels::interleave_4`] on AVX2: 8 tiles' 32 pixels at a time, a 4 × 8 transpose by
+/// unpacks, shuffles and lane swaps; the last pixels of a row one by one.
+///
+/// # Safety
+/// As there.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn interleave_4_avx2(source: *const f32, stride: usize, tiles: usize, target: *mut f32, width: usize, finish: Epilogue<f32>) {
+    assert!(width <= 4 * tiles && finish.residual.is_none_or(|residual| residual.len() >= width));
+    let finish_one = |value: f32, p: usize| {
+        let value = finish.residual.map_or(value, |residual| value + residual[p]);
+        // Kept where above zero or NaN, as on AVX-512.
+        if finish.relu && value <= 0.0 { 0.0 } else { value }
+    };
+    let whole = width / 32 * 8;
+    for first in (0..whole).step_by(8) {
+        // SAFETY: tiles `first..first + 8` are below `width / 4 ≤ tiles`, pixels
+        // `4·first..4·first + 32` below `width` (the residual's too, asserted).
+        unsafe {
+            let c: [__m256; 4] = from_fn(|c| _mm256_loadu_ps(source.add(c * stride + first)));
+            let (t0, t1) = (_mm256_unpacklo_ps(c[0], c[1]), _mm256_unpackhi_ps(c[0], c[1]));
+            let (t2, t3) = (_mm256_unpacklo_ps(c[2], c[3]), _mm256_unpackhi_ps(c[2], c[3]));
+            // Tiles (0, 4), (1, 5), (2, 6), (3, 7): each a tile's four pixels per 128-bit half.
+            let u = [
+                _mm256_shuffle_ps::<0b01_00_01_00>(t0, t2),
+                _mm256_shuffle_ps::<0b11_10_11_10>(t0, t2),
+                _mm256_shuffle_ps::<0b01_00_01_00>(t1, t3),
+                _mm256_shuffle_ps::<0b11_10_11_10>(t1, t3),
+            ];
+            let out = [
+                _mm256_permute2f128_ps::<0x20>(u[0], u[1]),
+                _mm256_permute2f128_ps::<0x20>(u[2], u[3]),
+                _mm256_permute2f128_ps::<0x31>(u[0], u[1]),
+                _mm256_permute2f128_ps::<0x31>(u[2], u[3]),
+            ];
+            for (q, mut out) in out.into_iter().enumerate() {
+                let at = 4 * first + 8 * q;
+                if let Some(residual) = finish.residual {
+                    out = _mm256_add_ps(out, _mm256_loadu_ps(residual.as_ptr().add(at)));
+                }
+                if finish.relu {
+                    out = _mm256_and_ps(out, _mm256_cmp_ps::<_CMP_NLE_UQ>(out, _mm256_setzero_ps()));
+                }
+                _mm256_storeu_ps(target.add(at), out);
+            }
+        }
+    }
+    for p in 4 * whole..width {
+        // SAFETY: `p / 4 < tiles` (asserted), `p < width` (the contract).
+        unsafe { *target.add(p) = finish_one(*source.add(p % 4 * stride + p / 4), p) };
     }
 }

@@ -194,14 +194,15 @@ pub(super) fn back_to(dtype: DType, t: FlexTensor) -> FlexTensor {
     }
 }
 
-/// Whether this machine runs the AVX-512 kernels (`conv_direct`, `conv_winograd`, the gathers
-/// and col2im of `conv_gemm`, `max_pool2d`'s); those modules are compiled on x86-64 alone.
+/// Whether this machine runs the AVX-512-only kernels (`conv_direct`, the row-wise col2im of
+/// `conv_gemm`; AVX-512 and not kept off it by `lanes::allow_avx512`); those modules are
+/// compiled on x86-64 alone.
 pub(super) fn avx512_available() -> bool {
-    #[cfg(all(target_arch = "x86_64", feature = "std"))]
+    #[cfg(target_arch = "x86_64")]
     {
-        std::is_x86_feature_detected!("avx512f")
+        super::lanes::Isa::detect() == Some(super::lanes::Isa::Avx512)
     }
-    #[cfg(not(all(target_arch = "x86_64", feature = "std")))]
+    #[cfg(not(target_arch = "x86_64"))]
     {
         false
     }

@@ -63,15 +63,18 @@ where
     let pool_plane = |p: usize, values: &mut [T], indices: &mut [i64]| {
         let plane = &data[p * h * w..][..h * w];
         #[cfg(target_arch = "x86_64")]
-        if stride[1] == 2 && T::dtype() == DType::F32 && h * w <= i32::MAX as usize && super::kernel_shared::avx512_available() {
+        if let Some(isa) = super::lanes::Isa::detect().filter(|_| stride[1] == 2 && T::dtype() == DType::F32 && h * w <= i32::MAX as usize) {
+            use super::lanes::Isa;
             assert!(plane.len() == h * w && values.len() == out_len && indices.len() == if with_indices { out_len } else { 0 });
             let (plane, values) = (plane.as_ptr().cast(), values.as_mut_ptr().cast());
-            // SAFETY: AVX-512F is available; T is f32; the sizes are the pooling's (asserted),
-            // the plane's positions fit in i32.
+            // SAFETY: the CPU has the instruction set (`Isa::detect`); T is f32; the sizes are
+            // the pooling's (asserted), the plane's positions fit in i32.
             unsafe {
-                match with_indices {
-                    true => pool_avx512::<true>(plane, [h, w], kernel, stride[0], padding, out, values, indices.as_mut_ptr()),
-                    false => pool_avx512::<false>(plane, [h, w], kernel, stride[0], padding, out, values, indices.as_mut_ptr()),
+                match (isa, with_indices) {
+                    (Isa::Avx512, true) => pool_avx512::<true>(plane, [h, w], kernel, stride[0], padding, out, values, indices.as_mut_ptr()),
+                    (Isa::Avx512, false) => pool_avx512::<false>(plane, [h, w], kernel, stride[0], padding, out, values, indices.as_mut_ptr()),
+                    (Isa::Avx2, true) => pool_avx2::<true>(plane, [h, w], kernel, stride[0], padding, out, values, indices.as_mut_ptr()),
+                    (Isa::Avx2, false) => pool_avx2::<false>(plane, [h, w], kernel, stride[0], padding, out, values, indices.as_mut_ptr()),
                 }
             };
             return;
@@ -164,7 +167,7 @@ fn pool_2x2<T: Float>(plane: &[T], w: usize, out: [usize; 2], values: &mut [T], 
 
 /// [`pool_2x2`] without the indices: a loop of selects. The compiler leaves it scalar (the
 /// windows' columns are interleaved; 8% of `fashion-cnn`'s inference): in f32 on AVX-512
-/// machines [`pool_avx512`] runs instead.
+/// and AVX2 machines [`pool_avx512`] or [`pool_avx2`] runs instead.
 fn pool_2x2_values<T: Float>(plane: &[T], w: usize, out: [usize; 2], values: &mut [T]) {
     for oh in 0..out[0] {
         let top_at = 2 * oh * w;
@@ -246,6 +249,77 @@ unsafe fn pool_avx512<const INDICES: bool>(plane: *const f32, [h, w]: [usize; 2]
                     let [low, high] = [_mm512_castsi512_si256(at_best), _mm512_extracti64x4_epi64::<1>(at_best)].map(|half| _mm512_cvtepi32_epi64(half));
                     _mm512_mask_storeu_epi64(indices.wrapping_add(first), bits(0, n.min(8)) as __mmask8, low);
                     _mm512_mask_storeu_epi64(indices.wrapping_add(first + 8), bits(0, n.saturating_sub(8)) as __mmask8, high);
+                }
+            }
+        }
+    }
+}
+
+/// [`pool_avx512`] on AVX2: 8 outputs per step, a row's 16 columns from each window position
+/// loaded as two vectors (masked to the plane) and their even columns taken out by a shuffle
+/// and a cross-lane permute.
+///
+/// # Safety
+/// AVX2 is available; otherwise as [`pool_avx512`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn pool_avx2<const INDICES: bool>(plane: *const f32, [h, w]: [usize; 2], kernel: [usize; 2], row_stride: usize, padding: [usize; 2], out: [usize; 2], values: *mut f32, indices: *mut i64) {
+    use core::arch::x86_64::*;
+    let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    let even = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
+    // Lanes lo..hi (of 8) set.
+    let between = |lo: usize, hi: usize| _mm256_andnot_si256(_mm256_cmpgt_epi32(_mm256_set1_epi32(lo as i32), lane), _mm256_cmpgt_epi32(_mm256_set1_epi32(hi as i32), lane));
+    let beats = |v: __m256, best: __m256| _mm256_or_ps(_mm256_cmp_ps::<_CMP_GT_OQ>(v, best), _mm256_cmp_ps::<_CMP_UNORD_Q>(v, v));
+    for oh in 0..out[0] {
+        let top = (oh * row_stride) as isize - padding[0] as isize;
+        let rows = (top.max(0) as usize)..((top + kernel[0] as isize).min(h as isize) as usize);
+        for ow in (0..out[1]).step_by(8) {
+            let n = (out[1] - ow).min(8);
+            let mut best = _mm256_set1_ps(f32::NEG_INFINITY);
+            let (mut at_best, mut seen) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+            for r in rows.clone() {
+                let row = plane.wrapping_add(r * w);
+                for kw in 0..kernel[1] {
+                    // Column base + l of the 16 loaded; output j reads column base + 2j.
+                    let base = (2 * ow + kw) as isize - padding[1] as isize;
+                    let (lo, hi) = ((-base).max(0) as usize, (w as isize - base).clamp(0, 16) as usize);
+                    let at = row.wrapping_offset(base);
+                    // SAFETY: the unmasked lanes are columns 0..w of a row of the plane.
+                    let v = unsafe {
+                        let first = _mm256_maskload_ps(at, between(lo, hi));
+                        let second = _mm256_maskload_ps(at.wrapping_add(8), between(lo.saturating_sub(8), hi.saturating_sub(8)));
+                        // [f0 f2 s0 s2 | f4 f6 s4 s6], then its 64-bit quarters in the order 0, 2, 1, 3.
+                        let evens = _mm256_shuffle_ps::<0b10_00_10_00>(first, second);
+                        _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(evens)))
+                    };
+                    let inside = _mm256_castsi256_ps(between(lo.div_ceil(2), hi.div_ceil(2).min(n)));
+                    if INDICES {
+                        // As the scalar loop: the first value inside, then any that beats it.
+                        let take = _mm256_and_ps(inside, _mm256_or_ps(beats(v, best), _mm256_castsi256_ps(_mm256_xor_si256(seen, _mm256_set1_epi32(-1)))));
+                        best = _mm256_blendv_ps(best, v, take);
+                        // Output j's value is column base + 2j of row r.
+                        let at = _mm256_add_epi32(_mm256_set1_epi32((r * w) as i32 + base as i32), even);
+                        at_best = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(at_best), _mm256_castsi256_ps(at), take));
+                        seen = _mm256_or_si256(seen, _mm256_castps_si256(inside));
+                    } else {
+                        // From -inf: the first value beats it, or is -inf.
+                        best = _mm256_blendv_ps(best, v, _mm256_and_ps(inside, beats(v, best)));
+                    }
+                }
+            }
+            let first = oh * out[1] + ow;
+            let (mut best_values, mut best_at) = ([0.0f32; 8], [0i32; 8]);
+            // SAFETY: the arrays hold 8 lanes; outputs ow..ow + n of row oh lie in `values`
+            // (and `indices`).
+            unsafe {
+                _mm256_storeu_ps(best_values.as_mut_ptr(), best);
+                _mm256_storeu_si256(best_at.as_mut_ptr().cast(), at_best);
+                for j in 0..n {
+                    *values.add(first + j) = best_values[j];
+                    if INDICES {
+                        *indices.add(first + j) = best_at[j] as i64;
+                    }
                 }
             }
         }

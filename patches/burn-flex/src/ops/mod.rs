@@ -106,6 +106,11 @@ pub use conv_gemm::conv2d_fused;
 #[cfg(target_arch = "x86_64")]
 mod conv_winograd;
 mod kernel_shared;
+#[cfg(target_arch = "x86_64")]
+mod lanes;
+/// Vitrine's: keeps the kernels on their AVX2 code on AVX-512 machines (see `PATCH.md`).
+#[cfg(target_arch = "x86_64")]
+pub use lanes::allow_avx512;
 pub mod conv_transpose;
 pub mod cumulative;
 pub mod deform_conv;
