@@ -32,6 +32,7 @@ fn keep_freed_memory() {
 fn main() -> ExitCode {
     keep_freed_memory();
     vitrine_core::backend::flush_subnormals_to_zero();
+    vitrine_core::backend::apply_kernel_request();
     // Anything that asks burn for its default device stays on the CPU rather than probing GPUs;
     // the device for real work is always chosen explicitly. Set before any thread starts.
     if std::env::var_os("BURN_DEVICE").is_none() {

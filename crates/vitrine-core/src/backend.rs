@@ -135,6 +135,17 @@ pub fn flush_subnormals_to_zero() {
     rayon::broadcast(|_| flush_subnormals_on_this_thread());
 }
 
+/// With `VITRINE_NO_AVX512` set, the CPU kernels of Vitrine's burn-flex patch run their AVX2
+/// code on an AVX-512 machine, to time that code where no AVX2-only CPU is at hand (gemm's own
+/// kernels keep AVX-512, so only a before/after of the same switch means anything). Call once,
+/// at the start.
+pub fn apply_kernel_request() {
+    #[cfg(target_arch = "x86_64")]
+    if std::env::var_os("VITRINE_NO_AVX512").is_some() {
+        burn::backend::flex::ops::allow_avx512(false);
+    }
+}
+
 fn flush_subnormals_on_this_thread() {
     // SAFETY: sets only the flush-to-zero bits of this thread's floating-point control register.
     #[cfg(target_arch = "x86_64")]
@@ -547,10 +558,12 @@ mod tests {
             ([2, 16, 6, 7], [16, 18, 3, 3], Op::Transpose(ConvTransposeOptions::new([1, 1], [1, 1], [0, 0], [1, 1], 1))),
             // Strided convolutions of 8 images or more: several whole images to a task (the last
             // one short). Kernel 4, stride 2, padding 1, halving the image (the row-wise col2im
-            // on AVX-512 machines): 11 images, rows of 11 outputs (a block of 8 and one of 3), a
-            // transposed one; then stride 2 otherwise (the scatter col2im).
+            // on AVX-512 and AVX2 machines): 11 images, rows of 11 outputs (a block of 8 and one
+            // of 3) and of 20 (two blocks of 8 and one of 4), a transposed one; then stride 2
+            // otherwise (the scatter col2im).
             ([11, 3, 10, 8], [5, 3, 4, 4], Op::Conv(ConvOptions::new([2, 2], [1, 1], [1, 1], 1))),
             ([10, 2, 6, 22], [3, 2, 4, 4], Op::Conv(ConvOptions::new([2, 2], [1, 1], [1, 1], 1))),
+            ([8, 2, 6, 40], [3, 2, 4, 4], Op::Conv(ConvOptions::new([2, 2], [1, 1], [1, 1], 1))),
             ([9, 6, 4, 5], [6, 3, 4, 4], Op::Transpose(ConvTransposeOptions::new([2, 2], [1, 1], [0, 0], [1, 1], 1))),
             ([9, 2, 9, 7], [3, 2, 3, 3], Op::Conv(ConvOptions::new([2, 2], [1, 1], [1, 1], 1))),
         ];

@@ -1,6 +1,6 @@
 //! 3×3, stride-1 convolutions with one pixel of zero padding on each side (the output as
-//! large as the input), in f32 on AVX-512 machines, computed directly from a zero-padded
-//! copy of each image (Vitrine's patch; see `PATCH.md` at the crate root).
+//! large as the input), in f32 on AVX-512 and AVX2 machines, computed directly from a
+//! zero-padded copy of each image (Vitrine's patch; see `PATCH.md` at the crate root).
 //!
 //! im2col + gemm copies each image nine times into a column matrix, then gemm packs that
 //! matrix again before its microkernel reads it: in `resnet-small`'s convolutions (one
@@ -9,14 +9,15 @@
 //! grid (rows `width + 2` long) at kernel position `(kh, kw)` reads the padded plane at
 //! `q + kh·(width + 2) + kw`, one constant shift per kernel position, so a run of 16 output
 //! pixels is one unaligned vector load. The two padding columns of each grid row are
-//! computed and dropped. Registers hold 8 output channels × 48 pixels; the weights are
-//! packed once per operation, 8 output channels side by side.
+//! computed and dropped. Registers hold 8 output channels × 48 pixels (AVX2's 16 registers: 4
+//! channels × 24 pixels, four passes per block); the weights are packed once per operation, 8
+//! output channels side by side.
 //!
 //! The input gradient of such a convolution is the same kind of convolution of the output
 //! gradient, with the weight's two channel axes swapped and its kernel turned by 180°. The
 //! weight gradient reads the padded input the same way against the output gradient laid on
 //! the grid: registers hold 3 output channels × 9 kernel positions as 16-lane sums over a run
-//! of images, whose lanes are added up at the end.
+//! of images (AVX2: one channel at a time, 8-lane sums), whose lanes are added up at the end.
 
 use alloc::vec;
 use alloc::vec::Vec;
@@ -45,7 +46,7 @@ pub(super) struct Same3x3 {
     pub outputs: usize,
     pub height: usize,
     pub width: usize,
-    /// The vector instructions the kernels run on (the direct kernel's are AVX-512's alone).
+    /// The vector instructions the kernels run on.
     pub isa: Isa,
 }
 
@@ -122,7 +123,7 @@ impl Same3x3 {
 
     /// The convolution of `x` (`[batch, inputs, height, width]`), plus each output channel's
     /// `bias`, then the `epilogue`: `[batch, outputs, height, width]`. Call only where
-    /// `avx512_available()`.
+    /// the CPU has `self.isa`.
     pub(super) fn run(&self, x: &[f32], w: &[f32], weights: Weights, bias: Option<&[f32]>, epilogue: Epilogue<f32>) -> Vec<f32> {
         let packed = self.pack(w, weights);
         let (plane_len, out_len) = (self.height * self.width, self.outputs * self.height * self.width);
@@ -130,18 +131,21 @@ impl Same3x3 {
         let mut y = Vec::<f32>::with_capacity(self.batch * out_len);
         let y_ptr = SharedMut(y.as_mut_ptr());
         let grid = self.grid();
+        let block_kernel: RegisterBlock = match self.isa {
+            Isa::Avx512 => register_block,
+            Isa::Avx2 => register_block_avx2,
+        };
         // `staged`: each block's 8 output planes on the grid, all of it written by the blocks.
         for_each_task(self.batch, CHANNELS * grid, |image, staged: &mut [f32]| {
             let padded = self.pad(&x[image * self.inputs * plane_len..][..self.inputs * plane_len]);
             for block in 0..blocks {
                 let weights = &packed[block * self.inputs * 9 * CHANNELS..][..self.inputs * 9 * CHANNELS];
                 for pixels in 0..self.pixel_blocks() {
-                    // SAFETY: `avx512_available()` holds (the caller's contract); the block reads
+                    // SAFETY: the CPU has `self.isa` (the caller's contract); the block reads
                     // `padded` up to `pixels·48 + 48 + 2·row + 2 ≤ plane` per input and writes
                     // `staged` within its 8 rows of `grid`.
-                    #[cfg(target_arch = "x86_64")]
                     unsafe {
-                        register_block(
+                        block_kernel(
                             padded[pixels * PIXELS..].as_ptr(),
                             self.plane(),
                             self.inputs,
@@ -189,7 +193,7 @@ impl Same3x3 {
     /// gradient `dy`: `dW[o, i, kh, kw] = Σ_q dy[o, q] · x_padded[i, q + kh·row + kw]` over the
     /// grid, `dy` put on the grid with zeros in its padding columns. Each thread sums a share
     /// of the batch, still as 16-lane vectors, and the lanes and shares are added at the end.
-    /// Call only where `avx512_available()` and `weight_grad_fits()`.
+    /// Call only where the CPU has `self.isa`, and `weight_grad_fits()`.
     pub(super) fn weight_grad(&self, x: &[f32], dy: &[f32]) -> Vec<f32> {
         let (plane_len, grid) = (self.height * self.width, self.grid());
         let blocks = self.outputs.div_ceil(GRADIENT_OUTPUTS);
@@ -197,6 +201,10 @@ impl Same3x3 {
         let shares = threads().min(self.batch).max(1);
         let per_share = self.batch.div_ceil(shares);
         let mut partials = vec![0.0f32; shares * partial_len];
+        let gradient_kernel: WeightBlock = match self.isa {
+            Isa::Avx512 => weight_block,
+            Isa::Avx2 => weight_block_avx2,
+        };
         let share = |(share, partial): (usize, &mut [f32])| {
             let images = share * per_share..((share + 1) * per_share).min(self.batch);
             for first in images.clone().step_by(GRADIENT_IMAGES) {
@@ -211,13 +219,12 @@ impl Same3x3 {
                     for input in 0..self.inputs {
                         let at = (block * self.inputs + input) * GRADIENT_OUTPUTS * 9 * 16;
                         let offsets = (block * GRADIENT_OUTPUTS * grid, input * self.plane());
-                        // SAFETY: `avx512_available()` holds (the caller's contract); the reads stay in
+                        // SAFETY: the CPU has `self.isa` (the caller's contract); the reads stay in
                         // each `dy_grids` entry's three rows of `grid` from `offsets.0` and in the
                         // input's padded plane from `offsets.1` (`grid + 2·row + 2 ≤ plane`), the
                         // writes in this block's 27 vectors.
-                        #[cfg(target_arch = "x86_64")]
                         unsafe {
-                            weight_block(&sources, offsets, grid, self.row(), grid / 16, partial[at..].as_mut_ptr())
+                            gradient_kernel(&sources, offsets, grid, self.row(), grid / 16, partial[at..].as_mut_ptr())
                         };
                     }
                 }
@@ -268,6 +275,12 @@ impl Same3x3 {
         target
     }
 }
+
+/// A register block's kernel for one instruction set: [`register_block`]'s arguments.
+type RegisterBlock = unsafe fn(*const f32, usize, usize, usize, *const f32, *mut f32, usize);
+
+/// A weight-gradient block's kernel for one instruction set: [`weight_block`]'s arguments.
+type WeightBlock = unsafe fn(&[(*const f32, *const f32)], (usize, usize), usize, usize, usize, *mut f32);
 
 /// 8 output channels × 48 pixels of the grid: `out[lane·out_stride + p] = Σ_{input, kh, kw}
 /// weights[(input·9 + kh·3 + kw)·8 + lane] · x[input·plane + p + kh·row + kw]`.
@@ -358,6 +371,97 @@ unsafe fn weight_block(
             unsafe {
                 let at = partial.add((lane * 9 + position) * 16);
                 _mm512_storeu_ps(at, _mm512_add_ps(_mm512_loadu_ps(at), *acc));
+            }
+        }
+    }
+}
+
+/// [`register_block`] with AVX2: its 16 registers hold 4 output channels × 24 pixels (12 sums,
+/// 3 vectors of pixels and a weight), so the block is four passes over the inputs, each
+/// channel half reading its 4 lanes of the packed weights.
+///
+/// # Safety
+/// AVX2 and FMA are available; the bounds are `register_block`'s.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn register_block_avx2(
+    x: *const f32,
+    plane: usize,
+    inputs: usize,
+    row: usize,
+    weights: *const f32,
+    out: *mut f32,
+    out_stride: usize,
+) {
+    use core::arch::x86_64::*;
+    const HALF: usize = CHANNELS / 2;
+    for half in 0..2 {
+        for part in 0..2 {
+            let mut acc = [[_mm256_setzero_ps(); 3]; HALF];
+            for input in 0..inputs {
+                // SAFETY: within the bounds the caller guarantees (the pass reads pixels
+                // `24·part..24·part + 24` of the block, and its half of the 8 weight lanes).
+                unsafe {
+                    let x = x.add(input * plane + 24 * part);
+                    let weights = weights.add(input * 9 * CHANNELS + HALF * half);
+                    for position in 0..9 {
+                        let source = x.add(position / 3 * row + position % 3);
+                        let pixels: [__m256; 3] = core::array::from_fn(|v| _mm256_loadu_ps(source.add(8 * v)));
+                        for (lane, acc) in acc.iter_mut().enumerate() {
+                            let weight = _mm256_broadcast_ss(&*weights.add(position * CHANNELS + lane));
+                            for (acc, pixels) in acc.iter_mut().zip(&pixels) {
+                                *acc = _mm256_fmadd_ps(weight, *pixels, *acc);
+                            }
+                        }
+                    }
+                }
+            }
+            for (lane, acc) in acc.iter().enumerate() {
+                for (v, acc) in acc.iter().enumerate() {
+                    // SAFETY: within the bounds the caller guarantees.
+                    unsafe { _mm256_storeu_ps(out.add((HALF * half + lane) * out_stride + 24 * part + 8 * v), *acc) };
+                }
+            }
+        }
+    }
+}
+
+/// [`weight_block`] with AVX2: one output channel at a time (9 sums in registers), each
+/// 16-pixel step as two vectors of 8 into the same sums, which go into the first 8 lanes of
+/// the channel's 16-lane vectors in `partial` (all 16 are added up at the end).
+///
+/// # Safety
+/// AVX2 and FMA are available; the bounds are `weight_block`'s.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn weight_block_avx2(
+    images: &[(*const f32, *const f32)],
+    offsets: (usize, usize),
+    dy_stride: usize,
+    row: usize,
+    steps: usize,
+    partial: *mut f32,
+) {
+    use core::arch::x86_64::*;
+    for lane in 0..GRADIENT_OUTPUTS {
+        let mut acc = [_mm256_setzero_ps(); 9];
+        for &(dy, x) in images {
+            // SAFETY: within the bounds the caller guarantees.
+            let (dy, x) = unsafe { (dy.add(offsets.0 + lane * dy_stride), x.add(offsets.1)) };
+            for at in (0..16 * steps).step_by(8) {
+                // SAFETY: within the bounds the caller guarantees.
+                unsafe {
+                    let gradient = _mm256_loadu_ps(dy.add(at));
+                    for (position, acc) in acc.iter_mut().enumerate() {
+                        let pixels = _mm256_loadu_ps(x.add(at + position / 3 * row + position % 3));
+                        *acc = _mm256_fmadd_ps(gradient, pixels, *acc);
+                    }
+                }
+            }
+        }
+        for (position, acc) in acc.iter().enumerate() {
+            // SAFETY: within the bounds the caller guarantees.
+            unsafe {
+                let at = partial.add((lane * 9 + position) * 16);
+                _mm256_storeu_ps(at, _mm256_add_ps(_mm256_loadu_ps(at), *acc));
             }
         }
     }

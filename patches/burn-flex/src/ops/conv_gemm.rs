@@ -29,7 +29,7 @@ use super::conv_direct::{Same3x3, Weights};
 use super::conv_winograd::Winograd;
 #[cfg(target_arch = "x86_64")]
 use super::lanes::Isa;
-use super::kernel_shared::{Epilogue, Scalar, SharedMut, avx512_available, back_to, for_each_task, gemm, threads, to_f32};
+use super::kernel_shared::{Epilogue, Scalar, SharedMut, back_to, for_each_task, gemm, threads, to_f32};
 use crate::{FlexTensor, Layout};
 
 /// The most column-matrix bytes one task builds at a time.
@@ -111,11 +111,11 @@ impl Geometry {
         self.same_3x3::<T>().map(Winograd).filter(Winograd::worthwhile)
     }
 
-    /// The direct kernel (`conv_direct`, AVX-512 alone), where it applies and the images are
-    /// large enough (`Same3x3::worthwhile`).
+    /// The direct kernel (`conv_direct`), where it applies and the images are large enough
+    /// (`Same3x3::worthwhile`).
     #[cfg(target_arch = "x86_64")]
     fn direct<T: Scalar>(&self) -> Option<Same3x3> {
-        self.same_3x3::<T>().filter(|same| same.isa == Isa::Avx512 && same.worthwhile())
+        self.same_3x3::<T>().filter(|same| same.worthwhile() && !(same.isa == Isa::Avx2 && super::lanes::avx2_as_before()))
     }
 
     /// Whole images per task for strided convolutions (those with gather tables) of small
@@ -134,10 +134,11 @@ impl Geometry {
     }
 
     /// Kernel 4, stride 2, padding 1 both ways, halving the image exactly (DCGAN's down- and
-    /// up-sampling layers), f32 on an AVX-512 machine: `col2im_halves` applies.
+    /// up-sampling layers), f32: `col2im_halves` applies.
+    #[cfg(target_arch = "x86_64")]
     fn halves<T: Scalar>(&self) -> bool {
         T::dtype() == DType::F32
-            && avx512_available()
+            && !(Isa::detect() == Some(Isa::Avx2) && super::lanes::avx2_as_before())
             && self.kernel == [4, 4]
             && self.stride == [2, 2]
             && self.padding == [1, 1]
@@ -303,26 +304,40 @@ fn col2im_images<T: Scalar>(g: &Geometry, col: &[T], images: usize, dx: &mut [T]
     }
 }
 
-/// `col2im_images` for `Geometry::halves`, whole rows of the image at a time with AVX-512
-/// instead of a scalar scatter-add. Pixel `(y, x)` takes kernel row `kh` of output row `oh`
-/// where `y = 2·oh - 1 + kh`: an even row takes (kh 1, oh y/2) and (kh 3, oh y/2 - 1), an odd
-/// one (kh 2, oh y/2) and (kh 0, oh y/2 + 1). Columns the same way: along one (kh, oh), the
-/// even pixels `2q` sum kernel columns 1 (at q) and 3 (at q - 1), the odd pixels `2q + 1`
-/// columns 2 (at q) and 0 (at q + 1); eight of each are added, interleaved, onto 16 pixels.
+/// `col2im_images` for `Geometry::halves`, whole rows of the image at a time with AVX-512 or
+/// AVX2 instead of a scalar scatter-add (the scalar one where the CPU has neither). Pixel
+/// `(y, x)` takes kernel row `kh` of output row `oh` where `y = 2·oh - 1 + kh`: an even row
+/// takes (kh 1, oh y/2) and (kh 3, oh y/2 - 1), an odd one (kh 2, oh y/2) and (kh 0, oh
+/// y/2 + 1). Columns the same way: along one (kh, oh), the even pixels `2q` sum kernel columns
+/// 1 (at q) and 3 (at q - 1), the odd pixels `2q + 1` columns 2 (at q) and 0 (at q + 1); eight
+/// of each are added, interleaved, onto 16 pixels.
+///
+/// `col` is `[in channels · 16, images · out pixels]`, `dx` holds `images` images of `g`.
+#[cfg(target_arch = "x86_64")]
+fn col2im_halves(g: &Geometry, col: &[f32], images: usize, dx: &mut [f32], table: &[u32]) {
+    let row_len = images * g.out_pixels();
+    assert!(col.len() >= g.channels_in * 16 * row_len && dx.len() >= images * g.image_len());
+    match Isa::detect() {
+        // SAFETY: the CPU has the instruction set (`Isa::detect`); the shapes are asserted above.
+        Some(Isa::Avx512) => unsafe { col2im_halves_avx512(g, col, images, dx) },
+        // SAFETY: as above.
+        Some(Isa::Avx2) => unsafe { col2im_halves_avx2(g, col, images, dx) },
+        None => col2im_images(g, col, images, dx, table),
+    }
+}
+
+/// Calls `add_row(tap, out)` for each kernel row (`tap[kw]`: its `g.out[1]` values of kernel
+/// column `kw`) that adds onto an image row (`out`: its `2·g.out[1]` pixels), for
+/// `col2im_halves`.
 ///
 /// # Safety
-/// AVX-512F is available; `col` is `[in channels · 16, images · out pixels]` and `dx` holds
-/// `images` images of `g`.
+/// `col` and `dx` hold the shapes `col2im_halves` asserts; `add_row` stays in its row.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn col2im_halves(g: &Geometry, col: &[f32], images: usize, dx: &mut [f32]) {
-    use core::arch::x86_64::*;
+#[inline(always)]
+unsafe fn for_each_halves_row(g: &Geometry, col: &[f32], images: usize, dx: &mut [f32], mut add_row: impl FnMut([*const f32; 4], *mut f32)) {
     let [rows, cols] = g.out;
     let (pixels, plane_len) = (rows * cols, g.height * g.width);
     let row_len = images * pixels;
-    assert!(col.len() >= g.channels_in * 16 * row_len && dx.len() >= images * g.image_len());
-    let lanes = |count: usize| ((1u32 << count) - 1) as u16;
-    let interleave = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
     for c in 0..g.channels_in {
         for image in 0..images {
             let plane = image * g.image_len() + c * plane_len;
@@ -336,32 +351,102 @@ unsafe fn col2im_halves(g: &Geometry, col: &[f32], images: usize, dx: &mut [f32]
                 for (kh, oh) in taps {
                     let Some(oh) = oh else { continue };
                     let start = (c * 16 + kh * 4) * row_len + image * pixels + oh * cols;
-                    // SAFETY: every load and store below is masked to the lanes inside this
-                    // kernel row's `cols` values (or the image row's `2·cols` pixels).
-                    unsafe {
-                        let tap = |kw: usize| col.as_ptr().add(start + kw * row_len);
-                        let out = dx.as_mut_ptr().add(plane + y * g.width);
-                        for q in (0..cols).step_by(8) {
-                            let count = (cols - q).min(8);
-                            let r1 = _mm512_maskz_loadu_ps(lanes(count), tap(1).add(q));
-                            let r2 = _mm512_maskz_loadu_ps(lanes(count), tap(2).add(q));
-                            // Kernel column 3 one output column back: nothing left of q = 0.
-                            let r3 = if q == 0 {
-                                _mm512_maskz_expandloadu_ps(lanes(count) & !1, tap(3))
-                            } else {
-                                _mm512_maskz_loadu_ps(lanes(count), tap(3).add(q - 1))
-                            };
-                            // Kernel column 0 one output column on: nothing right of the last.
-                            let r0 = _mm512_maskz_loadu_ps(lanes(count.min(cols - q - 1)), tap(0).add(q + 1));
-                            let pairs = _mm512_permutex2var_ps(_mm512_add_ps(r1, r3), interleave, _mm512_add_ps(r2, r0));
-                            let at = out.add(2 * q);
-                            let sum = _mm512_add_ps(_mm512_maskz_loadu_ps(lanes(2 * count), at), pairs);
-                            _mm512_mask_storeu_ps(at, lanes(2 * count), sum);
-                        }
-                    }
+                    let tap = core::array::from_fn(|kw| col.as_ptr().wrapping_add(start + kw * row_len));
+                    add_row(tap, dx.as_mut_ptr().wrapping_add(plane + y * g.width));
                 }
             }
         }
+    }
+}
+
+/// [`col2im_halves`] with AVX-512.
+///
+/// # Safety
+/// AVX-512F is available; the shapes are `col2im_halves`'.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn col2im_halves_avx512(g: &Geometry, col: &[f32], images: usize, dx: &mut [f32]) {
+    use core::arch::x86_64::*;
+    let cols = g.out[1];
+    let lanes = |count: usize| ((1u32 << count) - 1) as u16;
+    let interleave = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    // SAFETY: every load and store is masked to the lanes inside its kernel row's `cols`
+    // values (or the image row's `2·cols` pixels).
+    unsafe {
+        for_each_halves_row(g, col, images, dx, |tap, out| {
+            for q in (0..cols).step_by(8) {
+                let count = (cols - q).min(8);
+                let r1 = _mm512_maskz_loadu_ps(lanes(count), tap[1].add(q));
+                let r2 = _mm512_maskz_loadu_ps(lanes(count), tap[2].add(q));
+                // Kernel column 3 one output column back: nothing left of q = 0.
+                let r3 = if q == 0 {
+                    _mm512_maskz_expandloadu_ps(lanes(count) & !1, tap[3])
+                } else {
+                    _mm512_maskz_loadu_ps(lanes(count), tap[3].add(q - 1))
+                };
+                // Kernel column 0 one output column on: nothing right of the last.
+                let r0 = _mm512_maskz_loadu_ps(lanes(count.min(cols - q - 1)), tap[0].wrapping_add(q + 1));
+                let pairs = _mm512_permutex2var_ps(_mm512_add_ps(r1, r3), interleave, _mm512_add_ps(r2, r0));
+                let at = out.add(2 * q);
+                let sum = _mm512_add_ps(_mm512_maskz_loadu_ps(lanes(2 * count), at), pairs);
+                _mm512_mask_storeu_ps(at, lanes(2 * count), sum);
+            }
+        })
+    }
+}
+
+/// [`col2im_halves`] with AVX2: the same eight output columns a step, interleaved by
+/// unpacks and a swap of 128-bit halves; masked loads only at a row's ends.
+///
+/// # Safety
+/// AVX2 is available; the shapes are `col2im_halves`'.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn col2im_halves_avx2(g: &Geometry, col: &[f32], images: usize, dx: &mut [f32]) {
+    use core::arch::x86_64::*;
+    let cols = g.out[1];
+    let index = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    let mask = |count: usize| _mm256_cmpgt_epi32(_mm256_set1_epi32(count.min(8) as i32), index);
+    // SAFETY (both): lanes from `count` on are neither read nor written.
+    let load = |at: *const f32, count: usize| unsafe { if count >= 8 { _mm256_loadu_ps(at) } else { _mm256_maskload_ps(at, mask(count)) } };
+    // A row's last pixels go through a buffer: AVX2's masked store (`vmaskmovps`) is
+    // microcoded and slow on AMD's cores.
+    let add_onto = |at: *mut f32, count: usize, value: __m256| unsafe {
+        if count >= 8 {
+            _mm256_storeu_ps(at, _mm256_add_ps(_mm256_loadu_ps(at), value));
+        } else {
+            let mut staged = [0.0f32; 8];
+            core::ptr::copy_nonoverlapping(at, staged.as_mut_ptr(), count);
+            _mm256_storeu_ps(staged.as_mut_ptr(), _mm256_add_ps(_mm256_loadu_ps(staged.as_ptr()), value));
+            core::ptr::copy_nonoverlapping(staged.as_ptr(), at, count);
+        }
+    };
+    // SAFETY: every load and store is masked to the lanes inside its kernel row's `cols`
+    // values (or the image row's `2·cols` pixels).
+    unsafe {
+        for_each_halves_row(g, col, images, dx, |tap, out| {
+            for q in (0..cols).step_by(8) {
+                let count = (cols - q).min(8);
+                let (r1, r2) = (load(tap[1].add(q), count), load(tap[2].add(q), count));
+                // Kernel column 3 one output column back: nothing left of q = 0.
+                let r3 = if q == 0 {
+                    let past_first = _mm256_cmpgt_epi32(index, _mm256_setzero_si256());
+                    _mm256_maskload_ps(tap[3].wrapping_sub(1), _mm256_and_si256(mask(count), past_first))
+                } else {
+                    load(tap[3].add(q - 1), count)
+                };
+                // Kernel column 0 one output column on: nothing right of the last.
+                let r0 = load(tap[0].wrapping_add(q + 1), count.min(cols - q - 1));
+                let (even, odd) = (_mm256_add_ps(r1, r3), _mm256_add_ps(r2, r0));
+                // Pairs 0, 1, 4, 5 and 2, 3, 6, 7; then the halves in order.
+                let (low, high) = (_mm256_unpacklo_ps(even, odd), _mm256_unpackhi_ps(even, odd));
+                let at = out.add(2 * q);
+                add_onto(at, 2 * count, _mm256_permute2f128_ps::<0x20>(low, high));
+                if count > 4 {
+                    add_onto(at.add(8), 2 * count - 8, _mm256_permute2f128_ps::<0x31>(low, high));
+                }
+            }
+        })
     }
 }
 
@@ -674,6 +759,7 @@ fn input_grad_images<T: Scalar>(g: &Geometry, w: &[T], dy: &[T], bias: Option<&[
     let tables = ImageTables::new(g, per_task);
     let mut dx = Vec::<T>::with_capacity(g.batch * g.image_len());
     let dx_ptr = SharedMut(dx.as_mut_ptr());
+    #[cfg(target_arch = "x86_64")]
     let halves = g.halves::<T>();
     for_each_task(tables.tasks(g), (k + co) * per_task * p, |task, scratch| {
         let (first, images, table) = tables.task(g, task);
@@ -689,15 +775,11 @@ fn input_grad_images<T: Scalar>(g: &Geometry, w: &[T], dy: &[T], bias: Option<&[
             start_planes(g, dx_ptr.uninit(range.clone()), bias);
             dx_ptr.slice(range)
         };
+        #[cfg(target_arch = "x86_64")]
         if halves {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: `halves` checked AVX-512F; col and this task's images have its shapes.
-            unsafe {
-                col2im_halves(g, bytemuck::cast_slice(col), images, bytemuck::cast_slice_mut(mine))
-            };
-        } else {
-            col2im_images(g, col, images, mine, table);
+            return col2im_halves(g, bytemuck::cast_slice(col), images, bytemuck::cast_slice_mut(mine), table);
         }
+        col2im_images(g, col, images, mine, table);
     });
     // Every image was set by its task.
     unsafe { dx.set_len(g.batch * g.image_len()) };

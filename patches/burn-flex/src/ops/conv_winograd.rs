@@ -33,7 +33,7 @@ use core::ops::Range;
 
 use super::conv_direct::{Same3x3, Weights};
 use super::kernel_shared::{Epilogue, SharedMut, for_each_task, gemm, threads};
-use super::lanes::{Avx2, Avx512, Lanes, per_isa};
+use super::lanes::{Avx2, Avx512, Isa, Lanes, mask16, per_isa};
 
 #[cfg(target_arch = "x86_64")]
 use core::arch::x86_64::*;
@@ -184,7 +184,9 @@ impl<const M: usize> Winograd<M> {
         let image_rows = (M * tile_rows.start).saturating_sub(1)..(M * tile_rows.end + 1).min(self.0.height);
         let (start, end) = (tile_rows.start * tiles_wide, tile_rows.end * tiles_wide);
         let target = padded.as_mut_ptr();
-        let (lanes, width) = (slot_lanes::<M>(self.0.width, tiles_wide), self.0.width);
+        // Only AVX-512's `to_slots` reads the masks.
+        let lanes = if self.0.isa == Isa::Avx512 { slot_lanes::<M>(self.0.width, tiles_wide) } else { Vec::new() };
+        let width = self.0.width;
         for (input, plane) in image.chunks_exact(self.0.height * self.0.width).enumerate() {
             let out = v[input * Self::POSITIONS * columns + column..].as_mut_ptr().cast::<f32>();
             // SAFETY: the instruction set is the CPU's (`Isa::detect`); each row is in the
@@ -434,13 +436,6 @@ impl Winograd<2> {
         unsafe { dw.set_len(kernels * 9) };
         dw
     }
-}
-
-/// The first `count` (≤ 16) lanes.
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-fn lanes(count: usize) -> __mmask16 {
-    ((1u32 << count) - 1) as __mmask16
 }
 
 /// A vector type's kernels: its transforms (`transforms!`), and the data movements that
@@ -737,10 +732,10 @@ unsafe fn deinterleave_avx512(source: &[f32], even: *mut f32, odd: *mut f32) {
         let n = values.len();
         // SAFETY: the loads are masked to `values`, the stores to the halves' lengths.
         unsafe {
-            let low = _mm512_maskz_loadu_ps(lanes(n.min(16)), values.as_ptr());
-            let high = _mm512_maskz_loadu_ps(lanes(n.saturating_sub(16)), values.as_ptr().add(n.min(16)));
-            _mm512_mask_storeu_ps(even.add(16 * block), lanes(n.div_ceil(2)), _mm512_permutex2var_ps(low, evens, high));
-            _mm512_mask_storeu_ps(odd.add(16 * block), lanes(n / 2), _mm512_permutex2var_ps(low, odds, high));
+            let low = _mm512_maskz_loadu_ps(mask16(n), values.as_ptr());
+            let high = _mm512_maskz_loadu_ps(mask16(n.saturating_sub(16)), values.as_ptr().add(n.min(16)));
+            _mm512_mask_storeu_ps(even.add(16 * block), mask16(n.div_ceil(2)), _mm512_permutex2var_ps(low, evens, high));
+            _mm512_mask_storeu_ps(odd.add(16 * block), mask16(n / 2), _mm512_permutex2var_ps(low, odds, high));
         }
     }
 }
@@ -755,7 +750,7 @@ struct SlotLanes {
 fn slot_lanes<const M: usize>(width: usize, row: usize) -> Vec<SlotLanes> {
     // Lanes `skip..count` of block `block`'s 16.
     let between = |block: usize, skip: usize, count: usize| {
-        let first = |n: usize| lanes(n.saturating_sub(16 * block).min(16));
+        let first = |n: usize| mask16(n.saturating_sub(16 * block));
         first(count) & !first(skip)
     };
     let phase = |k: usize| width.saturating_sub(k).div_ceil(M);
@@ -763,7 +758,7 @@ fn slot_lanes<const M: usize>(width: usize, row: usize) -> Vec<SlotLanes> {
         .map(|block| {
             let n = width - 16 * M * block;
             SlotLanes {
-                load: from_fn(|q| if q < M { lanes(n.saturating_sub(16 * q).min(16)) } else { 0 }),
+                load: from_fn(|q| if q < M { mask16(n.saturating_sub(16 * q)) } else { 0 }),
                 store: from_fn(|b| match b {
                     0 => between(block, 0, phase(M - 1).min(row - 1)),
                     b if b <= M => between(block, 0, phase(b - 1)),
@@ -824,7 +819,7 @@ unsafe fn interleave_4_avx512(source: *const f32, stride: usize, tiles: usize, t
     let quads_low = _mm512_setr_epi32(0, 1, 16, 17, 2, 3, 18, 19, 4, 5, 20, 21, 6, 7, 22, 23);
     let quads_high = _mm512_setr_epi32(8, 9, 24, 25, 10, 11, 26, 27, 12, 13, 28, 29, 14, 15, 30, 31);
     for first in (0..tiles).step_by(16) {
-        let mask = lanes((tiles - first).min(16));
+        let mask = mask16(tiles - first);
         // SAFETY: within the bounds the caller guarantees (masked to `tiles`).
         let c: [__m512; 4] = from_fn(|c| unsafe { _mm512_maskz_loadu_ps(mask, source.add(c * stride + first)) });
         // Pixels 4j and 4j + 1 interleaved, and 4j + 2 and 4j + 3; then the pairs interleaved.
@@ -838,7 +833,7 @@ unsafe fn interleave_4_avx512(source: *const f32, stride: usize, tiles: usize, t
         ];
         let pixels = width.saturating_sub(4 * first);
         for (q, mut out) in out.into_iter().enumerate() {
-            let (at, mask) = (4 * first + 16 * q, lanes(pixels.saturating_sub(16 * q).min(16)));
+            let (at, mask) = (4 * first + 16 * q, mask16(pixels.saturating_sub(16 * q)));
             if let Some(residual) = finish.residual {
                 // SAFETY: masked to `width`, which the residual's row holds (asserted above).
                 out = _mm512_add_ps(out, unsafe { _mm512_maskz_loadu_ps(mask, residual.as_ptr().wrapping_add(at)) });

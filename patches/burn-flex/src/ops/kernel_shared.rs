@@ -193,17 +193,3 @@ pub(super) fn back_to(dtype: DType, t: FlexTensor) -> FlexTensor {
         _ => t,
     }
 }
-
-/// Whether this machine runs the AVX-512-only kernels (`conv_direct`, the row-wise col2im of
-/// `conv_gemm`; AVX-512 and not kept off it by `lanes::allow_avx512`); those modules are
-/// compiled on x86-64 alone.
-pub(super) fn avx512_available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        super::lanes::Isa::detect() == Some(super::lanes::Isa::Avx512)
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}

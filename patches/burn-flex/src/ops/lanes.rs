@@ -17,6 +17,20 @@ pub fn allow_avx512(allowed: bool) {
     AVX512_ALLOWED.store(allowed, Ordering::Relaxed);
 }
 
+/// TEMPORARY, for one measurement (removed in the next commit): with `VITRINE_AVX2_AS_BEFORE`
+/// set, the direct 3×3 kernel and the row-wise col2im run on AVX-512 alone, as before their
+/// AVX2 code, so that one build times both.
+pub(super) fn avx2_as_before() -> bool {
+    #[cfg(feature = "std")]
+    {
+        std::env::var_os("VITRINE_AVX2_AS_BEFORE").is_some()
+    }
+    #[cfg(not(feature = "std"))]
+    {
+        false
+    }
+}
+
 /// The vector instructions a kernel runs on, chosen once per call from the CPU's features.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Isa {
@@ -115,7 +129,7 @@ pub(super) struct Avx2(__m256);
 
 /// The first `count` (≤ 16) lanes as an AVX-512 mask.
 #[inline(always)]
-fn mask16(count: usize) -> __mmask16 {
+pub(super) fn mask16(count: usize) -> __mmask16 {
     ((1u32 << count.min(16)) - 1) as __mmask16
 }
 
