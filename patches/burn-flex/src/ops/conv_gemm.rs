@@ -115,7 +115,7 @@ impl Geometry {
     /// (`Same3x3::worthwhile`).
     #[cfg(target_arch = "x86_64")]
     fn direct<T: Scalar>(&self) -> Option<Same3x3> {
-        self.same_3x3::<T>().filter(|same| same.worthwhile() && !(same.isa == Isa::Avx2 && super::lanes::avx2_as_before()))
+        self.same_3x3::<T>().filter(Same3x3::worthwhile)
     }
 
     /// Whole images per task for strided convolutions (those with gather tables) of small
@@ -138,7 +138,6 @@ impl Geometry {
     #[cfg(target_arch = "x86_64")]
     fn halves<T: Scalar>(&self) -> bool {
         T::dtype() == DType::F32
-            && !(Isa::detect() == Some(Isa::Avx2) && super::lanes::avx2_as_before())
             && self.kernel == [4, 4]
             && self.stride == [2, 2]
             && self.padding == [1, 1]

@@ -17,20 +17,6 @@ pub fn allow_avx512(allowed: bool) {
     AVX512_ALLOWED.store(allowed, Ordering::Relaxed);
 }
 
-/// TEMPORARY, for one measurement (removed in the next commit): with `VITRINE_AVX2_AS_BEFORE`
-/// set, the direct 3×3 kernel and the row-wise col2im run on AVX-512 alone, as before their
-/// AVX2 code, so that one build times both.
-pub(super) fn avx2_as_before() -> bool {
-    #[cfg(feature = "std")]
-    {
-        std::env::var_os("VITRINE_AVX2_AS_BEFORE").is_some()
-    }
-    #[cfg(not(feature = "std"))]
-    {
-        false
-    }
-}
-
 /// The vector instructions a kernel runs on, chosen once per call from the CPU's features.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Isa {
