@@ -660,36 +660,91 @@ macro_rules! transforms {
             /// writable at `ξ·stride + 0..count`.
             #[target_feature(enable = $feature)]
             pub(super) unsafe fn input_tiles_4(plane: *const f32, segment: usize, row: usize, count: usize, out: *mut f32, stride: usize) {
-                // SAFETY: within the bounds the caller guarantees (masked to `count`).
-                let load = |a: usize, b: usize| unsafe { V::load(plane.add((a % 4 * 6 + b) * segment + a / 4 * row), count) };
+                // Whole vectors compiled apart, `count` a constant there: AVX2's loads and stores
+                // then test no count.
+                let tiles = |count| Tiles4 { plane, segment, row, count, out, stride };
                 // SAFETY: the caller's contract.
-                let constants @ [two, four, five] = unsafe { [V::splat(2.0), V::splat(4.0), V::splat(5.0)] };
-                // Columns `b` of d B (`t[a][k]` for column `b[k]`) taken through Bᵀ over the rows and
-                // stored, two at a time: the whole block would not fit in the registers.
-                let store_pair = |b: [usize; 2], t: [[V; 2]; 6]| {
+                unsafe {
+                    if count >= V::LANES {
+                        input_tiles_4_of(tiles(V::LANES))
+                    } else {
+                        input_tiles_4_of(tiles(count))
+                    }
+                }
+            }
+
+            /// The arguments of [`input_tiles_4`].
+            #[derive(Clone, Copy)]
+            struct Tiles4 {
+                plane: *const f32,
+                segment: usize,
+                row: usize,
+                count: usize,
+                out: *mut f32,
+                stride: usize,
+            }
+
+            impl Tiles4 {
+                /// Position `(a, b)` of the tiles.
+                ///
+                /// # Safety
+                /// As for [`input_tiles_4`].
+                #[inline(always)]
+                unsafe fn load(self, a: usize, b: usize) -> V {
+                    // SAFETY: within the bounds the caller guarantees (masked to `count`).
+                    unsafe { V::load(self.plane.add((a % 4 * 6 + b) * self.segment + a / 4 * self.row), self.count) }
+                }
+
+                /// Columns `b` of `d B` (`t[a][k]` for column `b[k]`) through `Bᵀ` over the rows, stored.
+                ///
+                /// # Safety
+                /// As for [`input_tiles_4`].
+                #[inline(always)]
+                unsafe fn store_columns(self, b: [usize; 2], t: &[[V; 2]; 6], constants: [V; 3]) {
                     for (k, b) in b.into_iter().enumerate() {
-                        for (a, v) in input_transform_4(from_fn(|a| t[a][k]), constants).into_iter().enumerate() {
+                        let column = [t[0][k], t[1][k], t[2][k], t[3][k], t[4][k], t[5][k]];
+                        // SAFETY: the instruction set is available (the caller's contract).
+                        for (a, v) in unsafe { input_transform_4(column, constants) }.into_iter().enumerate() {
                             // SAFETY: within the bounds the caller guarantees.
-                            unsafe { v.store(out.add((6 * a + b) * stride), count) };
+                            unsafe { v.store(self.out.add((6 * a + b) * self.stride), self.count) };
                         }
                     }
-                };
-                store_pair([0, 5], from_fn(|a| [four.mul_add(load(a, 0), five.neg_mul_add(load(a, 2), load(a, 4))), four.mul_add(load(a, 1), five.neg_mul_add(load(a, 3), load(a, 5)))]));
-                store_pair(
-                    [1, 2],
-                    from_fn(|a| {
-                        let d: [V; 4] = from_fn(|b| load(a, b + 1));
-                        [four.neg_mul_add(d[0].add(d[1]), d[2].add(d[3])), four.mul_add(d[0].sub(d[1]), d[3].sub(d[2]))]
-                    }),
-                );
-                store_pair(
-                    [3, 4],
-                    from_fn(|a| {
-                        let d: [V; 4] = from_fn(|b| load(a, b + 1));
+                }
+            }
+
+            /// [`input_tiles_4`]'s work, in straight lines (closures here were calls: each store
+            /// reloaded the count and the pointers from the closure's captures).
+            ///
+            /// # Safety
+            /// As for [`input_tiles_4`].
+            #[inline(always)]
+            unsafe fn input_tiles_4_of(tiles: Tiles4) {
+                // SAFETY: the caller's contract.
+                let constants @ [two, four, five] = unsafe { [V::splat(2.0), V::splat(4.0), V::splat(5.0)] };
+                // Columns of d B two at a time, then Bᵀ over the rows: the whole block would not
+                // fit in the registers.
+                let mut t = [[two; 2]; 6];
+                // SAFETY (each block below): the caller's contract.
+                unsafe {
+                    for (a, t) in t.iter_mut().enumerate() {
+                        *t = [
+                            four.mul_add(tiles.load(a, 0), five.neg_mul_add(tiles.load(a, 2), tiles.load(a, 4))),
+                            four.mul_add(tiles.load(a, 1), five.neg_mul_add(tiles.load(a, 3), tiles.load(a, 5))),
+                        ];
+                    }
+                    tiles.store_columns([0, 5], &t, constants);
+                    for (a, t) in t.iter_mut().enumerate() {
+                        let d = [tiles.load(a, 1), tiles.load(a, 2), tiles.load(a, 3), tiles.load(a, 4)];
+                        *t = [four.neg_mul_add(d[0].add(d[1]), d[2].add(d[3])), four.mul_add(d[0].sub(d[1]), d[3].sub(d[2]))];
+                    }
+                    tiles.store_columns([1, 2], &t, constants);
+                    for (a, t) in t.iter_mut().enumerate() {
+                        let d = [tiles.load(a, 1), tiles.load(a, 2), tiles.load(a, 3), tiles.load(a, 4)];
                         let (d31, d42) = (d[2].sub(d[0]), d[3].sub(d[1]));
-                        [two.mul_add(d31, d42), two.neg_mul_add(d31, d42)]
-                    }),
-                );
+                        *t = [two.mul_add(d31, d42), two.neg_mul_add(d31, d42)];
+                    }
+                    tiles.store_columns([3, 4], &t, constants);
+                }
             }
 
             /// `Y = Aᵀ M A` of F(4×4, 3×3) for `count` (≤ `V::LANES`) tiles side by side, from
@@ -700,14 +755,40 @@ macro_rules! transforms {
             /// writable at `p·out_stride + 0..count` for the 16 pixels `p`.
             #[target_feature(enable = $feature)]
             pub(super) unsafe fn output_tiles_4(m: *const f32, stride: usize, count: usize, bias: f32, out: *mut f32, out_stride: usize) {
+                // Whole vectors compiled apart, as in `input_tiles_4`. SAFETY: the caller's contract.
+                unsafe {
+                    if count >= V::LANES {
+                        output_tiles_4_of(m, stride, V::LANES, bias, out, out_stride)
+                    } else {
+                        output_tiles_4_of(m, stride, count, bias, out, out_stride)
+                    }
+                }
+            }
+
+            /// [`output_tiles_4`]'s work, without closures (as `input_tiles_4_of`).
+            ///
+            /// # Safety
+            /// As for [`output_tiles_4`].
+            #[inline(always)]
+            unsafe fn output_tiles_4_of(m: *const f32, stride: usize, count: usize, bias: f32, out: *mut f32, out_stride: usize) {
                 // SAFETY: the caller's contract.
                 let (constants, bias) = unsafe { ([V::splat(2.0), V::splat(4.0), V::splat(8.0)], V::splat(bias)) };
-                // M A (each row's columns combined). SAFETY: within the bounds the caller guarantees
-                // (masked to `count`).
-                let s: [[V; 4]; 6] = from_fn(|a| output_transform_4(from_fn(|b| unsafe { V::load(m.add((6 * a + b) * stride), count) }), constants));
+                // M A (each row's columns combined).
+                let mut s = [[bias; 4]; 6];
+                for (a, s) in s.iter_mut().enumerate() {
+                    let mut x = [bias; 6];
+                    for (b, x) in x.iter_mut().enumerate() {
+                        // SAFETY: within the bounds the caller guarantees (masked to `count`).
+                        *x = unsafe { V::load(m.add((6 * a + b) * stride), count) };
+                    }
+                    // SAFETY: the instruction set is available (the caller's contract).
+                    *s = unsafe { output_transform_4(x, constants) };
+                }
                 // Aᵀ (M A), column by column.
                 for c in 0..4 {
-                    for (r, y) in output_transform_4(from_fn(|a| s[a][c]), constants).into_iter().enumerate() {
+                    let column = [s[0][c], s[1][c], s[2][c], s[3][c], s[4][c], s[5][c]];
+                    // SAFETY: as above.
+                    for (r, y) in unsafe { output_transform_4(column, constants) }.into_iter().enumerate() {
                         // SAFETY: within the bounds the caller guarantees.
                         unsafe { y.add(bias).store(out.add((4 * r + c) * out_stride), count) };
                     }
