@@ -365,9 +365,9 @@ unsafe fn for_each_halves_row(g: &Geometry, col: &[f32], images: usize, dx: &mut
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn col2im_halves_avx512(g: &Geometry, col: &[f32], images: usize, dx: &mut [f32]) {
+    use super::lanes::mask16 as lanes;
     use core::arch::x86_64::*;
     let cols = g.out[1];
-    let lanes = |count: usize| ((1u32 << count) - 1) as u16;
     let interleave = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
     // SAFETY: every load and store is masked to the lanes inside its kernel row's `cols`
     // values (or the image row's `2·cols` pixels).
@@ -402,12 +402,9 @@ unsafe fn col2im_halves_avx512(g: &Geometry, col: &[f32], images: usize, dx: &mu
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn col2im_halves_avx2(g: &Geometry, col: &[f32], images: usize, dx: &mut [f32]) {
+    use super::lanes::{load8 as load, mask8 as mask};
     use core::arch::x86_64::*;
     let cols = g.out[1];
-    let index = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    let mask = |count: usize| _mm256_cmpgt_epi32(_mm256_set1_epi32(count.min(8) as i32), index);
-    // SAFETY (both): lanes from `count` on are neither read nor written.
-    let load = |at: *const f32, count: usize| unsafe { if count >= 8 { _mm256_loadu_ps(at) } else { _mm256_maskload_ps(at, mask(count)) } };
     // A row's last pixels go through a buffer: AVX2's masked store (`vmaskmovps`) is
     // microcoded and slow on AMD's cores.
     let add_onto = |at: *mut f32, count: usize, value: __m256| unsafe {
@@ -429,7 +426,7 @@ unsafe fn col2im_halves_avx2(g: &Geometry, col: &[f32], images: usize, dx: &mut 
                 let (r1, r2) = (load(tap[1].add(q), count), load(tap[2].add(q), count));
                 // Kernel column 3 one output column back: nothing left of q = 0.
                 let r3 = if q == 0 {
-                    let past_first = _mm256_cmpgt_epi32(index, _mm256_setzero_si256());
+                    let past_first = _mm256_setr_epi32(0, -1, -1, -1, -1, -1, -1, -1);
                     _mm256_maskload_ps(tap[3].wrapping_sub(1), _mm256_and_si256(mask(count), past_first))
                 } else {
                     load(tap[3].add(q - 1), count)

@@ -159,19 +159,32 @@ impl Lanes for Avx512 {
 }
 
 /// The first `count` (≤ 8) lanes as an AVX2 mask (all bits set in those lanes).
+///
+/// # Safety
+/// AVX2 is available.
 #[inline(always)]
-unsafe fn mask8(count: usize) -> __m256i {
+pub(super) unsafe fn mask8(count: usize) -> __m256i {
     // SAFETY: the caller has AVX2.
     unsafe { _mm256_cmpgt_epi32(_mm256_set1_epi32(count.min(8) as i32), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)) }
+}
+
+/// Lanes `0..count` (all where `count ≥ 8`) from `ptr`, the rest zero. Whole vectors skip the
+/// mask: AMD's masked moves are slow.
+///
+/// # Safety
+/// AVX2 is available; `ptr` is readable at `0..count.min(8)` (masked lanes are not read).
+#[inline(always)]
+pub(super) unsafe fn load8(ptr: *const f32, count: usize) -> __m256 {
+    // SAFETY: the caller's contract.
+    unsafe { if count >= 8 { _mm256_loadu_ps(ptr) } else { _mm256_maskload_ps(ptr, mask8(count)) } }
 }
 
 impl Lanes for Avx2 {
     const LANES: usize = 8;
     #[inline(always)]
     unsafe fn load(ptr: *const f32, count: usize) -> Self {
-        // SAFETY: the caller's contract; a short load is masked to `count` (masked lanes are
-        // not read). Whole vectors skip the mask: AMD's masked moves are slow.
-        Self(unsafe { if count >= 8 { _mm256_loadu_ps(ptr) } else { _mm256_maskload_ps(ptr, mask8(count)) } })
+        // SAFETY: the caller's contract.
+        Self(unsafe { load8(ptr, count) })
     }
     #[inline(always)]
     unsafe fn splat(value: f32) -> Self {

@@ -60,10 +60,13 @@ where
     let mut values = vec![T::zero(); planes * out_len];
     // Empty without indices: each plane then gets an empty slice and writes none.
     let mut indices = vec![0i64; if with_indices { planes * out_len } else { 0 }];
+    // The vectorised kernels' instruction set, once per call rather than per plane.
+    #[cfg(target_arch = "x86_64")]
+    let vector_isa = super::lanes::Isa::detect().filter(|_| stride[1] == 2 && T::dtype() == DType::F32 && h * w <= i32::MAX as usize);
     let pool_plane = |p: usize, values: &mut [T], indices: &mut [i64]| {
         let plane = &data[p * h * w..][..h * w];
         #[cfg(target_arch = "x86_64")]
-        if let Some(isa) = super::lanes::Isa::detect().filter(|_| stride[1] == 2 && T::dtype() == DType::F32 && h * w <= i32::MAX as usize) {
+        if let Some(isa) = vector_isa {
             use super::lanes::Isa;
             assert!(plane.len() == h * w && values.len() == out_len && indices.len() == if with_indices { out_len } else { 0 });
             let (plane, values) = (plane.as_ptr().cast(), values.as_mut_ptr().cast());
