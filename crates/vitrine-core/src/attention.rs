@@ -237,7 +237,7 @@ mod tests {
         let (projection, score, x) = (projection.to_device(&ndarray), score.to_device(&ndarray), x.to_device(&ndarray));
         let composed = score.forward(projection.forward(x).tanh()).reshape([3, 5]).into_data().try_to_vec::<f32>().unwrap();
         assert_eq!(fused.len(), 15);
-        let worst = fused.iter().zip(&composed).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        let worst = crate::metrics::largest_gap(&fused, &composed);
         assert!(worst < 1e-5, "differs by {worst}: {fused:?} vs {composed:?}");
         assert!(composed.iter().any(|v| v.abs() > 0.1), "scores too small to compare: {composed:?}");
     }

@@ -496,7 +496,7 @@ mod tests {
     fn assert_close(what: &str, got: &[f32], want: &[f32]) {
         assert_eq!(got.len(), want.len(), "{what}: size");
         let scale = want.iter().fold(1.0f32, |m, v| m.max(v.abs()));
-        let worst = got.iter().zip(want).map(|(g, w)| (g - w).abs()).fold(0.0f32, f32::max);
+        let worst = crate::metrics::largest_gap(got, want);
         assert!(worst <= 1e-5 * scale, "{what} differs by {worst} (scale {scale})");
     }
 

@@ -9,7 +9,7 @@
 //! running ones), burn's layers run as they are.
 
 use burn::backend::Flex;
-use burn::backend::flex::ops::conv2d_fused;
+use burn::backend::flex::ops::{conv_transpose2d_fused, conv2d_fused};
 use burn::module::Param;
 use burn::nn::conv::{Conv2d, ConvTranspose2d};
 use burn::nn::{BatchNorm, PaddingConfig2d};
@@ -73,12 +73,36 @@ pub fn conv_transpose_batch_norm(deconv: &ConvTranspose2d, bn: &BatchNorm, x: Te
     if uses_batch_statistics(bn, &x) || deconv.groups != 1 {
         return bn.forward(deconv.forward(x));
     }
+    let (weight, shift) = folded_transpose(deconv, bn);
+    conv_transpose2d(x, weight, Some(shift), transpose_options(deconv))
+}
+
+/// `relu(conv_transpose_batch_norm(deconv, bn, x))`. At inference on flex, one transposed
+/// convolution that activates each value as it writes it (`conv_transpose2d_fused`, Vitrine's
+/// burn-flex patch), instead of a pass of its own over the output.
+pub fn conv_transpose_batch_norm_relu(deconv: &ConvTranspose2d, bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
+    if !uses_batch_statistics(bn, &x)
+        && deconv.groups == 1
+        && let Ok(input) = x.clone().try_into_primitive::<Flex>()
+    {
+        let (weight, shift) = folded_transpose(deconv, bn);
+        if let (Ok(weight), Ok(shift)) = (weight.try_into_primitive::<Flex>(), shift.try_into_primitive::<Flex>()) {
+            return Tensor::from_primitive::<Flex>(conv_transpose2d_fused(input, weight, Some(shift), true, &transpose_options(deconv)));
+        }
+    }
+    relu(conv_transpose_batch_norm(deconv, bn, x))
+}
+
+/// `deconv`'s weights and bias with `bn` folded in (as `folded_conv`).
+fn folded_transpose(deconv: &ConvTranspose2d, bn: &BatchNorm) -> (Tensor<4>, Tensor<1>) {
     let (scale, shift) = folded(bn, deconv.bias.as_ref().map(Param::val));
     let [outputs] = scale.dims();
     // The weight is `[inputs, outputs, kh, kw]`: the output channels are its second axis.
-    let weight = deconv.weight.val() * scale.reshape([1, outputs, 1, 1]);
-    let options = ConvTransposeOptions::new(deconv.stride, deconv.padding, deconv.padding_out, deconv.dilation, deconv.groups);
-    conv_transpose2d(x, weight, Some(shift), options)
+    (deconv.weight.val() * scale.reshape([1, outputs, 1, 1]), shift)
+}
+
+fn transpose_options(deconv: &ConvTranspose2d) -> ConvTransposeOptions<2> {
+    ConvTransposeOptions::new(deconv.stride, deconv.padding, deconv.padding_out, deconv.dilation, deconv.groups)
 }
 
 /// `conv`'s weights and bias with `bn` folded in: each output channel's weights scaled by
@@ -195,6 +219,59 @@ mod tests {
                     None => composed.clone(),
                 });
                 assert_close(fused, want);
+            }
+        }
+    }
+
+    /// `conv_transpose_batch_norm_relu` on flex against the transposed convolution, batch norm
+    /// and `relu` one after another, for each path of the patched burn-flex: DCGAN's halving
+    /// kind with several images to a task (its row-wise col2im, on AVX-512 machines with the
+    /// AVX2 code too) and with one, other strided ones both ways, the direct kernel's and
+    /// Winograd's adjoints, and a grouped one (upstream's, the ReLU a pass of its own).
+    #[test]
+    fn fused_transposed_convolutions_match_their_composition() {
+        use burn::backend::flex::ops::conv_transpose2d_fused;
+        let device = Device::flex();
+        device.seed(13);
+        // (input, outputs, kernel, stride, padding, groups)
+        let cases = [
+            ([9, 6, 7, 7], 5, 4, 2, 1, 1),
+            ([2, 6, 5, 4], 5, 4, 2, 1, 1),
+            ([12, 4, 6, 5], 3, 3, 2, 1, 1),
+            ([3, 4, 6, 5], 3, 3, 2, 1, 1),
+            ([2, 5, 14, 14], 8, 3, 1, 1, 1),
+            ([2, 16, 8, 9], 16, 3, 1, 1, 1),
+            ([2, 4, 5, 5], 6, 3, 2, 0, 2),
+        ];
+        #[cfg(target_arch = "x86_64")]
+        let instruction_sets = [true, false];
+        #[cfg(not(target_arch = "x86_64"))]
+        let instruction_sets = [true];
+        for avx512 in instruction_sets {
+            #[cfg(target_arch = "x86_64")]
+            burn::backend::flex::ops::allow_avx512(avx512);
+            for (case, (shape, outputs, kernel, stride, padding, groups)) in cases.into_iter().enumerate() {
+                let x = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+                let deconv = ConvTranspose2dConfig::new([shape[1], outputs], [kernel, kernel])
+                    .with_stride([stride, stride])
+                    .with_padding([padding, padding])
+                    .with_groups(groups)
+                    .with_bias(case % 2 == 0)
+                    .init(&device);
+                let bn = trained_batch_norm(outputs, &device);
+                let want = relu(bn.forward(deconv.forward(x.clone())));
+                let got = conv_transpose_batch_norm_relu(&deconv, &bn, x.clone());
+                let cut = want.clone().equal_elem(0.0).int().sum().into_scalar::<i64>();
+                assert!(cut > 0, "case {case} (AVX-512 allowed: {avx512}): ReLU cut nothing");
+                assert_close(got, want);
+                // The fused operation itself, with and without the ReLU, grouped ones included.
+                let plain = deconv.forward(x.clone());
+                for (relu_too, want) in [(true, relu(plain.clone())), (false, plain)] {
+                    let on_flex = |t: Tensor<4>| t.try_into_primitive::<Flex>().ok().expect("a flex tensor");
+                    let bias = deconv.bias.as_ref().map(|b| b.val().try_into_primitive::<Flex>().ok().expect("a flex tensor"));
+                    let got = conv_transpose2d_fused(on_flex(x.clone()), on_flex(deconv.weight.val()), bias, relu_too, &transpose_options(&deconv));
+                    assert_close(Tensor::from_primitive::<Flex>(got), want);
+                }
             }
         }
     }

@@ -407,7 +407,7 @@ mod tests {
         let two = running_mean_after_steps(vec![replica]);
         // Five steps of momentum 0.1 from 0: 41% of the way to the batch's mean.
         assert!(one.iter().all(|&m| m > 1.0), "{one:?}");
-        let diff = one.iter().zip(&two).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        let diff = crate::metrics::largest_gap(&one, &two);
         assert!(diff < 1e-4, "one device {one:?}, two {two:?}");
     }
 }

@@ -79,6 +79,13 @@ impl ConfusionMatrix {
     }
 }
 
+/// The largest `|a − b|` over two slices of one length, NaN where either holds a NaN: a check
+/// against a tolerance then fails, where a fold with `f32::max` would skip the NaN.
+pub fn largest_gap(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "largest_gap: slices of different lengths");
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, |worst, gap| if gap.is_nan() || gap > worst { gap } else { worst })
+}
+
 /// Area under the ROC curve: the probability that a random positive scores above a random
 /// negative (ties count half). `None` when either class is absent.
 pub fn auroc(scores: &[f32], positive: &[bool]) -> Option<f64> {

@@ -8,7 +8,7 @@ use burn::prelude::*;
 use burn::tensor::Distribution;
 use burn::tensor::activation::{relu, sigmoid, tanh};
 use vitrine_core::activation::leaky_relu;
-use vitrine_core::batch_norm::{conv_batch_norm, conv_transpose_batch_norm};
+use vitrine_core::batch_norm::{conv_batch_norm, conv_transpose_batch_norm_relu};
 use vitrine_core::config::ImageShape;
 
 /// Size of the learnt label embedding concatenated to the GAN's noise vector.
@@ -154,7 +154,7 @@ impl Generator {
             _ => z,
         };
         let x = relu(self.bn0.forward(self.fc.forward(z))).reshape([b, 128, self.height, self.width]);
-        let x = relu(conv_transpose_batch_norm(&self.deconv1, &self.bn1, x)); // [b, 64, h/2, w/2]
+        let x = conv_transpose_batch_norm_relu(&self.deconv1, &self.bn1, x); // [b, 64, h/2, w/2]
         tanh(self.deconv2.forward(x)) // [b, c, h, w]
     }
 }

@@ -86,7 +86,7 @@ fn predictions_of(model: &FashionCnn) -> Vec<Vec<f32>> {
 }
 
 fn max_difference(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
-    a.iter().flatten().zip(b.iter().flatten()).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    vitrine_core::metrics::largest_gap(&a.concat(), &b.concat())
 }
 
 /// A two-epoch run without dropout, shared by tests. (Dropout would be replayed on resume too, but

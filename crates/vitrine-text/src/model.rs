@@ -551,7 +551,7 @@ mod tests {
     fn assert_close(what: &str, fused: &[f32], composed: &[f32]) {
         assert_eq!(fused.len(), composed.len(), "{what}");
         let scale = composed.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
-        let worst = fused.iter().zip(composed).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        let worst = vitrine_core::metrics::largest_gap(fused, composed);
         assert!(worst <= 1e-5 * scale.max(1.0), "{what}: differs by {worst} (largest value {scale})");
         assert!(composed.iter().any(|v| v.abs() > 1e-4), "{what}: all zero, the comparison would prove nothing");
     }

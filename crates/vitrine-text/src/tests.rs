@@ -78,7 +78,7 @@ fn outputs(model: &TextClassifier, input: TokenInput) -> (Vec<f32>, Vec<f32>) {
 }
 
 fn max_difference(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    vitrine_core::metrics::largest_gap(a, b)
 }
 
 #[test]

@@ -63,8 +63,7 @@ fn tensor4(t: &(Vec<usize>, Vec<f32>), device: &Device) -> Tensor<4> {
 }
 
 fn max_difference(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    vitrine_core::metrics::largest_gap(a, b)
 }
 
 #[test]

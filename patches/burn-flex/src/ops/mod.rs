@@ -102,7 +102,7 @@ pub mod conv;
 mod conv_direct;
 mod conv_gemm;
 /// Vitrine's: a convolution with a residual block's sum and activation (see `PATCH.md`).
-pub use conv_gemm::conv2d_fused;
+pub use conv_gemm::{conv_transpose2d_fused, conv2d_fused};
 #[cfg(target_arch = "x86_64")]
 mod conv_winograd;
 mod kernel_shared;
