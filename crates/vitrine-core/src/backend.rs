@@ -427,6 +427,22 @@ pub(crate) fn seeded_draws() -> std::sync::MutexGuard<'static, ()> {
     DRAWING.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// Calls `f(avx512)` once with flex's kernels allowed AVX-512 and, on x86-64, once kept to
+/// their AVX2 code (so an AVX-512 machine tests both). The flag is process-wide: a test running
+/// beside one of these may take either code, both correct.
+#[cfg(test)]
+pub(crate) fn for_each_instruction_set(mut f: impl FnMut(bool)) {
+    #[cfg(target_arch = "x86_64")]
+    for avx512 in [true, false] {
+        burn::backend::flex::ops::allow_avx512(avx512);
+        f(avx512);
+    }
+    #[cfg(target_arch = "x86_64")]
+    burn::backend::flex::ops::allow_avx512(true);
+    #[cfg(not(target_arch = "x86_64"))]
+    f(true);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -576,15 +592,7 @@ mod tests {
                 })
                 .collect()
         };
-        // On AVX-512 machines the kernels' AVX2 code too (the flag is process-wide: a test
-        // running beside this one may take either code, both correct).
-        #[cfg(target_arch = "x86_64")]
-        let instruction_sets = [true, false];
-        #[cfg(not(target_arch = "x86_64"))]
-        let instruction_sets = [true];
-        for avx512 in instruction_sets {
-            #[cfg(target_arch = "x86_64")]
-            burn::backend::flex::ops::allow_avx512(avx512);
+        for_each_instruction_set(|avx512| {
             for (case, (x_shape, w_shape, op)) in cases.iter().enumerate() {
                 let bias_len = match op {
                     Op::Conv(_) => w_shape[0],
@@ -616,9 +624,7 @@ mod tests {
                     assert_close(&format!("case {case} (AVX-512 allowed: {avx512}): {what}"), got, want);
                 }
             }
-        }
-        #[cfg(target_arch = "x86_64")]
-        burn::backend::flex::ops::allow_avx512(true);
+        });
     }
 
     /// The patched burn-flex also computes batch normalization its own way.

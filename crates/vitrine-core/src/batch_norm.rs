@@ -243,13 +243,7 @@ mod tests {
             ([2, 16, 8, 9], 16, 3, 1, 1, 1),
             ([2, 4, 5, 5], 6, 3, 2, 0, 2),
         ];
-        #[cfg(target_arch = "x86_64")]
-        let instruction_sets = [true, false];
-        #[cfg(not(target_arch = "x86_64"))]
-        let instruction_sets = [true];
-        for avx512 in instruction_sets {
-            #[cfg(target_arch = "x86_64")]
-            burn::backend::flex::ops::allow_avx512(avx512);
+        crate::backend::for_each_instruction_set(|avx512| {
             for (case, (shape, outputs, kernel, stride, padding, groups)) in cases.into_iter().enumerate() {
                 let x = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
                 let deconv = ConvTranspose2dConfig::new([shape[1], outputs], [kernel, kernel])
@@ -273,7 +267,7 @@ mod tests {
                     assert_close(Tensor::from_primitive::<Flex>(got), want);
                 }
             }
-        }
+        });
     }
 
     #[test]
