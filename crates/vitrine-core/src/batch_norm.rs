@@ -230,7 +230,6 @@ mod tests {
     /// Winograd's adjoints, and a grouped one (upstream's, the ReLU a pass of its own).
     #[test]
     fn fused_transposed_convolutions_match_their_composition() {
-        use burn::backend::flex::ops::conv_transpose2d_fused;
         let device = Device::flex();
         device.seed(13);
         // (input, outputs, kernel, stride, padding, groups)

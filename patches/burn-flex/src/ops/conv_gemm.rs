@@ -1163,6 +1163,13 @@ pub fn conv2d_fused(x: FlexTensor, w: FlexTensor, bias: Option<FlexTensor>, resi
     if takes(&w, options) {
         return conv2d_then(x, w, bias, residual, relu, options);
     }
+    let y = <crate::Flex as burn_backend::ops::ModuleOps<crate::Flex>>::conv2d(x, w, bias, options.clone());
+    epilogue_pass(y, residual, relu)
+}
+
+/// The epilogue of `conv2d_fused` or `conv_transpose2d_fused` as a pass of its own over `y`,
+/// the output of a convolution these leave to upstream.
+fn epilogue_pass(y: FlexTensor, residual: Option<FlexTensor>, relu: bool) -> FlexTensor {
     fn finish<T: Scalar>(y: FlexTensor, residual: Option<FlexTensor>, relu: bool) -> FlexTensor {
         let (mut y, residual) = (y.into_contiguous(), residual.map(FlexTensor::into_contiguous));
         check_residual::<T>(residual.as_ref(), dims(&y));
@@ -1170,7 +1177,6 @@ pub fn conv2d_fused(x: FlexTensor, w: FlexTensor, bias: Option<FlexTensor>, resi
         Epilogue { residual: residual.as_ref().map(|r| r.storage::<T>()), relu }.finish(y.storage_mut::<T>(), 0);
         y
     }
-    let y = <crate::Flex as burn_backend::ops::ModuleOps<crate::Flex>>::conv2d(x, w, bias, options.clone());
     if y.dtype() == DType::BF16 {
         return back_to(DType::BF16, by_dtype!(DType::F32, finish(to_f32(y), residual.map(to_f32), relu)));
     }
@@ -1260,16 +1266,7 @@ pub fn conv_transpose2d_fused(x: FlexTensor, w: FlexTensor, bias: Option<FlexTen
     if !relu {
         return y;
     }
-    fn finish<T: Scalar>(y: FlexTensor) -> FlexTensor {
-        let mut y = y.into_contiguous();
-        // In place: the convolution's output is the tensor's alone.
-        Epilogue { residual: None, relu: true }.finish(y.storage_mut::<T>(), 0);
-        y
-    }
-    if y.dtype() == DType::BF16 {
-        return back_to(DType::BF16, by_dtype!(DType::F32, finish(to_f32(y))));
-    }
-    by_dtype!(y.dtype(), finish(y))
+    epilogue_pass(y, None, relu)
 }
 
 fn conv_transpose2d_then(x: FlexTensor, w: FlexTensor, bias: Option<FlexTensor>, relu: bool, options: &ConvTransposeOptions<2>) -> FlexTensor {

@@ -99,7 +99,7 @@ pub(super) fn for_each_task<T: Scalar>(count: usize, scratch_len: usize, task: i
     });
 }
 
-/// [`for_each_task`] for tasks that write every element of their scratch they read: the
+/// [`for_each_task`] for tasks that write each element of their scratch before reading it: the
 /// buffer is the thread's own, kept from call to call and not zeroed. Zeroing a fresh one for
 /// every run was 2-4% of `dcgan`'s inference.
 pub(super) fn for_each_task_overwriting<T: Scalar>(count: usize, scratch_len: usize, task: impl Fn(usize, &mut [T]) + Send + Sync) {
