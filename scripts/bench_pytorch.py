@@ -432,7 +432,9 @@ def main():
         rank, customers = ranking(lambda batch: net(recent[batch])[:, -1] @ net.items().T, users, items, dev)
     else:
         raise SystemExit(f"unknown model {m}")
-    train_rate = rate(train, a.warmup, a.steps, a.seconds, sync)
+    # PyTorch's BatchNorm1d cannot train on one example (the generator's first layer); the
+    # table's batch-1 rows show inference alone.
+    train_rate = 0.0 if (m == "dcgan" and bs == 1) else rate(train, a.warmup, a.steps, a.seconds, sync)
     net.eval()
     with torch.no_grad():
         if m in RECOMMENDERS:

@@ -777,7 +777,7 @@ fn start_planes<T: Scalar>(g: &Geometry, images: &mut [core::mem::MaybeUninit<T>
 fn input_grad_images<T: Scalar>(g: &Geometry, w: &[T], dy: &[T], bias: Option<&[T]>, relu: bool, per_task: usize) -> Vec<T> {
     let (k, p, co) = (g.col_rows(), g.out_pixels(), g.channels_out);
     let tables = ImageTables::new(g, per_task);
-    let wt = transposed_weights(g, w);
+    let wt = WeightsT::new(g, w, tables.tasks(g));
     let mut dx = Vec::<T>::with_capacity(g.batch * g.image_len());
     let dx_ptr = SharedMut(dx.as_mut_ptr());
     #[cfg(target_arch = "x86_64")]
@@ -787,8 +787,8 @@ fn input_grad_images<T: Scalar>(g: &Geometry, w: &[T], dy: &[T], bias: Option<&[
         let n = images * p;
         let (col, dy_side) = scratch.split_at_mut(k * n);
         side_by_side(&dy[first * co * p..], co, p, images, dy_side);
-        // SAFETY: wt is [k, co], dy_side [co, n] and col [k, n].
-        unsafe { gemm([k, n, co], col.as_mut_ptr(), n, false, (wt.as_ptr(), 1, co), (dy_side.as_ptr(), 1, n), gemm::Parallelism::None) };
+        // SAFETY: wt is [k, co] (one group), dy_side [co, n] and col [k, n].
+        unsafe { gemm([k, n, co], col.as_mut_ptr(), n, false, wt.group(0), (dy_side.as_ptr(), 1, n), gemm::Parallelism::None) };
         let dx_ptr = dx_ptr;
         let range = first * g.image_len()..(first + images) * g.image_len();
         // SAFETY: this task's images of dx.
@@ -810,10 +810,36 @@ fn input_grad_images<T: Scalar>(g: &Geometry, w: &[T], dy: &[T], bias: Option<&[
     dx
 }
 
-/// Each group's weights `[out per group, k]` transposed to `[k, out per group]`, for the
-/// gemms of `Wᵀ · dY`. gemm packs the weights again in every call, reading them along the
-/// output channels: as given, that is a stride of `k` (a 4 KiB step for `dcgan`'s 1,024), and
-/// the packing was 9% of `dcgan`'s inference; transposed once per operation, it reads rows.
+/// `Wᵀ` as the gemms of `Wᵀ · dY` read it, each group's `[k, out per group]`. gemm packs its
+/// operand again in every call, reading it along the output channels: as given, that is a
+/// stride of `k` (a 4 KiB step for `dcgan`'s 1,024), and the packing was 9% of `dcgan`'s
+/// inference at batch 128. Transposed once per operation (`transposed_weights`) where several
+/// gemms pack the weights; as given where one or two do: at batch 1 the transposition (and
+/// its zeroed buffer) took 13% + 5% of `dcgan`'s inference, more than the packing it spares.
+struct WeightsT<'a, T> {
+    given: &'a [T],
+    transposed: Option<Vec<T>>,
+    k: usize,
+    per_group: usize,
+}
+
+impl<'a, T: Scalar> WeightsT<'a, T> {
+    fn new(g: &Geometry, w: &'a [T], gemms: usize) -> Self {
+        let transposed = (gemms > 2).then(|| transposed_weights(g, w));
+        Self { given: w, transposed, k: g.col_rows(), per_group: g.out_per_group() }
+    }
+
+    /// Group `group`'s `Wᵀ` as gemm's left operand: pointer, column stride, row stride.
+    fn group(&self, group: usize) -> (*const T, usize, usize) {
+        let start = group * self.per_group * self.k;
+        match &self.transposed {
+            Some(wt) => (wt[start..].as_ptr(), 1, self.per_group),
+            None => (self.given[start..].as_ptr(), self.k, 1),
+        }
+    }
+}
+
+/// Each group's weights `[out per group, k]` transposed to `[k, out per group]` (see `WeightsT`).
 fn transposed_weights<T: Scalar>(g: &Geometry, w: &[T]) -> Vec<T> {
     let (k, per_group) = (g.col_rows(), g.out_per_group());
     let mut wt = vec![T::zero(); w.len()];
@@ -972,7 +998,7 @@ fn input_grad<T: Scalar>(g: &Geometry, w: &[T], dy: &[T], bias: Option<&[T]>, re
     let (k, p) = (g.col_rows(), g.out_pixels());
     let tile_rows = g.tile_rows::<T>();
     let tables = gather_tables(g, tile_rows);
-    let wt = transposed_weights(g, w);
+    let wt = WeightsT::new(g, w, g.batch * g.groups * g.out[0].div_ceil(tile_rows));
     // Zeroed image by image in the tasks (in parallel, and still in cache for col2im).
     let mut dx = Vec::<T>::with_capacity(g.batch * g.image_len());
     let dx_ptr = SharedMut(dx.as_mut_ptr());
@@ -987,7 +1013,6 @@ fn input_grad<T: Scalar>(g: &Geometry, w: &[T], dy: &[T], bias: Option<&[T]>, re
         };
         let dy_image = &dy[b * g.channels_out * p..][..g.channels_out * p];
         for group in 0..g.groups {
-            let wt_group = &wt[group * g.out_per_group() * k..];
             let dy_group = &dy_image[group * g.out_per_group() * p..];
             for row in (0..g.out[0]).step_by(tile_rows) {
                 let rows = (row, (row + tile_rows).min(g.out[0]));
@@ -998,7 +1023,7 @@ fn input_grad<T: Scalar>(g: &Geometry, w: &[T], dy: &[T], bias: Option<&[T]>, re
                         col.as_mut_ptr(),
                         n,
                         false,
-                        (wt_group.as_ptr(), 1, g.out_per_group()),
+                        wt.group(group),
                         (dy_group[rows.0 * g.out[1]..].as_ptr(), 1, p),
                         parallelism,
                     );
