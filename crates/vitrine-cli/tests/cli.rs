@@ -10,11 +10,7 @@ fn repo() -> PathBuf {
 }
 
 fn vitrine(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vitrine"))
-        .args(args)
-        .current_dir(repo())
-        .output()
-        .expect("vitrine runs")
+    Command::new(env!("CARGO_BIN_EXE_vitrine")).args(args).current_dir(repo()).output().expect("vitrine runs")
 }
 
 fn ok(args: &[&str]) -> String {
@@ -213,7 +209,22 @@ fn a_streamed_photo_folder_trains_evaluates_and_benches() {
     let json: serde_json::Value = serde_json::from_str(&ok(&["eval", run.to_str().unwrap(), "--data", folder.to_str().unwrap(), "--json"])).unwrap();
     assert_eq!(json["examples"], 60);
 
-    let bench = ok(&["bench", "--model", "fashion-cnn", "--backend", "flex", "--data", folder.to_str().unwrap(), "--image-size", "32", "--steps", "2", "--warmup", "0", "--json"]);
+    let bench = ok(&[
+        "bench",
+        "--model",
+        "fashion-cnn",
+        "--backend",
+        "flex",
+        "--data",
+        folder.to_str().unwrap(),
+        "--image-size",
+        "32",
+        "--steps",
+        "2",
+        "--warmup",
+        "0",
+        "--json",
+    ]);
     let bench: serde_json::Value = serde_json::from_str(&bench).unwrap();
     assert_eq!(bench[0]["images"], 60);
     assert!(bench[0]["loader_images_per_sec"].as_f64().unwrap() > 0.0 && bench[0]["train_samples_per_sec"].as_f64().unwrap() > 0.0, "{bench}");
@@ -228,15 +239,8 @@ fn predict_names_classes_for_files_and_folders() {
     let classes = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"];
     let files = image_folder(tmp.path(), &classes);
     std::fs::write(tmp.path().join("Bag/broken.png"), "not a png").unwrap();
-    let json: serde_json::Value = serde_json::from_str(&ok(&[
-        "predict",
-        run.to_str().unwrap(),
-        tmp.path().to_str().unwrap(),
-        "--top-k",
-        "3",
-        "--json",
-    ]))
-    .unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&["predict", run.to_str().unwrap(), tmp.path().to_str().unwrap(), "--top-k", "3", "--json"])).unwrap();
     let predictions = json.as_array().unwrap();
     assert_eq!(predictions.len(), files.len(), "the broken file is skipped, the rest predicted");
     let mut correct = 0;
@@ -531,8 +535,20 @@ fn conditional_gan_trains_generates_per_class_and_is_scored_by_a_classifier() {
     let run = tmp.path().join("gan");
     let run_arg = run.to_str().unwrap();
     let out = ok(&[
-        "train", "configs/gan-quickstart.toml", "--set", "train.epochs=1", "--set", "data.limit=640",
-        "--set", &format!("eval.classifier={classifier}"), "--set", "eval.samples=200", "--backend", "flex", "--out", run_arg,
+        "train",
+        "configs/gan-quickstart.toml",
+        "--set",
+        "train.epochs=1",
+        "--set",
+        "data.limit=640",
+        "--set",
+        &format!("eval.classifier={classifier}"),
+        "--set",
+        "eval.samples=200",
+        "--backend",
+        "flex",
+        "--out",
+        run_arg,
     ]);
     assert!(out.contains("train_g_loss") && out.contains("frechet") && out.contains("class_match"), "{out}");
     let metrics = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
@@ -640,7 +656,7 @@ fn a_shop_export_trains_from_its_config_alone_and_names_its_junk_rows() {
     let recs = ok(&["recommend", run.to_str().unwrap(), "--user", "C000001", "--k", "3"]);
     assert!(recs.contains("customer C000001:") && recs.contains("SKU-"), "{recs}");
     let err = fails(&["train", "configs/shop-export.toml", "--strict", "--out", tmp.path().join("strict").to_str().unwrap()]);
-    assert!(err.contains("orders.csv: line") , "{err}");
+    assert!(err.contains("orders.csv: line"), "{err}");
 }
 
 #[test]

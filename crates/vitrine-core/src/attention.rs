@@ -173,13 +173,16 @@ impl Backward<Flex, 1> for AttentionBackward {
         let weights = weights.as_slice::<f32>().expect("f32, contiguous");
         let keys = rows.keys;
         let mut d_scores = vec![0f32; weights.len()];
-        d_scores.par_chunks_mut(ROWS_PER_TASK * keys).zip(weights.par_chunks(ROWS_PER_TASK * keys)).zip(grad.par_chunks(ROWS_PER_TASK * keys)).enumerate().for_each(
-            |(task, ((out, weights), grad))| {
+        d_scores
+            .par_chunks_mut(ROWS_PER_TASK * keys)
+            .zip(weights.par_chunks(ROWS_PER_TASK * keys))
+            .zip(grad.par_chunks(ROWS_PER_TASK * keys))
+            .enumerate()
+            .for_each(|(task, ((out, weights), grad))| {
                 for (i, ((out, y), dy)) in out.chunks_exact_mut(keys).zip(weights.chunks_exact(keys)).zip(grad.chunks_exact(keys)).enumerate() {
                     softmax_row_backward(y, dy, rows.hidden_row(task * ROWS_PER_TASK + i), rows.divisor, out);
                 }
-            },
-        );
+            });
         grads.register::<Flex>(input, FlexTensor::from_data(TensorData::new(d_scores, dims)));
     }
 }
@@ -283,6 +286,14 @@ mod tests {
         }
         let device = Device::flex();
         let [batch, heads, queries, keys] = SHAPE;
-        assert!(fused(&Tensor::zeros([batch, heads, queries, keys], &device), &Tensor::from_data(TensorData::new(hidden(), [batch, queries, keys]), &device), 1.0, -1.0e4).is_some());
+        assert!(
+            fused(
+                &Tensor::zeros([batch, heads, queries, keys], &device),
+                &Tensor::from_data(TensorData::new(hidden(), [batch, queries, keys]), &device),
+                1.0,
+                -1.0e4
+            )
+            .is_some()
+        );
     }
 }

@@ -86,10 +86,7 @@ pub struct GpuAdapter {
 impl GpuAdapter {
     /// Software rasterisers (llvmpipe, lavapipe, WARP) report themselves as CPU devices.
     pub fn is_hardware(&self) -> bool {
-        matches!(
-            self.kind,
-            wgpu::DeviceType::DiscreteGpu | wgpu::DeviceType::IntegratedGpu | wgpu::DeviceType::VirtualGpu
-        )
+        matches!(self.kind, wgpu::DeviceType::DiscreteGpu | wgpu::DeviceType::IntegratedGpu | wgpu::DeviceType::VirtualGpu)
     }
 
     fn describe(&self) -> String {
@@ -356,19 +353,12 @@ fn cuda(index: usize) -> Result<ComputeDevice> {
     });
     std::panic::set_hook(quiet);
     match worked {
-        Ok(sum) if sum == 14.0 => Ok(ComputeDevice {
-            device,
-            backend: BackendChoice::Cuda,
-            description: format!("cuda: device {index} (NVRTC)"),
-            replicas: Vec::new(),
-        }),
+        Ok(sum) if sum == 14.0 => {
+            Ok(ComputeDevice { device, backend: BackendChoice::Cuda, description: format!("cuda: device {index} (NVRTC)"), replicas: Vec::new() })
+        }
         Ok(sum) => bail!("--backend cuda: a test sum on device {index} gave {sum}, not 14; the CUDA device is unusable"),
         Err(panic) => {
-            let why = panic
-                .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| panic.downcast_ref::<&str>().copied())
-                .unwrap_or("unknown failure");
+            let why = panic.downcast_ref::<String>().map(String::as_str).or_else(|| panic.downcast_ref::<&str>().copied()).unwrap_or("unknown failure");
             bail!("--backend cuda: CUDA device {index} could not run ({why}); it needs the NVIDIA driver and NVRTC. Use --backend wgpu instead")
         }
     }
@@ -411,12 +401,7 @@ fn wgpu_device(adapter: &GpuAdapter, index: usize) -> ComputeDevice {
         wgpu::DeviceType::Cpu | wgpu::DeviceType::Other => DeviceKind::Cpu,
     };
     let software = if adapter.is_hardware() { "" } else { " [software adapter: slow, for testing]" };
-    ComputeDevice {
-        device: Device::wgpu(kind),
-        backend: BackendChoice::Wgpu,
-        description: format!("{}{software}", adapter.describe()),
-        replicas: Vec::new(),
-    }
+    ComputeDevice { device: Device::wgpu(kind), backend: BackendChoice::Wgpu, description: format!("{}{software}", adapter.describe()), replicas: Vec::new() }
 }
 
 /// Held by the tests that seed `flex`'s one generator and compare what it draws: the tests of
@@ -775,7 +760,24 @@ mod tests {
 
         let mut x: Vec<f32> = (-20_000..=20_000).map(|i| i as f32 * 0.0045).collect(); // ±90
         x.extend((-30..=1).flat_map(|e| [10f32.powi(e), -(10f32.powi(e))]));
-        x.extend([0.0, -0.0, 0.625, -0.625, 0.624_999_9, 88.72, 88.722_8, 88.73, -87.29, -87.31, -100.0, -103.9, -104.5, f32::INFINITY, f32::NEG_INFINITY, f32::NAN]);
+        x.extend([
+            0.0,
+            -0.0,
+            0.625,
+            -0.625,
+            0.624_999_9,
+            88.72,
+            88.722_8,
+            88.73,
+            -87.29,
+            -87.31,
+            -100.0,
+            -103.9,
+            -104.5,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+        ]);
         let device = Device::flex();
         let input = || Tensor::<1>::from_data(TensorData::new(x.clone(), [x.len()]), &device);
         let values = |t: Tensor<1>| t.into_data().try_to_vec::<f32>().unwrap();
@@ -849,13 +851,15 @@ mod tests {
         // differ in size), each part drawn from its own place in the generator's stream.
         let three_threads = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
         for (p, count) in [(0.9, 5_000), (0.1, 2_048), (1.0, 7), (0.0, 3), (0.3, 100_003)] {
-            let draw = |dtype: FloatDType| three_threads.install(|| {
-                device.seed(7);
-                let first = Tensor::<1>::random([1], Distribution::Uniform(0.0, 1.0), &device); // one u32: odd
-                let mask = Tensor::<1>::zeros([count], &device).cast(dtype).random_like(Distribution::Bernoulli(p)).cast(FloatDType::F32);
-                let after = Tensor::<1>::random([3], Distribution::Uniform(0.0, 1.0), &device);
-                [first, mask, after].map(|t| t.into_data().try_to_vec::<f32>().unwrap())
-            });
+            let draw = |dtype: FloatDType| {
+                three_threads.install(|| {
+                    device.seed(7);
+                    let first = Tensor::<1>::random([1], Distribution::Uniform(0.0, 1.0), &device); // one u32: odd
+                    let mask = Tensor::<1>::zeros([count], &device).cast(dtype).random_like(Distribution::Bernoulli(p)).cast(FloatDType::F32);
+                    let after = Tensor::<1>::random([3], Distribution::Uniform(0.0, 1.0), &device);
+                    [first, mask, after].map(|t| t.into_data().try_to_vec::<f32>().unwrap())
+                })
+            };
             let (blocks, one_by_one) = (draw(FloatDType::F32), draw(FloatDType::F16));
             assert_eq!(blocks, one_by_one, "Bernoulli({p}) over {count}");
             let ones = blocks[1].iter().filter(|&&v| v == 1.0).count() as f64;

@@ -56,10 +56,7 @@ impl LabelledBatch for ImageBatch {
     }
 
     fn share(&self, range: Range<usize>, device: &Device) -> Self {
-        Self {
-            images: self.images.clone().slice(range.clone()).to_device(device),
-            targets: self.targets.clone().slice(range).to_device(device),
-        }
+        Self { images: self.images.clone().slice(range.clone()).to_device(device), targets: self.targets.clone().slice(range).to_device(device) }
     }
 }
 
@@ -127,12 +124,8 @@ where
         Some(weight) => loss.clone().mul_scalar(weight).backward(),
     };
     let groups = model.learning_rate_groups(&mut grads);
-    let stats = StepStats {
-        loss_sum: loss.detach().mul_scalar(count as f32),
-        correct: Some(count_correct(logits.detach(), targets)),
-        count,
-        extra: Vec::new(),
-    };
+    let stats =
+        StepStats { loss_sum: loss.detach().mul_scalar(count as f32), correct: Some(count_correct(logits.detach(), targets)), count, extra: Vec::new() };
     (groups, stats)
 }
 
@@ -193,11 +186,7 @@ where
                 }
                 sums[i].1.accumulate(&self.model, group.to_device(&self.device, &self.model));
             }
-            let stats = StepStats {
-                loss_sum: stats.loss_sum.to_device(&self.device),
-                correct: stats.correct.map(|c| c.to_device(&self.device)),
-                ..stats
-            };
+            let stats = StepStats { loss_sum: stats.loss_sum.to_device(&self.device), correct: stats.correct.map(|c| c.to_device(&self.device)), ..stats };
             totals = Some(match totals {
                 None => stats,
                 Some(sum) => StepStats {
@@ -226,11 +215,7 @@ where
     const DATA_PARALLEL: bool = true;
 
     fn train_step(&mut self, batch: B, lr: f64) -> StepStats {
-        let (groups, stats) = if self.replicas.is_empty() {
-            gradients(&self.model, &self.loss, batch, None)
-        } else {
-            self.gradients_across_devices(batch)
-        };
+        let (groups, stats) = if self.replicas.is_empty() { gradients(&self.model, &self.loss, batch, None) } else { self.gradients_across_devices(batch) };
         let optimizer = self.optimizer.as_mut().expect("optimizer present between steps");
         for (factor, group) in groups {
             self.model = optimizer.step(lr * factor, self.model.clone(), group);
@@ -251,12 +236,7 @@ where
                 let count = targets.dims()[0];
                 let logits = model.logits(input);
                 let loss = self.loss.forward(logits.clone(), targets.clone());
-                StepStats {
-                    loss_sum: loss.mul_scalar(count as f32),
-                    correct: Some(count_correct(logits, targets)),
-                    count,
-                    extra: Vec::new(),
-                }
+                StepStats { loss_sum: loss.mul_scalar(count as f32), correct: Some(count_correct(logits, targets)), count, extra: Vec::new() }
             })
         }))
     }
@@ -282,10 +262,7 @@ where
 }
 
 /// Class probabilities for every example, in order, from an inference-mode model.
-pub fn predict_probabilities<M: ClassifierModel>(
-    model: &M,
-    inputs: impl Iterator<Item = M::Input>,
-) -> Vec<Vec<f32>> {
+pub fn predict_probabilities<M: ClassifierModel>(model: &M, inputs: impl Iterator<Item = M::Input>) -> Vec<Vec<f32>> {
     predict_probabilities_by(logits_on_compute_pool(model), inputs)
 }
 
@@ -314,12 +291,7 @@ fn probability_rows(logits: Tensor<2>) -> Vec<Vec<f32>> {
 
 /// The index of the largest value.
 pub fn argmax(values: &[f32]) -> usize {
-    values
-        .iter()
-        .enumerate()
-        .max_by(|a, b| a.1.total_cmp(b.1))
-        .map(|(i, _)| i)
-        .unwrap_or(0)
+    values.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i).unwrap_or(0)
 }
 
 /// Scores of a model over labelled batches: confusion matrix, accuracy, macro-F1, per-class

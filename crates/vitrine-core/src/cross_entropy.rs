@@ -108,14 +108,19 @@ impl Backward<Flex, 1> for CrossEntropyBackward {
         let values = logits.as_slice::<f32>().expect("f32, contiguous");
         // Zeroed by the allocator (fresh pages): rows whose loss does not count stay as they are.
         let mut d_logits = vec![0f32; values.len()];
-        d_logits.par_chunks_mut(classes).zip(values.par_chunks(classes)).zip(grad).zip(log_sum_exp.par_iter()).zip(targets.par_iter()).with_min_len(16).for_each(
-            |((((out, row), &g), &lse), &target)| {
+        d_logits
+            .par_chunks_mut(classes)
+            .zip(values.par_chunks(classes))
+            .zip(grad)
+            .zip(log_sum_exp.par_iter())
+            .zip(targets.par_iter())
+            .with_min_len(16)
+            .for_each(|((((out, row), &g), &lse), &target)| {
                 if g != 0.0 {
                     softmax_gradient(row, lse, g, out);
                     out[target] -= g;
                 }
-            },
-        );
+            });
         grads.register::<Flex>(input, FlexTensor::from_data(TensorData::new(d_logits, shape)));
     }
 }
@@ -188,7 +193,10 @@ mod tests {
             // It did run fused: the composition goes through burn's log_softmax.
             let (logits, targets, _) = case(rows, classes);
             let device = Device::flex();
-            assert!(fused(&Tensor::from_data(TensorData::new(logits, [rows, classes]), &device), &Tensor::from_data(TensorData::new(targets, [rows]), &device)).is_some());
+            assert!(
+                fused(&Tensor::from_data(TensorData::new(logits, [rows, classes]), &device), &Tensor::from_data(TensorData::new(targets, [rows]), &device))
+                    .is_some()
+            );
         }
     }
 

@@ -28,12 +28,7 @@ impl std::str::FromStr for WeightsFormat {
 /// Writes `model`'s weights to `path`. Safetensors files follow PyTorch's `state_dict`
 /// conventions (linear weights `[out, in]`, batch-norm `weight`/`bias`, no enum variant names)
 /// and carry `metadata`.
-pub fn export_weights<M: Module + ModuleSnapshot>(
-    model: &M,
-    format: WeightsFormat,
-    path: &Path,
-    metadata: &[(&str, String)],
-) -> Result<()> {
+pub fn export_weights<M: Module + ModuleSnapshot>(model: &M, format: WeightsFormat, path: &Path, metadata: &[(&str, String)]) -> Result<()> {
     export_weights_renamed(model, format, path, metadata, &[])
 }
 
@@ -70,7 +65,5 @@ pub fn load_weights<M: Module>(model: M, path: &Path, architecture: &str) -> Res
     if !path.is_file() {
         bail!("weights file {} does not exist", path.display());
     }
-    model.try_load_file(path).map_err(|e| {
-        anyhow::anyhow!("weights file {} does not match the {architecture} architecture: {e}", path.display())
-    })
+    model.try_load_file(path).map_err(|e| anyhow::anyhow!("weights file {} does not match the {architecture} architecture: {e}", path.display()))
 }

@@ -65,11 +65,7 @@ impl Monitor {
 
     /// The epoch of `history` best by this figure.
     pub fn best_epoch(&self, history: &[EpochRecord]) -> Option<usize> {
-        history
-            .iter()
-            .filter_map(|r| Some((self.lower_is_better(r)?, r.epoch)))
-            .min_by(|a, b| a.0.total_cmp(&b.0))
-            .map(|(_, epoch)| epoch)
+        history.iter().filter_map(|r| Some((self.lower_is_better(r)?, r.epoch))).min_by(|a, b| a.0.total_cmp(&b.0)).map(|(_, epoch)| epoch)
     }
 }
 
@@ -112,13 +108,8 @@ pub fn write_metrics(run: &RunDir, history: &[EpochRecord]) -> Result<()> {
         );
     }
     run.write("metrics.csv", csv)?;
-    let points = |f: &dyn Fn(&EpochRecord) -> Option<f64>| -> Vec<(f64, f64)> {
-        history.iter().filter_map(|r| f(r).map(|v| (r.epoch as f64, v))).collect()
-    };
-    let mut losses = vec![
-        Series { name: "train", points: points(&|r| Some(r.train_loss)) },
-        Series { name: "valid", points: points(&|r| Some(r.valid_loss)) },
-    ];
+    let points = |f: &dyn Fn(&EpochRecord) -> Option<f64>| -> Vec<(f64, f64)> { history.iter().filter_map(|r| f(r).map(|v| (r.epoch as f64, v))).collect() };
+    let mut losses = vec![Series { name: "train", points: points(&|r| Some(r.train_loss)) }, Series { name: "valid", points: points(&|r| Some(r.valid_loss)) }];
     for key in &loss_names {
         losses.push(Series { name: key, points: points(&|r| r.losses.get(*key).copied()) });
     }
@@ -132,10 +123,7 @@ pub fn write_metrics(run: &RunDir, history: &[EpochRecord]) -> Result<()> {
             &run.file("accuracy.png"),
             "Accuracy",
             "accuracy",
-            &[
-                Series { name: "train", points: points(&|r| r.train_accuracy) },
-                Series { name: "valid", points: points(&|r| r.valid_accuracy) },
-            ],
+            &[Series { name: "train", points: points(&|r| r.train_accuracy) }, Series { name: "valid", points: points(&|r| r.valid_accuracy) }],
         )?;
     }
     Ok(())

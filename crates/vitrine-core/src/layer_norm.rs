@@ -94,9 +94,11 @@ fn forward(x: &FlexTensor, gamma: &[f32], beta: &[f32], epsilon: f32) -> (FlexTe
     let x = x.as_slice::<f32>().expect("f32, checked before");
     let mut out = vec![0f32; x.len()];
     let mut stats = vec![[0f32; 2]; x.len() / width];
-    out.par_chunks_mut(ROWS_PER_TASK * width).zip(x.par_chunks(ROWS_PER_TASK * width)).zip(stats.par_chunks_mut(ROWS_PER_TASK)).for_each(|((out, x), stats)| {
-        normalise(x, gamma, beta, epsilon, out, stats);
-    });
+    out.par_chunks_mut(ROWS_PER_TASK * width).zip(x.par_chunks(ROWS_PER_TASK * width)).zip(stats.par_chunks_mut(ROWS_PER_TASK)).for_each(
+        |((out, x), stats)| {
+            normalise(x, gamma, beta, epsilon, out, stats);
+        },
+    );
     (FlexTensor::from_data(TensorData::new(out, shape)), stats)
 }
 
@@ -226,7 +228,9 @@ mod tests {
         #[allow(deprecated)] // burn-ndarray: burn's composition, the reference
         let want = outputs_and_gradients(Device::ndarray(), &|layer, x| layer.forward(x));
         let got = outputs_and_gradients(Device::flex(), &|layer, x| layer_norm(layer, x, 1e-5));
-        for (what, (got, want)) in ["inference output", "training output", "input's gradient", "scale's gradient", "shift's gradient"].iter().zip(got.iter().zip(&want)) {
+        for (what, (got, want)) in
+            ["inference output", "training output", "input's gradient", "scale's gradient", "shift's gradient"].iter().zip(got.iter().zip(&want))
+        {
             assert_eq!(got.len(), want.len(), "{what}");
             let scale = want.iter().fold(1f32, |m, v| m.max(v.abs()));
             for (i, (g, w)) in got.iter().zip(want).enumerate() {

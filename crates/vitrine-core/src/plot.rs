@@ -48,13 +48,7 @@ pub fn line_chart(path: &Path, title: &str, y_label: &str, series: &[Series]) ->
         .y_label_area_size(56)
         .build_cartesian_2d(1.0..x_max.max(2.0), (y_min - pad)..(y_max + pad))
         .map_err(plot_err)?;
-    chart
-        .configure_mesh()
-        .x_desc("epoch")
-        .y_desc(y_label)
-        .label_style(("sans-serif", 14))
-        .draw()
-        .map_err(plot_err)?;
+    chart.configure_mesh().x_desc("epoch").y_desc(y_label).label_style(("sans-serif", 14)).draw().map_err(plot_err)?;
     for (i, s) in series.iter().enumerate() {
         let color = Palette99::pick(i).to_rgba();
         chart
@@ -64,13 +58,7 @@ pub fn line_chart(path: &Path, title: &str, y_label: &str, series: &[Series]) ->
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
         chart.draw_series(s.points.iter().map(|&p| Circle::new(p, 3, color.filled()))).map_err(plot_err)?;
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 14))
-        .draw()
-        .map_err(plot_err)?;
+    chart.configure_series_labels().background_style(WHITE.mix(0.85)).border_style(BLACK).label_font(("sans-serif", 14)).draw().map_err(plot_err)?;
     root.present().map_err(plot_err)?;
     Ok(())
 }
@@ -85,18 +73,15 @@ pub fn confusion_png(path: &Path, matrix: &ConfusionMatrix, classes: &[String]) 
     let size = (margin + cell * n as u32 + 30, top + cell * n as u32 + 30);
     let root = BitMapBackend::new(path, size).into_drawing_area();
     root.fill(&WHITE).map_err(plot_err)?;
-    root.draw_text("predicted →", &("sans-serif", 16).into_text_style(&root), (margin as i32, 8))
-        .map_err(plot_err)?;
-    root.draw_text("truth ↓", &("sans-serif", 16).into_text_style(&root), (10, top as i32 - 24))
-        .map_err(plot_err)?;
+    root.draw_text("predicted →", &("sans-serif", 16).into_text_style(&root), (margin as i32, 8)).map_err(plot_err)?;
+    root.draw_text("truth ↓", &("sans-serif", 16).into_text_style(&root), (10, top as i32 - 24)).map_err(plot_err)?;
     for (i, row) in matrix.counts.iter().enumerate() {
         let total: u64 = row.iter().sum::<u64>().max(1);
         for (j, &v) in row.iter().enumerate() {
             let share = v as f64 / total as f64;
             let shade = (255.0 * (1.0 - share)) as u8;
             let (x, y) = ((margin + j as u32 * cell) as i32, (top + i as u32 * cell) as i32);
-            root.draw(&Rectangle::new([(x, y), (x + cell as i32, y + cell as i32)], RGBColor(shade, shade, 255).filled()))
-                .map_err(plot_err)?;
+            root.draw(&Rectangle::new([(x, y), (x + cell as i32, y + cell as i32)], RGBColor(shade, shade, 255).filled())).map_err(plot_err)?;
             let color = if share > 0.5 { WHITE } else { BLACK };
             let style = ("sans-serif", 14).into_font().color(&color);
             root.draw_text(&v.to_string(), &style, (x + 6, y + cell as i32 / 2 - 7)).map_err(plot_err)?;
@@ -140,13 +125,7 @@ pub fn scatter_chart(path: &Path, title: &str, axes: (&str, &str), groups: &[Ser
             .label(g.name)
             .legend(move |(x, y)| Circle::new((x + 9, y), 4, color.filled()));
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 14))
-        .draw()
-        .map_err(plot_err)?;
+    chart.configure_series_labels().background_style(WHITE.mix(0.85)).border_style(BLACK).label_font(("sans-serif", 14)).draw().map_err(plot_err)?;
     root.present().map_err(plot_err)?;
     Ok(())
 }

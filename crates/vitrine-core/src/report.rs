@@ -3,10 +3,10 @@
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::metrics::{ClassScores, ConfusionMatrix};
-use crate::run_dir::RunDir;
 use crate::data::ImageSplits;
 use crate::history::{EpochRecord, figure_names};
+use crate::metrics::{ClassScores, ConfusionMatrix};
+use crate::run_dir::RunDir;
 
 /// Scores of a classifier on labelled data.
 #[derive(Debug, Clone, Serialize)]

@@ -27,13 +27,9 @@ impl RunDir {
     /// Creates a fresh run folder; an existing non-empty folder is refused so no run is overwritten.
     pub fn create(root: &Path) -> Result<Self> {
         if root.exists() && std::fs::read_dir(root)?.next().is_some() {
-            bail!(
-                "{} already exists and is not empty: pick another --out, or continue it with --resume {0}",
-                root.display()
-            );
+            bail!("{} already exists and is not empty: pick another --out, or continue it with --resume {0}", root.display());
         }
-        std::fs::create_dir_all(root.join("checkpoints"))
-            .with_context(|| format!("creating run folder {}", root.display()))?;
+        std::fs::create_dir_all(root.join("checkpoints")).with_context(|| format!("creating run folder {}", root.display()))?;
         Ok(Self { root: root.to_path_buf() })
     }
 
@@ -50,10 +46,7 @@ impl RunDir {
     pub fn trained_classes(&self) -> Result<Vec<String>> {
         let classes = self.classes()?;
         if !self.file(WEIGHTS_FILE).is_file() {
-            bail!(
-                "{} has no {WEIGHTS_FILE} yet (training did not finish); continue it with `vitrine train --resume {0}`",
-                self.root.display()
-            );
+            bail!("{} has no {WEIGHTS_FILE} yet (training did not finish); continue it with `vitrine train --resume {0}`", self.root.display());
         }
         Ok(classes)
     }

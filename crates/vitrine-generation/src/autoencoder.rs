@@ -11,8 +11,7 @@ use vitrine_core::config::ImageShape;
 use vitrine_core::data::{BatchSource, ImageBatch, ImageBatches, ImageSplits};
 use vitrine_core::run_dir::RunDir;
 use vitrine_core::train::{
-    Built, Metric, PassTotals, StepStats, TrainContext, TrainTask, build_optimizer, load_module, load_optimizer, save_module, save_optimizer,
-    sum_steps,
+    Built, Metric, PassTotals, StepStats, TrainContext, TrainTask, build_optimizer, load_module, load_optimizer, save_module, save_optimizer, sum_steps,
 };
 
 use crate::config::GenerationConfig;
@@ -76,9 +75,11 @@ impl TrainTask for AutoencoderTask {
 
     fn validate(&self, batches: &mut dyn Iterator<Item = ImageBatch>) -> PassTotals {
         let model = self.model.valid();
-        sum_steps(batches.map(|b| {
-            on_compute_pool(&b.images.device(), || autoencoder_loss(model.forward(b.images.clone(), false), b.images, self.shape, self.kl_weight).1)
-        }))
+        sum_steps(
+            batches.map(|b| {
+                on_compute_pool(&b.images.device(), || autoencoder_loss(model.forward(b.images.clone(), false), b.images, self.shape, self.kl_weight).1)
+            }),
+        )
     }
 
     fn save_checkpoint(&self, dir: &Path) -> Result<()> {
@@ -125,7 +126,6 @@ pub fn above(originals: Tensor<4>, reconstructions: Tensor<4>) -> Tensor<4> {
     Tensor::cat(rows, 0)
 }
 
-
 impl GeneratorTask for AutoencoderTask {
     fn build(config: &GenerationConfig, data: &ImageSplits, train_device: &Device, ctx: &TrainContext) -> Result<Built<Self>> {
         let m = &config.model;
@@ -160,7 +160,6 @@ pub fn reconstruction_mse(model: &ConvAe, batches: &ImageBatches) -> f64 {
     }
     sum / pixels.max(1) as f64
 }
-
 
 /// Peak signal-to-noise ratio of pixels in [0, 1].
 pub fn psnr(mse: f64) -> f64 {

@@ -19,7 +19,8 @@ use crate::scoring::normal_noise;
 /// (autoencoder: reconstruction; GAN: generation) of `arch`; see [`Timing`].
 pub fn bench(arch: Architecture, compute: &ComputeDevice, batch_size: usize, timing: Timing) -> Result<BenchResult> {
     let shape = ImageShape::default();
-    let config = GenerationConfig::parse(&format!("task = \"image-generation\"\n[data]\ntrain = {{ folder = \".\" }}\n[model]\nname = \"{}\"", arch.name()), &[])?;
+    let config =
+        GenerationConfig::parse(&format!("task = \"image-generation\"\n[data]\ntrain = {{ folder = \".\" }}\n[model]\nname = \"{}\"", arch.name()), &[])?;
     let train_device = compute.device.clone().autodiff();
     train_device.seed(0);
     let images = |device: &Device| Tensor::<4>::random([batch_size, 1, 28, 28], Distribution::Uniform(0.0, 1.0), device);

@@ -132,4 +132,3 @@ impl GenerationModelConfig {
         self.latent.unwrap_or(self.name.default_latent())
     }
 }
-

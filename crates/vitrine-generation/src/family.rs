@@ -58,7 +58,12 @@ impl Family for GenerationFamily {
             Command::new("generate")
                 .about("Generate images with a GAN (of one class, or every class in turn) or a variational autoencoder")
                 .arg(Arg::new("n").long("n").value_parser(value_parser!(usize)).default_value("64").help("How many images"))
-                .arg(Arg::new("class").long("class").value_name("NAME").help("Conditional GANs: the class to draw (by name) [default: every class in turn, one per row]"))
+                .arg(
+                    Arg::new("class")
+                        .long("class")
+                        .value_name("NAME")
+                        .help("Conditional GANs: the class to draw (by name) [default: every class in turn, one per row]"),
+                )
                 .arg(args::seed().help("Seed of the noise: the same seed gives the same images"))
                 .arg(out("The grid to write [default: <run>/generated.png]").conflicts_with("out_dir"))
                 .arg(

@@ -12,8 +12,7 @@ use vitrine_core::backend::on_compute_pool;
 use vitrine_core::data::{ImageBatch, ImageSplits};
 use vitrine_core::run_dir::RunDir;
 use vitrine_core::train::{
-    Built, Metric, PassTotals, StepStats, TrainContext, TrainTask, build_optimizer, load_module, load_optimizer, save_module, save_optimizer,
-    sum_steps,
+    Built, Metric, PassTotals, StepStats, TrainContext, TrainTask, build_optimizer, load_module, load_optimizer, save_module, save_optimizer, sum_steps,
 };
 
 use crate::config::GenerationConfig;
@@ -60,16 +59,7 @@ impl GanTask {
             Tensor::<1, Int>::from_data(TensorData::new(labels, [rows * GRID_COLUMNS]), device)
         });
         let optimizer = || build_optimizer(&config.train.optimizer, config.train.grad_clip_norm);
-        Self {
-            gan,
-            optimizer_g: Some(optimizer()),
-            optimizer_d: Some(optimizer()),
-            latent,
-            fixed_noise,
-            fixed_labels,
-            scorer,
-            seed: config.run.seed,
-        }
+        Self { gan, optimizer_g: Some(optimizer()), optimizer_d: Some(optimizer()), latent, fixed_noise, fixed_labels, scorer, seed: config.run.seed }
     }
 
     fn labels(&self, batch_targets: Tensor<1, Int>) -> Option<Tensor<1, Int>> {
@@ -172,7 +162,6 @@ impl TrainTask for GanTask {
         Ok(figures)
     }
 }
-
 
 impl GeneratorTask for GanTask {
     fn build(config: &GenerationConfig, data: &ImageSplits, train_device: &Device, ctx: &TrainContext) -> Result<Built<Self>> {

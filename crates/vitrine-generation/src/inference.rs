@@ -17,7 +17,7 @@ use crate::config::{Architecture, GenerationConfig, TASK, resolve};
 use crate::data::pixel_range;
 use crate::grid::ImageBatchData;
 use crate::model::{ConvAe, Gan};
-use crate::scoring::{SampleScores, SampleScorer, labels_tensor, normal_noise};
+use crate::scoring::{SampleScorer, SampleScores, labels_tensor, normal_noise};
 
 /// A trained generation run, ready for inference.
 pub struct GenerationRun {
@@ -197,7 +197,8 @@ pub fn evaluate(trained: &GenerationRun, paths: &[PathBuf], classifier: Option<&
     let device = ctx.device();
     // Autoencoders ignore labels, so any folder of images will do; GANs need the run's classes.
     let classes = (arch == Architecture::Dcgan).then(|| ClassMatcher::new(&trained.classes, ctx.class_map)).transpose()?;
-    let (set, report) = load_source(&source, trained.config.data.image, classes.as_ref(), ctx.strict || trained.config.run.strict, trained.config.data.stream, ctx.reporter)?;
+    let (set, report) =
+        load_source(&source, trained.config.data.image, classes.as_ref(), ctx.strict || trained.config.run.strict, trained.config.data.stream, ctx.reporter)?;
     let mut scores = GenerationScores { model: arch.name().into(), examples: set.len(), mse: None, psnr: None, samples: None, classifier: None };
     match arch {
         Architecture::ConvAe => {

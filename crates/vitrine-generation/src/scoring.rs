@@ -76,20 +76,14 @@ impl SampleScorer {
         );
         let class_map = match config.model.conditional {
             false => None,
-            true => Some(
-                classes
-                    .iter()
-                    .map(|c| trained.classes.iter().position(|k| k == c))
-                    .collect::<Option<Vec<_>>>()
-                    .ok_or_else(|| {
-                        anyhow::anyhow!(
-                            "eval.classifier {} knows the classes {:?}, which do not include all of the generator's {:?}",
-                            classifier_run.display(),
-                            trained.classes,
-                            classes
-                        )
-                    })?,
-            ),
+            true => Some(classes.iter().map(|c| trained.classes.iter().position(|k| k == c)).collect::<Option<Vec<_>>>().ok_or_else(|| {
+                anyhow::anyhow!(
+                    "eval.classifier {} knows the classes {:?}, which do not include all of the generator's {:?}",
+                    classifier_run.display(),
+                    trained.classes,
+                    classes
+                )
+            })?),
         };
         let classifier = trained.classifier(device)?;
         let samples = config.eval_settings().samples.min(real.len());
@@ -143,4 +137,3 @@ pub fn labels_tensor(labels: &[usize], device: &Device) -> Tensor<1, Int> {
     let values: Vec<i64> = labels.iter().map(|&l| l as i64).collect();
     Tensor::from_data(TensorData::new(values, [labels.len()]), device)
 }
-

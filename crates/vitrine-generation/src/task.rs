@@ -15,4 +15,3 @@ pub trait GeneratorTask: TrainTask<Batch = ImageBatch> + Sized {
     /// Held-out figures after training (`test MSE`, `test Fréchet distance`).
     fn evaluate(&self, config: &GenerationConfig, data: &ImageSplits, ctx: &TrainContext) -> Result<Vec<(String, f64)>>;
 }
-

@@ -5,8 +5,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use burn::prelude::*;
 use vitrine_core::backend::{BackendChoice, select_device};
-use vitrine_core::config::ImageShape;
 use vitrine_core::config::ConfigFile;
+use vitrine_core::config::ImageShape;
 use vitrine_core::data::{BatchSource, ImageBatches, PixelRange};
 use vitrine_core::report::RunReport;
 use vitrine_core::reporter::Silent;

@@ -174,4 +174,3 @@ fn one() -> f64 {
 fn default_dropout() -> f64 {
     0.25
 }
-

@@ -67,11 +67,7 @@ impl Family for ImageFamily {
 
     fn predict_args(&self) -> Vec<Arg> {
         vec![
-            Arg::new("top_k")
-                .long("top-k")
-                .value_parser(value_parser!(usize))
-                .default_value("3")
-                .help("Image runs: how many classes to show per image"),
+            Arg::new("top_k").long("top-k").value_parser(value_parser!(usize)).default_value("3").help("Image runs: how many classes to show per image"),
             args::mirror(),
         ]
     }

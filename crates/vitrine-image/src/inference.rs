@@ -10,15 +10,15 @@ use vitrine_core::backend::on_compute_pool;
 use vitrine_core::classifier::{argmax, predict_probabilities_by, score_by};
 use vitrine_core::config::{ConfigFile, DataSource};
 use vitrine_core::data::{BatchSource, ClassMatcher, ImageBatches, LoadReport, PixelRange, load_source, read_images};
-use vitrine_core::family::UseContext;
 use vitrine_core::export::{WeightsFormat, export_weights, load_weights};
+use vitrine_core::family::UseContext;
 use vitrine_core::plot::confusion_png;
 use vitrine_core::report::ClassificationScores;
 use vitrine_core::run_dir::{CONFIG_FILE, RunDir, WEIGHTS_FILE};
 
+use crate::backbones::{Backbone, save_torchvision};
 use crate::config::{Architecture, ImageConfig, TASK};
 use crate::data::INFERENCE_BATCH;
-use crate::backbones::{Backbone, save_torchvision};
 use crate::model::{FashionCnn, ResnetSmall};
 use crate::training::ImageNet;
 
@@ -102,7 +102,13 @@ impl LoadedClassifier {
 /// Evaluates a run on labelled data: `paths` is an image folder, or an IDX images file and its
 /// labels file. With `mirror`, each image's logits are averaged with its mirror image's
 /// (test-time augmentation). Writes the confusion matrix as PNG to `confusion_out` when given.
-pub fn evaluate(trained: &ImageRun, paths: &[PathBuf], mirror: bool, confusion_out: Option<&Path>, ctx: &UseContext) -> Result<(ClassificationScores, LoadReport)> {
+pub fn evaluate(
+    trained: &ImageRun,
+    paths: &[PathBuf],
+    mirror: bool,
+    confusion_out: Option<&Path>,
+    ctx: &UseContext,
+) -> Result<(ClassificationScores, LoadReport)> {
     let source = DataSource::from_paths(paths)?;
     let strict = ctx.strict || trained.config.run.strict;
     let classes = ClassMatcher::new(&trained.classes, ctx.class_map)?;
@@ -138,7 +144,8 @@ pub fn predict(trained: &ImageRun, inputs: &[PathBuf], top_k: usize, mirror: boo
     let device = ctx.device();
     let batches = ImageBatches::ordered(Arc::new(set), INFERENCE_BATCH, PixelRange::Unit, device.clone());
     let model = trained.classifier(device)?;
-    let probabilities = predict_probabilities_by(|images| on_compute_pool(device, || model.logits_mirrored(images, mirror)), batches.batches(0).map(|b| b.images));
+    let probabilities =
+        predict_probabilities_by(|images| on_compute_pool(device, || model.logits_mirrored(images, mirror)), batches.batches(0).map(|b| b.images));
     Ok(kept
         .into_iter()
         .zip(probabilities)

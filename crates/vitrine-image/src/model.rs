@@ -13,10 +13,7 @@ use vitrine_core::dropout::dropout;
 use crate::config::DEFAULT_WIDTH;
 
 fn conv3x3(input: usize, output: usize, stride: usize, bias: bool) -> Conv2dConfig {
-    Conv2dConfig::new([input, output], [3, 3])
-        .with_stride([stride, stride])
-        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
-        .with_bias(bias)
+    Conv2dConfig::new([input, output], [3, 3]).with_stride([stride, stride]).with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)).with_bias(bias)
 }
 
 /// `fashion-cnn`, field names matching the PyTorch module in the README (`conv1`, `bn1`, ...)
@@ -93,9 +90,7 @@ impl BasicBlock {
             bn1: BatchNormConfig::new(output).init(device),
             conv2: conv3x3(output, output, 1, false).init(device),
             bn2: BatchNormConfig::new(output).init(device),
-            shortcut: project.then(|| {
-                Conv2dConfig::new([input, output], [1, 1]).with_stride([stride, stride]).with_bias(false).init(device)
-            }),
+            shortcut: project.then(|| Conv2dConfig::new([input, output], [1, 1]).with_stride([stride, stride]).with_bias(false).init(device)),
             shortcut_bn: project.then(|| BatchNormConfig::new(output).init(device)),
         }
     }

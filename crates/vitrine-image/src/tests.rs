@@ -62,25 +62,17 @@ fn train_on_flex(config: &ImageConfig, run: &RunDir, resuming: bool) -> RunRepor
 /// Probabilities of the run's model on the first 200 sample test images.
 fn run_predictions(run: &Path) -> Vec<Vec<f32>> {
     let trained = ImageRun::open(run).unwrap();
-    let model: FashionCnn = load_weights(
-        FashionCnn::new(ImageShape::default(), 10, trained.config.model.dropout, &Device::flex()),
-        &run.join(WEIGHTS_FILE),
-        "fashion-cnn",
-    )
-    .unwrap()
-    .valid();
+    let model: FashionCnn =
+        load_weights(FashionCnn::new(ImageShape::default(), 10, trained.config.model.dropout, &Device::flex()), &run.join(WEIGHTS_FILE), "fashion-cnn")
+            .unwrap()
+            .valid();
     predictions_of(&model)
 }
 
 fn predictions_of(model: &FashionCnn) -> Vec<Vec<f32>> {
-    let set = load_idx(
-        Path::new(&sample("t10k-images-idx3-ubyte.gz")),
-        Path::new(&sample("t10k-labels-idx1-ubyte.gz")),
-        ImageShape::default(),
-        None,
-    )
-    .unwrap()
-    .truncate(200);
+    let set = load_idx(Path::new(&sample("t10k-images-idx3-ubyte.gz")), Path::new(&sample("t10k-labels-idx1-ubyte.gz")), ImageShape::default(), None)
+        .unwrap()
+        .truncate(200);
     let batches = ImageBatches::ordered(Arc::new(set), 100, PixelRange::Unit, Device::flex());
     predict_probabilities(model, batches.batches(0).map(|b| b.images))
 }

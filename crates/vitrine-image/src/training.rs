@@ -12,9 +12,9 @@ use vitrine_core::plot::confusion_png;
 use vitrine_core::report::{DataSummary, RunReport};
 use vitrine_core::train::{Batches, Built, FitOutcome, HeldOut, Recipe, TrainContext, build_optimizer, recipe};
 
+use crate::backbones::{Backbone, Mobilenet, MobilenetSize, Resnet, ResnetDepth, load_torchvision};
 use crate::config::{Architecture, ImageConfig, ImageModelConfig, TASK};
 use crate::data::{batches, load_data};
-use crate::backbones::{Backbone, Mobilenet, MobilenetSize, Resnet, ResnetDepth, load_torchvision};
 use crate::model::{FashionCnn, ResnetSmall};
 
 /// An image classifier Vitrine can build, train, save and load.

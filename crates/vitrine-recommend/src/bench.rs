@@ -6,7 +6,6 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-
 use anyhow::Result;
 
 use rand::{Rng, SeedableRng, rngs::StdRng};
@@ -16,17 +15,15 @@ use vitrine_core::data::BatchSource;
 use vitrine_core::family::{BenchRequest, args};
 use vitrine_core::train::TrainTask;
 
-
-
 use crate::config::{Architecture, RecommendConfig, resolve};
 use crate::data::batches::InteractionBatches;
 use crate::data::{Features, IdMap, Interaction, RecData, read_interactions, seen_items, sequences};
+use crate::model::build::Build;
 use crate::model::counted::{ItemKnn, Popularity};
 use crate::model::factorization::{MatrixFactorization, NeuMf};
 use crate::model::sasrec::Sasrec;
 use crate::model::two_tower::TwoTower;
 use crate::ranking::{self, RankRequest};
-use crate::model::build::Build;
 use crate::training::{RecommendTask, score_context};
 
 /// Times `arch` as `vitrine bench --model` asks.
@@ -82,7 +79,8 @@ fn measure<M: Build + Clone>(arch: Architecture, data: &RecData, request: &Bench
     let mut task = RecommendTask::new(model, &config, context.clone(), context, None, &train_device);
     let seen = Arc::new(seen_items(&data.train, users));
     let kind = M::batch_kind(&config);
-    let batches = InteractionBatches::new(kind, Arc::new(data.train.clone()), seen.clone(), history.clone(), data.items.len(), batch_size, Some(1), train_device.clone());
+    let batches =
+        InteractionBatches::new(kind, Arc::new(data.train.clone()), seen.clone(), history.clone(), data.items.len(), batch_size, Some(1), train_device.clone());
     // Training: examples per second, in the unit of the model's batches (BatchKind::unit).
     let mut stream = batches.batches(1).cycle_epochs(&batches);
     let (mut examples, mut steps) = (0usize, 0usize);
@@ -142,7 +140,13 @@ fn generated_genres(items: usize, seed: u64) -> Features {
             genres
         })
         .collect();
-    Features { vocabulary: (0..GENRES).map(|g| format!("genres=G{g}")).collect(), tokens, numbers: vec![Vec::new(); items], numeric_columns: Vec::new(), names: None }
+    Features {
+        vocabulary: (0..GENRES).map(|g| format!("genres=G{g}")).collect(),
+        tokens,
+        numbers: vec![Vec::new(); items],
+        numeric_columns: Vec::new(),
+        names: None,
+    }
 }
 
 /// Batches of consecutive epochs, for timing more steps than one epoch has.
@@ -186,10 +190,13 @@ pub fn generated(users: usize, items: usize, count: usize, seed: u64) -> RecData
     let zipf = |n: usize| -> Vec<f64> {
         let weights: Vec<f64> = (1..=n).map(|k| 1.0 / k as f64).collect();
         let total: f64 = weights.iter().sum();
-        weights.iter().scan(0.0, |acc, w| {
-            *acc += w / total;
-            Some(*acc)
-        }).collect()
+        weights
+            .iter()
+            .scan(0.0, |acc, w| {
+                *acc += w / total;
+                Some(*acc)
+            })
+            .collect()
     };
     let (item_cdf, user_cdf) = (zipf(items), zipf(users));
     let draw = |cdf: &[f64], rng: &mut StdRng| cdf.partition_point(|&c| c < rng.random::<f64>()).min(cdf.len() - 1) as u32;

@@ -29,7 +29,9 @@ fn check(config: &RecommendConfig) -> Result<()> {
     ensure!(m.negatives >= 1, "model.negatives must be at least 1");
     let sequential = m.name == Architecture::Sasrec;
     match (sequential, d.split.kind) {
-        (true, SplitKind::Random) => bail!("sasrec learns from sequences: set data.split.kind = \"leave-one-out\" (the last item of each customer is the test)"),
+        (true, SplitKind::Random) => {
+            bail!("sasrec learns from sequences: set data.split.kind = \"leave-one-out\" (the last item of each customer is the test)")
+        }
         (_, SplitKind::LeaveOneOut) if d.interactions.timestamp.is_none() => {
             bail!("data.split.kind = \"leave-one-out\" orders each customer's interactions by time: set data.interactions.timestamp")
         }
@@ -41,7 +43,10 @@ fn check(config: &RecommendConfig) -> Result<()> {
     }
     if m.sparse_updates {
         ensure!(m.name == Architecture::BprMf, "model.sparse_updates applies to bpr-mf only");
-        ensure!(config.train.optimizer.kind == vitrine_core::config::OptimizerKind::Adam, "model.sparse_updates steps with row-wise Adam: leave train.optimizer.kind at \"adam\"");
+        ensure!(
+            config.train.optimizer.kind == vitrine_core::config::OptimizerKind::Adam,
+            "model.sparse_updates steps with row-wise Adam: leave train.optimizer.kind at \"adam\""
+        );
         ensure!(config.train.grad_clip_norm.is_none(), "model.sparse_updates does not clip gradients: remove train.grad_clip_norm");
     }
     if m.full_softmax || m.item_bias {
@@ -193,7 +198,9 @@ impl DataConfig for RecommendDataSection {
                 Table::new(valid).context("data.split.valid_file")?;
                 Table::new(test).context("data.split.test_file")?;
             }
-            (SplitKind::Files, _, _) => bail!("data.split.kind = \"files\" needs data.split.valid_file and data.split.test_file (data.interactions.file holds the training interactions)"),
+            (SplitKind::Files, _, _) => bail!(
+                "data.split.kind = \"files\" needs data.split.valid_file and data.split.test_file (data.interactions.file holds the training interactions)"
+            ),
             (_, None, None) => {}
             _ => bail!("data.split.valid_file and data.split.test_file go with data.split.kind = \"files\""),
         }
@@ -337,12 +344,7 @@ impl ModelSection for RecommendModelConfig {
     /// RecBole's recipes: Adam 1e-3, batch 2048, up to 300 epochs stopped 10 epochs after the
     /// best validation MRR@10, whose weights are kept (`bpr-mf` with L2 1e-5 too).
     fn defaults(model: Option<&str>) -> &'static [&'static str] {
-        const TRAINED: &[&str] = &[
-            "train.epochs=300",
-            "train.batch_size=2048",
-            "train.early_stopping.patience=10",
-            "train.restore_best=true",
-        ];
+        const TRAINED: &[&str] = &["train.epochs=300", "train.batch_size=2048", "train.early_stopping.patience=10", "train.restore_best=true"];
         // BPR with a little L2 (Rendle et al. 2009 regularise; RecBole's default has none):
         // on RecBole's own ml-100k split 0.2865 → 0.2979 test NDCG@10, RecBole's BPR at the same
         // 1e-5 0.2928 → 0.3021.
@@ -356,34 +358,20 @@ impl ModelSection for RecommendModelConfig {
         ];
         // NeuMF with the paper's four sampled negatives per positive (He et al. 2017, §4.1);
         // RecBole's one negative ends some 0.02 NDCG@10 lower on MovieLens-100K.
-        const NEUMF: &[&str] = &[
-            "model.negatives=4",
-            "train.epochs=300",
-            "train.batch_size=2048",
-            "train.early_stopping.patience=10",
-            "train.restore_best=true",
-        ];
+        const NEUMF: &[&str] =
+            &["model.negatives=4", "train.epochs=300", "train.batch_size=2048", "train.early_stopping.patience=10", "train.restore_best=true"];
         // The two towers' validation MRR@10 climbs for 50+ epochs under ±0.01 of noise from
         // epoch to epoch: stopped after 10 without a new best, runs ended anywhere in 0.28–0.31
         // test NDCG@10 on RecBole's ml-100k split; after 30, in 0.300–0.312 (three seeds each).
-        const TWO_TOWER: &[&str] = &[
-            "train.epochs=300",
-            "train.batch_size=2048",
-            "train.early_stopping.patience=30",
-            "train.restore_best=true",
-        ];
+        const TWO_TOWER: &[&str] = &["train.epochs=300", "train.batch_size=2048", "train.early_stopping.patience=30", "train.restore_best=true"];
         match model {
             Some("pop") | Some("item-knn") => &["train.epochs=1", "train.batch_size=1024"],
             Some("two-tower") => TWO_TOWER,
             None | Some("bpr-mf") => BPR,
             Some("neumf") => NEUMF,
-            Some("sasrec") => &[
-                "train.epochs=200",
-                "train.batch_size=256",
-                "train.early_stopping.patience=10",
-                "train.restore_best=true",
-                "eval.exclude_seen=false",
-            ],
+            Some("sasrec") => {
+                &["train.epochs=200", "train.batch_size=256", "train.early_stopping.patience=10", "train.restore_best=true", "eval.exclude_seen=false"]
+            }
             _ => TRAINED,
         }
     }

@@ -102,9 +102,22 @@ impl Family for RecommendFamily {
             Command::new("recommend")
                 .about("Recommend items to customers with a recommendation run (leaving out what they already have)")
                 .arg(Arg::new("user").long("user").value_name("ID").action(ArgAction::Append).help("A customer ID (repeatable)"))
-                .arg(Arg::new("all_users").long("all-users").action(ArgAction::SetTrue).requires("out").conflicts_with("user").help("Every customer, streamed to --out"))
+                .arg(
+                    Arg::new("all_users")
+                        .long("all-users")
+                        .action(ArgAction::SetTrue)
+                        .requires("out")
+                        .conflicts_with("user")
+                        .help("Every customer, streamed to --out"),
+                )
                 .arg(k("Items per customer", "10"))
-                .arg(Arg::new("out").long("out").value_name("FILE").value_parser(value_parser!(PathBuf)).help("With --all-users: the CSV to write (user,rank,item[,name])")),
+                .arg(
+                    Arg::new("out")
+                        .long("out")
+                        .value_name("FILE")
+                        .value_parser(value_parser!(PathBuf))
+                        .help("With --all-users: the CSV to write (user,rank,item[,name])"),
+                ),
             Command::new("similar")
                 .about("The items most similar to an item, by a recommendation run's item vectors (or item-knn's neighbours)")
                 .arg(Arg::new("item").long("item").value_name("ID").required(true).help("The item ID"))
@@ -112,9 +125,21 @@ impl Family for RecommendFamily {
             Command::new("segment")
                 .about("Segment customers with K-means over a run's customer vectors (or customer features)")
                 .arg(k("Segments: a number, or a range such as 2..12 (the best silhouette is kept)", "8"))
-                .arg(Arg::new("restarts").long("restarts").value_parser(value_parser!(usize)).default_value("5").help("K-means runs from new k-means++ starts; the tightest is kept"))
+                .arg(
+                    Arg::new("restarts")
+                        .long("restarts")
+                        .value_parser(value_parser!(usize))
+                        .default_value("5")
+                        .help("K-means runs from new k-means++ starts; the tightest is kept"),
+                )
                 .arg(args::seed())
-                .arg(Arg::new("out").long("out").value_name("FILE").value_parser(value_parser!(PathBuf)).help("The CSV of customer → segment [default: <run>/segments.csv]; the scatter plot goes beside it")),
+                .arg(
+                    Arg::new("out")
+                        .long("out")
+                        .value_name("FILE")
+                        .value_parser(value_parser!(PathBuf))
+                        .help("The CSV of customer → segment [default: <run>/segments.csv]; the scatter plot goes beside it"),
+                ),
         ]
     }
 }
@@ -190,7 +215,12 @@ impl TrainedRun for Opened {
                     rows += &format!("{},{s}\n", csv_field(run.data.users.id(u as u32)));
                 }
                 vitrine_core::run_dir::write_atomic(&csv, rows.as_bytes())?;
-                scatter_png(&png, &vectors, &crate::segment::Clustering { k: segmentation.k, assignment: segmentation.assignment.clone(), inertia: 0.0 }, seed)?;
+                scatter_png(
+                    &png,
+                    &vectors,
+                    &crate::segment::Clustering { k: segmentation.k, assignment: segmentation.assignment.clone(), inertia: 0.0 },
+                    seed,
+                )?;
                 let text = format!("{}\nwrote {} and {}\n", segmentation.to_text(), csv.display(), png.display());
                 Output::of(text, &segmentation)
             }

@@ -17,15 +17,17 @@ use vitrine_core::reporter::Reporter;
 use vitrine_core::run_dir::{CONFIG_FILE, RunDir, WEIGHTS_FILE};
 
 use crate::config::{Architecture, RecommendConfig, TASK, resolve};
-use crate::data::{COLD_FILE, IdMap, Interaction, ITEMS_FILE, RecData, SPLIT_FILES, USERS_FILE, read_features, read_interactions, read_split, seen_items, sequences};
+use crate::data::{
+    COLD_FILE, ITEMS_FILE, IdMap, Interaction, RecData, SPLIT_FILES, USERS_FILE, read_features, read_interactions, read_split, seen_items, sequences,
+};
 use crate::metrics::RankingScores;
+use crate::model::build::Build;
 use crate::model::counted::{ItemKnn, Popularity};
 use crate::model::factorization::{MatrixFactorization, NeuMf};
 use crate::model::sasrec::Sasrec;
 use crate::model::two_tower::TwoTower;
 use crate::model::{Ranker, ScoreContext};
 use crate::ranking::{self, RankRequest};
-use crate::model::build::Build;
 use crate::training::score_context;
 
 /// A trained recommendation run: its config, ID maps, split, features and model.
@@ -129,11 +131,15 @@ impl RecommendRun {
     }
 
     fn user_index(&self, id: &str) -> Result<u32> {
-        self.data.users.get(id).with_context(|| format!("unknown customer `{id}`: {} has {} customers, e.g. `{}`", self.run.root().display(), self.data.users.len(), self.data.users.id(0)))
+        self.data.users.get(id).with_context(|| {
+            format!("unknown customer `{id}`: {} has {} customers, e.g. `{}`", self.run.root().display(), self.data.users.len(), self.data.users.id(0))
+        })
     }
 
     fn item_index(&self, id: &str) -> Result<u32> {
-        self.data.items.get(id).with_context(|| format!("unknown item `{id}`: {} has {} items, e.g. `{}`", self.run.root().display(), self.data.items.len(), self.data.items.id(0)))
+        self.data.items.get(id).with_context(|| {
+            format!("unknown item `{id}`: {} has {} items, e.g. `{}`", self.run.root().display(), self.data.items.len(), self.data.items.id(0))
+        })
     }
 }
 
@@ -262,12 +268,21 @@ impl RecommendRun {
         let item = self.item_index(item_id)?;
         let context = self.serving_context(device);
         let Some(similarity) = self.ranker().similar_items(item, &context) else {
-            bail!("{} has no item similarity (pop ranks by popularity alone): use an item-knn, bpr-mf, neumf, two-tower or sasrec run", self.config.model.name.name());
+            bail!(
+                "{} has no item similarity (pop ranks by popularity alone): use an item-knn, bpr-mf, neumf, two-tower or sasrec run",
+                self.config.model.name.name()
+            );
         };
         let n = similarity.dims()[0];
-        let own = Tensor::<1>::zeros([n], device).select_assign(0, crate::model::index_tensor(&[item], device), Tensor::full([1], -1e30, device), burn::tensor::IndexingUpdateOp::Add);
+        let own = Tensor::<1>::zeros([n], device).select_assign(
+            0,
+            crate::model::index_tensor(&[item], device),
+            Tensor::full([1], -1e30, device),
+            burn::tensor::IndexingUpdateOp::Add,
+        );
         let (_, top) = (similarity + own).topk_with_indices(k.min(n.saturating_sub(1)).max(1), 0);
-        let top: Vec<u32> = top.into_data().convert::<i64>().try_into_vec::<i64>().expect("int indices").into_iter().map(|i| i as u32).filter(|&i| i != item).collect();
+        let top: Vec<u32> =
+            top.into_data().convert::<i64>().try_into_vec::<i64>().expect("int indices").into_iter().map(|i| i as u32).filter(|&i| i != item).collect();
         Ok(self.recommended(&top))
     }
 

@@ -64,10 +64,7 @@ pub fn rank(
             }
         });
         for (r, &u) in batch.iter().enumerate() {
-            let mut items: Vec<u32> = top[r * k..(r + 1) * k]
-                .iter()
-                .map(|&c| request.candidates.map_or(c as u32, |cands| cands[c as usize]))
-                .collect();
+            let mut items: Vec<u32> = top[r * k..(r + 1) * k].iter().map(|&c| request.candidates.map_or(c as u32, |cands| cands[c as usize])).collect();
             // Fewer allowed items than k: what was pushed to the bottom stays out.
             if let Some(exclude) = request.exclude {
                 items.retain(|i| !exclude[u as usize].contains(i));

@@ -43,11 +43,13 @@ fn plus_plus(x: &Tensor<2>, k: usize, rng: &mut StdRng) -> Tensor<2> {
             rng.random_range(0..n)
         } else {
             let mut target = rng.random::<f64>() * total;
-            nearest.iter().position(|&d| {
-                target -= d as f64;
-                target <= 0.0
-            })
-            .unwrap_or(n - 1)
+            nearest
+                .iter()
+                .position(|&d| {
+                    target -= d as f64;
+                    target <= 0.0
+                })
+                .unwrap_or(n - 1)
         };
         chosen.push(next);
         let d = host(squared_distances(x, &row(next)));
@@ -306,30 +308,47 @@ fn describe(run: &crate::inference::RecommendRun, clustering: &Clustering) -> Ve
 
 impl Segmentation {
     pub fn to_text(&self) -> String {
-        let mut out = format!("{} segments of customers by {}
-", self.k, self.vectors);
+        let mut out = format!(
+            "{} segments of customers by {}
+",
+            self.k, self.vectors
+        );
         if self.silhouettes.len() > 1 {
             out += "silhouette by k:";
             for (k, s) in &self.silhouettes {
                 out += &format!("  {k}: {s:.3}");
             }
-            out += &format!("  (kept k = {})
-", self.k);
+            out += &format!(
+                "  (kept k = {})
+",
+                self.k
+            );
         } else if let Some((_, s)) = self.silhouettes.first() {
-            out += &format!("silhouette {s:.3}
-");
+            out += &format!(
+                "silhouette {s:.3}
+"
+            );
         }
         for seg in &self.segments {
-            out += &format!("
+            out += &format!(
+                "
 segment {} ({} customers)
-", seg.segment, seg.customers);
+",
+                seg.segment, seg.customers
+            );
             for (label, share, lift) in &seg.items {
-                out += &format!("  item  {label}  ({:.0}% of the segment, {lift:.1}× everyone)
-", 100.0 * share);
+                out += &format!(
+                    "  item  {label}  ({:.0}% of the segment, {lift:.1}× everyone)
+",
+                    100.0 * share
+                );
             }
             for (token, share, lift) in &seg.categories {
-                out += &format!("  category  {token}  ({:.0}% of its interactions, {lift:.1}× everyone)
-", 100.0 * share);
+                out += &format!(
+                    "  category  {token}  ({:.0}% of its interactions, {lift:.1}× everyone)
+",
+                    100.0 * share
+                );
             }
         }
         out

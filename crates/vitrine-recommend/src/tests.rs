@@ -192,7 +192,11 @@ fn sequences_train_sasrec_above_popularity() {
 #[test]
 fn row_wise_updates_learn_beat_popularity_and_resume_exactly() {
     let with = |epochs: &str| {
-        config("name = \"bpr-mf\"\nsparse_updates = true", "", &[epochs, "train.batch_size=1024", "train.optimizer.lr=5e-3", "train.early_stopping.patience=50"])
+        config(
+            "name = \"bpr-mf\"\nsparse_updates = true",
+            "",
+            &[epochs, "train.batch_size=1024", "train.optimizer.lr=5e-3", "train.early_stopping.patience=50"],
+        )
     };
     let (_tmp, _dir, report) = fresh_run(&with("train.epochs=25"));
     let (first, last) = (&report.epochs[0], report.epochs.last().unwrap());

@@ -16,8 +16,8 @@ use vitrine_core::config::Settings;
 use vitrine_core::report::{DataSummary, RunReport};
 use vitrine_core::run_dir::RunDir;
 use vitrine_core::train::{
-    Batches, Built, FitOutcome, HeldOut, Metric, Monitor, PassTotals, Recipe, StepStats, TrainContext, TrainTask, build_optimizer, load_module,
-    load_optimizer, recipe, save_module, save_optimizer, sum_steps,
+    Batches, Built, FitOutcome, HeldOut, Metric, Monitor, PassTotals, Recipe, StepStats, TrainContext, TrainTask, build_optimizer, load_module, load_optimizer,
+    recipe, save_module, save_optimizer, sum_steps,
 };
 
 use crate::config::{Architecture, RecommendConfig, TASK};
@@ -77,7 +77,14 @@ pub struct RecommendTask<M: Recommender> {
 impl<M: Recommender> RecommendTask<M> {
     /// A task for `model` on `train_device` (an optimizer unless the model is counted); without
     /// `validation`, epochs end without ranking (benchmarks).
-    pub fn new(model: M, config: &RecommendConfig, context: ScoreContext, valid_context: ScoreContext, validation: Option<Validation>, train_device: &Device) -> Self {
+    pub fn new(
+        model: M,
+        config: &RecommendConfig,
+        context: ScoreContext,
+        valid_context: ScoreContext,
+        validation: Option<Validation>,
+        train_device: &Device,
+    ) -> Self {
         let sparse = config.model.sparse_updates;
         let optimizer = (!M::COUNTED && !sparse).then(|| build_optimizer(&config.train.optimizer, config.train.grad_clip_norm));
         let row_adam = sparse.then(|| RowAdam::new(&model.row_tables(), &config.train.optimizer, &train_device.clone().without_autodiff()));
@@ -281,7 +288,8 @@ impl<M: Build + Clone> Recipe for RecommendRecipe<'_, M> {
         let trained = Arc::new(seen_items(&data.train, users));
         let train_sequences = Arc::new(sequences(&data.train, users));
         let bs = self.config.train.batch_size;
-        let train = InteractionBatches::new(kind, Arc::new(data.train.clone()), trained, train_sequences, items, bs, Some(self.config.run.seed), train_device.clone());
+        let train =
+            InteractionBatches::new(kind, Arc::new(data.train.clone()), trained, train_sequences, items, bs, Some(self.config.run.seed), train_device.clone());
         // Validation sequences: the training items followed by the validation item, which alone is predicted.
         let history = test_history(data);
         let known = Arc::new(seen_items(&history, users));

@@ -28,10 +28,7 @@ pub fn bench(arch: Architecture, compute: &ComputeDevice, batch_size: usize, seq
         mask: Tensor::ones([batch_size, seq_len], device),
         ngrams: (ngram_rows > 0).then(|| Tensor::<2, Int>::random([batch_size, ngram_columns], Distribution::Uniform(0.0, ngram_rows as f64), device)),
     };
-    let train = TokenBatch {
-        input: input(&train_device),
-        targets: Tensor::<1, Int>::random([batch_size], Distribution::Uniform(0.0, 2.0), &train_device),
-    };
+    let train = TokenBatch { input: input(&train_device), targets: Tensor::<1, Int>::random([batch_size], Distribution::Uniform(0.0, 2.0), &train_device) };
     let model = TextClassifier::new(&config, vocab, ngram_rows, seq_len.max(128), 2, &train_device)?;
     Ok(timing.measure(arch.name(), model, train, input(&compute.device), compute))
 }

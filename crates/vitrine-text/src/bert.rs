@@ -8,8 +8,8 @@ use anyhow::{Context, Result, bail};
 use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::optim::GradientsParams;
 use burn::prelude::*;
-use burn::tensor::Gradients;
 use burn::store::{ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
+use burn::tensor::Gradients;
 use burn::tensor::activation::gelu;
 use serde::Deserialize;
 use vitrine_core::attention::{attention_weights, padded_keys};
@@ -58,7 +58,8 @@ impl BertConfig {
     /// Reads and checks `DIR/config.json`.
     pub fn read(dir: &Path) -> Result<Self> {
         let path = dir.join(CONFIG_FILE);
-        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {} (a pretrained encoder directory needs config.json, model.safetensors and tokenizer.json)", path.display()))?;
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {} (a pretrained encoder directory needs config.json, model.safetensors and tokenizer.json)", path.display()))?;
         let config: Self = serde_json::from_str(&text).with_context(|| format!("{}: not a BERT config", path.display()))?;
         if config.hidden_act != "gelu" {
             bail!("{}: hidden_act \"{}\" is not supported (only \"gelu\", BERT's)", path.display(), config.hidden_act);

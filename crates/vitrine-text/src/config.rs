@@ -7,7 +7,6 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use vitrine_core::config::{ClassMapSetting, ConfigFile, DataConfig, ExperimentConfig, ModelSection, NoEval};
 
-
 /// The most hashed n-gram buckets the model's hashing can address without integer overflow.
 pub const MAX_NGRAM_BUCKETS: usize = 200_000;
 
@@ -56,7 +55,10 @@ pub const NGRAM_DEFAULTS: &[&str] = &[
 pub fn resolve(file: &ConfigFile, overrides: &[String]) -> Result<TextConfig> {
     let mut config = TextConfig::from_file(file, overrides)?;
     match (config.model.name, &config.model.pretrained) {
-        (Architecture::Bert, None) => bail!("{}: text-bert needs model.pretrained = \"DIR\" (a Hugging Face BERT directory: config.json, model.safetensors, tokenizer.json)", file.path.display()),
+        (Architecture::Bert, None) => bail!(
+            "{}: text-bert needs model.pretrained = \"DIR\" (a Hugging Face BERT directory: config.json, model.safetensors, tokenizer.json)",
+            file.path.display()
+        ),
         (Architecture::Bert, Some(dir)) => {
             config.data.tokenizer.path.get_or_insert_with(|| dir.join("tokenizer.json"));
         }
@@ -158,21 +160,17 @@ fn default_label_column() -> String {
 impl TextSourceConfig {
     /// The loader's view of this source, or what is missing.
     pub fn source(&self) -> Result<TextSource> {
-                match (&self.file, &self.per_class) {
+        match (&self.file, &self.per_class) {
             (Some(file), None) => {
                 let ext = file.extension().map(|e| e.to_string_lossy().to_ascii_lowercase()).unwrap_or_default();
                 match ext.as_str() {
-                    "csv" | "tsv" | "jsonl" | "ndjson" => Ok(TextSource::Table {
-                        path: file.clone(),
-                        text_column: self.text_column.clone(),
-                        label_column: self.label_column.clone(),
-                    }),
+                    "csv" | "tsv" | "jsonl" | "ndjson" => {
+                        Ok(TextSource::Table { path: file.clone(), text_column: self.text_column.clone(), label_column: self.label_column.clone() })
+                    }
                     _ => bail!("{}: expected a .csv, .tsv or .jsonl file (or `per_class` text files)", file.display()),
                 }
             }
-            (None, Some(files)) if files.len() >= 2 => {
-                Ok(TextSource::LinesPerClass(files.iter().map(|(c, p)| (c.clone(), p.clone())).collect()))
-            }
+            (None, Some(files)) if files.len() >= 2 => Ok(TextSource::LinesPerClass(files.iter().map(|(c, p)| (c.clone(), p.clone())).collect())),
             (None, Some(_)) => bail!("`per_class` needs a file for each of at least two classes"),
             (None, None) => bail!("give `file = \"reviews.csv\"` (or .tsv/.jsonl) or `per_class = {{ pos = \"pos.txt\", neg = \"neg.txt\" }}`"),
             (Some(_), Some(_)) => bail!("give either `file` or `per_class`, not both"),
@@ -245,7 +243,6 @@ impl DataConfig for TextDataSection {
         Ok(())
     }
 }
-
 
 /// Which network to build.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -391,7 +388,6 @@ impl Default for TextModelConfig {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -405,10 +401,19 @@ mod tests {
         let c = parse("{ file = \"r.csv\", text_column = \"review\" }").unwrap();
         assert_eq!(c.data.train.label_column, "label");
         assert_eq!((c.data.tokenizer.vocab_size, c.data.tokenizer.max_len, c.data.dedup), (8000, 128, true));
-        assert_eq!((c.model.name, c.model.hidden, c.train.epochs, c.train.restore_best), (Architecture::Ngram, 0, 30, true), "no model named: text-ngram's recipe");
-        let named = |name: &str| TextConfig::parse(&format!("task = \"t\"\n[data]\ntrain = {{ file = \"r.csv\" }}\n[model]\nname = \"{name}\"\n"), &[]).unwrap();
+        assert_eq!(
+            (c.model.name, c.model.hidden, c.train.epochs, c.train.restore_best),
+            (Architecture::Ngram, 0, 30, true),
+            "no model named: text-ngram's recipe"
+        );
+        let named =
+            |name: &str| TextConfig::parse(&format!("task = \"t\"\n[data]\ntrain = {{ file = \"r.csv\" }}\n[model]\nname = \"{name}\"\n"), &[]).unwrap();
         let reference = named("text-lstm-attn");
-        assert_eq!((reference.model.hidden, reference.train.epochs, reference.train.batch_size, reference.train.restore_best), (128, 5, 64, false), "the reference recipe");
+        assert_eq!(
+            (reference.model.hidden, reference.train.epochs, reference.train.batch_size, reference.train.restore_best),
+            (128, 5, 64, false),
+            "the reference recipe"
+        );
         assert!(parse("{ file = \"r.xlsx\" }").unwrap_err().contains("expected a .csv, .tsv or .jsonl"));
         assert!(parse("{ per_class = { pos = \"p.txt\" } }").unwrap_err().contains("at least two classes"));
         assert!(parse("{ }").unwrap_err().contains("give `file"));

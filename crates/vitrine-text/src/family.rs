@@ -53,16 +53,8 @@ impl Family for TextFamily {
 
     fn predict_args(&self) -> Vec<Arg> {
         vec![
-            Arg::new("text")
-                .long("text")
-                .value_name("TEXT")
-                .action(ArgAction::Append)
-                .help("Text runs: a text to classify (repeatable)"),
-            Arg::new("file")
-                .long("file")
-                .value_name("FILE")
-                .value_parser(value_parser!(PathBuf))
-                .help("Text runs: a file with one text per line"),
+            Arg::new("text").long("text").value_name("TEXT").action(ArgAction::Append).help("Text runs: a text to classify (repeatable)"),
+            Arg::new("file").long("file").value_name("FILE").value_parser(value_parser!(PathBuf)).help("Text runs: a file with one text per line"),
             Arg::new("top_tokens")
                 .long("top-tokens")
                 .value_parser(value_parser!(usize))

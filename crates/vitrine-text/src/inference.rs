@@ -53,7 +53,8 @@ impl TextRun {
         let config = resolve(file, &[])?;
         let tokenizer = TextTokenizer::load(&run.file(TOKENIZER_FILE), config.data.tokenizer.max_len)?;
         let blend = config.model.blend_baseline.then(|| ClassicalBaseline::load(&run.file(BASELINE_FILE))).transpose()?;
-        let ngrams = config.model.ngram_dictionary().then(|| NgramDictionary::load(&run.file(NGRAMS_FILE), config.model.ngram_order)).transpose()?.map(Arc::new);
+        let ngrams =
+            config.model.ngram_dictionary().then(|| NgramDictionary::load(&run.file(NGRAMS_FILE), config.model.ngram_order)).transpose()?.map(Arc::new);
         Ok(Self { run, config, classes, tokenizer, ngrams, blend })
     }
 
@@ -86,7 +87,13 @@ impl TextRun {
 
 /// Scores labelled batches in order; with `blend`, the model's class probabilities averaged with
 /// the classical baseline's on the same `texts` (in the same order).
-pub fn score_texts(model: &TextClassifier, batches: TokenBatches, texts: &[&str], blend: Option<&ClassicalBaseline>, classes: &[String]) -> ClassificationScores {
+pub fn score_texts(
+    model: &TextClassifier,
+    batches: TokenBatches,
+    texts: &[&str],
+    blend: Option<&ClassicalBaseline>,
+    classes: &[String],
+) -> ClassificationScores {
     let logits = logits_on_compute_pool(model);
     let Some(baseline) = blend else {
         return score_by(logits, batches.batches(0), classes);
@@ -129,21 +136,27 @@ pub struct TextEvaluation {
 
 /// Evaluates a run on labelled text: one CSV/TSV/JSONL file (with the run's column names), or one
 /// `.txt` file per class named after the class (`pos.txt`, `neg.txt`). Nothing is deduplicated.
-pub fn evaluate(trained: &TextRun, paths: &[PathBuf], class_map: &ClassMap, device: &Device, strict: bool, confusion_out: Option<&Path>) -> Result<TextEvaluation> {
+pub fn evaluate(
+    trained: &TextRun,
+    paths: &[PathBuf],
+    class_map: &ClassMap,
+    device: &Device,
+    strict: bool,
+    confusion_out: Option<&Path>,
+) -> Result<TextEvaluation> {
     let matcher = ClassMatcher::new(&trained.classes, class_map)?;
     let train = &trained.config.data.train;
     let source = match paths {
-        [file] if !file.extension().is_some_and(|e| e.eq_ignore_ascii_case("txt")) => TextSourceConfig {
-            file: Some(file.clone()),
-            per_class: None,
-            text_column: train.text_column.clone(),
-            label_column: train.label_column.clone(),
-        },
+        [file] if !file.extension().is_some_and(|e| e.eq_ignore_ascii_case("txt")) => {
+            TextSourceConfig { file: Some(file.clone()), per_class: None, text_column: train.text_column.clone(), label_column: train.label_column.clone() }
+        }
         _ => {
             let mut per_class = std::collections::BTreeMap::new();
             for path in paths {
                 let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-                let class = matcher.find(&stem).map_err(|reason| anyhow::anyhow!("{}: a per-class text file is named after one of the run's classes: {reason}", path.display()))?;
+                let class = matcher
+                    .find(&stem)
+                    .map_err(|reason| anyhow::anyhow!("{}: a per-class text file is named after one of the run's classes: {reason}", path.display()))?;
                 per_class.insert(trained.classes[class].clone(), path.clone());
             }
             TextSourceConfig { per_class: Some(per_class), ..Default::default() }
@@ -194,8 +207,7 @@ pub fn predict(trained: &TextRun, texts: &[String], top_tokens: usize, device: &
             let p = &probs[i * k..(i + 1) * k];
             let best = argmax(p);
             let tokens = &encoded[i].1;
-            let mut attended: Vec<(String, f32)> =
-                tokens.iter().enumerate().map(|(t, tok)| (tok.clone(), weights[i * len + t])).collect();
+            let mut attended: Vec<(String, f32)> = tokens.iter().enumerate().map(|(t, tok)| (tok.clone(), weights[i * len + t])).collect();
             attended.sort_by(|a, b| b.1.total_cmp(&a.1));
             attended.truncate(top_tokens);
             out.push(TextPrediction {
@@ -238,7 +250,10 @@ pub fn export(trained: &TextRun, format: WeightsFormat, out: &Path, device: &Dev
         ("pad_id", trained.tokenizer.pad_id().to_string()),
     ];
     if trained.ngrams.is_some() {
-        metadata.push(("ngram_dictionary", format!("{NGRAMS_FILE}: line k + 1 holds the token ids of ngrams.weight's row k (row 0: unseen n-grams, adds nothing)")));
+        metadata.push((
+            "ngram_dictionary",
+            format!("{NGRAMS_FILE}: line k + 1 holds the token ids of ngrams.weight's row k (row 0: unseen n-grams, adds nothing)"),
+        ));
     }
     export_weights(&trained.load(device)?, format, out, &metadata)
 }

@@ -15,8 +15,8 @@
 //! - [`family`]: the family as the `vitrine` binary sees it.
 
 pub mod baseline;
-pub mod bert;
 pub mod bench;
+pub mod bert;
 pub mod config;
 pub mod data;
 pub mod family;

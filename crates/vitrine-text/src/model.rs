@@ -2,6 +2,7 @@
 //! networks `text-lstm-attn` (the reference), `text-gru-attn` and `text-transformer`, which end in
 //! additive attention pooling masked at padding.
 
+use anyhow::{Context, Result, bail};
 use burn::module::Param;
 use burn::nn::transformer::{TransformerEncoder, TransformerEncoderConfig};
 use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig};
@@ -13,7 +14,6 @@ use vitrine_core::attention::{additive_scores, padded_keys};
 use vitrine_core::classifier::ClassifierModel;
 use vitrine_core::dropout::dropout;
 use vitrine_core::transformer::encoder_layer;
-use anyhow::{Context, Result, bail};
 
 use crate::bert::{BertConfig, BertModel};
 use crate::config::{Architecture, MAX_NGRAM_BUCKETS, Pooling, TextModelConfig};
@@ -24,7 +24,6 @@ const WIDE_SCALE: f32 = 20.0;
 
 /// `text-transformer`'s LayerNorm ε (burn's default, named because the fused forward needs it).
 const TRANSFORMER_LAYER_NORM_EPSILON: f64 = 1e-5;
-
 
 /// A bidirectional recurrent layer (LSTM or GRU) that honours the padding mask: each direction
 /// updates its state only at real tokens, so the backward direction starts at each text's last
@@ -158,10 +157,9 @@ impl BiRecurrent {
         for start in (0..len).step_by(BLOCK) {
             let n = BLOCK.min(len - start);
             let block = time_major.clone().narrow(0, start, n).reshape([n * batch, input]);
-            for (w, b, steps) in [
-                (&self.weight_ih_l0, &self.bias_ih_l0, &mut forward_gx),
-                (&self.weight_ih_l0_reverse, &self.bias_ih_l0_reverse, &mut backward_gx),
-            ] {
+            for (w, b, steps) in
+                [(&self.weight_ih_l0, &self.bias_ih_l0, &mut forward_gx), (&self.weight_ih_l0_reverse, &self.bias_ih_l0_reverse, &mut backward_gx)]
+            {
                 let gx = (block.clone().matmul(w.val().transpose()) + b.val().unsqueeze_dim::<2>(0)).reshape([n, batch, g]);
                 steps.extend(gx.chunk(n, 0).into_iter().map(|s| s.reshape([batch, g])));
             }
@@ -217,10 +215,7 @@ pub struct AttentionPooling {
 
 impl AttentionPooling {
     pub fn new(input: usize, attention: usize, device: &Device) -> Self {
-        Self {
-            projection: LinearConfig::new(input, attention).init(device),
-            score: LinearConfig::new(attention, 1).with_bias(false).init(device),
-        }
+        Self { projection: LinearConfig::new(input, attention).init(device), score: LinearConfig::new(attention, 1).with_bias(false).init(device) }
     }
 
     /// `h`: `[batch, len, d]`, `mask`: `[batch, len]` → pooled `[batch, d]` and weights `[batch, len]`.
@@ -283,7 +278,11 @@ impl TextClassifier {
                 let dir = c.pretrained.as_deref().context("text-bert needs model.pretrained (checked when the config loads)")?;
                 let encoder = BertConfig::read(dir)?;
                 if encoder.vocab_size != vocab_size {
-                    bail!("{}: vocab_size {} does not match the tokenizer's {vocab_size} tokens", dir.join(crate::bert::CONFIG_FILE).display(), encoder.vocab_size);
+                    bail!(
+                        "{}: vocab_size {} does not match the tokenizer's {vocab_size} tokens",
+                        dir.join(crate::bert::CONFIG_FILE).display(),
+                        encoder.vocab_size
+                    );
                 }
                 bert = Some(BertModel::new(&encoder, device));
                 encoder.hidden_size
@@ -330,9 +329,7 @@ impl TextClassifier {
             ngram_order: c.ngram_order,
             ensemble: c.ensemble,
             embedding_dropout: DropoutConfig::new(c.embedding_dropout).init(),
-            wide: (c.wide_buckets > 0).then(|| {
-                EmbeddingConfig::new(c.wide_buckets, classes).with_initializer(Initializer::Zeros).init(device)
-            }),
+            wide: (c.wide_buckets > 0).then(|| EmbeddingConfig::new(c.wide_buckets, classes).with_initializer(Initializer::Zeros).init(device)),
             lstm,
             gru,
             position,
@@ -596,7 +593,8 @@ mod tests {
         // The layer falls back to the composed operations where the kernels decline: they must not.
         for device in [device.clone(), device.clone().autodiff()] {
             let zeros = |shape: [usize; 3]| Tensor::<3>::zeros(shape, &device);
-            let (gx, w_hh, b_hh, mask) = (zeros([2, 3, 2 * 4 * 300]), zeros([2, 300, 4 * 300]), Tensor::<2>::zeros([2, 4 * 300], &device), Tensor::<2>::ones([2, 3], &device));
+            let (gx, w_hh, b_hh, mask) =
+                (zeros([2, 3, 2 * 4 * 300]), zeros([2, 300, 4 * 300]), Tensor::<2>::zeros([2, 4 * 300], &device), Tensor::<2>::ones([2, 3], &device));
             assert!(crate::recurrence::gpu::recurrence(&gx, &w_hh, &b_hh, &mask, 4).is_some(), "the kernels run on {}", compute.description);
         }
         let cases = [(device.clone(), 70), (device.clone().autodiff(), 70), (device.clone().autodiff(), 300)];
@@ -666,10 +664,20 @@ mod tests {
                     if device.is_autodiff() {
                         let grads = (out * weights.clone()).sum().backward();
                         results.push(("d input", values(x.grad(&grads).unwrap())));
-                        for (name, p) in [("d weight_ih", &layer.weight_ih_l0), ("d weight_hh", &layer.weight_hh_l0), ("d weight_ih_reverse", &layer.weight_ih_l0_reverse), ("d weight_hh_reverse", &layer.weight_hh_l0_reverse)] {
+                        for (name, p) in [
+                            ("d weight_ih", &layer.weight_ih_l0),
+                            ("d weight_hh", &layer.weight_hh_l0),
+                            ("d weight_ih_reverse", &layer.weight_ih_l0_reverse),
+                            ("d weight_hh_reverse", &layer.weight_hh_l0_reverse),
+                        ] {
                             results.push((name, values(p.val().grad(&grads).unwrap())));
                         }
-                        for (name, p) in [("d bias_ih", &layer.bias_ih_l0), ("d bias_hh", &layer.bias_hh_l0), ("d bias_ih_reverse", &layer.bias_ih_l0_reverse), ("d bias_hh_reverse", &layer.bias_hh_l0_reverse)] {
+                        for (name, p) in [
+                            ("d bias_ih", &layer.bias_ih_l0),
+                            ("d bias_hh", &layer.bias_hh_l0),
+                            ("d bias_ih_reverse", &layer.bias_ih_l0_reverse),
+                            ("d bias_hh_reverse", &layer.bias_hh_l0_reverse),
+                        ] {
                             results.push((name, values(p.val().grad(&grads).unwrap())));
                         }
                     }

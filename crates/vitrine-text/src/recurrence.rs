@@ -61,7 +61,15 @@ fn unfused_by_request() -> bool {
 /// of a few steps stays in the core's cache. `w_ih` `[2, input, G·h]` is PyTorch's `weight_ih` of
 /// each direction transposed, `b_ih` `[2, G·h]`; the rest as in [`fused_recurrence`]. `None`
 /// elsewhere.
-pub fn fused_inference(x: &Tensor<3>, w_ih: &Tensor<3>, b_ih: &Tensor<2>, w_hh: &Tensor<3>, b_hh: &Tensor<2>, mask: &Tensor<2>, gates: usize) -> Option<Tensor<3>> {
+pub fn fused_inference(
+    x: &Tensor<3>,
+    w_ih: &Tensor<3>,
+    b_ih: &Tensor<2>,
+    w_hh: &Tensor<3>,
+    b_hh: &Tensor<2>,
+    mask: &Tensor<2>,
+    gates: usize,
+) -> Option<Tensor<3>> {
     let device = x.device();
     if !fuses(&device) || device.is_autodiff() || x.dtype() != DType::F32 || x.dims()[1] == 0 {
         return None;
@@ -70,8 +78,14 @@ pub fn fused_inference(x: &Tensor<3>, w_ih: &Tensor<3>, b_ih: &Tensor<2>, w_hh: 
     let dims = Dims { batch, len, hidden: w_hh.dims()[1], gates };
     let plain = |t: Tensor<3>| t.try_into_primitive::<Flex>().ok().map(|t| t.to_contiguous());
     // Time-major, so that a block of steps' inputs is one block of rows.
-    let [x, w_ih, b_ih, w_hh, b_hh, mask] =
-        [plain(x.clone().swap_dims(0, 1))?, plain(w_ih.clone())?, plain(b_ih.clone().unsqueeze())?, plain(w_hh.clone())?, plain(b_hh.clone().unsqueeze())?, plain(mask.clone().unsqueeze())?];
+    let [x, w_ih, b_ih, w_hh, b_hh, mask] = [
+        plain(x.clone().swap_dims(0, 1))?,
+        plain(w_ih.clone())?,
+        plain(b_ih.clone().unsqueeze())?,
+        plain(w_hh.clone())?,
+        plain(b_hh.clone().unsqueeze())?,
+        plain(mask.clone().unsqueeze())?,
+    ];
     // A few rows keep the row-by-row products: one row a tile is load-bound (GRU batch-1
     // inference 1,933 → 1,656 texts/s through the step kernel).
     #[cfg(target_arch = "x86_64")]
@@ -79,12 +93,7 @@ pub fn fused_inference(x: &Tensor<3>, w_ih: &Tensor<3>, b_ih: &Tensor<2>, w_hh: 
         let [x, w_ih, b_ih, w_hh, b_hh, mask] = [&x, &w_ih, &b_ih, &w_hh, &b_hh, &mask].map(|t| t.as_slice::<f32>().expect("f32"));
         return Some(Tensor::from_primitive::<Flex>(step_kernel_inference(&dims, Fresh::Raw { x, w_ih, b_ih, input }, [w_hh, b_hh], mask)));
     }
-    let inputs = Inputs::Fresh(Fresh::Raw {
-        x: x.as_slice::<f32>()?,
-        w_ih: w_ih.as_slice::<f32>()?,
-        b_ih: b_ih.as_slice::<f32>()?,
-        input,
-    });
+    let inputs = Inputs::Fresh(Fresh::Raw { x: x.as_slice::<f32>()?, w_ih: w_ih.as_slice::<f32>()?, b_ih: b_ih.as_slice::<f32>()?, input });
     let (out, _) = forward(&dims, inputs, &w_hh, &b_hh, &mask, false);
     Some(Tensor::from_primitive::<Flex>(out))
 }
@@ -105,7 +114,8 @@ pub fn fused_recurrence(gx: &Tensor<3>, w_hh: &Tensor<3>, b_hh: &Tensor<2>, mask
     let out = match RecurrenceBackward.prepare::<NoCheckpointing>([gx.node(), w_hh.node(), b_hh.node()]).compute_bound().stateful() {
         OpsKind::Tracked(prep) => {
             let gx = gx.into_primitive().to_contiguous();
-            let (out, saved) = forward(&dims, Inputs::Projected(gx.as_slice::<f32>().expect("f32")), &w_hh.into_primitive(), &b_hh.into_primitive(), &mask, true);
+            let (out, saved) =
+                forward(&dims, Inputs::Projected(gx.as_slice::<f32>().expect("f32")), &w_hh.into_primitive(), &b_hh.into_primitive(), &mask, true);
             prep.finish(Arc::new(saved.expect("kept when asked")), out)
         }
         OpsKind::UnTracked(prep) => {
@@ -183,7 +193,17 @@ fn step_kernel_inference(dims: &Dims, inputs: Fresh, [w_hh, b_hh]: [&[f32]; 2], 
             // SAFETY: the caller checked `PackedCell::available`; direction d's rows at token
             // `time` have room for h values each, a stride apart, and only this thread writes them.
             unsafe {
-                step_kernel::step(&packed, step_inputs, &state, &mut next, &mut cell, &mut partial, |b| mask[b * len + time] != 0.0, out_rows.at(d, time, 0), out_rows.stride());
+                step_kernel::step(
+                    &packed,
+                    step_inputs,
+                    &state,
+                    &mut next,
+                    &mut cell,
+                    &mut partial,
+                    |b| mask[b * len + time] != 0.0,
+                    out_rows.at(d, time, 0),
+                    out_rows.stride(),
+                );
             }
             std::mem::swap(&mut state, &mut next);
         }
@@ -244,12 +264,26 @@ fn flex<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> FlexTensor {
 /// and a recurrent step is one small product: the callers arrange their operands column-major
 /// (computing `Cᵀ = Bᵀ·Aᵀ` where that is what it takes), so that nothing is packed.
 #[allow(clippy::too_many_arguments)]
-fn matmul(m: usize, n: usize, k: usize, dst: &mut [f32], dst_strides: (usize, usize), accumulate: bool, lhs: &[f32], lhs_strides: (usize, usize), rhs: &[f32], rhs_strides: (usize, usize)) {
+fn matmul(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    dst_strides: (usize, usize),
+    accumulate: bool,
+    lhs: &[f32],
+    lhs_strides: (usize, usize),
+    rhs: &[f32],
+    rhs_strides: (usize, usize),
+) {
     if m == 0 || n == 0 || k == 0 {
         return;
     }
     let reach = |(rows, cols): (usize, usize), r: usize, c: usize| (r - 1) * rows + (c - 1) * cols + 1;
-    assert!(dst.len() >= reach(dst_strides, m, n) && lhs.len() >= reach(lhs_strides, m, k) && rhs.len() >= reach(rhs_strides, k, n), "operands inside their slices");
+    assert!(
+        dst.len() >= reach(dst_strides, m, n) && lhs.len() >= reach(lhs_strides, m, k) && rhs.len() >= reach(rhs_strides, k, n),
+        "operands inside their slices"
+    );
     // SAFETY: the last element each operand's strides reach is inside its slice (checked above).
     unsafe { matmul_raw(m, n, k, dst.as_mut_ptr(), dst_strides, accumulate, lhs.as_ptr(), lhs_strides, rhs.as_ptr(), rhs_strides) };
 }
@@ -259,16 +293,40 @@ fn matmul(m: usize, n: usize, k: usize, dst: &mut [f32], dst_strides: (usize, us
 /// # Safety
 /// Every element the strides reach is inside its allocation and, in `lhs` and `rhs`, written.
 #[allow(clippy::too_many_arguments)]
-unsafe fn matmul_raw(m: usize, n: usize, k: usize, dst: *mut f32, dst_strides: (usize, usize), accumulate: bool, lhs: *const f32, lhs_strides: (usize, usize), rhs: *const f32, rhs_strides: (usize, usize)) {
+unsafe fn matmul_raw(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_strides: (usize, usize),
+    accumulate: bool,
+    lhs: *const f32,
+    lhs_strides: (usize, usize),
+    rhs: *const f32,
+    rhs_strides: (usize, usize),
+) {
     // SAFETY: the caller's.
     unsafe {
         gemm(
-            m, n, k,
-            dst, dst_strides.1 as isize, dst_strides.0 as isize, accumulate,
-            lhs, lhs_strides.1 as isize, lhs_strides.0 as isize,
-            rhs, rhs_strides.1 as isize, rhs_strides.0 as isize,
-            if accumulate { 1.0 } else { 0.0 }, 1.0,
-            false, false, false, Parallelism::None,
+            m,
+            n,
+            k,
+            dst,
+            dst_strides.1 as isize,
+            dst_strides.0 as isize,
+            accumulate,
+            lhs,
+            lhs_strides.1 as isize,
+            lhs_strides.0 as isize,
+            rhs,
+            rhs_strides.1 as isize,
+            rhs_strides.0 as isize,
+            if accumulate { 1.0 } else { 0.0 },
+            1.0,
+            false,
+            false,
+            false,
+            Parallelism::None,
         );
     }
 }
@@ -709,7 +767,13 @@ fn backward(saved: &Saved, d_out: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
         for t in (0..len).rev() {
             let time = dims.time(d, t);
             // The step before: its cells (LSTM) or states (GRU), zero before the first step.
-            let before = if t == 0 { &zeros[..] } else if gates == 4 { &cell[(t - 1) * batch * h..][..batch * h] } else { &state[(t - 1) * batch * h..][..batch * h] };
+            let before = if t == 0 {
+                &zeros[..]
+            } else if gates == 4 {
+                &cell[(t - 1) * batch * h..][..batch * h]
+            } else {
+                &state[(t - 1) * batch * h..][..batch * h]
+            };
             let step = BackStep {
                 d_out: &d_out[time * 2 * h + d * h..],
                 d_out_stride: len * 2 * h,

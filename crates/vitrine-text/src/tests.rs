@@ -290,14 +290,10 @@ fn weights_of_another_architecture_are_a_clear_error() {
     assert!(err.contains("does not match the text-gru-attn architecture"), "{err}");
 }
 
-
 #[test]
 fn a_config_naming_no_model_trains_text_ngram_beside_the_classical_baseline() {
-    let text = format!(
-        "task = \"text-classification\"\n[data]\ntrain = {{ per_class = {{ neg = \"{}\", pos = \"{}\" }} }}\n",
-        sample("neg.txt"),
-        sample("pos.txt")
-    );
+    let text =
+        format!("task = \"text-classification\"\n[data]\ntrain = {{ per_class = {{ neg = \"{}\", pos = \"{}\" }} }}\n", sample("neg.txt"), sample("pos.txt"));
     let config = TextConfig::parse(&text, &["train.epochs=6".into()]).unwrap();
     assert_eq!(config.model.name, Architecture::Ngram);
     let tmp = tempfile::tempdir().unwrap();
@@ -409,13 +405,7 @@ fn text_bert_fine_tunes_from_its_transformers_fixture_and_predicts() {
 #[test]
 fn text_bert_layer_decay_gives_each_layer_its_rate() {
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/tiny-bert");
-    let config = TextModelConfig {
-        name: Architecture::Bert,
-        pretrained: Some(fixture.clone()),
-        encoder_lr: 0.1,
-        layer_decay: 0.5,
-        ..Default::default()
-    };
+    let config = TextModelConfig { name: Architecture::Bert, pretrained: Some(fixture.clone()), encoder_lr: 0.1, layer_decay: 0.5, ..Default::default() };
     let device = Device::flex().autodiff();
     let vocab = crate::bert::BertConfig::read(&fixture).unwrap().vocab_size;
     let model = {
@@ -432,7 +422,8 @@ fn text_bert_layer_decay_gives_each_layer_its_rate() {
     assert_eq!(factors, [0.1, 0.1, 0.05, 0.025, 1.0]);
     assert!(groups.iter().all(|(_, group)| !group.is_empty()), "every group has gradients");
     let grouped: usize = groups.iter().map(|(_, group)| group.len()).sum();
-    let all = GradientsParams::from_module(&mut model.forward_with_attention(TokenInput::from_ids(&ids, None, 0, 0, &device)).0.mean().backward(), &model).len();
+    let all =
+        GradientsParams::from_module(&mut model.forward_with_attention(TokenInput::from_ids(&ids, None, 0, 0, &device)).0.mean().backward(), &model).len();
     assert_eq!(grouped, all, "each parameter's gradient in exactly one group");
 }
 

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use crate::config::{TokenizerConfig, TokenizerKind};
 use anyhow::{Context, Result, anyhow, ensure};
 use tokenizers::models::TrainerWrapper;
 use tokenizers::models::bpe::{BPE, BpeTrainerBuilder};
@@ -11,7 +12,6 @@ use tokenizers::models::wordpiece::{WordPiece, WordPieceTrainerBuilder};
 use tokenizers::normalizers::BertNormalizer;
 use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
 use tokenizers::{AddedToken, Tokenizer, TruncationParams};
-use crate::config::{TokenizerConfig, TokenizerKind};
 
 /// The padding token, always id 0 in a trained vocabulary.
 pub const PAD: &str = "[PAD]";
@@ -70,9 +70,7 @@ impl TextTokenizer {
             ),
         };
         let mut inner = Tokenizer::new(model);
-        inner
-            .with_normalizer(Some(BertNormalizer::new(true, true, None, config.lowercase)))
-            .with_pre_tokenizer(Some(BertPreTokenizer));
+        inner.with_normalizer(Some(BertNormalizer::new(true, true, None, config.lowercase))).with_pre_tokenizer(Some(BertPreTokenizer));
         inner.train(&mut trainer, texts).map_err(|e| anyhow!("training the tokenizer: {e}"))?;
         Self::wrap(inner, config.max_len).context("the trained tokenizer")
     }
@@ -85,10 +83,8 @@ impl TextTokenizer {
     }
 
     fn wrap(mut inner: Tokenizer, max_len: usize) -> Result<Self> {
-        let pad_id = PAD_ALIASES
-            .iter()
-            .find_map(|t| inner.token_to_id(t))
-            .with_context(|| format!("the vocabulary has no padding token (one of {PAD_ALIASES:?})"))?;
+        let pad_id =
+            PAD_ALIASES.iter().find_map(|t| inner.token_to_id(t)).with_context(|| format!("the vocabulary has no padding token (one of {PAD_ALIASES:?})"))?;
         // A pretrained model's tokenizer frames each text (`[CLS] … [SEP]`): its own truncation
         // keeps the frame when a text is cut; ours have no frame and are cut below.
         let special_tokens = inner.get_post_processor().is_some();
@@ -101,9 +97,7 @@ impl TextTokenizer {
 
     /// Writes `tokenizer.json`.
     pub fn save(&self, path: &Path) -> Result<()> {
-        vitrine_core::run_dir::save_atomic(path, |tmp| {
-            self.inner.save(tmp, true).map_err(|e| anyhow!("writing {}: {e}", path.display()))
-        })
+        vitrine_core::run_dir::save_atomic(path, |tmp| self.inner.save(tmp, true).map_err(|e| anyhow!("writing {}: {e}", path.display())))
     }
 
     pub fn pad_id(&self) -> u32 {
@@ -123,10 +117,7 @@ impl TextTokenizer {
 
     /// Token ids and token strings of each text, cut to `max_len`.
     pub fn encode_tokens(&self, texts: &[&str]) -> Result<Vec<(Vec<u32>, Vec<String>)>> {
-        let encodings = self
-            .inner
-            .encode_batch(texts.to_vec(), self.special_tokens)
-            .map_err(|e| anyhow!("tokenizing: {e}"))?;
+        let encodings = self.inner.encode_batch(texts.to_vec(), self.special_tokens).map_err(|e| anyhow!("tokenizing: {e}"))?;
         let unk = self.inner.token_to_id(UNK).unwrap_or(self.pad_id);
         Ok(encodings
             .into_iter()

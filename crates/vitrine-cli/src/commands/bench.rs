@@ -55,8 +55,8 @@ pub fn bench(args: &BenchArgs, matches: &ArgMatches) -> Result<()> {
             bail!("bench on {backend} failed: {}", String::from_utf8_lossy(&output.stderr).trim());
         }
         let line = String::from_utf8_lossy(&output.stdout);
-        let json: serde_json::Value = serde_json::from_str(line.trim().lines().last().unwrap_or_default())
-            .with_context(|| format!("reading the {backend} result: {line}"))?;
+        let json: serde_json::Value =
+            serde_json::from_str(line.trim().lines().last().unwrap_or_default()).with_context(|| format!("reading the {backend} result: {line}"))?;
         if !args.json {
             if let Some(loader) = json["loader_images_per_sec"].as_f64() {
                 println!("{:<8} loader alone {loader:>7.1} images/s ({} photos of {})", backend, json["images"], json["data"].as_str().unwrap_or(""));

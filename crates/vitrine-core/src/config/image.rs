@@ -77,9 +77,7 @@ impl DataSource {
     /// Decides the layout, or says exactly what is missing.
     pub fn layout(&self) -> Result<SourceLayout> {
         match (&self.images, &self.labels, &self.folder) {
-            (Some(images), Some(labels), None) => {
-                Ok(SourceLayout::Idx { images: images.clone(), labels: labels.clone() })
-            }
+            (Some(images), Some(labels), None) => Ok(SourceLayout::Idx { images: images.clone(), labels: labels.clone() }),
             (None, None, Some(folder)) => Ok(SourceLayout::Folder(folder.clone())),
             (Some(_), None, None) => bail!("`images` is set but `labels` is missing"),
             (None, Some(_), None) => bail!("`labels` is set but `images` is missing"),
@@ -151,4 +149,3 @@ impl DataConfig for ImageDataSection {
         Ok(())
     }
 }
-

@@ -20,10 +20,7 @@ use overrides::{apply_default, apply_override, explain_toml_error};
 /// `D` and `M` are the data and model sections of one family (e.g. [`ImageDataSection`] and
 /// the image classifiers' model section); `M::Eval` is its `[eval]` section, if it has one.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(
-    deny_unknown_fields,
-    bound(serialize = "D: Serialize, M: ModelSection", deserialize = "D: DeserializeOwned, M: ModelSection")
-)]
+#[serde(deny_unknown_fields, bound(serialize = "D: Serialize, M: ModelSection", deserialize = "D: DeserializeOwned, M: ModelSection"))]
 pub struct ExperimentConfig<D, M: ModelSection> {
     /// Which model family trains this config, e.g. `image-classification`.
     pub task: String,
@@ -90,8 +87,7 @@ impl ConfigFile {
 
     /// A config whose text is already in memory (`path` names it in errors).
     pub fn from_text(path: &Path, text: String) -> Result<Self> {
-        let table: toml::Table =
-            toml::from_str(&text).map_err(explain_toml_error).with_context(|| format!("in config {}", path.display()))?;
+        let table: toml::Table = toml::from_str(&text).map_err(explain_toml_error).with_context(|| format!("in config {}", path.display()))?;
         let task = match table.get("task") {
             Some(toml::Value::String(task)) => task.clone(),
             Some(other) => bail!("{}: `task` must be a string, got {other}", path.display()),

@@ -20,9 +20,7 @@ pub(super) fn apply_default(table: &mut toml::Table, item: &str) -> Result<()> {
 /// Applies one `a.b.c=value` override. The value is read as TOML (`3`, `1e-4`, `true`,
 /// `[1, 2]`), and as a plain string when it is not valid TOML.
 pub(super) fn apply_override(table: &mut toml::Table, item: &str) -> Result<()> {
-    let (key, raw) = item
-        .split_once('=')
-        .with_context(|| format!("--set {item}: expected key=value"))?;
+    let (key, raw) = item.split_once('=').with_context(|| format!("--set {item}: expected key=value"))?;
     let key = key.trim();
     let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
         .ok()
@@ -34,12 +32,8 @@ pub(super) fn apply_override(table: &mut toml::Table, item: &str) -> Result<()> 
     }
     let mut node = table;
     for part in &parts[..parts.len() - 1] {
-        let entry = node
-            .entry(part.to_string())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        node = entry
-            .as_table_mut()
-            .with_context(|| format!("--set {item}: `{part}` is a value, not a section"))?;
+        let entry = node.entry(part.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        node = entry.as_table_mut().with_context(|| format!("--set {item}: `{part}` is a value, not a section"))?;
     }
     node.insert(parts[parts.len() - 1].to_string(), value);
     Ok(())
@@ -57,15 +51,10 @@ pub(super) fn explain_toml_error(err: toml::de::Error) -> anyhow::Error {
 /// From serde's "unknown field `x`, expected one of `a`, `b`" (or "unknown variant"), the
 /// valid name closest to `x`.
 fn nearest_key_hint(message: &str) -> Option<String> {
-    let (what, rest) = [("key", "unknown field `"), ("value", "unknown variant `")]
-        .into_iter()
-        .find_map(|(what, marker)| Some((what, message.split(marker).nth(1)?)))?;
+    let (what, rest) =
+        [("key", "unknown field `"), ("value", "unknown variant `")].into_iter().find_map(|(what, marker)| Some((what, message.split(marker).nth(1)?)))?;
     let (unknown, rest) = rest.split_once('`')?;
     let candidates: Vec<&str> = rest.split('`').skip(1).step_by(2).collect();
-    let best = candidates
-        .iter()
-        .map(|c| (strsim::levenshtein(unknown, c), *c))
-        .min()?;
+    let best = candidates.iter().map(|c| (strsim::levenshtein(unknown, c), *c)).min()?;
     Some(format!("unknown {what} `{unknown}`: did you mean `{}`?", best.1))
 }
-

@@ -97,15 +97,7 @@ pub struct OptimizerConfig {
 impl Default for OptimizerConfig {
     fn default() -> Self {
         // PyTorch's defaults, so results compare.
-        Self {
-            kind: OptimizerKind::Adam,
-            lr: 1e-3,
-            weight_decay: 0.0,
-            momentum: 0.9,
-            beta1: 0.9,
-            beta2: 0.999,
-            epsilon: 1e-8,
-        }
+        Self { kind: OptimizerKind::Adam, lr: 1e-3, weight_decay: 0.0, momentum: 0.9, beta1: 0.9, beta2: 0.999, epsilon: 1e-8 }
     }
 }
 
@@ -160,7 +152,6 @@ pub struct EarlyStopping {
     #[serde(default)]
     pub min_delta: f64,
 }
-
 
 /// `data.class_map`: a TOML file of `"name in the data" = "run class"` lines, or that table
 /// inline, for class names in the data that differ from the run's.

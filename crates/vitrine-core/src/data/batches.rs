@@ -3,7 +3,6 @@
 use std::borrow::Cow;
 use std::sync::{Arc, mpsc};
 
-
 use burn::prelude::*;
 use rand::{Rng, SeedableRng, rngs::StdRng, seq::SliceRandom};
 use rayon::prelude::*;
@@ -104,14 +103,7 @@ impl ImageBatches {
     }
 
     /// Shuffled batches, augmented as configured (training).
-    pub fn shuffled(
-        set: Arc<ImageSet>,
-        batch_size: usize,
-        seed: u64,
-        augment: Augment,
-        range: PixelRange,
-        device: Device,
-    ) -> Self {
+    pub fn shuffled(set: Arc<ImageSet>, batch_size: usize, seed: u64, augment: Augment, range: PixelRange, device: Device) -> Self {
         Self { set, batch_size, shuffle_seed: Some(seed), augment, range, device }
     }
 }
@@ -158,11 +150,7 @@ impl ImageBatches {
                         // Output (y, x) reads input (y - dy, x - dx), mirrored when flipping.
                         let sy = y - dy;
                         let sx = if flip { w as isize - 1 - (x - dx) } else { x - dx };
-                        let v = if (0..h as isize).contains(&sy) && (0..w as isize).contains(&sx) {
-                            plane[sy as usize * w + sx as usize]
-                        } else {
-                            0
-                        };
+                        let v = if (0..h as isize).contains(&sy) && (0..w as isize).contains(&sx) { plane[sy as usize * w + sx as usize] } else { 0 };
                         pixels.push(self.range.scale(v));
                     }
                 }

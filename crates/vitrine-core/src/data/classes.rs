@@ -54,11 +54,7 @@ impl ClassMap {
 
 /// A class name with case and separators folded: `T-shirt/top` → `t shirt top`.
 fn fold(name: &str) -> String {
-    name.split(|c: char| c.is_whitespace() || matches!(c, '-' | '_' | '/'))
-        .filter(|part| !part.is_empty())
-        .map(str::to_lowercase)
-        .collect::<Vec<_>>()
-        .join(" ")
+    name.split(|c: char| c.is_whitespace() || matches!(c, '-' | '_' | '/')).filter(|part| !part.is_empty()).map(str::to_lowercase).collect::<Vec<_>>().join(" ")
 }
 
 /// A run's classes, with the map that names them in the data at hand.

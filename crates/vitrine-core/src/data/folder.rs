@@ -40,11 +40,7 @@ pub fn load_folder(
             report.not_images += 1;
         }
     }
-    ensure!(
-        !class_dirs.is_empty(),
-        "{} has no class sub-folders (expected e.g. {0}/sneaker/001.png)",
-        root.display()
-    );
+    ensure!(!class_dirs.is_empty(), "{} has no class sub-folders (expected e.g. {0}/sneaker/001.png)", root.display());
 
     let (classes, labels): (Vec<String>, Vec<usize>) = match known_classes {
         Some(known) => {
@@ -119,9 +115,7 @@ pub fn load_folder(
 
 /// Whether the file name ends in an image extension we decode (any letter case).
 pub fn has_image_extension(path: &Path) -> bool {
-    path.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+    path.extension().and_then(|e| e.to_str()).is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
 }
 
 fn file_name(path: &Path) -> String {

@@ -12,23 +12,12 @@ use crate::config::ImageShape;
 const UNSIGNED_BYTE: u8 = 0x08;
 
 /// Reads an IDX image file and its label file into an [`ImageSet`] of `shape`.
-pub fn load_idx(
-    images: &Path,
-    labels: &Path,
-    shape: ImageShape,
-    classes: Option<&[String]>,
-) -> Result<ImageSet> {
+pub fn load_idx(images: &Path, labels: &Path, shape: ImageShape, classes: Option<&[String]>) -> Result<ImageSet> {
     let labels_path = labels;
     let (dims, pixels) = read_idx(images, 3)?;
     let (label_dims, labels) = read_idx(labels_path, 1)?;
     let (n, rows, cols) = (dims[0], dims[1], dims[2]);
-    ensure!(
-        n == label_dims[0],
-        "{} holds {n} images but {} holds {} labels",
-        images.display(),
-        labels_path.display(),
-        label_dims[0]
-    );
+    ensure!(n == label_dims[0], "{} holds {n} images but {} holds {} labels", images.display(), labels_path.display(), label_dims[0]);
     let labels: Vec<u32> = labels.into_iter().map(u32::from).collect();
     let classes: Vec<String> = match classes {
         Some(names) => names.to_vec(),
@@ -38,12 +27,7 @@ pub fn load_idx(
         }
     };
     if let Some(pos) = labels.iter().position(|&l| l as usize >= classes.len()) {
-        bail!(
-            "{}: label {} at index {pos} is out of range for {} classes",
-            labels_path.display(),
-            labels[pos],
-            classes.len()
-        );
+        bail!("{}: label {} at index {pos} is out of range for {} classes", labels_path.display(), labels[pos], classes.len());
     }
     let pixels = if shape == (ImageShape { channels: 1, height: rows, width: cols }) {
         pixels
@@ -63,19 +47,13 @@ fn read_idx(path: &Path, rank: usize) -> Result<(Vec<usize>, Vec<u8>)> {
     let raw = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
-        flate2::read::GzDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .with_context(|| format!("{}: corrupt gzip data", path.display()))?;
+        flate2::read::GzDecoder::new(&raw[..]).read_to_end(&mut out).with_context(|| format!("{}: corrupt gzip data", path.display()))?;
         out
     } else {
         raw
     };
     let what = if rank == 1 { "label" } else { "image" };
-    ensure!(
-        bytes.len() >= 4 && bytes[0] == 0 && bytes[1] == 0,
-        "{}: not an IDX file (bad magic number)",
-        path.display()
-    );
+    ensure!(bytes.len() >= 4 && bytes[0] == 0 && bytes[1] == 0, "{}: not an IDX file (bad magic number)", path.display());
     ensure!(
         bytes[2] == UNSIGNED_BYTE && bytes[3] as usize == rank && bytes.len() >= 4 + 4 * rank,
         "{}: expected an IDX {what} file (unsigned bytes, {rank} dimension(s)), found type 0x{:02x} with {} dimension(s)",
@@ -83,18 +61,10 @@ fn read_idx(path: &Path, rank: usize) -> Result<(Vec<usize>, Vec<u8>)> {
         bytes[2],
         bytes[3]
     );
-    let dims: Vec<usize> = bytes[4..4 + 4 * rank]
-        .chunks_exact(4)
-        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize)
-        .collect();
+    let dims: Vec<usize> = bytes[4..4 + 4 * rank].chunks_exact(4).map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize).collect();
     let expected: usize = dims.iter().product();
     let data = &bytes[4 + 4 * rank..];
-    ensure!(
-        data.len() == expected,
-        "{}: header says {dims:?} ({expected} bytes) but the file holds {} bytes of data (truncated?)",
-        path.display(),
-        data.len()
-    );
+    ensure!(data.len() == expected, "{}: header says {dims:?} ({expected} bytes) but the file holds {} bytes of data (truncated?)", path.display(), data.len());
     Ok((dims, data.to_vec()))
 }
 
@@ -157,13 +127,7 @@ mod tests {
     #[test]
     fn the_shipped_sample_is_real_fashion_mnist() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets/fashion-mnist-sample");
-        let set = load_idx(
-            &dir.join("train-images-idx3-ubyte.gz"),
-            &dir.join("train-labels-idx1-ubyte.gz"),
-            ImageShape::default(),
-            None,
-        )
-        .unwrap();
+        let set = load_idx(&dir.join("train-images-idx3-ubyte.gz"), &dir.join("train-labels-idx1-ubyte.gz"), ImageShape::default(), None).unwrap();
         assert_eq!(set.len(), 3000);
         assert!(set.class_counts().iter().all(|&c| c > 250), "{:?}", set.class_counts());
     }

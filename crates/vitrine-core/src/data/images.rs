@@ -37,12 +37,7 @@ impl LoadReport {
         if self.hidden == 0 && self.not_images == 0 && self.corrupt.is_empty() {
             return None;
         }
-        Some(format!(
-            "skipped {} hidden file(s), {} non-image file(s), {} unreadable image(s)",
-            self.hidden,
-            self.not_images,
-            self.corrupt.len()
-        ))
+        Some(format!("skipped {} hidden file(s), {} non-image file(s), {} unreadable image(s)", self.hidden, self.not_images, self.corrupt.len()))
     }
 }
 
@@ -190,11 +185,7 @@ fn to_dynamic(bytes: &[u8], shape: ImageShape) -> DynamicImage {
 /// Converts any decoded image to the model's input shape: grey or RGB, resized exactly.
 pub fn to_shape(image: DynamicImage, shape: ImageShape) -> Vec<u8> {
     let (w, h) = (shape.width as u32, shape.height as u32);
-    let image = if image.width() == w && image.height() == h {
-        image
-    } else {
-        image.resize_exact(w, h, FilterType::Triangle)
-    };
+    let image = if image.width() == w && image.height() == h { image } else { image.resize_exact(w, h, FilterType::Triangle) };
     if shape.channels == 1 {
         image.into_luma8().into_raw()
     } else {

@@ -40,8 +40,9 @@ pub fn load_source(
             let set = load_idx(&images, &labels, shape, classes.map(ClassMatcher::classes))?;
             Ok((set, LoadReport::default()))
         }
-        SourceLayout::Folder(folder) => load_folder(&folder, shape, classes, strict, stream, reporter)
-            .with_context(|| format!("loading image folder {}", folder.display())),
+        SourceLayout::Folder(folder) => {
+            load_folder(&folder, shape, classes, strict, stream, reporter).with_context(|| format!("loading image folder {}", folder.display()))
+        }
     }
 }
 

@@ -26,7 +26,10 @@ impl std::fmt::Display for SkippedRow {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Layout {
     /// Delimited text with a header row; `quoted` when fields may be quoted (CSV, TSV).
-    Delimited { delimiter: u8, quoted: bool },
+    Delimited {
+        delimiter: u8,
+        quoted: bool,
+    },
     JsonLines,
 }
 

@@ -179,8 +179,7 @@ pub fn fit<T: TrainTask>(
     let mut restored_epoch = None;
     if let (true, Some(best), Some(last)) = (plan.restore_best, plan.monitor.best_epoch(&history), history.last()) {
         if best != last.epoch {
-            task.load_weights(&run.file(BEST_WEIGHTS_FILE))
-                .with_context(|| format!("restoring the weights of epoch {best} (train.restore_best)"))?;
+            task.load_weights(&run.file(BEST_WEIGHTS_FILE)).with_context(|| format!("restoring the weights of epoch {best} (train.restore_best)"))?;
             reporter.info(&format!("restored the weights of epoch {best}, the best {}", plan.monitor.describe()));
             restored_epoch = Some(best);
         }
@@ -211,8 +210,7 @@ pub fn resume<T: TrainTask>(task: &mut T, run: &RunDir) -> Result<Vec<EpochRecor
         return Ok(Vec::new());
     };
     task.load_checkpoint(&dir).with_context(|| format!("loading checkpoint {}", dir.display()))?;
-    let text = std::fs::read_to_string(dir.join(STATE_FILE))
-        .with_context(|| format!("reading {}", dir.join(STATE_FILE).display()))?;
+    let text = std::fs::read_to_string(dir.join(STATE_FILE)).with_context(|| format!("reading {}", dir.join(STATE_FILE).display()))?;
     serde_json::from_str(&text).with_context(|| format!("parsing {}", dir.join(STATE_FILE).display()))
 }
 

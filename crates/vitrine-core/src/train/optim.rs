@@ -52,12 +52,9 @@ pub fn build_optimizer(config: &OptimizerConfig, grad_clip_norm: Option<f32>) ->
             .with_grad_clipping(clip)
             .init(),
         OptimizerKind::Sgd => SgdConfig::new()
-            .with_momentum((config.momentum > 0.0).then(|| {
-                MomentumConfig::new().with_momentum(config.momentum).with_dampening(0.0)
-            }))
+            .with_momentum((config.momentum > 0.0).then(|| MomentumConfig::new().with_momentum(config.momentum).with_dampening(0.0)))
             .with_weight_decay(decay)
             .with_gradient_clipping(clip)
             .init(),
     }
 }
-

@@ -6,11 +6,11 @@ use anyhow::{Result, bail};
 use burn::prelude::*;
 
 use super::fit::{FitOutcome, FitPlan, fit, resume};
-use crate::history::Monitor;
 use super::task::TrainTask;
 use crate::backend::ComputeDevice;
 use crate::config::Settings;
 use crate::data::BatchSource;
+use crate::history::Monitor;
 use crate::report::{ClassificationScores, DataSummary, RunReport};
 use crate::reporter::Reporter;
 use crate::run_dir::{RunDir, WEIGHTS_FILE};

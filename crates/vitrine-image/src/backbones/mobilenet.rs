@@ -244,7 +244,8 @@ impl Mobilenet {
 
     /// torchvision's names for this module's: `features.N[.block.M].0/.1`, `classifier.0/.3`.
     pub fn name_pairs(&self) -> Vec<NamePair> {
-        let conv_norm = |torch: &str, ours: &str| [NamePair::new(format!("{torch}.0"), format!("{ours}.conv")), NamePair::new(format!("{torch}.1"), format!("{ours}.bn"))];
+        let conv_norm =
+            |torch: &str, ours: &str| [NamePair::new(format!("{torch}.0"), format!("{ours}.conv")), NamePair::new(format!("{torch}.1"), format!("{ours}.bn"))];
         let mut pairs: Vec<NamePair> = conv_norm("features.0", "stem").into();
         for (b, block) in self.blocks.iter().enumerate() {
             let (torch, ours) = (format!("features.{}.block", b + 1), format!("blocks.{b}"));

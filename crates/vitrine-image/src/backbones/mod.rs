@@ -130,7 +130,6 @@ impl Backbone {
             Self::Mobilenet(m) => m.name_pairs(),
         }
     }
-
 }
 
 /// Loads torchvision weights (a `state_dict` as `.safetensors`, or a `.pth`/`.pt` checkpoint) into

@@ -162,7 +162,8 @@ impl InteractionBatches {
         match self.kind {
             BatchKind::Pairs { negatives } => {
                 let picked: Vec<Interaction> = units.iter().map(|&u| self.rows[u]).collect();
-                let negative: Vec<i64> = picked.iter().flat_map(|r| (0..negatives).map(|_| self.sample_negative(r.user, rng) as i64).collect::<Vec<_>>()).collect();
+                let negative: Vec<i64> =
+                    picked.iter().flat_map(|r| (0..negatives).map(|_| self.sample_negative(r.user, rng) as i64).collect::<Vec<_>>()).collect();
                 let b = picked.len();
                 RecBatch::Pairs {
                     users: ints(picked.iter().map(|r| r.user as i64).collect()),
@@ -188,10 +189,7 @@ impl InteractionBatches {
             }
             BatchKind::Positives => {
                 let picked: Vec<Interaction> = units.iter().map(|&u| self.rows[u]).collect();
-                RecBatch::Positives {
-                    users: ints(picked.iter().map(|r| r.user as i64).collect()),
-                    items: ints(picked.iter().map(|r| r.item as i64).collect()),
-                }
+                RecBatch::Positives { users: ints(picked.iter().map(|r| r.user as i64).collect()), items: ints(picked.iter().map(|r| r.item as i64).collect()) }
             }
             BatchKind::Rows => {
                 let mut rows = vec![0.0f32; units.len() * self.items];

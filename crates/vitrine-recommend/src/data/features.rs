@@ -161,10 +161,7 @@ pub fn read_features(source: &FeatureSource, ids: &mut IdMap, strict: bool) -> R
         all_tokens[index as usize] = own;
     }
     let names = source.name.as_ref().map(|_| (0..n as u32).map(|i| names.remove(&i).unwrap_or_default()).collect());
-    Ok(ReadFeatures {
-        features: Features { vocabulary, tokens: all_tokens, numbers, numeric_columns, names },
-        skipped,
-    })
+    Ok(ReadFeatures { features: Features { vocabulary, tokens: all_tokens, numbers, numeric_columns, names }, skipped })
 }
 
 fn skip(skipped: &mut Vec<SkippedRow>, strict: bool, path: &std::path::Path, line: u64, reason: String) -> Result<()> {

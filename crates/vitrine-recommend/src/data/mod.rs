@@ -95,7 +95,11 @@ pub fn load_data(config: &RecommendConfig, reporter: &dyn Reporter) -> Result<Re
     let read = read_interactions(&d.interactions, &mut users, &mut items, d.items.is_some(), d.implicit_threshold, d.limit, strict)?;
     report_skipped("data.interactions", &read.skipped, &mut note);
     if read.below_threshold > 0 {
-        note(format!("{} interaction(s) rated below implicit_threshold {} are not positive feedback", read.below_threshold, d.implicit_threshold.unwrap_or_default()));
+        note(format!(
+            "{} interaction(s) rated below implicit_threshold {} are not positive feedback",
+            read.below_threshold,
+            d.implicit_threshold.unwrap_or_default()
+        ));
     }
     let mut rows = read.rows;
     if rows.is_empty() {

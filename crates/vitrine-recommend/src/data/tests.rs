@@ -38,7 +38,11 @@ const ORDERS: &str = "\u{feff}customer,sku,stars,date\n\
 fn bad_rows_are_named_by_line_and_skipped() {
     let tmp = tempfile::tempdir().unwrap();
     let orders = write(tmp.path(), "orders.csv", ORDERS);
-    let catalogue = write(tmp.path(), "products.csv", "sku,name,category\nSKU-1,Phone,phones|android\nSKU-2,Case,accessories\nSKU-3,Charger,accessories|power\nSKU-4,Tablet,tablets\n");
+    let catalogue = write(
+        tmp.path(),
+        "products.csv",
+        "sku,name,category\nSKU-1,Phone,phones|android\nSKU-2,Case,accessories\nSKU-3,Charger,accessories|power\nSKU-4,Tablet,tablets\n",
+    );
     let items = format!("items = {{ file = \"{catalogue}\", id = \"sku\", name = \"name\", multi = {{ category = \"|\" }} }}");
     let c = config(tmp.path(), &orders, &format!("implicit_threshold = 4\n{items}"));
     let mut users = IdMap::default();
@@ -116,11 +120,16 @@ fn a_split_made_elsewhere_is_read_from_three_files() {
     };
     assert_eq!(named(&data.train).len(), 4, "the training file as it is");
     assert_eq!(named(&data.valid), [("C1".to_string(), "S3".to_string())]);
-    assert_eq!(named(&data.test), [("C2".to_string(), "S4".to_string()), ("C3".to_string(), "S1".to_string())], "new items and customers of the test file join the maps");
+    assert_eq!(
+        named(&data.test),
+        [("C2".to_string(), "S4".to_string()), ("C3".to_string(), "S1".to_string())],
+        "new items and customers of the test file join the maps"
+    );
     assert!(data.notes.iter().any(|n| n.contains("data.split.test_file") && n.contains("1 bad row")), "{:?}", data.notes);
 
     // Half a split, or split files beside a random split, is refused by name.
-    let text = |split: &str| format!("task = \"recommendation\"\n[data]\ninteractions = {{ file = \"{train}\", user = \"customer\", item = \"sku\" }}\n{split}\n");
+    let text =
+        |split: &str| format!("task = \"recommendation\"\n[data]\ninteractions = {{ file = \"{train}\", user = \"customer\", item = \"sku\" }}\n{split}\n");
     for (split, expect) in [
         (format!("split = {{ kind = \"files\", valid_file = \"{valid}\" }}"), "needs data.split.valid_file and data.split.test_file"),
         (format!("split = {{ kind = \"random\", valid_file = \"{valid}\", test_file = \"{test}\" }}"), "go with data.split.kind = \"files\""),

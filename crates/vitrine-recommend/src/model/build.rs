@@ -73,7 +73,8 @@ impl Build for TwoTower {
         };
         let users = shape(data.users.len(), &data.user_features);
         let items = TowerShape { bias: m.item_bias, ..shape(data.items.len(), &data.item_features) };
-        let training = TwoTowerTraining { temperature: m.temperature, id_dropout: m.id_dropout, extra_negatives: m.extra_negatives, full_softmax: m.full_softmax };
+        let training =
+            TwoTowerTraining { temperature: m.temperature, id_dropout: m.id_dropout, extra_negatives: m.extra_negatives, full_softmax: m.full_softmax };
         Ok(TwoTower::new(&users, &items, m.embedding_dim, &m.hidden, m.dropout, training, device))
     }
     fn batch_kind(_: &RecommendConfig) -> BatchKind {
@@ -99,4 +100,3 @@ impl Build for Sasrec {
         BatchKind::Sequences { max_len: config.model.max_len }
     }
 }
-

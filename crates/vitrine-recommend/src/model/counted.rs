@@ -41,7 +41,6 @@ impl Popularity {
     }
 }
 
-
 impl Recommender for Popularity {
     const COUNTED: bool = true;
 
@@ -94,7 +93,6 @@ impl ItemKnn {
         self.similarity.val()
     }
 }
-
 
 impl Recommender for ItemKnn {
     const COUNTED: bool = true;

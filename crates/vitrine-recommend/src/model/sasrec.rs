@@ -169,7 +169,8 @@ mod tests {
         let shape = SasrecShape { items: 40, dim: 16, max_len: 8, layers: 2, heads: 2, feed_forward: 32, dropout: 0.2 };
         let model = Sasrec::new(&shape, &device);
         let history: Vec<Vec<u32>> = vec![(0..12).map(|i| (i * 7 % 40) as u32).collect(), vec![5, 9, 1], vec![], vec![39]];
-        let context = ScoreContext { history: Arc::new(history), items: 40, item_features: None, user_features: None, warm_items: None, item_log_frequency: None };
+        let context =
+            ScoreContext { history: Arc::new(history), items: 40, item_features: None, user_features: None, warm_items: None, item_log_frequency: None };
         let users = [0u32, 1, 2, 3];
         let (ids, last) = model.recent(&users, &context, &device);
         let whole = model.encode(ids).into_data().try_to_vec::<f32>().unwrap();

@@ -64,9 +64,7 @@ impl RowAdam {
         let first_hat = first / (1.0 - self.beta1.powi(step));
         let second_hat = second / (1.0 - self.beta2.powi(step));
         let delta = first_hat / (second_hat.sqrt() + self.epsilon) * (-lr);
-        in_place(weight, |w| {
-            Tensor::from_inner(w.inner().select_assign(0, rows.clone(), delta, IndexingUpdateOp::Add)).require_grad()
-        });
+        in_place(weight, |w| Tensor::from_inner(w.inner().select_assign(0, rows.clone(), delta, IndexingUpdateOp::Add)).require_grad());
     }
 }
 
@@ -104,7 +102,8 @@ mod tests {
         let device = Device::flex();
         let config = OptimizerConfig { lr: 0.1, ..OptimizerConfig::default() };
         let mut adam = RowAdam::new(&[[4, 2]], &config, &device);
-        let mut weight = Param::from_tensor(Tensor::<2>::from_data(TensorData::new(vec![1.0f32, 2., 3., 4., 5., 6., 7., 8.], [4, 2]), &device.clone().autodiff()));
+        let mut weight =
+            Param::from_tensor(Tensor::<2>::from_data(TensorData::new(vec![1.0f32, 2., 3., 4., 5., 6., 7., 8.], [4, 2]), &device.clone().autodiff()));
         let grad = Tensor::<2>::from_data(TensorData::new(vec![0.5f32, -2.0, 1.0, 0.0], [2, 2]), &device);
         let step = adam.next_step();
         adam.update(0, &mut weight, &[1, 3], grad, 0.1, step);

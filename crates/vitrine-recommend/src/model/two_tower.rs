@@ -7,8 +7,8 @@
 
 use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig};
 use burn::prelude::*;
-use burn::tensor::activation::relu;
 use burn::tensor::Distribution;
+use burn::tensor::activation::relu;
 use vitrine_core::cross_entropy::softmax_cross_entropy;
 use vitrine_core::dropout::dropout;
 
@@ -151,11 +151,8 @@ impl TwoTower {
         let device = u.device();
         let ids = Tensor::<1, Int>::arange(0..n as i64, &device);
         let warm = context.warm_items.clone().unwrap_or_else(|| Tensor::ones([n], &device));
-        let keep = if self.id_dropout > 0.0 {
-            warm.clone() * Tensor::<1>::random([n], Distribution::Bernoulli(1.0 - self.id_dropout), &device)
-        } else {
-            warm.clone()
-        };
+        let keep =
+            if self.id_dropout > 0.0 { warm.clone() * Tensor::<1>::random([n], Distribution::Bernoulli(1.0 - self.id_dropout), &device) } else { warm.clone() };
         let placed = self.item_tower.forward(ids, context.item_features.as_ref(), Some(keep.unsqueeze_dim::<2>(1)));
         let logits = self.logits(u, placed) + ((warm - 1.0) * 1e9).reshape([1, n]); // [b, n]
         softmax_cross_entropy(logits, items).mean()

@@ -33,7 +33,15 @@ pub struct TextData {
 }
 
 /// Loads one configured source, deduplicated when configured, and notes what was dropped.
-fn load_source(name: &str, source: &TextSourceConfig, classes: Option<&ClassMatcher>, section: &TextDataSection, strict: bool, notes: &mut Vec<String>, reporter: &dyn Reporter) -> Result<TextSet> {
+fn load_source(
+    name: &str,
+    source: &TextSourceConfig,
+    classes: Option<&ClassMatcher>,
+    section: &TextDataSection,
+    strict: bool,
+    notes: &mut Vec<String>,
+    reporter: &dyn Reporter,
+) -> Result<TextSet> {
     let (set, skipped) = load_text(&source.source()?, classes, strict).with_context(|| format!("data.{name}"))?;
     if let Some(line) = skipped_summary(&skipped) {
         reporter.info(&format!("data.{name}: {line}"));
@@ -83,9 +91,8 @@ pub fn load_data(config: &TextConfig, reporter: &dyn Reporter) -> Result<TextDat
     if classes.len() < 2 {
         bail!("data.train has {} class(es) ({classes:?}); a classifier needs at least 2", classes.len());
     }
-    let mut given = |name, source: &Option<TextSourceConfig>| {
-        source.as_ref().map(|s| load_source(name, s, Some(&matcher), d, strict, &mut notes, reporter)).transpose()
-    };
+    let mut given =
+        |name, source: &Option<TextSourceConfig>| source.as_ref().map(|s| load_source(name, s, Some(&matcher), d, strict, &mut notes, reporter)).transpose();
     let (valid_given, test_given) = (given("valid", &d.valid)?, given("test", &d.test)?);
     let valid_fraction = if valid_given.is_some() { 0.0 } else { d.valid_fraction };
     let test_fraction = if test_given.is_some() { 0.0 } else { d.test_fraction };
@@ -93,8 +100,7 @@ pub fn load_data(config: &TextConfig, reporter: &dyn Reporter) -> Result<TextDat
     let valid = valid_given.unwrap_or(valid);
     let test = test_given.unwrap_or(test);
     if d.dedup && (d.valid.is_some() || d.test.is_some()) {
-        let held_out: std::collections::HashSet<&str> =
-            valid.examples.iter().chain(&test.examples).map(|e| e.text.as_str()).collect();
+        let held_out: std::collections::HashSet<&str> = valid.examples.iter().chain(&test.examples).map(|e| e.text.as_str()).collect();
         let before = train.len();
         train.examples.retain(|e| !held_out.contains(e.text.as_str()));
         if train.len() < before {

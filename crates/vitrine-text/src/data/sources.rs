@@ -82,7 +82,11 @@ pub fn load_text(source: &TextSource, known_classes: Option<&ClassMatcher>, stri
     if !unknown.is_empty() {
         let distinct: BTreeSet<&String> = unknown.iter().collect();
         let reasons: Vec<&String> = distinct.iter().filter_map(|l| index[l.as_str()].as_ref().err()).collect();
-        let message = format!("{} row(s) with labels {distinct:?} not among the classes: {}", unknown.len(), reasons.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("; "));
+        let message = format!(
+            "{} row(s) with labels {distinct:?} not among the classes: {}",
+            unknown.len(),
+            reasons.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("; ")
+        );
         if strict {
             bail!("{}: {message}", source_name(source));
         }
@@ -143,8 +147,7 @@ impl TextSet {
         for e in &self.examples {
             labels.entry(e.text.as_str()).or_default().insert(e.label);
         }
-        let conflicted: BTreeSet<String> =
-            labels.iter().filter(|(_, l)| l.len() > 1).map(|(t, _)| t.to_string()).collect();
+        let conflicted: BTreeSet<String> = labels.iter().filter(|(_, l)| l.len() > 1).map(|(t, _)| t.to_string()).collect();
         let mut seen = std::collections::HashSet::new();
         let mut report = DedupReport::default();
         let mut kept = Vec::new();
@@ -166,10 +169,7 @@ impl TextSet {
         order.shuffle(&mut StdRng::seed_from_u64(seed));
         let n_valid = (self.len() as f64 * valid).round() as usize;
         let n_test = (self.len() as f64 * test).round() as usize;
-        let pick = |idx: &[usize]| TextSet {
-            examples: idx.iter().map(|&i| self.examples[i].clone()).collect(),
-            classes: self.classes.clone(),
-        };
+        let pick = |idx: &[usize]| TextSet { examples: idx.iter().map(|&i| self.examples[i].clone()).collect(), classes: self.classes.clone() };
         let (valid_idx, rest) = order.split_at(n_valid.min(order.len()));
         let (test_idx, train_idx) = rest.split_at(n_test.min(rest.len()));
         (pick(train_idx), pick(valid_idx), pick(test_idx))
@@ -217,10 +217,10 @@ mod tests {
         let source = TextSource::Table { path: path.clone(), text_column: "review".into(), label_column: "sentiment".into() };
         let known: Vec<String> = vec!["negative".into(), "positive".into()];
         let (set, skipped) = load_text(&source, Some(&ClassMatcher::exact(&known)), false).unwrap();
-        assert_eq!(set.examples, [
-            TextExample { text: "Great, fast delivery".into(), label: 1 },
-            TextExample { text: "Broke after\na week".into(), label: 0 },
-        ]);
+        assert_eq!(
+            set.examples,
+            [TextExample { text: "Great, fast delivery".into(), label: 1 }, TextExample { text: "Broke after\na week".into(), label: 0 },]
+        );
         let reasons: Vec<(u64, &str)> = skipped.iter().map(|s| (s.line, s.reason.as_str())).collect();
         assert!(reasons.contains(&(5, "`review` is empty")), "{reasons:?}");
         assert!(reasons.contains(&(6, "missing column `sentiment`")), "{reasons:?}");
@@ -269,10 +269,7 @@ mod tests {
     #[test]
     fn dedup_drops_repeats_and_conflicts_before_any_split() {
         let ex = |t: &str, l| TextExample { text: t.into(), label: l };
-        let set = TextSet {
-            examples: vec![ex("a", 0), ex("b", 1), ex("a", 0), ex("c", 0), ex("c", 1), ex("a", 0)],
-            classes: vec!["n".into(), "p".into()],
-        };
+        let set = TextSet { examples: vec![ex("a", 0), ex("b", 1), ex("a", 0), ex("c", 0), ex("c", 1), ex("a", 0)], classes: vec!["n".into(), "p".into()] };
         let (kept, report) = set.dedup();
         assert_eq!(kept.examples, [ex("a", 0), ex("b", 1)]);
         assert_eq!(report, DedupReport { duplicates: 2, conflicting: 2 });

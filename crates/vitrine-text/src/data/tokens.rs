@@ -63,11 +63,7 @@ impl TokenInput {
             let columns = rows.len() / n.max(1);
             Tensor::from_data(TensorData::new(rows, [n, columns]), device)
         });
-        Self {
-            ids: Tensor::from_data(TensorData::new(ids, [n, len]), device),
-            mask: Tensor::from_data(TensorData::new(mask, [n, len]), device),
-            ngrams,
-        }
+        Self { ids: Tensor::from_data(TensorData::new(ids, [n, len]), device), mask: Tensor::from_data(TensorData::new(mask, [n, len]), device), ngrams }
     }
 }
 
@@ -191,9 +187,7 @@ mod tests {
     #[test]
     fn training_batches_cover_the_set_once_per_epoch_seeded() {
         let batches = TokenBatches::shuffled(set(), 3, 7, 0, Device::flex());
-        let firsts = |epoch| -> Vec<i64> {
-            batches.batches(epoch).flat_map(|b| b.targets.to_data().try_into_vec_as::<i64>().unwrap()).collect()
-        };
+        let firsts = |epoch| -> Vec<i64> { batches.batches(epoch).flat_map(|b| b.targets.to_data().try_into_vec_as::<i64>().unwrap()).collect() };
         let seen: Vec<Vec<usize>> = batches.order(1);
         let mut flat: Vec<usize> = seen.concat();
         flat.sort();

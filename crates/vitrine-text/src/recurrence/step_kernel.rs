@@ -97,7 +97,17 @@ pub enum StepInputs<'a> {
 /// [`PackedCell::available`]; `out + b·out_stride` has room for `hidden` values for each row,
 /// written by this thread alone.
 #[allow(clippy::too_many_arguments)]
-pub unsafe fn step(packed: &PackedCell, inputs: StepInputs, h: &[f32], h_next: &mut [f32], c: &mut [f32], partial: &mut [f32], real: impl Fn(usize) -> bool, out: *mut f32, out_stride: usize) {
+pub unsafe fn step(
+    packed: &PackedCell,
+    inputs: StepInputs,
+    h: &[f32],
+    h_next: &mut [f32],
+    c: &mut [f32],
+    partial: &mut [f32],
+    real: impl Fn(usize) -> bool,
+    out: *mut f32,
+    out_stride: usize,
+) {
     let PackedCell { gates, input, hidden, .. } = *packed;
     let batch = h.len() / hidden;
     let x = match inputs {
