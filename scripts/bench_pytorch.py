@@ -432,9 +432,9 @@ def main():
         rank, customers = ranking(lambda batch: net(recent[batch])[:, -1] @ net.items().T, users, items, dev)
     else:
         raise SystemExit(f"unknown model {m}")
-    # PyTorch's BatchNorm1d cannot train on one example (the generator's first layer); the
-    # table's batch-1 rows show inference alone.
-    train_rate = 0.0 if (m == "dcgan" and bs == 1) else rate(train, a.warmup, a.steps, a.seconds, sync)
+    # PyTorch's BatchNorm1d cannot train on one example (the generator's first layer): not
+    # timed (null in the JSON line); the table's batch-1 rows show inference alone.
+    train_rate = None if (m == "dcgan" and bs == 1) else rate(train, a.warmup, a.steps, a.seconds, sync)
     net.eval()
     with torch.no_grad():
         if m in RECOMMENDERS:
@@ -451,7 +451,7 @@ def main():
         "backend": f"pytorch {torch.__version__}" + (f" ({torch.cuda.get_device_name()})" if cuda else ""),
         "threads": torch.get_num_threads(),
         "batch_size": bs,
-        "train_samples_per_sec": train_rate * bs,
+        "train_samples_per_sec": None if train_rate is None else train_rate * bs,
         "inference_samples_per_sec": infer_rate * infer_bs,
         "peak_memory_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
         "peak_gpu_memory_mib": torch.cuda.max_memory_reserved() // 2**20 if cuda else None,
