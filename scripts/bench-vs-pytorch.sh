@@ -14,8 +14,8 @@
 # its result. Also: VITRINE (the binary, default target/release/vitrine), BENCH_PYTHON (a Python
 # that already has torch and torchvision, instead of the virtualenv), BENCH_TIMING (the timing
 # flags of both sides, default "--warmup 2 --steps 30 --seconds 10"; bpr-mf, neumf and the batch-1
-# rows time 300, 100 and 300 steps instead of its --steps), BENCH_RAW (a file that keeps every
-# run's JSON line).
+# rows time 100 to 20,000 steps instead of its --steps, as `cases` says), BENCH_RAW (a file that
+# keeps every run's JSON line).
 #
 # Creates a virtualenv with PyTorch from PyPI at $BENCH_VENV (default .venv-bench) the first time;
 # builds Vitrine in release mode when target/release/vitrine is missing. Inputs are random tensors
@@ -47,6 +47,8 @@ fi
 # network | vitrine bench flags | bench_pytorch.py flags [| timed steps, instead of the timing's]
 # A step of bpr-mf or neumf, or at batch 1, takes milliseconds: 30 of them made windows of 40 to
 # 350 ms, which moved by ±10% (at batch 1 by ±20%) from round to round on both sides.
+# A recommender's batch 1 is one customer's ranking over every item (serving's latency), timed
+# alone (--rank-only); a call takes 0.03 to 1.3 ms, hence thousands of steps.
 cases=(
   "fashion-cnn|--model fashion-cnn|--model fashion-cnn"
   "fashion-cnn, batch 1|--model fashion-cnn --batch-size 1|--model fashion-cnn --batch-size 1|300"
@@ -62,9 +64,13 @@ cases=(
   "dcgan|--model dcgan|--model dcgan"
   "dcgan, batch 1|--model dcgan --batch-size 1|--model dcgan --batch-size 1|300"
   "bpr-mf, ML-100K sizes|--model bpr-mf|--model bpr-mf|300"
+  "bpr-mf, batch 1|--model bpr-mf --rank-customers 1 --rank-only|--model bpr-mf --rank-customers 1 --rank-only|20000"
   "neumf, ML-100K sizes|--model neumf|--model neumf|100"
+  "neumf, batch 1|--model neumf --rank-customers 1 --rank-only|--model neumf --rank-customers 1 --rank-only|3000"
   "two-tower, ML-100K sizes|--model two-tower|--model two-tower"
+  "two-tower, batch 1|--model two-tower --rank-customers 1 --rank-only|--model two-tower --rank-customers 1 --rank-only|3000"
   "sasrec, ML-100K sizes|--model sasrec|--model sasrec"
+  "sasrec, batch 1|--model sasrec --rank-customers 1 --rank-only|--model sasrec --rank-customers 1 --rank-only|3000"
   "resnet18, 3×224×224, batch 32|--model resnet18|--model resnet18"
 )
 timing="${BENCH_TIMING:---warmup 2 --steps 30 --seconds 10}"

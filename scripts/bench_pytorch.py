@@ -284,6 +284,8 @@ def main():
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--seconds", type=float, default=20.0)
     p.add_argument("--device", default="cpu", help="cpu, or cuda for the GPU comparison")
+    p.add_argument("--rank-only", action="store_true", help="recommenders: time the ranking alone (training untimed, null)")
+    p.add_argument("--rank-customers", type=int, help="recommenders: customers ranked per inference call (1: one customer's ranking, as serving does)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     # As `vitrine` does on its CPU threads (vitrine_core::backend::flush_subnormals_to_zero).
@@ -365,7 +367,7 @@ def main():
             (-F.logsigmoid(diff)).mean().backward()
             opt.step()
 
-        rank, customers = ranking(lambda batch: net.user(batch) @ net.item.weight.T, users, items, dev)
+        rank, customers = ranking(lambda batch: net.user(batch) @ net.item.weight.T, users, items, dev, a.rank_customers)
     elif m == "two-tower":
         users, items, genres = 943, 1682, 19
         # One to three of 19 genres per item, as `vitrine bench` generates them (padding: 19).
@@ -392,7 +394,7 @@ def main():
             F.cross_entropy(logits.masked_fill(twice, -1e9), targets).backward()
             opt.step()
 
-        rank, customers = ranking(net.scores, users, items, dev)
+        rank, customers = ranking(net.scores, users, items, dev, a.rank_customers)
     elif m == "neumf":
         users, items = 943, 1682
         net = NeuMF(users, items)
@@ -411,7 +413,7 @@ def main():
 
         # As many customers per call as Vitrine scores at once (32 M hidden values).
         chunk = max(1, min(1024, 32_000_000 // (items * 128)))
-        rank, customers = ranking(net.scores, users, items, dev, chunk)
+        rank, customers = ranking(net.scores, users, items, dev, a.rank_customers or chunk)
     elif m == "sasrec":
         users, items, max_len = 943, 1682, 50
         net = SASRec(items, max_len=max_len)
@@ -429,12 +431,14 @@ def main():
 
         # Each customer's 50 latest items; their state after the last one scores every item.
         recent = torch.randint(1, items + 1, (users, max_len))
-        rank, customers = ranking(lambda batch: net(recent[batch])[:, -1] @ net.items().T, users, items, dev)
+        rank, customers = ranking(lambda batch: net(recent[batch])[:, -1] @ net.items().T, users, items, dev, a.rank_customers)
     else:
         raise SystemExit(f"unknown model {m}")
     # PyTorch's BatchNorm1d cannot train on one example (the generator's first layer): not
-    # timed (null in the JSON line); the table's batch-1 rows show inference alone.
-    train_rate = None if (m == "dcgan" and bs == 1) else rate(train, a.warmup, a.steps, a.seconds, sync)
+    # timed (null in the JSON line), nor with --rank-only; the table's batch-1 rows show
+    # inference alone.
+    untimed = (m == "dcgan" and bs == 1) or a.rank_only
+    train_rate = None if untimed else rate(train, a.warmup, a.steps, a.seconds, sync)
     net.eval()
     with torch.no_grad():
         if m in RECOMMENDERS:

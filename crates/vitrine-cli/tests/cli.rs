@@ -637,6 +637,14 @@ fn recommender_trains_recommends_finds_similar_items_segments_evaluates_and_expo
     let tensors = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     assert_eq!(tensors.tensor("item_embedding.weight").unwrap().shape(), [1682, 64]);
 
+    // The bench's serving latency: one customer ranked a call, training untimed (null).
+    let flags: Vec<&str> =
+        "bench --model bpr-mf --backend flex --users 40 --items 90 --count 800 --rank-customers 1 --rank-only --steps 5 --single".split(' ').collect();
+    let bench = ok(&flags);
+    let bench: serde_json::Value = serde_json::from_str(bench.trim()).unwrap();
+    assert!(bench["train_samples_per_sec"].is_null() && bench["customers_per_call"] == 1, "{bench}");
+    assert!(bench["inference_samples_per_sec"].as_f64().unwrap() > 0.0, "{bench}");
+
     let err = fails(&["predict", r, "x.png"]);
     assert!(err.contains("recommendation run") && err.contains("vitrine recommend"), "{err}");
     let err = fails(&["generate", r]);

@@ -1,6 +1,7 @@
 //! Throughput of a recommender on one device: training interactions per second, and customers
-//! per second when ranking every item for them (top 10, known items left out), on an
-//! interactions file or on generated data with power-law popularity.
+//! per second when ranking every item for them (top 10, known items left out), a batch of them
+//! per call or one (`--rank-customers 1`, serving's latency), on an interactions file or on
+//! generated data with power-law popularity.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -82,16 +83,21 @@ fn measure<M: Build + Clone>(arch: Architecture, data: &RecData, request: &Bench
     let batches =
         InteractionBatches::new(kind, Arc::new(data.train.clone()), seen.clone(), history.clone(), data.items.len(), batch_size, Some(1), train_device.clone());
     // Training: examples per second, in the unit of the model's batches (BatchKind::unit).
-    let mut stream = batches.batches(1).cycle_epochs(&batches);
-    let (mut examples, mut steps) = (0usize, 0usize);
-    let train_rate = request.timing.rate(|| {
-        let batch = stream.next().expect("batches never run out");
-        examples += batch.count();
-        steps += 1;
-        // The batch from the loader's channel first: only the step runs where flex computes.
-        let _: f32 = task.train_step_on(&train_device, batch, 1e-3).loss_sum.into_scalar();
-    });
-    let per_step = examples as f64 / steps.max(1) as f64;
+    // `--rank-only` leaves it untimed (null in the JSON): an untrained model ranks with the same
+    // arithmetic as a trained one.
+    let mut train_samples_per_sec = f64::NAN;
+    if !args::flag(request.args, "rank_only") {
+        let mut stream = batches.batches(1).cycle_epochs(&batches);
+        let (mut examples, mut steps) = (0usize, 0usize);
+        let train_rate = request.timing.rate(|| {
+            let batch = stream.next().expect("batches never run out");
+            examples += batch.count();
+            steps += 1;
+            // The batch from the loader's channel first: only the step runs where flex computes.
+            let _: f32 = task.train_step_on(&train_device, batch, 1e-3).loss_sum.into_scalar();
+        });
+        train_samples_per_sec = train_rate * examples as f64 / steps.max(1) as f64;
+    }
     if M::COUNTED {
         task.model = task.model.clone().finish();
     }
@@ -100,7 +106,7 @@ fn measure<M: Build + Clone>(arch: Architecture, data: &RecData, request: &Bench
     let device = &compute.device;
     let rank_context = score_context(data, history, device);
     let ranked_users: Vec<u32> = (0..users as u32).collect();
-    let chunk = crate::model::Ranker::scoring_batch(&model, data.items.len()).min(users.max(1));
+    let chunk = args::value(request.args, "rank_customers").unwrap_or_else(|| crate::model::Ranker::scoring_batch(&model, data.items.len())).min(users.max(1));
     let mut start = 0usize;
     let infer_rate = request.timing.rate_on(device, || {
         let end = (start + chunk).min(users);
@@ -110,10 +116,11 @@ fn measure<M: Build + Clone>(arch: Architecture, data: &RecData, request: &Bench
         start = if end >= users { 0 } else { end };
     });
     let mut result = BenchResult::new(arch.name(), compute, batch_size, 0.0, 0.0);
-    result.train_samples_per_sec = train_rate * per_step;
+    result.train_samples_per_sec = train_samples_per_sec;
     result.inference_samples_per_sec = infer_rate * chunk as f64;
     result.extra.insert("train_unit".into(), kind.unit().into());
     result.extra.insert("inference_unit".into(), "customers ranked over every item (top 10)".into());
+    result.extra.insert("customers_per_call".into(), chunk.into());
     result.extra.insert("users".into(), users.into());
     result.extra.insert("items".into(), data.items.len().into());
     if arch == Architecture::TwoTower {

@@ -92,6 +92,15 @@ impl Family for RecommendFamily {
             Arg::new("users").long("users").value_parser(args::at_least_one).default_value("943").help("Recommenders: customers of the generated data"),
             Arg::new("items").long("items").value_parser(args::at_least_one).default_value("1682").help("Recommenders: items of the generated data"),
             Arg::new("count").long("count").value_parser(args::at_least_one).default_value("100000").help("Recommenders: interactions of the generated data"),
+            Arg::new("rank_customers")
+                .long("rank-customers")
+                .value_name("N")
+                .value_parser(args::at_least_one)
+                .help("Recommenders: customers ranked per inference call; 1 times one customer's ranking, as serving does [default: as many as the model scores at once]"),
+            Arg::new("rank_only")
+                .long("rank-only")
+                .action(ArgAction::SetTrue)
+                .help("Recommenders: time the ranking alone, with the model as initialised (training untimed)"),
             Arg::new("sparse_updates").long("sparse-updates").action(ArgAction::SetTrue).help("bpr-mf: row-wise Adam updates (model.sparse_updates)"),
         ]
     }

@@ -61,10 +61,12 @@ pub fn bench(args: &BenchArgs, matches: &ArgMatches) -> Result<()> {
             if let Some(loader) = json["loader_images_per_sec"].as_f64() {
                 println!("{:<8} loader alone {loader:>7.1} images/s ({} photos of {})", backend, json["images"], json["data"].as_str().unwrap_or(""));
             }
+            // null: training untimed (`--rank-only`).
+            let train = json["train_samples_per_sec"].as_f64().map_or("untimed".into(), |rate| format!("{rate:.1}"));
             println!(
-                "{:<8} train {:>7.1} samples/s  inference {:>8.1} samples/s  peak memory {:>6} MiB  ({})",
+                "{:<8} train {:>7} samples/s  inference {:>8.1} samples/s  peak memory {:>6} MiB  ({})",
                 backend,
-                json["train_samples_per_sec"].as_f64().unwrap_or(0.0),
+                train,
                 json["inference_samples_per_sec"].as_f64().unwrap_or(0.0),
                 json["peak_memory_mib"].as_u64().map_or("?".into(), |m| m.to_string()),
                 json["device"].as_str().unwrap_or("")
