@@ -295,6 +295,9 @@ fn bad_input_is_explained_not_panicked() {
         let err = fails(&["bench", "--model", "text-lstm-attn", "--backend", "flex", option, value]);
         assert!(err.contains(option) && err.contains(why), "{err}");
     }
+    // A flag of another family's models is refused, not ignored.
+    let err = fails(&["bench", "--model", "fashion-cnn", "--backend", "flex", "--rank-only"]);
+    assert!(err.contains("--rank-only applies to recommendation") && err.contains("bpr-mf") && err.contains("not to fashion-cnn"), "{err}");
 
     // An image folder with a class the model does not know names it and the nearest class.
     let run = trained_run();

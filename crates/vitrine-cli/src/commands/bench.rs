@@ -3,6 +3,7 @@
 
 use anyhow::{Context, Result, bail};
 use clap::ArgMatches;
+use clap::parser::ValueSource;
 use vitrine_core::backend::{BackendChoice, gpu_adapters, select_device, select_devices};
 use vitrine_core::bench::Timing;
 use vitrine_core::family::BenchRequest;
@@ -15,6 +16,16 @@ pub fn bench(args: &BenchArgs, matches: &ArgMatches) -> Result<()> {
         let models: Vec<&str> = FAMILIES.iter().flat_map(|f| f.models()).collect();
         bail!("unknown model `{}`: expected one of {}", args.model, models.join(", "));
     };
+    // Every family's flags reach `vitrine bench`; another family's would be ignored.
+    let own = family.bench_args();
+    for other in FAMILIES.iter().filter(|f| f.task() != family.task()) {
+        for arg in other.bench_args().iter().filter(|arg| !own.iter().any(|a| a.get_id() == arg.get_id())) {
+            if matches.value_source(arg.get_id().as_str()) == Some(ValueSource::CommandLine) {
+                let flag = arg.get_long().unwrap_or(arg.get_id().as_str());
+                bail!("--{flag} applies to {} ({}), not to {}", other.task(), other.models().join(", "), args.model);
+            }
+        }
+    }
     if args.single || !args.devices.is_empty() {
         let compute = if args.devices.is_empty() {
             select_device(args.backend.unwrap_or(BackendChoice::Auto))?
