@@ -386,7 +386,7 @@ fn text_run_trains_evaluates_predicts_and_exports() {
     ok(&["export", r, "--format", "safetensors", "--out", st.to_str().unwrap()]);
     let bytes = std::fs::read(&st).unwrap();
     let tensors = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    assert!(tensors.names().iter().any(|n| *n == "lstm.weight_ih_l0_reverse"), "{:?}", tensors.names());
+    assert!(tensors.names().contains(&"lstm.weight_ih_l0_reverse"), "{:?}", tensors.names());
 }
 
 fn copy_folder(from: &Path, to: &Path) {

@@ -266,8 +266,8 @@ mod tests {
                 // The fused operation itself, with and without the ReLU, grouped ones included.
                 let plain = deconv.forward(x.clone());
                 for (relu_too, want) in [(true, relu(plain.clone())), (false, plain)] {
-                    let on_flex = |t: Tensor<4>| t.try_into_primitive::<Flex>().ok().expect("a flex tensor");
-                    let bias = deconv.bias.as_ref().map(|b| b.val().try_into_primitive::<Flex>().ok().expect("a flex tensor"));
+                    let on_flex = |t: Tensor<4>| t.try_into_primitive::<Flex>().expect("a flex tensor");
+                    let bias = deconv.bias.as_ref().map(|b| b.val().try_into_primitive::<Flex>().expect("a flex tensor"));
                     let got = conv_transpose2d_fused(on_flex(x.clone()), on_flex(deconv.weight.val()), bias, relu_too, &transpose_options(&deconv));
                     assert_close(Tensor::from_primitive::<Flex>(got), want);
                 }

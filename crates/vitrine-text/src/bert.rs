@@ -64,7 +64,7 @@ impl BertConfig {
         if config.hidden_act != "gelu" {
             bail!("{}: hidden_act \"{}\" is not supported (only \"gelu\", BERT's)", path.display(), config.hidden_act);
         }
-        if config.num_attention_heads == 0 || config.hidden_size % config.num_attention_heads != 0 {
+        if config.num_attention_heads == 0 || !config.hidden_size.is_multiple_of(config.num_attention_heads) {
             bail!("{}: hidden_size {} is not a multiple of num_attention_heads {}", path.display(), config.hidden_size, config.num_attention_heads);
         }
         Ok(config)

@@ -396,7 +396,7 @@ fn text_bert_fine_tunes_from_its_transformers_fixture_and_predicts() {
     assert!(report.test.as_ref().unwrap().accuracy > 0.8, "attention pooling: {:?}", report.test);
 
     // A config naming the model without the directory is refused, by name.
-    let missing = format!("task = \"text-classification\"\n[data]\ntrain = {{ file = \"r.csv\" }}\n[model]\nname = \"text-bert\"\n");
+    let missing = "task = \"text-classification\"\n[data]\ntrain = { file = \"r.csv\" }\n[model]\nname = \"text-bert\"\n".to_string();
     let file = vitrine_core::config::ConfigFile::from_text(Path::new("bert.toml"), missing).unwrap();
     let err = format!("{:#}", crate::config::resolve(&file, &[]).err().unwrap());
     assert!(err.contains("model.pretrained"), "{err}");

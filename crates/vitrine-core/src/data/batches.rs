@@ -156,14 +156,15 @@ impl ImageBatches {
                 }
             }
             // Drawn only when erasing is on, so runs without it keep their random stream.
-            if self.augment.erase > 0.0 && rng.random_bool(self.augment.erase) {
-                if let Some((top, left, eh, ew)) = erase_box(h, w, rng) {
-                    for ch in 0..c {
-                        for y in top..top + eh {
-                            let row = start + ch * h * w + y * w;
-                            for p in &mut pixels[row + left..row + left + ew] {
-                                *p = self.range.scale(rng.random());
-                            }
+            if self.augment.erase > 0.0
+                && rng.random_bool(self.augment.erase)
+                && let Some((top, left, eh, ew)) = erase_box(h, w, rng)
+            {
+                for ch in 0..c {
+                    for y in top..top + eh {
+                        let row = start + ch * h * w + y * w;
+                        for p in &mut pixels[row + left..row + left + ew] {
+                            *p = self.range.scale(rng.random());
                         }
                     }
                 }

@@ -177,12 +177,12 @@ pub fn fit<T: TrainTask>(
         stopped_early = true;
     }
     let mut restored_epoch = None;
-    if let (true, Some(best), Some(last)) = (plan.restore_best, plan.monitor.best_epoch(&history), history.last()) {
-        if best != last.epoch {
-            task.load_weights(&run.file(BEST_WEIGHTS_FILE)).with_context(|| format!("restoring the weights of epoch {best} (train.restore_best)"))?;
-            reporter.info(&format!("restored the weights of epoch {best}, the best {}", plan.monitor.describe()));
-            restored_epoch = Some(best);
-        }
+    if let (true, Some(best), Some(last)) = (plan.restore_best, plan.monitor.best_epoch(&history), history.last())
+        && best != last.epoch
+    {
+        task.load_weights(&run.file(BEST_WEIGHTS_FILE)).with_context(|| format!("restoring the weights of epoch {best} (train.restore_best)"))?;
+        reporter.info(&format!("restored the weights of epoch {best}, the best {}", plan.monitor.describe()));
+        restored_epoch = Some(best);
     }
     Ok(FitOutcome { history, stopped_early, restored_epoch })
 }

@@ -157,10 +157,10 @@ pub fn parse_time(raw: &str) -> Result<i64, String> {
     if let Ok(seconds) = raw.parse::<i64>() {
         return Ok(seconds);
     }
-    if let Ok(seconds) = raw.parse::<f64>().map(|s| s.floor()) {
-        if seconds.is_finite() {
-            return Ok(seconds as i64);
-        }
+    if let Ok(seconds) = raw.parse::<f64>().map(|s| s.floor())
+        && seconds.is_finite()
+    {
+        return Ok(seconds as i64);
     }
     if let Ok(t) = DateTime::parse_from_rfc3339(raw) {
         return Ok(t.timestamp());
