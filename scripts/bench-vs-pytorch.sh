@@ -48,7 +48,7 @@ fi
 # A step of bpr-mf or neumf, or at batch 1, takes milliseconds: 30 of them made windows of 40 to
 # 350 ms, which moved by ±10% (at batch 1 by ±20%) from round to round on both sides.
 # A recommender's batch 1 is one customer's ranking over every item (serving's latency), timed
-# alone (--rank-only); a call takes 0.03 to 1.3 ms, hence thousands of steps.
+# alone (--rank-only); a call takes 0.03 to 2.2 ms, hence thousands of steps.
 cases=(
   "fashion-cnn|--model fashion-cnn|--model fashion-cnn"
   "fashion-cnn, batch 1|--model fashion-cnn --batch-size 1|--model fashion-cnn --batch-size 1|300"

@@ -287,6 +287,8 @@ def main():
     p.add_argument("--rank-only", action="store_true", help="recommenders: time the ranking alone (training untimed, null)")
     p.add_argument("--rank-customers", type=int, help="recommenders: customers ranked per inference call (1: one customer's ranking, as serving does)")
     a = p.parse_args()
+    if (a.rank_only or a.rank_customers) and a.model not in RECOMMENDERS:
+        raise SystemExit(f"--rank-only and --rank-customers apply to the recommenders ({', '.join(RECOMMENDERS)}), not to {a.model}")
     torch.set_num_threads(a.threads)
     # As `vitrine` does on its CPU threads (vitrine_core::backend::flush_subnormals_to_zero).
     torch.set_flush_denormal(True)
