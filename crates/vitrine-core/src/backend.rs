@@ -567,6 +567,13 @@ mod tests {
             ([8, 2, 6, 40], [3, 2, 4, 4], Op::Conv(ConvOptions::new([2, 2], [1, 1], [1, 1], 1))),
             ([9, 6, 4, 5], [6, 3, 4, 4], Op::Transpose(ConvTransposeOptions::new([2, 2], [1, 1], [0, 0], [1, 1], 1))),
             ([9, 2, 9, 7], [3, 2, 3, 3], Op::Conv(ConvOptions::new([2, 2], [1, 1], [1, 1], 1))),
+            // Column stride 2 on rows of at most 32 pixels: on AVX-512 machines each row split
+            // into its even and odd halves in registers, the kernel columns' runs permuted out
+            // of them (`halved_patches`): a ResNet's 1×1 projection, rows of 32 pixels (two
+            // vectors, 16 outputs), of 33 (gathered again).
+            ([9, 3, 7, 7], [4, 3, 1, 1], Op::Conv(ConvOptions::new([2, 2], [0, 0], [1, 1], 1))),
+            ([8, 2, 5, 32], [3, 2, 3, 3], Op::Conv(ConvOptions::new([2, 2], [1, 1], [1, 1], 1))),
+            ([2, 2, 3, 33], [3, 2, 3, 3], Op::Conv(ConvOptions::new([1, 2], [1, 1], [1, 1], 1))),
         ];
         let mut state = 12345u64;
         let mut random = |len: usize| -> Vec<f32> {

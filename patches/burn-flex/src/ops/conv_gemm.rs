@@ -118,6 +118,24 @@ impl Geometry {
         self.same_3x3::<T>().filter(Same3x3::worthwhile)
     }
 
+    /// Column stride 2 without dilation, in f32 on an AVX-512 or AVX2 machine: `im2col` copies
+    /// each kernel column's pixels from the even or odd half of their input row
+    /// (`halved_patches`) instead of gathering them.
+    #[cfg(target_arch = "x86_64")]
+    fn halved_columns<T: Scalar>(&self) -> bool {
+        let applies = T::dtype() == DType::F32 && self.stride[1] == 2 && self.dilation[1] == 1 && self.width <= 32 && self.out[1] <= 16;
+        applies && Isa::detect() == Some(Isa::Avx512)
+    }
+
+    /// Whether `im2col` gathers through tables: strided columns that `halved_patches` does not copy.
+    fn gathers<T: Scalar>(&self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        if self.halved_columns::<T>() {
+            return false;
+        }
+        self.stride[1] != 1
+    }
+
     /// Whole images per task for strided convolutions (those with gather tables) of small
     /// images, 1 elsewhere. Their per-image gemms are short (one column per output pixel:
     /// 49 for `dcgan`'s 7×7 outputs), so several images' column matrices side by side make
@@ -289,6 +307,20 @@ fn channel_span(g: &Geometry, c: usize, images: usize) -> core::ops::Range<usize
 /// `im2col` of `images` whole images (from the first of `x`) side by side:
 /// `col` is `[col_rows, images · out_pixels]`, `table` their `images_table`.
 fn im2col_images<T: Scalar>(g: &Geometry, x: &[T], images: usize, col: &mut [T], table: &[u32]) {
+    #[cfg(target_arch = "x86_64")]
+    if g.halved_columns::<T>() {
+        let (n, block) = (images * g.out_pixels(), g.kernel[0] * g.kernel[1] * images * g.out_pixels());
+        let (x, col, picks) = (as_f32(x), as_f32_mut(col), HalfPick::all(g));
+        let plane_len = g.height * g.width;
+        for c in 0..g.channels_in {
+            for image in 0..images {
+                let plane = &x[image * g.image_len() + c * plane_len..][..plane_len];
+                // SAFETY: `halved_columns` holds: the CPU has AVX-512F.
+                unsafe { halved_patches(g, &picks, plane, (0, g.out[0]), &mut col[c * block + image * g.out_pixels()..], n) };
+            }
+        }
+        return;
+    }
     let row = table.len();
     for c in 0..g.channels_in {
         gather(&x[channel_span(g, c, images)], table, &mut col[c * row..][..row]);
@@ -501,7 +533,7 @@ fn scatter_add<T: Scalar>(col: &[T], table: &[u32], plane: &mut [T]) {
 }
 
 /// [`gather`] with AVX-512 gathers, 16 pixels at a time (the scalar loop's bounds check per
-/// pixel was most of im2col's time at stride 2).
+/// pixel was most of im2col's time at stride 2), where `halved_patches` does not apply.
 ///
 /// # Safety
 /// AVX-512F is available; `plane.len() ≤ i32::MAX`.
@@ -549,6 +581,86 @@ unsafe fn gather_avx2(plane: &[f32], table: &[u32], col: &mut [f32]) {
     }
 }
 
+/// Where kernel column `kw`'s run of output pixels comes from in `halved_patches`: the row's
+/// odd or even half, the lane of it each output lane takes, and which lanes are inside the
+/// row (the others read padding: zero).
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+struct HalfPick {
+    odd: bool,
+    index: [i32; 16],
+    inside: u16,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl HalfPick {
+    /// One per kernel column of `g` (`Geometry::halved_columns`).
+    fn all(g: &Geometry) -> Vec<HalfPick> {
+        let (width, out_wide) = (g.width, g.out[1]);
+        (0..g.kernel[1])
+            .map(|kw| {
+                let column = kw as isize - g.padding[1] as isize;
+                let (odd, shift) = (column.rem_euclid(2) == 1, column.div_euclid(2));
+                let half_len = if odd { width / 2 } else { width.div_ceil(2) } as isize;
+                let (mut index, mut inside) = ([0i32; 16], 0u16);
+                for (ow, index) in index.iter_mut().enumerate().take(out_wide) {
+                    let at = ow as isize + shift;
+                    if (0..half_len).contains(&at) {
+                        (*index, inside) = (at as i32, inside | 1 << ow);
+                    }
+                }
+                HalfPick { odd, index, inside }
+            })
+            .collect()
+    }
+}
+
+/// The patches of one channel's `plane` for output rows `rows` where the columns have stride
+/// 2 (`Geometry::halved_columns`): kernel position `(kh, kw)`'s row of pixels at `col[(kh ·
+/// kernel width + kw) · pitch ..]`, `out[1]` per output row. Output column `ow` of kernel
+/// column `kw` reads input column `2·ow + kw − padding`: the row's even half at `ow + (kw −
+/// padding)/2` where `kw − padding` is even, its odd half at `ow + (kw − padding − 1)/2`
+/// where it is odd. So each input row (at most 32 pixels: two vectors) is split into its
+/// halves in registers, and each kernel column's run is one permute of a half.
+///
+/// # Safety
+/// AVX-512F is available.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn halved_patches(g: &Geometry, picks: &[HalfPick], plane: &[f32], rows: (usize, usize), col: &mut [f32], pitch: usize) {
+    use core::arch::x86_64::*;
+    use super::lanes::mask16;
+    let ([kernel_high, kernel_wide], width, out_wide) = (g.kernel, g.width, g.out[1]);
+    let run = (rows.1 - rows.0) * out_wide;
+    assert!(width <= 32 && out_wide <= 16 && plane.len() >= g.height * width && picks.len() == kernel_wide);
+    assert!(col.len() >= (kernel_high * kernel_wide - 1) * pitch + run && run <= pitch);
+    let evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    let odds = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    let store = mask16(out_wide);
+    for kh in 0..kernel_high {
+        for oh in rows.0..rows.1 {
+            let at = (oh - rows.0) * out_wide;
+            let halves = g.input_row(oh, kh).map(|ih| {
+                let row = &plane[ih * width..][..width];
+                // SAFETY: the loads are masked to the row.
+                let (low, high) = unsafe { (_mm512_maskz_loadu_ps(mask16(width), row.as_ptr()), _mm512_maskz_loadu_ps(mask16(width.saturating_sub(16)), row.as_ptr().add(width.min(16)))) };
+                (_mm512_permutex2var_ps(low, evens, high), _mm512_permutex2var_ps(low, odds, high))
+            });
+            for (kw, &HalfPick { odd, index, inside }) in picks.iter().enumerate() {
+                // SAFETY: AVX-512F is available (the caller's contract).
+                let index = unsafe { _mm512_loadu_si512(index.as_ptr().cast()) };
+                let values = match halves {
+                    Some((even_half, odd_half)) => _mm512_maskz_permutexvar_ps(inside, index, if odd { odd_half } else { even_half }),
+                    // The kernel row reads padding.
+                    None => _mm512_setzero_ps(),
+                };
+                // SAFETY: `at + out_wide ≤ run ≤ pitch` (asserted above), inside `col`.
+                unsafe { _mm512_mask_storeu_ps(col.as_mut_ptr().add((kh * kernel_wide + kw) * pitch + at), store, values) };
+            }
+        }
+    }
+}
+
 /// Fills `col` (`[col_rows, (rows.end - rows.start) * out_width]`) with the patches of
 /// one group of one image for output rows `rows`; zero where the kernel overhangs.
 /// `table`: the tile's gather table, where `gather_tables` makes one.
@@ -556,6 +668,16 @@ fn im2col<T: Scalar>(g: &Geometry, image: &[T], group: usize, rows: (usize, usiz
     let width = (rows.1 - rows.0) * g.out[1];
     let plane_len = g.height * g.width;
     let kernel = g.kernel[0] * g.kernel[1];
+    #[cfg(target_arch = "x86_64")]
+    if g.halved_columns::<T>() {
+        let (image, col, picks) = (as_f32(image), as_f32_mut(col), HalfPick::all(g));
+        for c in 0..g.in_per_group() {
+            let plane = &image[(group * g.in_per_group() + c) * plane_len..][..plane_len];
+            // SAFETY: `halved_columns` holds: the CPU has AVX-512F.
+            unsafe { halved_patches(g, &picks, plane, rows, &mut col[c * kernel * width..], width) };
+        }
+        return;
+    }
     if let Some(table) = table {
         for c in 0..g.in_per_group() {
             let plane = &image[(group * g.in_per_group() + c) * plane_len..][..plane_len];
@@ -694,10 +816,11 @@ struct ImageTables {
 }
 
 impl ImageTables {
-    fn new(g: &Geometry, per_task: usize) -> Self {
-        let last = g.batch % per_task;
-        let last = if last == 0 { Vec::new() } else { images_table(g, last) };
-        Self { per_task, full: images_table(g, per_task), last }
+    /// The tables of `per_task` images and of the last task's, or none unless `needed` (the
+    /// tasks' `table` then empty).
+    fn new(g: &Geometry, per_task: usize, needed: bool) -> Self {
+        let table = |images: usize| if needed && images > 0 { images_table(g, images) } else { Vec::new() };
+        Self { per_task, full: table(per_task), last: table(g.batch % per_task) }
     }
 
     fn tasks(&self, g: &Geometry) -> usize {
@@ -727,7 +850,7 @@ fn side_by_side<T: Scalar>(planes: &[T], channels: usize, pixels: usize, images:
 /// rows copied out (with the bias).
 fn forward_images<T: Scalar>(g: &Geometry, x: &[T], w: &[T], bias: Option<&[T]>, epilogue: Epilogue<T>, per_task: usize) -> Vec<T> {
     let (k, p, co) = (g.col_rows(), g.out_pixels(), g.channels_out);
-    let tables = ImageTables::new(g, per_task);
+    let tables = ImageTables::new(g, per_task, g.gathers::<T>());
     let mut y = Vec::<T>::with_capacity(g.batch * co * p);
     let y_ptr = SharedMut(y.as_mut_ptr());
     for_each_task_overwriting(tables.tasks(g), (k + co) * per_task * p, |task, scratch| {
@@ -776,7 +899,7 @@ fn start_planes<T: Scalar>(g: &Geometry, images: &mut [core::mem::MaybeUninit<T>
 /// `col2im` for all the task's images.
 fn input_grad_images<T: Scalar>(g: &Geometry, w: &[T], dy: &[T], bias: Option<&[T]>, relu: bool, per_task: usize) -> Vec<T> {
     let (k, p, co) = (g.col_rows(), g.out_pixels(), g.channels_out);
-    let tables = ImageTables::new(g, per_task);
+    let tables = ImageTables::new(g, per_task, true);
     let wt = WeightsT::new(g, w, tables.tasks(g));
     let mut dx = Vec::<T>::with_capacity(g.batch * g.image_len());
     let dx_ptr = SharedMut(dx.as_mut_ptr());
@@ -872,7 +995,7 @@ fn sum_shares<T: Scalar>(mut partials: Vec<T>, w_len: usize) -> Vec<T> {
 /// images at a time, `dW += dY[co, images · P] · colᵀ`.
 fn weight_grad_images<T: Scalar>(g: &Geometry, x: &[T], dy: &[T], per_task: usize) -> Vec<T> {
     let (k, p, co) = (g.col_rows(), g.out_pixels(), g.channels_out);
-    let tables = ImageTables::new(g, per_task);
+    let tables = ImageTables::new(g, per_task, g.gathers::<T>());
     let tasks = tables.tasks(g);
     let shares = threads().min(tasks).max(1);
     let w_len = co * k;
@@ -932,7 +1055,7 @@ fn forward<T: Scalar>(g: &Geometry, x: &[T], w: &[T], bias: Option<&[T]>, epilog
     }
     .max(1);
     let tiles = g.out[0].div_ceil(tile_rows);
-    let tables = gather_tables(g, tile_rows);
+    let tables = if g.gathers::<T>() { gather_tables(g, tile_rows) } else { Vec::new() };
     let y_ptr = SharedMut(y.as_mut_ptr());
     for_each_task_overwriting(g.batch * tiles * g.groups, k * tile_rows * g.out[1], |task, col| {
         let (b, rest) = (task / (tiles * g.groups), task % (tiles * g.groups));
@@ -1055,7 +1178,7 @@ fn weight_grad<T: Scalar>(g: &Geometry, x: &[T], dy: &[T]) -> Vec<T> {
     }
     let (k, p) = (g.col_rows(), g.out_pixels());
     let tile_rows = g.tile_rows::<T>();
-    let tables = gather_tables(g, tile_rows);
+    let tables = if g.gathers::<T>() { gather_tables(g, tile_rows) } else { Vec::new() };
     let shares = threads().min(g.batch).max(1);
     let per_share = g.batch.div_ceil(shares);
     let w_len = g.channels_out * k;
@@ -1097,6 +1220,12 @@ fn weight_grad<T: Scalar>(g: &Geometry, x: &[T], dy: &[T]) -> Vec<T> {
 #[cfg(target_arch = "x86_64")]
 fn as_f32<T: Scalar>(values: &[T]) -> &[f32] {
     bytemuck::cast_slice(values)
+}
+
+/// `as_f32` for a mutable slice.
+#[cfg(target_arch = "x86_64")]
+fn as_f32_mut<T: Scalar>(values: &mut [T]) -> &mut [f32] {
+    bytemuck::cast_slice_mut(values)
 }
 
 /// An epilogue seen as an f32 one (as `as_f32`).
