@@ -19,7 +19,8 @@ pub struct BenchResult {
     pub backend: String,
     pub device: String,
     pub batch_size: usize,
-    pub train_samples_per_sec: f64,
+    /// `None` (null in the JSON) where training was not timed (a recommender's `--rank-only`).
+    pub train_samples_per_sec: Option<f64>,
     pub inference_samples_per_sec: f64,
     /// Figures and settings particular to the model (a text model's `seq_len`, peak memory).
     #[serde(flatten)]
@@ -109,7 +110,7 @@ impl BenchResult {
             backend: compute.backend.to_string(),
             device: compute.description.clone(),
             batch_size,
-            train_samples_per_sec: train_steps_per_sec * batch_size as f64,
+            train_samples_per_sec: Some(train_steps_per_sec * batch_size as f64),
             inference_samples_per_sec: inference_steps_per_sec * batch_size as f64,
             extra: serde_json::Map::new(),
         }

@@ -83,9 +83,9 @@ fn measure<M: Build + Clone>(arch: Architecture, data: &RecData, request: &Bench
     let batches =
         InteractionBatches::new(kind, Arc::new(data.train.clone()), seen.clone(), history.clone(), data.items.len(), batch_size, Some(1), train_device.clone());
     // Training: examples per second, in the unit of the model's batches (BatchKind::unit).
-    // `--rank-only` leaves it untimed (null in the JSON): an untrained model ranks with the same
-    // arithmetic as a trained one.
-    let mut train_samples_per_sec = f64::NAN;
+    // `--rank-only` leaves it untimed: an untrained model ranks with the same arithmetic as a
+    // trained one.
+    let mut train_samples_per_sec = None;
     if !args::flag(request.args, "rank_only") {
         let mut stream = batches.batches(1).cycle_epochs(&batches);
         let (mut examples, mut steps) = (0usize, 0usize);
@@ -96,7 +96,7 @@ fn measure<M: Build + Clone>(arch: Architecture, data: &RecData, request: &Bench
             // The batch from the loader's channel first: only the step runs where flex computes.
             let _: f32 = task.train_step_on(&train_device, batch, 1e-3).loss_sum.into_scalar();
         });
-        train_samples_per_sec = train_rate * examples as f64 / steps.max(1) as f64;
+        train_samples_per_sec = Some(train_rate * examples as f64 / steps.max(1) as f64);
     }
     if M::COUNTED {
         task.model = task.model.clone().finish();
