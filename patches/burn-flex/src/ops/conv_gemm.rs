@@ -118,9 +118,10 @@ impl Geometry {
         self.same_3x3::<T>().filter(Same3x3::worthwhile)
     }
 
-    /// Column stride 2 without dilation, in f32 on an AVX-512 or AVX2 machine: `im2col` copies
-    /// each kernel column's pixels from the even or odd half of their input row
-    /// (`halved_patches`) instead of gathering them.
+    /// Column stride 2 without dilation on input rows of at most 32 pixels, in f32 on an
+    /// AVX-512 machine: `im2col` permutes each kernel column's pixels out of the even or odd
+    /// half of their input row (`halved_patches`) instead of gathering them. AVX2 machines
+    /// and wider rows keep the gathers.
     #[cfg(target_arch = "x86_64")]
     fn halved_columns<T: Scalar>(&self) -> bool {
         let applies = T::dtype() == DType::F32 && self.stride[1] == 2 && self.dilation[1] == 1 && self.width <= 32 && self.out[1] <= 16;
